@@ -1,0 +1,48 @@
+# bty — build, test, lint, bench. See README.md.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/btyproject/bty/internal/version.Version=$(VERSION)
+CMDS := bty bty-tui bty-web bty-ctl bty-media
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN_DIR)/staticcheck
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: all build test test-unit deps lint bench clean
+
+all: build
+
+## build: static binaries for every program into bin/
+build:
+	@mkdir -p bin
+	@for c in $(CMDS); do \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$$c ./cmd/$$c || exit 1; \
+	done
+	@echo "built: $(addprefix bin/,$(CMDS))"
+
+## deps: install the Debian packages the tests use (idempotent)
+deps:
+	@scripts/install-deps.sh test
+
+## test: install test dependencies, build, and run every test (root: loop devices too)
+test: deps build
+	$(GO) test -count=1 -timeout 30m ./...
+
+## test-unit: only the quick tests, no dependencies installed
+test-unit:
+	$(GO) test -short ./...
+
+## lint: gofmt, go vet, staticcheck (installed on demand)
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(STATICCHECK) ./...
+
+## bench: flash benchmark against dd, zstd|dd, gzip|dd, xz|dd, qemu-img, bmaptool (root, minutes)
+bench: build
+	@scripts/install-deps.sh bench
+	scripts/bench.sh
+
+clean:
+	rm -rf bin

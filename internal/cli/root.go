@@ -1,0 +1,99 @@
+// Package cli implements the bty command line. Run is the whole program;
+// cmd/bty/main.go only wires signals and the exit code, so tests drive the
+// CLI in-process exactly as a user would.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/version"
+)
+
+// env bundles what every subcommand needs from the outside world.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+}
+
+// Run executes bty with args (without the program name) and returns the
+// process exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	root := newRoot(e)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitcode.OK
+	}
+	var reported *reportedError
+	if !errors.As(err, &reported) {
+		fmt.Fprintf(stderr, "bty: %v\n", err)
+	}
+	code := exitcode.Code(err)
+	if code == exitcode.Failed && isCobraUsageError(err) {
+		code = exitcode.Usage
+	}
+	return code
+}
+
+// reportedError marks an error the command already printed (for example as
+// a --json envelope), so Run only turns it into an exit code.
+type reportedError struct{ err error }
+
+func (r *reportedError) Error() string { return r.err.Error() }
+func (r *reportedError) Unwrap() error { return r.err }
+
+// isCobraUsageError recognises the argument and flag errors cobra raises
+// itself; they are misuse (exit 2), not failures.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
+		"flag needs an argument", "invalid argument", "accepts ", "requires at least",
+		"requires exactly", "required flag", "if any flags in the group", "none of the others can be"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "bty",
+		Short: "Flash pre-built system images onto disks, fast and bit-identical",
+		Long: `bty puts a pre-built system image onto a target disk, fast and repeatably.
+
+Images (.img, .img.zst, .img.gz, .img.xz, .img.bz2, .qcow2) are decoded
+natively; only data is written, zero ranges are zeroed cheaply, and the
+target ends up bit-identical to the decoded image.
+
+Exit codes: 0 success, 1 operation failed, 2 misuse, 3 root required,
+4 required external tool missing, 5 target changed between check and write.`,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	root.SetVersionTemplate("bty {{.Version}}\n")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+	})
+	return root
+}
