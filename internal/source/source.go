@@ -42,15 +42,79 @@ type Filer interface {
 
 // Options tune URL sources. The zero value is usable.
 type Options struct {
-	// Client is the HTTP client; nil means a client with sane timeouts.
+	// Client is the HTTP client; nil means a client with sane timeouts
+	// (see DefaultClient).
 	Client *http.Client
-	// Retries bounds how often a dropped transfer is resumed (default 5).
+	// Retries bounds how often a dropped transfer is resumed in a row
+	// without progress (default 5; negative means none). The count starts
+	// over once bytes arrive again.
 	Retries int
 	// RetryDelay is the first back-off between retries (default 500ms,
-	// doubling).
+	// doubling, at most MaxRetryDelay).
 	RetryDelay time.Duration
+	// StallTimeout treats a connection that delivers no byte for this long
+	// as dropped, so it is resumed instead of hanging (default 1m;
+	// negative disables).
+	StallTimeout time.Duration
+	// BlockSize is the unit ReaderAt fetches from a URL with one range
+	// request (default 4 MiB).
+	BlockSize int64
+	// CacheBlocks bounds how many fetched blocks ReaderAt keeps (LRU,
+	// default 16), so its memory is about BlockSize*CacheBlocks plus the
+	// blocks being fetched.
+	CacheBlocks int
 	// Logger receives retry notices; nil discards.
 	Logger *slog.Logger
+}
+
+// Defaults for the zero Options.
+const (
+	DefaultRetries      = 5
+	DefaultRetryDelay   = 500 * time.Millisecond
+	MaxRetryDelay       = 30 * time.Second
+	DefaultStallTimeout = time.Minute
+	DefaultBlockSize    = 4 << 20
+	DefaultCacheBlocks  = 16
+)
+
+func (o Options) withDefaults() Options {
+	if o.Client == nil {
+		o.Client = DefaultClient()
+	}
+	if o.Retries == 0 {
+		o.Retries = DefaultRetries
+	} else if o.Retries < 0 {
+		o.Retries = 0
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = DefaultRetryDelay
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.BlockSize <= 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.CacheBlocks <= 0 {
+		o.CacheBlocks = DefaultCacheBlocks
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Open opens ref, a local path or an http(s) URL (see IsURL).
+//
+// A missing file or a URL answering 404/410 is an error wrapping
+// ErrNotFound (and os.ErrNotExist for files). For a URL, Open sends the
+// first GET right away, so an unreachable host or an error status fails
+// here; that response's body becomes the stream of the first Source.Open.
+func Open(ctx context.Context, ref string, opts Options) (Source, error) {
+	if IsURL(ref) {
+		return openURL(ctx, ref, opts.withDefaults(), opts.Client == nil)
+	}
+	return openFile(ref)
 }
 
 // ErrNotFound is returned (wrapped) when a path does not exist or a URL

@@ -1,0 +1,94 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// fileSource is a local image file (or block device).
+type fileSource struct {
+	path string
+	f    *os.File
+	size int64
+}
+
+var (
+	_ Source = (*fileSource)(nil)
+	_ Filer  = (*fileSource)(nil)
+)
+
+// notFoundError names a missing path and matches both ErrNotFound and the
+// underlying os error (so errors.Is(err, os.ErrNotExist) holds too).
+type notFoundError struct {
+	what string
+	err  error
+}
+
+func (e *notFoundError) Error() string   { return e.what + ": " + ErrNotFound.Error() }
+func (e *notFoundError) Unwrap() []error { return []error{ErrNotFound, e.err} }
+
+func openFile(path string) (Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &notFoundError{what: "image file " + path + " (check the path)", err: err}
+		}
+		return nil, fmt.Errorf("opening image %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening image %s: %w", path, err)
+	}
+	size := fi.Size()
+	switch {
+	case fi.IsDir():
+		f.Close()
+		return nil, fmt.Errorf("opening image %s: is a directory, give the image file inside it", path)
+	case fi.Mode()&os.ModeDevice != 0:
+		// Block devices stat as size 0; their end tells the size.
+		end, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("opening image %s: finding device size: %w", path, err)
+		}
+		size = end
+	case !fi.Mode().IsRegular():
+		f.Close()
+		return nil, fmt.Errorf("opening image %s: not a regular file or block device (%s)", path, fi.Mode().Type())
+	}
+	return &fileSource{path: path, f: f, size: size}, nil
+}
+
+func (s *fileSource) Name() string          { return s.path }
+func (s *fileSource) Size() int64           { return s.size }
+func (s *fileSource) ReaderAt() io.ReaderAt { return s.f }
+func (s *fileSource) File() *os.File        { return s.f }
+func (s *fileSource) Close() error          { return s.f.Close() }
+
+// Open returns an independent reader from offset 0; it stops with ctx's
+// error once ctx is done.
+func (s *fileSource) Open(ctx context.Context) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, 0, s.size)}, nil
+}
+
+// ctxReader checks ctx before each Read.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (c *ctxReader) Close() error { return nil }
