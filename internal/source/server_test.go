@@ -23,11 +23,11 @@ type imageServer struct {
 	data         []byte
 	etag         string
 	lastModified string
-	acceptRanges string // Accept-Ranges header value; "" sends none
-	noRange      bool   // ignore Range (always 200 with everything)
-	noIfRange    bool   // ignore If-Range (serve the range even if changed)
-	extraLength  int64  // announce this many bytes more than exist
-	status       int    // answer every request with this status
+	acceptRanges string          // Accept-Ranges header value; "" sends none
+	noRange      bool            // ignore Range (always 200 with everything)
+	noIfRange    bool            // ignore If-Range (serve the range even if changed)
+	extraLength  int64           // announce this many bytes more than exist
+	status       int             // answer every request with this status
 	statusFor    func(n int) int // status for request n (0: serve)
 	// cut says, for request number n (from 0) starting at byte start, how
 	// many body bytes to send before cutting the connection (-1: all).
