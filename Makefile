@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint bench clean
+.PHONY: all build test test-unit deps lint demo bench clean
 
 all: build
 
@@ -38,6 +38,11 @@ lint:
 	$(GO) vet ./...
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(STATICCHECK) ./...
+
+## demo: build, then flash a generated image onto a loop device and prove it bit-identical (root)
+demo: build
+	@scripts/install-deps.sh test
+	scripts/demo.sh
 
 ## bench: flash benchmark against dd, zstd|dd, gzip|dd, xz|dd, qemu-img, bmaptool (root, minutes)
 bench: build

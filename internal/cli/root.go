@@ -72,6 +72,7 @@ func isCobraUsageError(err error) bool {
 }
 
 func newRoot(e *env) *cobra.Command {
+	var showVersion, asJSON bool
 	root := &cobra.Command{
 		Use:   "bty",
 		Short: "Flash pre-built system images onto disks, fast and bit-identical",
@@ -83,15 +84,23 @@ target ends up bit-identical to the decoded image.
 
 Exit codes: 0 success, 1 operation failed, 2 misuse, 3 root required,
 4 required external tool missing, 5 target changed between check and write.`,
-		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if showVersion {
+				if asJSON {
+					return writeJSON(e.stdout, "version", map[string]any{"version": version.Version, "build": version.String()})
+				}
+				fmt.Fprintf(e.stdout, "bty %s\n", version.String())
+				return nil
+			}
 			return cmd.Help()
 		},
 	}
-	root.SetVersionTemplate("bty {{.Version}}\n")
+	root.Flags().BoolVar(&showVersion, "version", false, "print the version and exit")
+	root.Flags().BoolVar(&asJSON, "json", false, "with --version: print a JSON document")
+	root.AddCommand(newListCmd(e), newInspectCmd(e), newFlashCmd(e))
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
 	})

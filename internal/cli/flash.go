@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/flash"
+)
+
+var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func newFlashCmd(e *env) *cobra.Command {
+	var o flash.Options
+	var progress string
+	var dryRun, yes, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "flash --image PATH|URL --target DEVICE (--dry-run | --yes)",
+		Short: "Write an image onto a disk, bit-identical, writing only data",
+		Long: `Write an image onto a whole disk. The image is decoded natively
+(.img, .img.zst, .img.gz, .img.xz, .img.bz2, .qcow2, detected by magic),
+from a local path or an http(s) URL (streamed, resumed with Range if the
+connection drops). Only data is written; zero ranges are zeroed by ioctl.
+The first MiB (the partition table) is written last, so an interrupted
+flash never looks bootable. After writing: fsync, partition table re-read.
+
+Checks before writing: the image exists and has a known format, it fits
+the target, the target is a whole block device that is not mounted, not
+held by LVM/md, not read-only and not the disk the running system or the
+live media is on. --yes needs root. The target is checked again and opened
+exclusively right before writing; a change then is exit 5.
+
+Nothing is written without --yes; --dry-run only prints the plan (and wins
+over --yes).`,
+		Example: `  bty flash --image debian.img.zst --target /dev/sdb --dry-run
+  sudo bty flash --image debian.qcow2 --target /dev/nvme0n1 --yes --verify
+  sudo bty flash --image http://server:8080/images/debian.img.xz --target /dev/sda --yes --progress ndjson`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.SHA256 = strings.ToLower(strings.TrimSpace(o.SHA256))
+			switch {
+			case o.Image == "":
+				return usageErr("missing --image PATH|URL (see bty list images)")
+			case o.Target == "":
+				return usageErr("missing --target DEVICE (see bty list disks)")
+			case !dryRun && !yes:
+				return usageErr("nothing written: add --dry-run to see the plan, or --yes to flash %s", o.Target)
+			case progress != progressText && progress != progressNDJSON && progress != progressNone:
+				return usageErr("--progress must be text, ndjson or none, not %q", progress)
+			case asJSON && progress == progressNDJSON:
+				return usageErr("--json and --progress ndjson both write to stdout: choose one")
+			case o.SHA256 != "" && !hexSHA256.MatchString(o.SHA256):
+				return usageErr("--sha256 must be 64 hexadecimal digits")
+			}
+			if dryRun {
+				return runDryRun(cmd, e, o, asJSON)
+			}
+			return runFlash(cmd, e, o, progress, asJSON)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "", "image file or http(s) URL")
+	f.StringVar(&o.Target, "target", "", "whole block device to write, e.g. /dev/sdb")
+	f.StringVar(&o.Provision, "provision", flash.ModeNone, "first-boot tuning: none, cloud-init or cijoe")
+	f.StringVar(&o.UserData, "user-data", "", "cloud-init user-data file (with --provision cloud-init)")
+	f.StringVar(&o.MetaData, "meta-data", "", "cloud-init meta-data file (default: generated)")
+	f.StringVar(&o.Hostname, "hostname", "", "hostname for generated cloud-init meta-data")
+	f.StringVar(&o.CijoeWorkflow, "cijoe-workflow", "", "cijoe workflow file (with --provision cijoe)")
+	f.StringVar(&o.CijoeConfig, "cijoe-config", "", "cijoe config file")
+	f.StringVar(&progress, "progress", progressText, "progress output: text (stderr), ndjson (stdout) or none")
+	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image; a mismatch fails the flash")
+	f.BoolVar(&o.Verify, "verify", false, "read the written data back from the disk and compare")
+	f.BoolVar(&dryRun, "dry-run", false, "validate and print the plan; write nothing")
+	f.BoolVar(&yes, "yes", false, "really write the target (needs root)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON document with the plan or the result")
+	f.IntVar(&o.Workers, "workers", 0, "concurrent writers (default 4)")
+	_ = f.MarkHidden("workers")
+	return cmd
+}
+
+func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
+	plan, err := flash.Check(cmd.Context(), o)
+	if asJSON {
+		_ = writeJSON(e.stdout, "flash", map[string]any{
+			"dry_run": true, "image": plan.Image, "target": plan.Target, "provisioning": plan.Provisioning,
+			"notes": plan.Notes, "ok": plan.OK, "errors": plan.Errors,
+		})
+		return err
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "image:        %s", plan.Image.Ref)
+	if plan.Image.Format != "" {
+		fmt.Fprintf(w, " (%s, %s", plan.Image.Format, ibytes(plan.Image.SizeBytes))
+		if plan.Image.VirtualSizeBytes != nil {
+			fmt.Fprintf(w, ", %s decoded", ibytes(*plan.Image.VirtualSizeBytes))
+		}
+		fmt.Fprint(w, ")")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "target:       %s", plan.Target.Path)
+	if plan.Target.SizeBytes > 0 {
+		fmt.Fprintf(w, " (%s", ibytes(plan.Target.SizeBytes))
+		if plan.Target.Model != "" {
+			fmt.Fprintf(w, ", %s", plan.Target.Model)
+		}
+		fmt.Fprint(w, ")")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "provisioning: %s\n", plan.Provisioning)
+	for _, n := range plan.Notes {
+		fmt.Fprintf(w, "note:         %s\n", n)
+	}
+	for _, er := range plan.Errors {
+		fmt.Fprintf(w, "error:        %s\n", er)
+	}
+	if plan.OK {
+		fmt.Fprintln(w, "plan OK: run again with --yes (as root) to flash")
+		return nil
+	}
+	return &reportedError{err: err}
+}
+
+func runFlash(cmd *cobra.Command, e *env, o flash.Options, progress string, asJSON bool) error {
+	var sink event.Sink = event.Discard
+	switch progress {
+	case progressText:
+		tty := false
+		if f, ok := e.stderr.(*os.File); ok {
+			tty = term.IsTerminal(int(f.Fd()))
+		}
+		ts := newTextSink(e.stderr, tty)
+		if tty {
+			if w, _, err := term.GetSize(int(e.stderr.(*os.File).Fd())); err == nil && w > 20 {
+				ts.width = w
+			}
+		}
+		sink = ts
+	case progressNDJSON:
+		sink = newNDJSONSink(e.stdout)
+	}
+	o.Sink = sink
+	o.Logger = e.log
+	res, err := flash.Run(cmd.Context(), o)
+	if asJSON {
+		fields := map[string]any{"dry_run": false, "ok": err == nil, "result": res}
+		if err != nil {
+			fields["error"] = err.Error()
+			fields["exit_code"] = exitcode.Code(err)
+		}
+		_ = writeJSON(e.stdout, "flash", fields)
+	}
+	if err != nil && progress != progressNone {
+		// The failed event already told the user.
+		return &reportedError{err: err}
+	}
+	return err
+}
