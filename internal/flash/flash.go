@@ -1,0 +1,196 @@
+package flash
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/exitcode"
+)
+
+// geteuid is swapped by tests.
+var geteuid = os.Geteuid
+
+// testHookBeforeOpen runs between validation and the final re-probe; tests
+// use it to change the target in that window (exit 5).
+var testHookBeforeOpen func()
+
+// Run validates opts, then writes the image onto the target, syncs,
+// re-reads the partition table and verifies when asked. Every step is
+// reported to opts.Sink. The error carries the exit code (exitcode.Code).
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	sink := opts.Sink
+	if sink == nil {
+		sink = event.Discard
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+	res := &Result{Image: opts.Image, Target: opts.Target, Provisioning: opts.Provision, Notes: []string{}}
+	if res.Provisioning == "" {
+		res.Provisioning = ModeNone
+	}
+	fail := func(err error) (*Result, error) {
+		sink.Emit(event.Event{Event: event.Failed, Time: time.Now(), Note: err.Error(),
+			BytesWritten: res.BytesWritten + res.BytesZeroed})
+		res.Elapsed = time.Since(start).Seconds()
+		return res, err
+	}
+
+	p := prepare(ctx, opts)
+	defer p.close()
+	res.Notes = append(res.Notes, p.plan.Notes...)
+	if err := p.plan.Err(); err != nil {
+		if exitcode.Code(err) != exitcode.Usage && geteuid() != 0 {
+			return fail(exitcode.New(exitcode.NeedRoot, "flashing needs root: run bty as root (sudo); the plan also reports: %v", err))
+		}
+		return fail(err)
+	}
+	if geteuid() != 0 {
+		return fail(exitcode.New(exitcode.NeedRoot, "flashing %s needs root: run bty as root (sudo)", p.disk.Path))
+	}
+	res.Target = p.disk.Path
+	res.Format = string(p.img.Format())
+
+	if testHookBeforeOpen != nil {
+		testHookBeforeOpen()
+	}
+	// Re-probe right before writing: the disk may have been mounted,
+	// replaced or stacked on since it was checked.
+	t, err := reprobeAndOpen(p.disk, opts.Direct)
+	if err != nil {
+		return fail(err)
+	}
+	defer t.Close()
+
+	total := p.img.Size()
+	sink.Emit(event.Event{Event: event.Started, Time: time.Now(), TotalBytes: max(total, 0)})
+	sink.Emit(event.Event{Event: event.Writing, Time: time.Now(), Format: res.Format})
+	log.Info("flashing", "image", opts.Image, "target", p.disk.Path, "format", res.Format, "size", total)
+
+	st, err := copyImage(ctx, p.img, t, copyOptions{
+		Workers: opts.Workers,
+		Expect:  opts.SHA256,
+		Hash:    opts.SHA256 != "",
+		Record:  opts.Verify,
+		Sink:    sink,
+	})
+	res.TotalBytes, res.BytesWritten, res.BytesZeroed = st.Total, st.Written, st.Zeroed
+	res.ZeroMethod, res.SHA256 = string(st.ZeroMethod), st.SHA256
+	if err != nil {
+		// Persist what was written (at least the zeroed head) before
+		// reporting; the disk must not keep a stale bootable table.
+		if serr := t.Sync(); serr != nil {
+			log.Warn("sync after a failed flash", "err", serr)
+		}
+		var tl *TooLargeError
+		if errors.As(err, &tl) {
+			return fail(exitcode.Wrap(exitcode.Failed, err))
+		}
+		return fail(err)
+	}
+	if st.ZeroMethod == disk.ZeroWrite {
+		res.Notes = append(res.Notes, fmt.Sprintf("%s cannot zero ranges by ioctl; zero ranges were written as zeros (slower)", p.disk.Path))
+	}
+
+	if err := t.Sync(); err != nil {
+		return fail(fmt.Errorf("flushing %s: %w; the disk may be incomplete, flash it again", p.disk.Path, err))
+	}
+	sink.Emit(event.Event{Event: event.Synced, Time: time.Now()})
+
+	// A failing re-read never fails the flash: the bytes are on the disk.
+	note := ""
+	if err := t.RereadPartitions(); err != nil {
+		note = fmt.Sprintf("the kernel did not re-read the partition table of %s (%v); the image is written, reboot or replug to see its partitions", p.disk.Path, err)
+	} else if st.PartitionTable != "" && len(disk.Partitions(p.disk.Name)) == 0 {
+		note = fmt.Sprintf("the image has a %s partition table but the kernel created no partition nodes for %s "+
+			"(a loop device without partition scanning, or a kernel without %s support); the partitions are on the disk",
+			st.PartitionTable, p.disk.Path, st.PartitionTable)
+	}
+	if note != "" {
+		res.Notes = append(res.Notes, note)
+	}
+	if st.PartitionTable == "gpt" && st.Total < p.disk.SizeBytes {
+		res.Notes = append(res.Notes, fmt.Sprintf("the image's backup GPT header sits at its end (%s), not at the end of the %s disk; "+
+			"tools like sgdisk -e can move it if the partitions are to grow", formatBytes(st.Total), formatBytes(p.disk.SizeBytes)))
+	}
+	sink.Emit(event.Event{Event: event.Partprobed, Time: time.Now(), Note: note})
+
+	if opts.Verify {
+		if err := verify(ctx, p.disk.Path, st.Segments, opts.Workers); err != nil {
+			return fail(err)
+		}
+		res.Verified = true
+		sink.Emit(event.Event{Event: event.Verified, Time: time.Now(), SHA256: st.SHA256})
+	}
+
+	res.Elapsed = time.Since(start).Seconds()
+	if res.Elapsed > 0 {
+		res.Rate = float64(res.TotalBytes) / res.Elapsed
+	}
+	for _, n := range res.Notes {
+		sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: n})
+	}
+	sink.Emit(event.Event{Event: event.Done, Time: time.Now(), BytesWritten: res.TotalBytes,
+		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256})
+	return res, nil
+}
+
+// reprobeAndOpen checks the target once more and opens it exclusively.
+// Any change since validation is exit 5.
+func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
+	raced := func(format string, args ...any) error {
+		return exitcode.New(exitcode.Raced, "target %s changed since it was checked: %s; check it and run bty again",
+			was.Path, fmt.Sprintf(format, args...))
+	}
+	now, err := disk.Get(was.Path)
+	if err != nil {
+		return nil, raced("%v", err)
+	}
+	if now.Major != was.Major || now.Minor != was.Minor {
+		return nil, raced("it is now device %d:%d, was %d:%d", now.Major, now.Minor, was.Major, was.Minor)
+	}
+	if now.SizeBytes != was.SizeBytes {
+		return nil, raced("its size changed from %d to %d bytes", was.SizeBytes, now.SizeBytes)
+	}
+	if probs := now.Problems(); len(probs) > 0 {
+		return nil, raced("%s", probs[0])
+	}
+	t, err := disk.OpenTarget(was.Path, direct)
+	if err != nil {
+		if errors.Is(err, disk.ErrBusy) {
+			return nil, raced("%v", err)
+		}
+		return nil, exitcode.Wrap(exitcode.Failed, fmt.Errorf("opening %s: %w", was.Path, err))
+	}
+	return t, nil
+}
+
+// partitionTable names the table in the first bytes of an image: "gpt",
+// "mbr" or "".
+func partitionTable(head []byte) string {
+	if len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")) {
+		return "gpt"
+	}
+	if len(head) >= 512 && head[510] == 0x55 && head[511] == 0xaa {
+		return "mbr"
+	}
+	return ""
+}
+
+func formatBytes(n int64) string {
+	if n < 0 {
+		return "unknown size"
+	}
+	return humanize.IBytes(uint64(n))
+}

@@ -1,0 +1,113 @@
+package flash
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/imagetest"
+	"github.com/btyproject/bty/internal/looptest"
+)
+
+// TestRunEveryFormatOnLoop is the engine's end-to-end test: every corpus
+// format flashed with Run onto a loop device full of random bytes, read
+// back through the device node and compared with the raw reference.
+func TestRunEveryFormatOnLoop(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	names := make([]string, 0, len(set.Files))
+	for n := range set.Files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	const extra = 4 << 20
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			dev := looptest.New(t, set.Size+extra)
+			tail := dev.ReadAt(t, set.Size, extra)
+			var rec event.Recorder
+			res, err := Run(context.Background(), Options{Image: set.Files[name], Target: dev.Path,
+				Verify: true, SHA256: set.RawSHA256, Sink: &rec})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := dev.SHA256(t, set.Size); got != set.RawSHA256 {
+				t.Fatalf("device sha256 %s, want %s", got, set.RawSHA256)
+			}
+			if !bytes.Equal(dev.ReadAt(t, set.Size, extra), tail) {
+				t.Error("bytes past the image were changed")
+			}
+			if !res.Verified || res.TotalBytes != set.Size || res.BytesZeroed == 0 {
+				t.Errorf("result %+v", res)
+			}
+			types := rec.Types()
+			want := []event.Type{event.Started, event.Writing, event.Progress, event.Synced, event.Partprobed, event.Verified}
+			if len(types) < len(want) || !slices.Equal(types[:len(want)], want) || types[len(types)-1] != event.Done {
+				t.Errorf("events %v, want %v ... done", types, want)
+			}
+			// The host kernel parses no partition tables; a loop device
+			// without partscan gets none either: the user is told.
+			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "partition nodes") }) {
+				t.Errorf("no note about missing partition nodes in %q", res.Notes)
+			}
+		})
+	}
+}
+
+func TestRunRefusesMountedTarget(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	dev := looptest.New(t, set.Size+(8<<20))
+	mnt := looptest.MountExt4(t, dev.Path)
+	before := dev.SHA256(t, dev.Size)
+	_, err := Run(context.Background(), Options{Image: set.Files["raw"], Target: dev.Path})
+	if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), mnt) {
+		t.Fatalf("err = %v (exit %d), want exit 1 naming the mount point %s", err, code, mnt)
+	}
+	if dev.SHA256(t, dev.Size) != before {
+		t.Fatal("a refused flash changed the target")
+	}
+}
+
+// TestRunRaceIsExit5 mounts the target in the window between validation
+// and the exclusive open.
+func TestRunRaceIsExit5(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	dev := looptest.New(t, set.Size+(8<<20))
+	looptest.Run(t, "mkfs.ext4", "-q", "-F", dev.Path)
+	before := dev.SHA256(t, dev.Size)
+	mnt := t.TempDir()
+	testHookBeforeOpen = func() { looptest.Run(t, "mount", dev.Path, mnt) }
+	t.Cleanup(func() {
+		testHookBeforeOpen = nil
+		_ = exec.Command("umount", mnt).Run()
+	})
+	_, err := Run(context.Background(), Options{Image: set.Files["raw"], Target: dev.Path})
+	if code := exitcode.Code(err); code != exitcode.Raced {
+		t.Fatalf("err = %v (exit %d), want exit 5", err, code)
+	}
+	if dev.SHA256(t, dev.Size) != before {
+		t.Fatal("a raced flash changed the target")
+	}
+}
+
+func TestRunTooSmallTarget(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	for _, name := range []string{"raw", "gz"} {
+		t.Run(name, func(t *testing.T) {
+			dev := looptest.New(t, set.Size/2)
+			_, err := Run(context.Background(), Options{Image: set.Files[name], Target: dev.Path})
+			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), "choose a larger disk") {
+				t.Fatalf("err = %v (exit %d), want exit 1 saying the image does not fit", err, code)
+			}
+		})
+	}
+}

@@ -1,0 +1,103 @@
+// Package flash is bty's engine: it plans a flash (validates the image,
+// the target and the provisioning inputs), writes the decoded image onto
+// the target bit-identically while writing only data, syncs, re-reads the
+// partition table, verifies, and reports every step as an event. The CLI,
+// the TUI, the server and the live env all drive it.
+package flash
+
+import (
+	"log/slog"
+
+	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/source"
+)
+
+// Provisioning modes bty flash understands (cijoe-online runs on the
+// server, after boot).
+const (
+	ModeNone      = "none"
+	ModeCloudInit = "cloud-init"
+	ModeCijoe     = "cijoe"
+)
+
+// Options describe one flash. The zero value of every optional field is a
+// sane default.
+type Options struct {
+	// Image is a local path or an http(s) URL.
+	Image string
+	// Target is the block device path (symlinks allowed).
+	Target string
+
+	// Provision is the provisioning mode; "" means none.
+	Provision     string
+	UserData      string
+	MetaData      string
+	Hostname      string
+	CijoeWorkflow string
+	CijoeConfig   string
+
+	// SHA256, when set, is the expected sha256 of the decoded image.
+	SHA256 string
+	// Verify reads the written ranges back and compares them.
+	Verify bool
+
+	// Workers is the number of concurrent writers (default 4).
+	Workers int
+	// Direct opens the target with O_DIRECT.
+	Direct bool
+
+	// Source tunes URL sources.
+	Source source.Options
+	Sink   event.Sink
+	Logger *slog.Logger
+}
+
+// Plan is the outcome of validation: what would be written where, and
+// why not if it cannot be. It is the `--dry-run --json` document.
+type Plan struct {
+	Image        PlanImage  `json:"image"`
+	Target       PlanTarget `json:"target"`
+	Provisioning string     `json:"provisioning"`
+	Notes        []string   `json:"notes"`
+	OK           bool       `json:"ok"`
+	Errors       []string   `json:"errors"`
+
+	// code is the exit code of the first error.
+	code int
+}
+
+// PlanImage describes the image side of a plan.
+type PlanImage struct {
+	Ref              string `json:"ref"`
+	Format           string `json:"format,omitempty"`
+	SizeBytes        int64  `json:"size_bytes"`
+	VirtualSizeBytes *int64 `json:"virtual_size_bytes"`
+}
+
+// PlanTarget describes the target side of a plan.
+type PlanTarget struct {
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+	Model     string `json:"model,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	Transport string `json:"transport,omitempty"`
+}
+
+// Result describes a finished (or failed) flash.
+type Result struct {
+	Image  string `json:"image"`
+	Target string `json:"target"`
+	Format string `json:"format"`
+	// TotalBytes is the decoded image size; BytesWritten were sent as
+	// data, BytesZeroed were zeroed without sending them.
+	TotalBytes   int64    `json:"total_bytes"`
+	BytesWritten int64    `json:"bytes_written"`
+	BytesZeroed  int64    `json:"bytes_zeroed"`
+	ZeroMethod   string   `json:"zero_method,omitempty"`
+	SHA256       string   `json:"sha256,omitempty"`
+	Verified     bool     `json:"verified"`
+	Provisioning string   `json:"provisioning"`
+	Elapsed      float64  `json:"elapsed_seconds"`
+	Rate         float64  `json:"rate"`
+	Notes        []string `json:"notes"`
+}

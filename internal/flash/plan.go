@@ -1,0 +1,213 @@
+package flash
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/source"
+)
+
+// prepared holds what validation opened, so the write reuses it.
+type prepared struct {
+	plan *Plan
+	src  source.Source
+	img  image.Image
+	disk disk.Disk
+}
+
+func (p *prepared) close() {
+	if p.img != nil {
+		p.img.Close()
+	}
+	if p.src != nil {
+		p.src.Close()
+	}
+}
+
+// fail records a validation error with its exit code; the first code
+// decides, except that misuse outranks everything (it is what the user
+// must fix first).
+func (p *Plan) fail(code int, format string, args ...any) {
+	p.Errors = append(p.Errors, fmt.Sprintf(format, args...))
+	if p.code == 0 || code == exitcode.Usage {
+		p.code = code
+	}
+}
+
+func (p *Plan) note(format string, args ...any) {
+	p.Notes = append(p.Notes, fmt.Sprintf(format, args...))
+}
+
+// Err returns nil for an OK plan, else an error carrying the exit code and
+// every reason.
+func (p *Plan) Err() error {
+	if len(p.Errors) == 0 {
+		return nil
+	}
+	return exitcode.New(p.code, "%s", strings.Join(p.Errors, "; "))
+}
+
+// Check validates opts without writing anything: the `--dry-run` plan.
+// The returned error is the plan's Err().
+func Check(ctx context.Context, opts Options) (*Plan, error) {
+	p := prepare(ctx, opts)
+	p.close()
+	return p.plan, p.plan.Err()
+}
+
+// prepare runs every validation of SPEC.md and keeps the opened image.
+func prepare(ctx context.Context, opts Options) *prepared {
+	mode := opts.Provision
+	if mode == "" {
+		mode = ModeNone
+	}
+	plan := &Plan{
+		Image:        PlanImage{Ref: opts.Image, SizeBytes: -1},
+		Target:       PlanTarget{Path: opts.Target},
+		Provisioning: mode,
+		Notes:        []string{},
+		Errors:       []string{},
+	}
+	p := &prepared{plan: plan}
+	checkProvisioning(plan, opts, mode)
+	p.openImage(ctx, opts)
+	p.checkTarget(opts.Target)
+
+	if p.img != nil && plan.Target.SizeBytes > 0 {
+		switch size := p.img.Size(); {
+		case size < 0:
+			plan.note("the %s image's decoded size is not known before decoding; the flash stops with an error if it does not fit the target", p.img.Format())
+		case size > plan.Target.SizeBytes:
+			plan.fail(exitcode.Failed, "%s", (&TooLargeError{Image: size, Target: plan.Target.SizeBytes}).Error())
+		case size < plan.Target.SizeBytes:
+			plan.note("the image (%s) is smaller than the target (%s); bytes past the image's end are left as they are",
+				formatBytes(size), formatBytes(plan.Target.SizeBytes))
+		}
+	}
+	plan.OK = len(plan.Errors) == 0
+	return p
+}
+
+func checkProvisioning(plan *Plan, opts Options, mode string) {
+	need := func(flag, path string) {
+		if path == "" {
+			plan.fail(exitcode.Usage, "provisioning mode %s needs %s FILE", mode, flag)
+			return
+		}
+		fileMustExist(plan, flag, path)
+	}
+	switch mode {
+	case ModeNone:
+		for flag, v := range map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData,
+			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig} {
+			if v != "" {
+				plan.note("%s is ignored without a --provision mode that uses it", flag)
+			}
+		}
+	case ModeCloudInit:
+		need("--user-data", opts.UserData)
+		if opts.MetaData != "" {
+			fileMustExist(plan, "--meta-data", opts.MetaData)
+		}
+	case ModeCijoe:
+		need("--cijoe-workflow", opts.CijoeWorkflow)
+		if opts.CijoeConfig != "" {
+			fileMustExist(plan, "--cijoe-config", opts.CijoeConfig)
+		}
+		// Tools are checked at plan time: nothing is written when the
+		// provisioning step could not run.
+		if _, err := exec.LookPath("cijoe"); err != nil {
+			plan.fail(exitcode.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
+		}
+	case "cijoe-online":
+		plan.fail(exitcode.Usage, "provisioning mode cijoe-online runs from bty-web after the target boots; bty flash supports none, cloud-init and cijoe")
+		return
+	default:
+		plan.fail(exitcode.Usage, "unknown provisioning mode %q: use none, cloud-init or cijoe", mode)
+		return
+	}
+	if mode != ModeNone {
+		// Provisioning lands with its own change (issue 3); until then the
+		// plan refuses rather than flash without the tuning asked for.
+		plan.fail(exitcode.Failed, "provisioning mode %s is not available in this build of bty", mode)
+	}
+}
+
+func fileMustExist(plan *Plan, flag, path string) {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
+	case st.IsDir():
+		plan.fail(exitcode.Usage, "%s %s is a directory, not a file", flag, path)
+	}
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		if errors.Is(pe.Err, os.ErrNotExist) {
+			return errors.New("no such file")
+		}
+		return pe.Err
+	}
+	return err
+}
+
+func (p *prepared) openImage(ctx context.Context, opts Options) {
+	plan := p.plan
+	if opts.Image == "" {
+		plan.fail(exitcode.Usage, "no image given: add --image PATH|URL")
+		return
+	}
+	src, err := source.Open(ctx, opts.Image, opts.Source)
+	if err != nil {
+		code := exitcode.Failed
+		if errors.Is(err, source.ErrNotFound) && !source.IsURL(opts.Image) {
+			code = exitcode.Usage
+		}
+		plan.fail(code, "image: %v", err)
+		return
+	}
+	p.src = src
+	plan.Image.SizeBytes = src.Size()
+	img, err := image.Open(ctx, src, image.Options{Logger: opts.Logger})
+	if err != nil {
+		plan.fail(exitcode.Failed, "image: %v", err)
+		return
+	}
+	p.img = img
+	plan.Image.Format = string(img.Format())
+	if size := img.Size(); size >= 0 {
+		plan.Image.VirtualSizeBytes = &size
+	}
+}
+
+func (p *prepared) checkTarget(path string) {
+	plan := p.plan
+	if path == "" {
+		plan.fail(exitcode.Usage, "no target given: add --target DEVICE (see: bty list disks)")
+		return
+	}
+	d, err := disk.Get(path)
+	if err != nil {
+		code := exitcode.Failed
+		if errors.Is(err, disk.ErrNotExist) || errors.Is(err, disk.ErrNotBlockDevice) || errors.Is(err, disk.ErrIsPartition) {
+			code = exitcode.Usage
+		}
+		plan.fail(code, "target: %v", err)
+		return
+	}
+	p.disk = d
+	plan.Target = PlanTarget{Path: d.Path, SizeBytes: d.SizeBytes, Model: d.Model, Serial: d.Serial, Transport: d.Transport}
+	for _, why := range d.Problems() {
+		plan.fail(exitcode.Failed, "target %s: %s", d.Path, why)
+	}
+}
