@@ -87,6 +87,7 @@ func (c *blockCache) get(idx int64) ([]byte, error) {
 	b := &block{idx: idx, done: make(chan struct{})}
 	c.blocks[idx] = b
 	c.mu.Unlock()
+	c.s.dropPending()
 
 	data, err := c.fetch(idx)
 

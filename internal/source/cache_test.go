@@ -32,7 +32,7 @@ func TestReaderAtRandomReads(t *testing.T) {
 	const bs = 64 << 10
 	data := randomData(3*mib+777, 20) // last block partial
 	srv := newImageServer(t, data, nil)
-	_, ra := openAt(t, srv, bs, 16)
+	src, ra := openAt(t, srv, bs, 16)
 	size := int64(len(data))
 
 	type read struct {
@@ -77,6 +77,16 @@ func TestReaderAtRandomReads(t *testing.T) {
 	}
 	if _, err := ra.ReadAt(p, -1); err == nil {
 		t.Error("negative offset accepted")
+	}
+
+	// Random access released the first GET; streaming still works.
+	rc, err := src.Open(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || sum(got) != sum(data) {
+		t.Fatalf("stream after ReadAt: %d bytes, %v", len(got), err)
 	}
 }
 

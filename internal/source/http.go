@@ -355,7 +355,9 @@ func (s *httpSource) Name() string { return s.name }
 func (s *httpSource) Size() int64  { return s.size }
 
 // ReaderAt serves random reads through a block cache of range requests;
-// nil when the server does not serve ranges or the size is unknown.
+// nil when the server does not serve ranges or the size is unknown. It is
+// safe for concurrent use. Having no context, its requests end at Close
+// (or after the stall timeout and retries).
 func (s *httpSource) ReaderAt() io.ReaderAt {
 	if s.cache == nil {
 		return nil
@@ -399,6 +401,23 @@ func (s *httpSource) Open(ctx context.Context) (io.ReadCloser, error) {
 	return r, nil
 }
 
+// dropPending closes the first GET's unread response: random access is in
+// use, and an idle response would only hold a connection (some servers
+// allow few per client). A later Open sends a new GET.
+func (s *httpSource) dropPending() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropPendingLocked()
+}
+
+func (s *httpSource) dropPendingLocked() {
+	if s.pending != nil {
+		s.pending.Body.Close()
+		s.pendingCancel(nil)
+		s.pending, s.pendingCtx, s.pendingCancel = nil, nil, nil
+	}
+}
+
 // Close releases the pending response, cached blocks and idle connections
 // of the default client. Readers from Open stop with an error.
 func (s *httpSource) Close() error {
@@ -408,11 +427,7 @@ func (s *httpSource) Close() error {
 		return nil
 	}
 	s.closed = true
-	if s.pending != nil {
-		s.pending.Body.Close()
-		s.pendingCancel(nil)
-		s.pending = nil
-	}
+	s.dropPendingLocked()
 	s.stopLife()
 	if s.cache != nil {
 		s.cache.drop()

@@ -2,6 +2,15 @@
 // http(s) URL. URL sources stream with no temp file, resume an interrupted
 // transfer with Range (bounded retries) and offer random access through
 // range reads when the server supports them (qcow2 needs it).
+//
+// Resuming trusts only proof: a 206 whose Content-Range starts where the
+// stream stopped, for the same ETag (or Last-Modified) and size. A server
+// that ignores Range and answers 200 is still resumed when its validator
+// proves the file unchanged, by reading and discarding the bytes already
+// delivered; with no validator that is an error ("server does not support
+// resuming"), and a changed validator or size is ErrChanged. A stream that
+// ends short after the retries is an error wrapping io.ErrUnexpectedEOF,
+// never a silent EOF.
 package source
 
 import (
