@@ -151,7 +151,7 @@ func partitionsIn(dir string) []string {
 		}
 		return parts[i].name < parts[j].name
 	})
-	names := make([]string, 0, len(parts))
+	var names []string
 	for _, p := range parts {
 		names = append(names, p.name)
 	}
