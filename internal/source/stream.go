@@ -159,7 +159,7 @@ func (r *streamReader) giveUp() error {
 	if r.s.size >= 0 {
 		size = fmt.Sprintf("%d", r.s.size)
 	}
-	prefix := fmt.Sprintf("downloading %s: stopped at byte %d of %s after %d retries",
+	prefix := fmt.Sprintf("downloading %s: incomplete, stopped at byte %d of %s after %d retries",
 		r.s.name, r.off, size, r.s.opts.Retries)
 	if errors.Is(r.lastErr, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%s: %w", prefix, r.lastErr)

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -300,6 +301,7 @@ func TestStreamGivesUp(t *testing.T) {
 			if err == nil {
 				t.Fatalf("read %d bytes with no error", len(got))
 			}
+			t.Logf("error: %v", err)
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
@@ -622,5 +624,29 @@ func TestDefaultClient(t *testing.T) {
 	}
 	if !tr.DisableCompression {
 		t.Error("transparent gzip would break ranges")
+	}
+}
+
+func TestHTTP2TLS(t *testing.T) {
+	data := randomData(2*mib+3, 13)
+	h := &imageServer{data: data, etag: `"v1"`, acceptRanges: "bytes"}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	opts := fastOpts(nil)
+	opts.Client = srv.Client()
+	opts.BlockSize = 128 << 10
+	got, src, err := readAll(t, srv.URL+"/disk.img", opts)
+	if err != nil || sum(got) != sum(data) {
+		t.Fatalf("stream over HTTP/2: %d bytes, %v", len(got), err)
+	}
+	ra := src.ReaderAt()
+	if ra == nil {
+		t.Fatal("no ReaderAt over HTTP/2")
+	}
+	p := make([]byte, 300_000)
+	if n, err := ra.ReadAt(p, 1_000_000); n != len(p) || err != nil || !bytes.Equal(p, data[1_000_000:1_300_000]) {
+		t.Fatalf("ReadAt over HTTP/2: %d, %v", n, err)
 	}
 }
