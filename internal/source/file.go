@@ -23,18 +23,21 @@ var (
 // notFoundError names a missing path and matches both ErrNotFound and the
 // underlying os error (so errors.Is(err, os.ErrNotExist) holds too).
 type notFoundError struct {
-	what string
-	err  error
+	what   string // "image file PATH"
+	detail string // shown after "not found"
+	err    error
 }
 
-func (e *notFoundError) Error() string   { return e.what + ": " + ErrNotFound.Error() }
+func (e *notFoundError) Error() string {
+	return e.what + ": " + ErrNotFound.Error() + " (" + e.detail + ")"
+}
 func (e *notFoundError) Unwrap() []error { return []error{ErrNotFound, e.err} }
 
 func openFile(path string) (Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, &notFoundError{what: "image file " + path + " (check the path)", err: err}
+			return nil, &notFoundError{what: "image file " + path, detail: "check the path", err: err}
 		}
 		return nil, fmt.Errorf("opening image %s: %w", path, err)
 	}

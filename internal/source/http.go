@@ -199,8 +199,9 @@ func statusError(name string, resp *http.Response, off int64) error {
 	}
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 		return &notFoundError{
-			what: fmt.Sprintf("image URL %s%s (server answered %s)", name, at, resp.Status),
-			err:  fmt.Errorf("HTTP %s", resp.Status),
+			what:   "image URL " + name + at,
+			detail: "server answered " + resp.Status,
+			err:    fmt.Errorf("HTTP %s", resp.Status),
 		}
 	}
 	return fmt.Errorf("fetching %s%s: server answered %s", name, at, resp.Status)
