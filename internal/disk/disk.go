@@ -64,6 +64,8 @@ var (
 	ErrIsPartition = errors.New("is a partition, not a whole disk")
 	// ErrBusy: the kernel refused exclusive access.
 	ErrBusy = errors.New("in use: mounted or held by another program")
+	// ErrReadOnly: the device is read-only (BLKROGET).
+	ErrReadOnly = errors.New("the device is read-only")
 )
 
 type notExistError struct{}

@@ -52,8 +52,8 @@ type Target struct {
 // the kernel refuses while any partition is mounted or the device is held
 // (dm, md, another O_EXCL opener), and with O_DIRECT when direct is set
 // (then every buffer, offset and length must be aligned to
-// LogicalBlockSize). Errors wrap ErrBusy, ErrNotExist or
-// ErrNotBlockDevice.
+// LogicalBlockSize). Errors wrap ErrBusy, ErrNotExist,
+// ErrNotBlockDevice or ErrReadOnly.
 func OpenTarget(path string, direct bool) (*Target, error) {
 	flags := os.O_RDWR | unix.O_EXCL | unix.O_CLOEXEC
 	if direct {
@@ -101,9 +101,15 @@ func (t *Target) init() error {
 		}
 	}
 	var size uint64
-	var lbs int
+	var lbs, ro int
 	var ierr error
 	err = t.control(func(fd int) {
+		// The kernel lets a read-only device be opened for writing and
+		// fails each write (EPERM); refuse up front instead.
+		if ro, ierr = unix.IoctlGetInt(fd, unix.BLKROGET); ierr != nil {
+			ierr = fmt.Errorf("asking whether %s is read-only (BLKROGET): %w", t.path, ierr)
+			return
+		}
 		if size, ierr = unix.IoctlGetUint64(fd, unix.BLKGETSIZE64); ierr != nil {
 			ierr = fmt.Errorf("reading the size of %s (BLKGETSIZE64): %w", t.path, ierr)
 			return
@@ -117,6 +123,12 @@ func (t *Target) init() error {
 	}
 	if ierr != nil {
 		return ierr
+	}
+	if ro != 0 {
+		return &userError{
+			msg: fmt.Sprintf("opening %s: %s; clear the write-protect switch or run blockdev --setrw %s, or pick another disk", t.path, ErrReadOnly, t.path),
+			err: ErrReadOnly,
+		}
 	}
 	if lbs <= 0 {
 		lbs = 512
