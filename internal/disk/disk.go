@@ -123,7 +123,11 @@ func (d Disk) Problems() []string {
 		p = append(p, "read-only; clear the write-protect switch or run blockdev --setrw "+d.Path+", or pick another disk")
 	}
 	if d.SizeBytes == 0 {
-		p = append(p, "has no medium (size 0); insert one or pick another disk")
+		if d.Type == "disk" || d.Type == "rom" {
+			p = append(p, "has no medium (size 0); insert one or pick another disk")
+		} else {
+			p = append(p, "has size 0 (not set up); pick another disk")
+		}
 	}
 	return p
 }

@@ -355,10 +355,18 @@ func TestLoopReadOnly(t *testing.T) {
 			t.Errorf("OpenTarget(%s) on a read-only device = %v, want ErrReadOnly", dev, err)
 		}
 	})
-	t.Run("blockdev --setro (only BLKROGET sees it)", func(t *testing.T) {
+	// Kernels since 5.12 show BLKROSET in sysfs too; older ones only
+	// answer through BLKROGET, so that path is checked on its own.
+	t.Run("blockdev --setro", func(t *testing.T) {
 		needTool(t, "blockdev")
 		dev, _ := newLoop(t, 1<<20, nil)
+		if blkROGet(dev) {
+			t.Fatalf("BLKROGET says a fresh loop device is read-only")
+		}
 		run(t, "blockdev", "--setro", dev)
+		if !blkROGet(dev) {
+			t.Errorf("BLKROGET does not see blockdev --setro")
+		}
 		t.Cleanup(func() { exec.Command("blockdev", "--setrw", dev).Run() })
 		d, err := Get(dev)
 		if err != nil {
@@ -416,6 +424,33 @@ func TestLoopHeldByDM(t *testing.T) {
 	}
 	if !hasProblem(d.Problems(), "mounted at "+dir) {
 		t.Errorf("Problems() = %q, want the mount on %s (%s) named", d.Problems(), dm, dir)
+	}
+}
+
+func TestLoopSwap(t *testing.T) {
+	needLoop(t)
+	needTool(t, "mkswap")
+	needTool(t, "swapon")
+	dev, _ := newLoop(t, 16<<20, nil)
+	run(t, "mkswap", dev)
+	run(t, "swapon", dev)
+	t.Cleanup(func() {
+		if out, err := exec.Command("swapoff", dev).CombinedOutput(); err != nil {
+			t.Errorf("swapoff %s: %v\n%s", dev, err, out)
+		}
+	})
+	d, err := Get(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasProblem(d.Problems(), "in use as swap ("+dev+"); run swapoff "+dev+" first") {
+		t.Errorf("Problems() = %q, want swap named", d.Problems())
+	}
+	if tg, err := OpenTarget(dev, false); !errors.Is(err, ErrBusy) {
+		if err == nil {
+			tg.Close()
+		}
+		t.Errorf("OpenTarget(%s) while swapped on = %v, want ErrBusy", dev, err)
 	}
 }
 

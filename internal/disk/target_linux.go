@@ -192,8 +192,12 @@ func (t *Target) checkRange(op string, off, n int64) error {
 // ZeroRange makes [off, off+n) read back as zeros. off and n must be
 // multiples of LogicalBlockSize. It asks the kernel (BLKZEROOUT) first
 // and, when the device refuses (EOPNOTSUPP, EINVAL, ENOTTY), writes zeros
-// in large pwrite calls. It is safe to call concurrently with WriteAt on
-// other ranges.
+// in large pwrite calls; once refused, later calls write zeros directly.
+// It is safe to call concurrently with WriteAt on other ranges. Without
+// O_DIRECT, keep concurrent ranges from sharing a 4 KiB page: BLKZEROOUT
+// drops the page cache over its range, and a buffered write that reads
+// the rest of a shared page back in at the same moment could write stale
+// bytes over the zeros.
 func (t *Target) ZeroRange(off, n int64) (ZeroMethod, error) {
 	if err := t.checkRange("zeroing", off, n); err != nil {
 		return "", err
