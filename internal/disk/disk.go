@@ -53,6 +53,19 @@ type Disk struct {
 	SystemReasons []string `json:"system_reasons,omitempty"`
 }
 
+// ZeroMethod says how ZeroRange zeroed a range.
+type ZeroMethod string
+
+const (
+	// ZeroOut: the kernel zeroed the range (BLKZEROOUT), usually without
+	// moving the zeros over the bus (WRITE ZEROES, or fallocate on a loop
+	// device's backing file).
+	ZeroOut ZeroMethod = "zeroout"
+	// ZeroWrite: bty wrote zero-filled buffers because the device refused
+	// BLKZEROOUT.
+	ZeroWrite ZeroMethod = "write"
+)
+
 // Errors returned (wrapped) by Get and OpenTarget; test with errors.Is.
 var (
 	// ErrNotExist: the path names nothing. It also matches os.ErrNotExist.
@@ -118,6 +131,9 @@ func (d Disk) Problems() []string {
 			why = " (" + strings.Join(d.SystemReasons, "; ") + ")"
 		}
 		p = append(p, "the running system or the live media is on this disk"+why+"; pick another disk")
+	}
+	if d.Type == "rom" {
+		p = append(p, "is an optical drive; pick a disk")
 	}
 	if d.ReadOnly {
 		p = append(p, "read-only; clear the write-protect switch or run blockdev --setrw "+d.Path+", or pick another disk")

@@ -14,19 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ZeroMethod says how ZeroRange zeroed a range.
-type ZeroMethod string
-
-const (
-	// ZeroOut: the kernel zeroed the range (BLKZEROOUT), usually without
-	// moving the zeros over the bus (WRITE ZEROES, or fallocate on a loop
-	// device's backing file).
-	ZeroOut ZeroMethod = "zeroout"
-	// ZeroWrite: bty wrote zero-filled buffers because the device refused
-	// BLKZEROOUT.
-	ZeroWrite ZeroMethod = "write"
-)
-
 // zeroChunk is the size of one pwrite in the zero-writing fallback and
 // of one BLKZEROOUT call (so a huge range does not sit in one
 // uninterruptible ioctl).
