@@ -50,6 +50,9 @@ func List() ([]Disk, error) {
 		}
 		d, err := s.disk(dir)
 		if err != nil {
+			if !exists(dir) {
+				continue // removed while we read it
+			}
 			return nil, err
 		}
 		if d.Type == "loop" && (d.SizeBytes == 0 || d.BackingFile == "") {
