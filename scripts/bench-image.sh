@@ -137,7 +137,7 @@ build_esp() {
   i=$(ls "$root"/boot/initrd.img-* 2>/dev/null | head -n1 || true)
   [ -n "$k" ] && mcopy -i "$out" "$k" ::/EFI/debian/vmlinuz
   [ -n "$i" ] && mcopy -i "$out" "$i" ::/EFI/debian/initrd.img
-  printf 'search --label root --set root\nlinux /boot/vmlinuz root=LABEL=root ro console=ttyS0\ninitrd /boot/initrd.img\nboot\n' |
+  printf 'search --label root --set root\nlinux /vmlinuz root=LABEL=root ro console=ttyS0\ninitrd /initrd.img\nboot\n' |
     mcopy -i "$out" - ::/EFI/debian/grub.cfg
 }
 
