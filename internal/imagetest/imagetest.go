@@ -124,10 +124,9 @@ func loadOrBuild(dir string) (*Set, error) {
 		return nil, err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
+	if err := flock(lock); err != nil {
+		return nil, err
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
 	if s, err := load(dir); err == nil {
 		return s, nil
@@ -489,4 +488,12 @@ func Corrupt(t testing.TB, path string, off int64, data []byte) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// flock takes an exclusive lock on f, released when f is closed.
+func flock(f *os.File) error {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("locking %s: %w", f.Name(), err)
+	}
+	return nil
 }

@@ -1,0 +1,168 @@
+package image
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	dbzip2 "github.com/dsnet/compress/bzip2"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	xi2xz "github.com/xi2/xz"
+)
+
+// inputBuffer is the read-ahead in front of every decoder: decoders read
+// in small pieces and must not turn each into a read on the source.
+const inputBuffer = 1 << 20
+
+// zstdMaxWindow admits `zstd --long` (128 MiB windows); larger windows
+// would break the memory budget.
+const zstdMaxWindow = 1 << 27
+
+// xzDictMax admits `xz -9` (64 MiB dictionaries).
+const xzDictMax = 1 << 26
+
+// countReader counts the bytes read from the source.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// stream decodes a compressed source sequentially. Every early end or
+// corrupt byte becomes a sticky error naming the compressed and decoded
+// offsets.
+type stream struct {
+	format Format
+	name   string
+	size   int64 // -1 when unknown
+	src    io.ReadCloser
+	count  *countReader
+	br     *bufio.Reader
+	dec    io.Reader
+	close  func()
+	out    int64
+	err    error
+}
+
+var _ Stream = (*stream)(nil)
+
+func (s *stream) Format() Format { return s.format }
+func (s *stream) Size() int64    { return s.size }
+
+// compressedOffset is how far into the encoded bytes the decoder got.
+func (s *stream) compressedOffset() int64 {
+	if s.br == nil {
+		return s.count.n
+	}
+	return s.count.n - int64(s.br.Buffered())
+}
+
+func (s *stream) fail(err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	what := "corrupt"
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		what = "truncated"
+	}
+	s.err = fmt.Errorf("%s: %s %s data at compressed offset %d (decoded offset %d): %w",
+		s.name, what, describe[s.format], s.compressedOffset(), s.out, err)
+	return s.err
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.dec.Read(p)
+	s.out += int64(n)
+	if s.size >= 0 && s.out > s.size {
+		return n, s.fail(fmt.Errorf("decodes to more than the %d bytes it declares", s.size))
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case err == io.EOF:
+		if s.size >= 0 && s.out != s.size {
+			return n, s.fail(fmt.Errorf("ends after %d of the %d bytes it declares", s.out, s.size))
+		}
+		if s.br != nil {
+			if _, perr := s.br.Peek(1); perr != io.EOF {
+				if perr == nil {
+					perr = errors.New("trailing data after the end of the compressed stream")
+				}
+				return n, s.fail(perr)
+			}
+		}
+		s.err = io.EOF
+		return n, io.EOF
+	default:
+		return n, s.fail(err)
+	}
+}
+
+func (s *stream) Close() error {
+	if s.close != nil {
+		s.close()
+		s.close = nil
+	}
+	if s.err == nil {
+		s.err = errors.New("image closed")
+	}
+	return s.src.Close()
+}
+
+// newStream wraps the opened source rc in the decoder for f.
+func newStream(f Format, name string, rc io.ReadCloser, size int64) (*stream, error) {
+	s := &stream{format: f, name: name, size: size, src: rc, count: &countReader{r: rc}}
+	s.br = bufio.NewReaderSize(s.count, inputBuffer)
+	var err error
+	switch f {
+	case Raw:
+		// No trailing-data check: the size check covers a raw stream.
+		s.dec, s.br = s.br, nil
+		return s, nil
+	case Zstd:
+		var d *zstd.Decoder
+		d, err = zstd.NewReader(s.br, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(0))
+		if err == nil {
+			s.dec, s.close = d, d.Close
+		}
+	case Gzip:
+		var d *gzip.Reader
+		d, err = gzip.NewReader(s.br)
+		if err == nil {
+			s.dec = d
+		}
+	case Xz:
+		var d *xi2xz.Reader
+		d, err = xi2xz.NewReader(s.br, xzDictMax)
+		if err == nil {
+			s.dec = d
+		}
+	case Bzip2:
+		// dsnet/compress/bzip2 decodes ~1.7x faster than compress/bzip2
+		// here (BENCH in bench_test.go) and handles concatenated streams.
+		var d *dbzip2.Reader
+		d, err = dbzip2.NewReader(s.br, nil)
+		if err == nil {
+			s.dec = d
+			s.close = func() { d.Close() }
+		}
+	default:
+		err = fmt.Errorf("%s is not a stream format", f)
+	}
+	if err != nil {
+		e := s.fail(err)
+		rc.Close()
+		return nil, e
+	}
+	return s, nil
+}

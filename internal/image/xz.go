@@ -1,0 +1,454 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"runtime"
+	"sync"
+
+	xi2xz "github.com/xi2/xz"
+)
+
+// The xz container is parsed here (stream header/footer, index, block
+// header filter flags) only to find the blocks; the decoding itself, with
+// all checks, is xi2/xz's. No library exposes the index or per-block
+// decoding, hence this small hand-written part.
+
+var xzMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+
+type xzBlock struct {
+	offset       int64 // of the block header in the file
+	unpadded     int64 // unpadded size (header + data + check)
+	uncompressed int64
+	decodedStart int64 // offset of its first byte in the decoded image
+	stream       int   // index into xzIndex.streams
+}
+
+type xzIndex struct {
+	streams [][12]byte // each stream's header, in file order
+	blocks  []xzBlock  // in decoded order
+	size    int64      // sum of uncompressed sizes
+}
+
+func readUvarint(b []byte) (uint64, int, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || n > 9 {
+		return 0, 0, errors.New("bad variable-length integer")
+	}
+	return v, n, nil
+}
+
+// readXzIndex walks the file backwards from its end, stream by stream,
+// and reads each stream's index. fileSize must be the encoded size.
+func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
+	var streams []struct {
+		hdr    [12]byte
+		blocks []xzBlock
+	}
+	end := fileSize
+	for end > 0 {
+		// Stream padding: zero bytes in multiples of 4.
+		var word [4]byte
+		for end >= 4 {
+			if _, err := ra.ReadAt(word[:], end-4); err != nil {
+				return nil, err
+			}
+			if word != [4]byte{} {
+				break
+			}
+			end -= 4
+		}
+		if end < 24 {
+			return nil, fmt.Errorf("no xz stream footer before offset %d", end)
+		}
+		var foot [12]byte
+		if _, err := ra.ReadAt(foot[:], end-12); err != nil {
+			return nil, err
+		}
+		if foot[10] != 'Y' || foot[11] != 'Z' {
+			return nil, fmt.Errorf("no xz stream footer magic at offset %d", end-12)
+		}
+		if crc32.ChecksumIEEE(foot[4:10]) != binary.LittleEndian.Uint32(foot[0:4]) {
+			return nil, fmt.Errorf("bad xz stream footer checksum at offset %d", end-12)
+		}
+		indexSize := (int64(binary.LittleEndian.Uint32(foot[4:8])) + 1) * 4
+		indexStart := end - 12 - indexSize
+		if indexStart < 12 || indexSize > 1<<30 {
+			return nil, fmt.Errorf("xz index size %d at offset %d does not fit the file", indexSize, end-12)
+		}
+		idx := make([]byte, indexSize)
+		if _, err := ra.ReadAt(idx, indexStart); err != nil {
+			return nil, err
+		}
+		if idx[0] != 0 || crc32.ChecksumIEEE(idx[:len(idx)-4]) != binary.LittleEndian.Uint32(idx[len(idx)-4:]) {
+			return nil, fmt.Errorf("bad xz index at offset %d", indexStart)
+		}
+		count, n, err := readUvarint(idx[1:])
+		if err != nil || count > uint64(indexSize) {
+			return nil, fmt.Errorf("bad xz index record count at offset %d", indexStart)
+		}
+		p := 1 + n
+		var blocks []xzBlock
+		var total int64
+		for i := uint64(0); i < count; i++ {
+			unpadded, n1, err := readUvarint(idx[p:])
+			if err != nil {
+				return nil, fmt.Errorf("xz index at offset %d: %w", indexStart, err)
+			}
+			p += n1
+			uncompressed, n2, err := readUvarint(idx[p:])
+			if err != nil {
+				return nil, fmt.Errorf("xz index at offset %d: %w", indexStart, err)
+			}
+			p += n2
+			if unpadded < 5 || unpadded > 1<<50 || uncompressed > 1<<50 {
+				return nil, fmt.Errorf("xz index at offset %d: implausible block sizes", indexStart)
+			}
+			blocks = append(blocks, xzBlock{unpadded: int64(unpadded), uncompressed: int64(uncompressed)})
+			total += (int64(unpadded) + 3) &^ 3
+		}
+		streamStart := indexStart - total - 12
+		if streamStart < 0 {
+			return nil, fmt.Errorf("xz index at offset %d lists more blocks than the file holds", indexStart)
+		}
+		var hdr [12]byte
+		if _, err := ra.ReadAt(hdr[:], streamStart); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(hdr[:6], xzMagic) || [2]byte(hdr[6:8]) != [2]byte(foot[8:10]) {
+			return nil, fmt.Errorf("no xz stream header matching the index at offset %d", streamStart)
+		}
+		off := streamStart + 12
+		for i := range blocks {
+			blocks[i].offset = off
+			off += (blocks[i].unpadded + 3) &^ 3
+		}
+		streams = append(streams, struct {
+			hdr    [12]byte
+			blocks []xzBlock
+		}{hdr, blocks})
+		end = streamStart
+	}
+	x := &xzIndex{}
+	for i := len(streams) - 1; i >= 0; i-- {
+		x.streams = append(x.streams, streams[i].hdr)
+		for _, b := range streams[i].blocks {
+			b.decodedStart = x.size
+			b.stream = len(x.streams) - 1
+			x.blocks = append(x.blocks, b)
+			x.size += b.uncompressed
+		}
+	}
+	return x, nil
+}
+
+// blockDictSize returns the LZMA2 dictionary size from a block header's
+// filter flags, or 0 when it cannot tell.
+func blockDictSize(ra io.ReaderAt, off int64) int64 {
+	var h [1024]byte
+	n, _ := ra.ReadAt(h[:], off)
+	if n < 2 {
+		return 0
+	}
+	size := (int(h[0]) + 1) * 4
+	if size > n {
+		return 0
+	}
+	b := h[:size]
+	flags := b[1]
+	p := 2
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
+		if present {
+			_, k, err := readUvarint(b[p:])
+			if err != nil {
+				return 0
+			}
+			p += k
+		}
+	}
+	for f := 0; f <= int(flags&3); f++ {
+		id, k, err := readUvarint(b[p:])
+		if err != nil {
+			return 0
+		}
+		p += k
+		psize, k, err := readUvarint(b[p:])
+		if err != nil || p+k+int(psize) > len(b) {
+			return 0
+		}
+		p += k
+		if id == 0x21 && psize == 1 { // LZMA2
+			bits := b[p]
+			if bits > 40 {
+				return 0
+			}
+			if bits == 40 {
+				return 1<<32 - 1
+			}
+			return int64(2|bits&1) << (bits/2 + 11)
+		}
+		p += int(psize)
+	}
+	return 0
+}
+
+// singleBlockStream returns the bytes that follow a block to make it a
+// complete one-block xz stream: an index with one record and a footer
+// with the original stream flags. xi2/xz then checks everything a
+// sequential decode would.
+func singleBlockTrailer(hdr [12]byte, b xzBlock) []byte {
+	var idx []byte
+	idx = append(idx, 0)
+	idx = binary.AppendUvarint(idx, 1)
+	idx = binary.AppendUvarint(idx, uint64(b.unpadded))
+	idx = binary.AppendUvarint(idx, uint64(b.uncompressed))
+	for len(idx)%4 != 0 {
+		idx = append(idx, 0)
+	}
+	idx = binary.LittleEndian.AppendUint32(idx, crc32.ChecksumIEEE(idx))
+	var foot [12]byte
+	binary.LittleEndian.PutUint32(foot[4:8], uint32(len(idx)/4-1))
+	copy(foot[8:10], hdr[6:8])
+	binary.LittleEndian.PutUint32(foot[0:4], crc32.ChecksumIEEE(foot[4:10]))
+	foot[10], foot[11] = 'Y', 'Z'
+	return append(idx, foot[:]...)
+}
+
+// xzChunk is the unit of decoded data handed from workers to the reader.
+const xzChunk = 1 << 20
+
+type xzJob struct {
+	block  xzBlock
+	queue  [][]byte
+	done   bool
+	err    error
+	cursor []byte // the head chunk being read (reader side only)
+}
+
+// parallelXz decodes the blocks of a multi-block xz file (as `xz -T`
+// writes) on several goroutines and hands out their bytes in order.
+// Memory is bounded by a budget of decoded chunks: workers on later
+// blocks stop when only a reserve is left, which the block being read may
+// always use, so the reader never waits on a block nobody can decode.
+type parallelXz struct {
+	name    string
+	ra      io.ReaderAt
+	index   *xzIndex
+	workers int
+	tokens  int // free chunk budget
+	reserve int
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	jobs    []*xzJob
+	next    int // next job to hand to a worker
+	head    int // job being read
+	closed  error
+	started bool
+	wg      sync.WaitGroup
+	pool    sync.Pool
+	stop    func() bool
+	out     int64
+}
+
+var _ Stream = (*parallelXz)(nil)
+
+func newParallelXz(ctx context.Context, name string, ra io.ReaderAt, index *xzIndex, opts Options) *parallelXz {
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if dict := blockDictSize(ra, index.blocks[0].offset); dict > 0 {
+		workers = max(1, min(workers, int((64<<20)/dict)))
+	}
+	budget := opts.BufferBytes
+	if budget <= 0 {
+		budget = 32 << 20
+	}
+	p := &parallelXz{name: name, ra: ra, index: index, workers: workers}
+	p.tokens = max(4, int(budget/xzChunk))
+	p.reserve = 2
+	p.cond = sync.NewCond(&p.mu)
+	p.pool.New = func() any { return make([]byte, xzChunk) }
+	for _, b := range index.blocks {
+		p.jobs = append(p.jobs, &xzJob{block: b})
+	}
+	p.stop = context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		if p.closed == nil {
+			p.closed = ctx.Err()
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	opts.logger().Debug("parallel xz decoding", "image", name, "blocks", len(p.jobs), "workers", workers)
+	return p
+}
+
+func (p *parallelXz) Format() Format { return Xz }
+func (p *parallelXz) Size() int64    { return p.index.size }
+
+func (p *parallelXz) start() {
+	p.started = true
+	for range p.workers {
+		p.wg.Add(1)
+		go p.work()
+	}
+}
+
+// acquire takes one chunk of budget for job i; false when closed.
+func (p *parallelXz) acquire(i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.closed == nil && !(p.tokens > p.reserve || (i == p.head && p.tokens > 0)) {
+		p.cond.Wait()
+	}
+	if p.closed != nil {
+		return false
+	}
+	p.tokens--
+	return true
+}
+
+func (p *parallelXz) release() {
+	p.mu.Lock()
+	p.tokens++
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *parallelXz) work() {
+	defer p.wg.Done()
+	var br *bufio.Reader
+	for {
+		p.mu.Lock()
+		if p.closed != nil || p.next >= len(p.jobs) {
+			p.mu.Unlock()
+			return
+		}
+		i := p.next
+		p.next++
+		job := p.jobs[i]
+		p.mu.Unlock()
+
+		b := job.block
+		hdr := p.index.streams[b.stream]
+		section := io.NewSectionReader(p.ra, b.offset, (b.unpadded+3)&^3)
+		if br == nil {
+			br = bufio.NewReaderSize(section, inputBuffer)
+		} else {
+			br.Reset(section)
+		}
+		in := io.MultiReader(bytes.NewReader(hdr[:]), br, bytes.NewReader(singleBlockTrailer(hdr, b)))
+		err := p.decode(i, job, in)
+		p.mu.Lock()
+		if err != nil {
+			job.err = fmt.Errorf("%s: corrupt xz block at compressed offset %d (decoded offset %d..%d): %w",
+				p.name, b.offset, b.decodedStart, b.decodedStart+b.uncompressed, err)
+		}
+		job.done = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *parallelXz) decode(i int, job *xzJob, in io.Reader) error {
+	dec, err := xi2xz.NewReader(in, xzDictMax)
+	if err != nil {
+		return err
+	}
+	dec.Multistream(false)
+	var total int64
+	for {
+		if !p.acquire(i) {
+			return nil
+		}
+		buf := p.pool.Get().([]byte)
+		n, err := io.ReadFull(dec, buf)
+		total += int64(n)
+		if n > 0 {
+			p.mu.Lock()
+			job.queue = append(job.queue, buf[:n])
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		} else {
+			p.pool.Put(buf)
+			p.release()
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			// io.ReadFull's ErrUnexpectedEOF only means the block ended
+			// inside this chunk; xi2/xz reports a cut block as ErrBuf.
+			if total != job.block.uncompressed {
+				return fmt.Errorf("decoded %d bytes, the index says %d", total, job.block.uncompressed)
+			}
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
+func (p *parallelXz) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started {
+		p.start()
+	}
+	for {
+		if p.closed != nil {
+			return 0, p.closed
+		}
+		if p.head >= len(p.jobs) {
+			return 0, io.EOF
+		}
+		job := p.jobs[p.head]
+		if len(job.cursor) == 0 && len(job.queue) > 0 {
+			job.cursor = job.queue[0]
+		}
+		if len(job.cursor) > 0 {
+			n := copy(b, job.cursor)
+			job.cursor = job.cursor[n:]
+			p.out += int64(n)
+			if len(job.cursor) == 0 {
+				p.pool.Put(job.queue[0][:cap(job.queue[0])])
+				job.queue = job.queue[1:]
+				p.tokens++
+				p.cond.Broadcast()
+			}
+			return n, nil
+		}
+		if job.err != nil {
+			p.closed = job.err
+			p.cond.Broadcast()
+			return 0, job.err
+		}
+		if job.done {
+			p.head++
+			p.cond.Broadcast()
+			continue
+		}
+		p.cond.Wait()
+	}
+}
+
+func (p *parallelXz) Close() error {
+	p.stop()
+	p.mu.Lock()
+	if p.closed == nil {
+		p.closed = errors.New("image closed")
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}
