@@ -46,7 +46,9 @@ type Extent struct {
 	Zero bool
 }
 
-// RandomAccess is implemented by raw files and qcow2 images.
+// RandomAccess is implemented by raw local files and qcow2 images. ReadAt
+// and Extent are safe for concurrent use (the engine reads in parallel
+// segments); ReadAt returns io.EOF at or past Size.
 type RandomAccess interface {
 	Image
 	io.ReaderAt
