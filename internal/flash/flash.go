@@ -171,7 +171,7 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 		if errors.Is(err, disk.ErrBusy) {
 			return nil, raced("%v", err)
 		}
-		return nil, exitcode.Wrap(exitcode.Failed, fmt.Errorf("opening %s: %w", was.Path, err))
+		return nil, exitcode.Wrap(exitcode.Failed, err)
 	}
 	return t, nil
 }
