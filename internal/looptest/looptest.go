@@ -39,6 +39,7 @@ type Device struct {
 func New(t testing.TB, size int64, extra ...string) *Device {
 	t.Helper()
 	RequireRoot(t)
+	size = (size + 511) / 512 * 512 // loop devices have whole sectors
 	backing := filepath.Join(t.TempDir(), "disk.raw")
 	f, err := os.Create(backing)
 	if err != nil {
@@ -51,9 +52,9 @@ func New(t testing.TB, size int64, extra ...string) *Device {
 		t.Fatal(err)
 	}
 	args := append([]string{"-f", "--show"}, extra...)
-	out, err := exec.Command("losetup", append(args, backing)...).CombinedOutput()
+	out, err := exec.Command("losetup", append(args, backing)...).Output()
 	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
+		t.Fatalf("losetup: %v: %s", err, stderrOf(err))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {
@@ -118,4 +119,11 @@ func MountExt4(t testing.TB, dev string) string {
 		}
 	})
 	return dir
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
 }
