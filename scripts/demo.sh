@@ -18,7 +18,7 @@ mkdir -p "$work/root/etc"
 echo "demo image built $(date -u +%FT%TZ)" > "$work/root/etc/bty-demo"
 head -c 32M /dev/urandom > "$work/root/payload.bin"
 truncate -s 256M "$work/disk.img"
-sgdisk -q -n 1:2048:+32M -t 1:ef00 -c 1:ESP -n 2:0:0 -t 2:8300 -c 2:root "$work/disk.img"
+sgdisk -n 1:2048:+32M -t 1:ef00 -c 1:ESP -n 2:0:0 -t 2:8300 -c 2:root "$work/disk.img" >/dev/null
 start=$(sgdisk -i 2 "$work/disk.img" | awk '/First sector/ {print $3}')
 end=$(sgdisk -i 2 "$work/disk.img" | awk '/Last sector/ {print $3}')
 truncate -s $(( (end - start + 1) * 512 )) "$work/root.ext4"

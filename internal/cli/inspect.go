@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,7 +64,9 @@ frame content size when present.`,
 				// Print detail fields in a stable order through JSON.
 				b, _ := json.Marshal(info.Detail)
 				var m map[string]any
-				if json.Unmarshal(b, &m) == nil && len(m) > 0 {
+				dec := json.NewDecoder(bytes.NewReader(b))
+				dec.UseNumber() // sizes print as integers, not 2.68e+08
+				if dec.Decode(&m) == nil && len(m) > 0 {
 					fmt.Fprintf(e.stdout, "detail:\n")
 					for _, k := range sortedKeys(m) {
 						fmt.Fprintf(e.stdout, "  %-20s %v\n", k+":", m[k])
