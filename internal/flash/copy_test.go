@@ -283,4 +283,3 @@ func TestReadFullKeepsTruncation(t *testing.T) {
 		t.Fatalf("readFull at a clean end = %d, %v; want 10, io.EOF", n, err)
 	}
 }
-
