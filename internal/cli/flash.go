@@ -80,6 +80,8 @@ over --yes).`,
 	f.BoolVar(&yes, "yes", false, "really write the target (needs root)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON document with the plan or the result")
 	f.IntVar(&o.Workers, "workers", 0, "concurrent writers (default 4)")
+	f.BoolVar(&o.Buffered, "buffered", false, "write through the page cache instead of O_DIRECT")
+	_ = f.MarkHidden("buffered")
 	_ = f.MarkHidden("workers")
 	return cmd
 }

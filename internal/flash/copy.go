@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 
@@ -90,7 +91,10 @@ type copier struct {
 	mu       sync.Mutex
 	method   disk.ZeroMethod
 	segments []segmentRecord
-	head     []byte // the first headSize bytes, written last
+	// head holds the image's first headSize bytes, written last; headLen
+	// is how much of it the image covers.
+	head    []byte
+	headLen int64
 }
 
 func newCopier(dev Device, opts copyOptions) *copier {
@@ -107,7 +111,7 @@ func newCopier(dev Device, opts copyOptions) *copier {
 	if bs <= 0 {
 		bs = 512
 	}
-	return &copier{dev: dev, opts: opts, bs: bs}
+	return &copier{dev: dev, opts: opts, bs: bs, head: alignedBuf(headSize)}
 }
 
 // copyImage writes img onto dev so that dev's first img.Size() bytes equal
@@ -131,7 +135,7 @@ func copyImage(ctx context.Context, img image.Image, dev Device, opts copyOption
 	if err == nil && opts.Expect != "" && sum != opts.Expect {
 		err = fmt.Errorf("%w: the image decodes to sha256 %s, but %s was expected; "+
 			"the first %d KiB of the disk were left zeroed so it will not boot a wrong image",
-			ErrChecksum, sum, opts.Expect, len(c.head)>>10)
+			ErrChecksum, sum, opts.Expect, c.headLen>>10)
 	}
 	if err == nil {
 		err = c.writeHead()
@@ -143,7 +147,7 @@ func copyImage(ctx context.Context, img image.Image, dev Device, opts copyOption
 	st := &copyStats{
 		Total: c.done.Load(), Written: c.written.Load(), Zeroed: c.zeroed.Load(),
 		ZeroMethod: c.method, SHA256: sum, Segments: c.segments,
-		PartitionTable: partitionTable(c.head),
+		PartitionTable: partitionTable(c.head[:c.headLen]),
 	}
 	if t := c.total.Load(); t >= 0 {
 		st.Total = t
@@ -465,7 +469,7 @@ func (c *copier) zeroHead(n int64) error {
 		c.noteMethod(m)
 	}
 	if aligned < n {
-		if _, err := c.dev.WriteAt(make([]byte, n-aligned), aligned); err != nil {
+		if err := c.pwrite(aligned, zeroBuf[:n-aligned]); err != nil {
 			return fmt.Errorf("clearing the start of the target: %w", err)
 		}
 	}
@@ -474,15 +478,34 @@ func (c *copier) zeroHead(n int64) error {
 
 func (c *copier) writeHead() error {
 	c.mu.Lock()
-	head := c.head
+	head := c.head[:c.headLen]
 	c.mu.Unlock()
 	if len(head) == 0 {
 		return nil
 	}
-	if _, err := c.dev.WriteAt(head, 0); err != nil {
+	if err := c.pwrite(0, head); err != nil {
 		return fmt.Errorf("writing the first %d bytes of the target: %w", len(head), err)
 	}
 	return nil
+}
+
+// keepHead stores the part of [off, off+len(p)) below headSize for
+// writeHead (p nil means zeros) and returns how many bytes it took.
+func (c *copier) keepHead(off int64, p []byte, n int64) int64 {
+	if off >= headSize {
+		return 0
+	}
+	k := min(n, headSize-off)
+	c.mu.Lock()
+	if p != nil {
+		copy(c.head[off:off+k], p[:k])
+	} else {
+		clear(c.head[off : off+k])
+	}
+	c.headLen = max(c.headLen, off+k)
+	c.mu.Unlock()
+	c.done.Add(k)
+	return k
 }
 
 // put writes the decoded bytes p at off: zero runs of at least minZeroRun
@@ -493,15 +516,7 @@ func (c *copier) put(off int64, p []byte) error {
 	if c.opts.Record {
 		c.record(off, p)
 	}
-	if off < headSize {
-		k := min(int64(len(p)), headSize-off)
-		c.mu.Lock()
-		if int64(len(c.head)) < off+k {
-			c.head = append(c.head, make([]byte, off+k-int64(len(c.head)))...)
-		}
-		copy(c.head[off:off+k], p[:k])
-		c.mu.Unlock()
-		c.done.Add(k)
+	if k := c.keepHead(off, p, int64(len(p))); k > 0 {
 		off += k
 		p = p[k:]
 	}
@@ -545,7 +560,7 @@ func (c *copier) record(off int64, p []byte) {
 }
 
 func (c *copier) write(off int64, p []byte) error {
-	if _, err := c.dev.WriteAt(p, off); err != nil {
+	if err := c.pwrite(off, p); err != nil {
 		return fmt.Errorf("writing %d bytes at offset %d of the target: %w", len(p), off, err)
 	}
 	c.written.Add(int64(len(p)))
@@ -553,18 +568,40 @@ func (c *copier) write(off int64, p []byte) error {
 	return nil
 }
 
+// pwrite writes p at off. A write that is not whole blocks in offset,
+// length or memory (only ever the image's last bytes, or a tiny image)
+// is widened to whole blocks by reading the edge blocks first, so it
+// works on a target opened with O_DIRECT and leaves the bytes around it
+// as they were.
+func (c *copier) pwrite(off int64, p []byte) error {
+	n := int64(len(p))
+	if off%c.bs == 0 && n%c.bs == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(p)))%pageSize == 0 {
+		_, err := c.dev.WriteAt(p, off)
+		return err
+	}
+	start := off / c.bs * c.bs
+	end := (off + n + c.bs - 1) / c.bs * c.bs
+	buf := alignedBuf(int(end - start))
+	if start < off {
+		if _, err := c.dev.ReadAt(buf[:c.bs], start); err != nil {
+			return fmt.Errorf("reading the block at %d to merge a partial write: %w", start, err)
+		}
+	}
+	if end > off+n {
+		if _, err := c.dev.ReadAt(buf[end-start-c.bs:], end-c.bs); err != nil {
+			return fmt.Errorf("reading the block at %d to merge a partial write: %w", end-c.bs, err)
+		}
+	}
+	copy(buf[off-start:], p)
+	_, err := c.dev.WriteAt(buf, start)
+	return err
+}
+
 // zero makes [off, off+n) read back as zeros: the block-aligned middle by
 // ioctl, unaligned edges by writing zeros.
 func (c *copier) zero(off, n int64) error {
-	if off < headSize {
-		// The head was zeroed up front and is written at the end.
-		k := min(n, headSize-off)
-		c.mu.Lock()
-		if int64(len(c.head)) < off+k {
-			c.head = append(c.head, make([]byte, off+k-int64(len(c.head)))...)
-		}
-		c.mu.Unlock()
-		c.done.Add(k)
+	// The head was zeroed up front and is written at the end.
+	if k := c.keepHead(off, nil, n); k > 0 {
 		off += k
 		n -= k
 		if n == 0 {
@@ -574,10 +611,10 @@ func (c *copier) zero(off, n int64) error {
 	start := (off + c.bs - 1) / c.bs * c.bs
 	end := (off + n) / c.bs * c.bs
 	if end <= start {
-		return c.write(off, make([]byte, n))
+		return c.writeZeros(off, n)
 	}
 	if start > off {
-		if err := c.write(off, make([]byte, start-off)); err != nil {
+		if err := c.writeZeros(off, start-off); err != nil {
 			return err
 		}
 	}
@@ -589,7 +626,19 @@ func (c *copier) zero(off, n int64) error {
 	c.zeroed.Add(end - start)
 	c.done.Add(end - start)
 	if end < off+n {
-		return c.write(end, make([]byte, off+n-end))
+		return c.writeZeros(end, off+n-end)
+	}
+	return nil
+}
+
+// writeZeros writes n zero bytes at off (n is below one block here).
+func (c *copier) writeZeros(off, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeroBuf)))
+		if err := c.write(off, zeroBuf[:k]); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
 	}
 	return nil
 }
@@ -603,7 +652,11 @@ func (c *copier) noteMethod(m disk.ZeroMethod) {
 	c.mu.Unlock()
 }
 
-var zeroBlock = make([]byte, scanBlock)
+var (
+	zeroBlock = make([]byte, scanBlock)
+	// zeroBuf is an aligned source of zeros for writes.
+	zeroBuf = alignedBuf(1 << 20)
+)
 
 func isZero(p []byte) bool { return bytes.Equal(p, zeroBlock[:len(p)]) }
 

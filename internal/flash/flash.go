@@ -67,7 +67,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	// Re-probe right before writing: the disk may have been mounted,
 	// replaced or stacked on since it was checked.
-	t, err := reprobeAndOpen(p.disk, opts.Direct)
+	t, err := reprobeAndOpen(p.disk, !opts.Buffered)
 	if err != nil {
 		return fail(err)
 	}
@@ -167,6 +167,11 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 		return nil, raced("%s", probs[0])
 	}
 	t, err := disk.OpenTarget(was.Path, direct)
+	if err != nil && direct && !errors.Is(err, disk.ErrBusy) && !errors.Is(err, disk.ErrReadOnly) {
+		// Some devices (and filesystems behind loop devices) refuse
+		// O_DIRECT: write through the page cache instead.
+		t, err = disk.OpenTarget(was.Path, false)
+	}
 	if err != nil {
 		if errors.Is(err, disk.ErrBusy) {
 			return nil, raced("%v", err)

@@ -112,3 +112,44 @@ func TestRunTooSmallTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestRunOn4KSectors flashes onto a loop device with 4 KiB logical
+// sectors and O_DIRECT: the corpus image's size is not a multiple of 4 KiB,
+// so its last block is merged with the bytes after it, which must survive.
+func TestRunOn4KSectors(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	if set.Size%4096 == 0 {
+		t.Fatal("the corpus image must end mid-block for this test")
+	}
+	for _, name := range []string{"raw", "zst", "qcow2-zlib"} {
+		t.Run(name, func(t *testing.T) {
+			size := (set.Size+4095)/4096*4096 + 1<<20
+			dev := looptest.New(t, size, "--sector-size", "4096")
+			tail := dev.ReadAt(t, set.Size, size-set.Size)
+			if _, err := Run(context.Background(), Options{Image: set.Files[name], Target: dev.Path, Verify: true}); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := dev.SHA256(t, set.Size); got != set.RawSHA256 {
+				t.Fatalf("device sha256 %s, want %s", got, set.RawSHA256)
+			}
+			if !bytes.Equal(dev.ReadAt(t, set.Size, size-set.Size), tail) {
+				t.Error("the bytes after the image's last partial block were changed")
+			}
+		})
+	}
+}
+
+// TestRunBuffered covers the page-cache write path (the fallback when a
+// device refuses O_DIRECT).
+func TestRunBuffered(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	dev := looptest.New(t, set.Size)
+	if _, err := Run(context.Background(), Options{Image: set.Files["xz"], Target: dev.Path, Buffered: true, Verify: true}); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := dev.SHA256(t, set.Size); got != set.RawSHA256 {
+		t.Fatalf("device sha256 %s, want %s", got, set.RawSHA256)
+	}
+}

@@ -43,8 +43,9 @@ type Options struct {
 
 	// Workers is the number of concurrent writers (default 4).
 	Workers int
-	// Direct opens the target with O_DIRECT.
-	Direct bool
+	// Buffered writes through the page cache instead of O_DIRECT (the
+	// default, which falls back to buffered when the device refuses it).
+	Buffered bool
 
 	// Source tunes URL sources.
 	Source source.Options
