@@ -349,3 +349,60 @@ func TestCtrlC(t *testing.T) {
 		t.Errorf("no word on how far it got:\n%s", all)
 	}
 }
+
+// TestRaceIsExit5 makes the target change while bty waits for a slow image
+// server, between its first check of the target and the write: the real
+// binary must notice and exit 5 without writing.
+func TestRaceIsExit5(t *testing.T) {
+	looptest.RequireRoot(t)
+	set := imagetest.Corpus(t)
+	dev := looptest.New(t, set.Size+(8<<20))
+	looptest.Run(t, "mkfs.ext4", "-q", "-F", dev.Path)
+	raw, err := os.ReadFile(set.Files["raw-dense"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Accept-Ranges", "none")
+		w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		<-release
+		w.Write(raw)
+	}))
+	defer srv.Close()
+	defer close(release)
+	cmd := exec.Command(btyBin, "flash", "--image", srv.URL+"/disk.img", "--target", dev.Path, "--yes")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-asked:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("bty never asked for the image")
+	}
+	mnt := t.TempDir()
+	looptest.Run(t, "mount", dev.Path, mnt)
+	defer exec.Command("umount", mnt).Run()
+	release <- struct{}{}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 5 {
+		t.Fatalf("exit %v, want 5; stderr: %s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "changed since it was checked") {
+		t.Errorf("stderr does not explain the race: %s", errb.String())
+	}
+	if head := dev.ReadAt(t, 0, 2048); head[1080] != 0x53 || head[1081] != 0xef {
+		t.Error("the raced target was written")
+	}
+}

@@ -19,10 +19,6 @@ import (
 // geteuid is swapped by tests.
 var geteuid = os.Geteuid
 
-// testHookBeforeOpen runs between validation and the final re-probe; tests
-// use it to change the target in that window (exit 5).
-var testHookBeforeOpen func()
-
 // Run validates opts, then writes the image onto the target, syncs,
 // re-reads the partition table and verifies when asked. Every step is
 // reported to opts.Sink. The error carries the exit code (exitcode.Code).
@@ -62,9 +58,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Target = p.disk.Path
 	res.Format = string(p.img.Format())
 
-	if testHookBeforeOpen != nil {
-		testHookBeforeOpen()
-	}
 	// Re-probe right before writing: the disk may have been mounted,
 	// replaced or stacked on since it was checked.
 	t, err := reprobeAndOpen(p.disk, !opts.Buffered)

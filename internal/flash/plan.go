@@ -77,8 +77,10 @@ func prepare(ctx context.Context, opts Options) *prepared {
 	}
 	p := &prepared{plan: plan}
 	checkProvisioning(plan, opts, mode)
-	p.openImage(ctx, opts)
+	// The target first: opening a remote image can take a while, and the
+	// re-probe before writing catches whatever changes meanwhile.
 	p.checkTarget(opts.Target)
+	p.openImage(ctx, opts)
 
 	if p.img != nil && plan.Target.SizeBytes > 0 {
 		switch size := p.img.Size(); {
