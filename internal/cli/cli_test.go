@@ -290,6 +290,15 @@ func TestFlashThroughBinary(t *testing.T) {
 		t.Fatalf("truncated zst: exit %d, want 1 naming the offset: %s", r.code, r.stderr)
 	}
 
+	// A qcow2 cut in half: its later clusters point past the end of the
+	// file. Exit 1 naming the guest offset.
+	st, _ := os.Stat(set.Files["qcow2-zlib"])
+	bad := imagetest.Truncate(t, set.Files["qcow2-zlib"], st.Size()/2)
+	r = bty(t, false, nil, "flash", "--image", bad, "--target", dev.Path, "--yes")
+	if r.code != 1 || !strings.Contains(r.stderr, "guest offset") {
+		t.Fatalf("truncated qcow2: exit %d, want 1 naming the guest offset: %s", r.code, r.stderr)
+	}
+
 	// Mounted target: exit 1, refused before writing.
 	looptest.MountExt4(t, dev.Path)
 	r = bty(t, false, nil, "flash", "--image", set.Files["raw"], "--target", dev.Path, "--yes")

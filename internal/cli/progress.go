@@ -113,7 +113,8 @@ func (s *textSink) progress(e event.Event) {
 	}
 	stats := fmt.Sprintf("%s / %s  %s/s  %s", ibytes(e.BytesWritten), totalStr(e.TotalBytes), ibytes(int64(e.Rate)), eta)
 	if s.tty {
-		barW := s.width - len(stats) - 10
+		// A fixed share of the width, so the line never grows past it.
+		barW := min(s.width-60, 40)
 		bar := ""
 		if barW >= 10 && pct >= 0 {
 			fill := barW * pct / 100
