@@ -227,8 +227,6 @@ func (s *httpSource) ifRange() string {
 	return s.lastModified
 }
 
-func (s *httpSource) hasValidator() bool { return s.etag != "" || s.lastModified != "" }
-
 // checkSame compares a later response's validators with the first one's.
 func (s *httpSource) checkSame(h http.Header) error {
 	if et := h.Get("ETag"); s.etag != "" && et != "" {

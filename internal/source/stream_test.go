@@ -326,8 +326,7 @@ func TestStreamFileChanged(t *testing.T) {
 		// With If-Range honoured the server answers 200 with the new file;
 		// without, 206 with the new ETag. Both must fail.
 		t.Run(fmt.Sprintf("noIfRange=%v", noIfRange), func(t *testing.T) {
-			var srv *imageServer
-			srv = newImageServer(t, data, func(s *imageServer) {
+			srv := newImageServer(t, data, func(s *imageServer) {
 				s.noIfRange = noIfRange
 				s.cut = func(n int, _ int64) int64 {
 					if n == 0 {
