@@ -22,7 +22,8 @@ import (
 //
 // BTY_REAL_BENCH=zst,xz selects formats; BTY_REAL_BENCH_REPEAT repeats.
 // The child reads into 4 MiB buffers like the flash engine (or uses
-// WriteTo with BTY_REAL_BENCH_WRITETO=1).
+// WriteTo with BTY_REAL_BENCH_WRITETO=1); BTY_REAL_BENCH_BUFFER sets
+// Options.BufferBytes.
 //
 // BENCH (2 vCPUs, MB/s of decoded output, peak RSS of the process):
 //
@@ -68,40 +69,42 @@ func TestRealDecode(t *testing.T) {
 			cmd.Env = append(os.Environ(), "BTY_REAL_BENCH_CHILD="+path)
 			cmd.Stderr = os.Stderr
 			cmd.Stdout = new(strings.Builder)
-			d, rss, out, err := runMeasured(cmd)
+			d, cpu, rss, out, err := runMeasuredCPU(cmd)
 			if err != nil {
 				t.Fatalf("child: %v\n%s", err, out)
 			}
-			t.Logf("%-3s bty  %7.1f MB/s  %6.1f MiB peak RSS  %s", f, float64(decoded)/d.Seconds()/1e6, float64(rss)/1024, strings.TrimSpace(string(out)))
+			t.Logf("%-3s bty  %7.1f MB/s  %5.1f s CPU  %6.1f MiB peak RSS", f, float64(decoded)/d.Seconds()/1e6, cpu.Seconds(), float64(rss)/1024)
 			if c, ok := cli[f]; ok {
 				cmd := exec.Command(c[0], append(c[1:], path)...)
-				d, rss, _, err := runMeasured(cmd)
+				d, cpu, rss, _, err := runMeasuredCPU(cmd)
 				if err != nil {
 					t.Fatalf("%s: %v", c[0], err)
 				}
-				t.Logf("%-3s %-5s%7.1f MB/s  %6.1f MiB peak RSS", f, c[0], float64(decoded)/d.Seconds()/1e6, float64(rss)/1024)
+				t.Logf("%-3s %-5s%7.1f MB/s  %5.1f s CPU  %6.1f MiB peak RSS", f, c[0], float64(decoded)/d.Seconds()/1e6, cpu.Seconds(), float64(rss)/1024)
 			}
 		}
 	}
 }
 
-// runMeasured runs cmd with stdout captured and returns its wall time and
-// peak RSS in KiB.
-func runMeasured(cmd *exec.Cmd) (time.Duration, int64, []byte, error) {
+// runMeasuredCPU runs cmd and returns its wall time, CPU time (user +
+// system), peak RSS in KiB and captured stdout.
+func runMeasuredCPU(cmd *exec.Cmd) (time.Duration, time.Duration, int64, []byte, error) {
 	t0 := time.Now()
 	err := cmd.Run()
 	d := time.Since(t0)
 	var rss int64
+	var cpu time.Duration
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			rss = ru.Maxrss
 		}
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	var out []byte
 	if b, ok := cmd.Stdout.(*strings.Builder); ok {
 		out = []byte(b.String())
 	}
-	return d, rss, out, err
+	return d, cpu, rss, out, err
 }
 
 func realDecodeChild(t *testing.T, path string) {
@@ -110,7 +113,11 @@ func realDecodeChild(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	img, err := Open(context.Background(), src, Options{})
+	var opts Options
+	if b := os.Getenv("BTY_REAL_BENCH_BUFFER"); b != "" {
+		fmt.Sscan(b, &opts.BufferBytes)
+	}
+	img, err := Open(context.Background(), src, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +143,7 @@ func realDecodeChild(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("decoded %d bytes\n", n)
+	if n != 3<<30 {
+		t.Fatalf("decoded %d bytes", n)
+	}
 }

@@ -252,7 +252,7 @@ type parallelXz struct {
 	closed  error
 	started bool
 	wg      sync.WaitGroup
-	pool    sync.Pool
+	free    [][]byte // spare chunks; at most the budget is ever allocated
 	stop    func() bool
 	out     int64
 }
@@ -275,7 +275,6 @@ func newParallelXz(ctx context.Context, name string, ra io.ReaderAt, index *xzIn
 	p.tokens = max(4, int(budget/xzChunk))
 	p.reserve = 2
 	p.cond = sync.NewCond(&p.mu)
-	p.pool.New = func() any { return make([]byte, xzChunk) }
 	for _, b := range index.blocks {
 		p.jobs = append(p.jobs, &xzJob{block: b})
 	}
@@ -302,22 +301,32 @@ func (p *parallelXz) start() {
 	}
 }
 
-// acquire takes one chunk of budget for job i; false when closed.
-func (p *parallelXz) acquire(i int) bool {
+// acquire takes one chunk of budget for job i and returns its buffer;
+// nil when closed. Chunks are recycled through p.free rather than a
+// sync.Pool, which the GC empties: a steady stream of fresh 1 MiB
+// allocations made the heap (and RSS) grow far past the budget.
+func (p *parallelXz) acquire(i int) []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for p.closed == nil && !(p.tokens > p.reserve || (i == p.head && p.tokens > 0)) {
 		p.cond.Wait()
 	}
 	if p.closed != nil {
-		return false
+		return nil
 	}
 	p.tokens--
-	return true
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, xzChunk)
 }
 
-func (p *parallelXz) release() {
+// release returns an unused chunk and its budget.
+func (p *parallelXz) release(b []byte) {
 	p.mu.Lock()
+	p.free = append(p.free, b[:cap(b)])
 	p.tokens++
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -326,6 +335,10 @@ func (p *parallelXz) release() {
 func (p *parallelXz) work() {
 	defer p.wg.Done()
 	var br *bufio.Reader
+	// One decoder per worker, Reset for each block: xi2/xz keeps its
+	// dictionary buffer across Resets, where a new decoder per block
+	// allocated a fresh dictionary (8 MiB for `xz -6`) every 24 MiB.
+	var dec *xi2xz.Reader
 	for {
 		p.mu.Lock()
 		if p.closed != nil || p.next >= len(p.jobs) {
@@ -346,7 +359,16 @@ func (p *parallelXz) work() {
 			br.Reset(section)
 		}
 		in := io.MultiReader(bytes.NewReader(hdr[:]), br, bytes.NewReader(singleBlockTrailer(hdr, b)))
-		err := p.decode(i, job, in)
+		var err error
+		if dec == nil {
+			dec, err = xi2xz.NewReader(in, xzDictMax)
+		} else {
+			err = dec.Reset(in)
+		}
+		if err == nil {
+			dec.Multistream(false)
+			err = p.decode(i, job, dec)
+		}
 		p.mu.Lock()
 		if err != nil {
 			job.err = fmt.Errorf("%s: corrupt xz block at compressed offset %d (decoded offset %d..%d): %w",
@@ -361,18 +383,13 @@ func (p *parallelXz) work() {
 	}
 }
 
-func (p *parallelXz) decode(i int, job *xzJob, in io.Reader) error {
-	dec, err := xi2xz.NewReader(in, xzDictMax)
-	if err != nil {
-		return err
-	}
-	dec.Multistream(false)
+func (p *parallelXz) decode(i int, job *xzJob, dec *xi2xz.Reader) error {
 	var total int64
 	for {
-		if !p.acquire(i) {
+		buf := p.acquire(i)
+		if buf == nil {
 			return nil
 		}
-		buf := p.pool.Get().([]byte)
 		n, err := io.ReadFull(dec, buf)
 		total += int64(n)
 		if n > 0 {
@@ -381,8 +398,7 @@ func (p *parallelXz) decode(i int, job *xzJob, in io.Reader) error {
 			p.cond.Broadcast()
 			p.mu.Unlock()
 		} else {
-			p.pool.Put(buf)
-			p.release()
+			p.release(buf)
 		}
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
@@ -420,7 +436,8 @@ func (p *parallelXz) Read(b []byte) (int, error) {
 			job.cursor = job.cursor[n:]
 			p.out += int64(n)
 			if len(job.cursor) == 0 {
-				p.pool.Put(job.queue[0][:cap(job.queue[0])])
+				p.free = append(p.free, job.queue[0][:cap(job.queue[0])])
+				job.queue[0] = nil
 				job.queue = job.queue[1:]
 				p.tokens++
 				p.cond.Broadcast()
