@@ -179,32 +179,36 @@ one_round() {
 
 # ---------------------------------------------------------------- report
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END{if(!NR){print "";exit}
+# Statistics over a space-separated sample list on stdin ("" when empty).
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(!NR) exit
   if(NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
-maxof()  { tr ' ' '\n' | grep . | sort -g | tail -n1; }
+maxof()  { tr ' ' '\n' | awk 'NF' | sort -g | tail -n1; }
+minof()  { tr ' ' '\n' | awk 'NF' | sort -g | head -n1; }
+best()   { [ -n "${failed[$1]:-}" ] && { echo ""; return; }; minof <<<"${times[$1]:-}"; }
 div()    { awk -v a="$1" -v b="$2" 'BEGIN{ if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b==0) print "-"; else printf "%.2f", a/b }'; }
 le()     { awk -v a="$1" -v b="$2" 'BEGIN{ exit !(a!="-" && a+0 <= b+0) }'; }
 med()    { [ -n "${failed[$1]:-}" ] && { echo ""; return; }; median <<<"${times[$1]:-}"; }
 
 report() {
-  local dd_t c rt bt rr br tgt mem ok
-  dd_t=$(med ref-raw)
+  local dd_t dd_b c rt bt rr br bb tgt mem ok
+  dd_t=$(med ref-raw) dd_b=$(best ref-raw)
   echo "## bty flash benchmark"
   echo
   echo "$(date -u '+%F %T UTC'), $(git describe --always --dirty 2>/dev/null), rounds: $rounds," \
        "$(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  [ "$skip_bty" = 1 ] || echo "bty: $("$bty" --version 2>&1 | head -n1)"
   echo "image: $size bytes virtual, $(( $(stat -c '%b * %B' "$img/disk.img") >> 20 )) MiB allocated;" \
        "dd reference: ${dd_t:-?} s"
   echo
-  echo "| format | reference tool | ref median s | bty median s | bty/dd | ref/dd | target (×dd) | peak RSS MiB | bit-identical |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| format | reference tool | ref median s | bty median s | bty/dd | bty/dd best | ref/dd | target (×dd) | peak RSS MiB | bit-identical |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for c in raw qcow2 zst gz xz bmap zero verify; do
     [ "$c" = raw ] || has "$c" || continue
     if [ "$c" = verify ] && [ "$skip_bty" = 1 ]; then continue; fi
-    rt="" bt="" mem="-" ok="-" tgt="-"
+    rt="" bt="" bb="" mem="-" ok="-" tgt="-"
     [ "$c" != verify ] && rt=$(med "ref-$c")
     if [ -n "${input[$c]:-}" ] && [ "$skip_bty" != 1 ] && has "$c"; then
-      bt=$(med "bty-$c")
+      bt=$(med "bty-$c") bb=$(best "bty-$c")
       [ -n "${failed[bty-$c]:-}" ] && bt=error
       mem=$(maxof <<<"${rss[bty-$c]:-}")
       mem=${mem:+$((mem >> 10))}
@@ -212,6 +216,7 @@ report() {
     fi
     rr=$(div "$rt" "$dd_t")
     br=$(div "$bt" "$dd_t")
+    bb=$(div "$bb" "$dd_b")
     if [ -n "${target[$c]:-}" ]; then
       tgt="≤ ${target[$c]}"
       # Met only when within the ratio and bit-identical.
@@ -222,8 +227,8 @@ report() {
     if [ "$mem" != "-" ] && [ -n "$mem" ]; then
       if [ "$mem" -le $rss_limit_mib ]; then mem+=" ✓"; else mem+=" ✗"; fi
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-      "$c" "${ref_name[$c]//|/\\|}" "${rt:--}" "${bt:--}" "$br" "$rr" "$tgt" "${mem:--}" "$ok"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      "$c" "${ref_name[$c]//|/\\|}" "${rt:--}" "${bt:--}" "$br" "$bb" "$rr" "$tgt" "${mem:--}" "$ok"
   done
   echo
   local v r
@@ -237,7 +242,16 @@ report() {
   if has zero; then
     echo "- device write limit (whole image of zeros, O_DIRECT): $(div "$(med ref-zero)" "$dd_t") × dd"
   fi
+  echo "- bty/dd best: fastest bty run over fastest dd run (least disturbed by other load);" \
+       "dd samples: $(minof <<<"${times[ref-raw]:-}")..$(maxof <<<"${times[ref-raw]:-}") s"
   echo "- peak RSS target: ≤ ${rss_limit_mib} MiB; samples per case: $rounds"
+  # Every sample, to judge the noise behind the medians.
+  echo
+  echo "samples (s):"
+  local k
+  for k in $(printf '%s\n' "${!times[@]}" | sort); do
+    echo "- $k: ${times[$k]}"
+  done
 }
 
 # ---------------------------------------------------------------- main
