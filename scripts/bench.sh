@@ -52,8 +52,17 @@ cleanup() {
   done
   rm -rf "$run_dir"
 }
+# On Ctrl-C or TERM, stop the timed command at once (it runs in its own
+# process group, see timed), then exit; the EXIT trap cleans up.
+child=""
+on_signal() {
+  log interrupted
+  [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null || true
+  wait 2>/dev/null || true
+  exit 130
+}
 trap cleanup EXIT
-trap 'log interrupted; exit 130' INT TERM
+trap on_signal INT TERM
 
 # drop_caches makes every run start cold, so runs are comparable.
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -91,7 +100,14 @@ timed() {
   local name=$1; shift
   local tf=$run_dir/time.out lf=$run_dir/$name.log
   drop_caches
-  if /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$lf" 2>&1; then
+  # In the background, in a new process group, so a signal's trap runs
+  # without waiting for it and can stop the whole pipeline.
+  local rc=0
+  setsid /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$lf" 2>&1 &
+  child=$!
+  wait "$child" || rc=$?
+  child=""
+  if [ $rc = 0 ]; then
     local e m
     read -r e m <"$tf"
     times[$name]+="$e "
@@ -99,7 +115,7 @@ timed() {
     log "  $name: ${e}s, $((m >> 10)) MiB"
   else
     failed[$name]=1
-    log "  $name: FAILED (exit $?); log tail:"
+    log "  $name: FAILED (exit $rc); log tail:"
     tail -n 5 "$lf" >&2
     tail -n 1 "$tf" >&2 || true
   fi
