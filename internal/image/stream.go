@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 
+	xi2xz "github.com/btyproject/bty/internal/image/internal/xz"
 	dbzip2 "github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	xi2xz "github.com/xi2/xz"
 )
 
 // inputBuffer is the read-ahead in front of every decoder: decoders read

@@ -12,7 +12,7 @@ import (
 	"runtime"
 	"sync"
 
-	xi2xz "github.com/xi2/xz"
+	xi2xz "github.com/btyproject/bty/internal/image/internal/xz"
 )
 
 // The xz container is parsed here (stream header/footer, index, block
