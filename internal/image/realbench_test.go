@@ -113,6 +113,9 @@ func realDecodeChild(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	if c := os.Getenv("BTY_REAL_BENCH_ZSTD_CONC"); c != "" {
+		fmt.Sscan(c, &zstdConcurrency)
+	}
 	var opts Options
 	if b := os.Getenv("BTY_REAL_BENCH_BUFFER"); b != "" {
 		fmt.Sscan(b, &opts.BufferBytes)

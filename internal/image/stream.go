@@ -20,6 +20,9 @@ const inputBuffer = 1 << 20
 // would break the memory budget.
 const zstdMaxWindow = 1 << 27
 
+// zstdConcurrency is WithDecoderConcurrency for stream decoding.
+var zstdConcurrency = 0
+
 // xzDictMax admits `xz -9` (64 MiB dictionaries).
 const xzDictMax = 1 << 26
 
@@ -108,6 +111,86 @@ func (s *stream) Read(p []byte) (int, error) {
 	}
 }
 
+// WriteTo writes the rest of the decoded stream to w, with the checks
+// Read makes (declared size, trailing data, offsets in errors). A zstd
+// stream hands w the decoder's own block buffers (up to 128 KiB each,
+// valid only during the Write call), which saves the copy into a
+// caller's buffer; other formats go through Read. Errors from w are
+// returned as they are; decoding errors are sticky as with Read.
+func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	if s.err != nil {
+		if s.err == io.EOF {
+			return 0, nil
+		}
+		return 0, s.err
+	}
+	if wt, ok := s.dec.(*zstd.Decoder); ok {
+		cw := &checkedWriter{s: s, w: w}
+		n, err := wt.WriteTo(cw)
+		switch {
+		case cw.werr != nil:
+			s.err = cw.werr
+			return n, cw.werr
+		case cw.over != nil:
+			return n, cw.over
+		case err != nil:
+			return n, s.fail(err)
+		}
+		if _, err := s.Read(nil); err != io.EOF {
+			return n, err
+		}
+		return n, nil
+	}
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := s.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			n += int64(m)
+			if werr == nil && m < k {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// checkedWriter counts what a decoder's WriteTo passes on and stops it
+// when the stream decodes to more than it declares.
+type checkedWriter struct {
+	s    *stream
+	w    io.Writer
+	werr error // from w
+	over error // the size check
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	s := c.s
+	if s.size >= 0 && s.out+int64(len(p)) > s.size {
+		s.out += int64(len(p))
+		c.over = s.fail(fmt.Errorf("decodes to more than the %d bytes it declares", s.size))
+		return 0, c.over
+	}
+	n, err := c.w.Write(p)
+	s.out += int64(n)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		c.werr = err
+	}
+	return n, err
+}
+
 func (s *stream) Close() error {
 	if s.close != nil {
 		s.close()
@@ -131,7 +214,7 @@ func newStream(f Format, name string, rc io.ReadCloser, size int64) (*stream, er
 		return s, nil
 	case Zstd:
 		var d *zstd.Decoder
-		d, err = zstd.NewReader(s.br, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(0))
+		d, err = zstd.NewReader(s.br, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(zstdConcurrency))
 		if err == nil {
 			s.dec, s.close = d, d.Close
 		}

@@ -414,40 +414,31 @@ func (p *parallelXz) decode(i int, job *xzJob, dec *xi2xz.Reader) error {
 	}
 }
 
-func (p *parallelXz) Read(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// headJob waits until the job being read has bytes and returns it, or
+// returns the error that ends the stream (io.EOF after the last block).
+// p.mu must be held.
+func (p *parallelXz) headJob() (*xzJob, error) {
 	if !p.started {
 		p.start()
 	}
 	for {
 		if p.closed != nil {
-			return 0, p.closed
+			return nil, p.closed
 		}
 		if p.head >= len(p.jobs) {
-			return 0, io.EOF
+			return nil, io.EOF
 		}
 		job := p.jobs[p.head]
 		if len(job.cursor) == 0 && len(job.queue) > 0 {
 			job.cursor = job.queue[0]
 		}
 		if len(job.cursor) > 0 {
-			n := copy(b, job.cursor)
-			job.cursor = job.cursor[n:]
-			p.out += int64(n)
-			if len(job.cursor) == 0 {
-				p.free = append(p.free, job.queue[0][:cap(job.queue[0])])
-				job.queue[0] = nil
-				job.queue = job.queue[1:]
-				p.tokens++
-				p.cond.Broadcast()
-			}
-			return n, nil
+			return job, nil
 		}
 		if job.err != nil {
 			p.closed = job.err
 			p.cond.Broadcast()
-			return 0, job.err
+			return nil, job.err
 		}
 		if job.done {
 			p.head++
@@ -455,6 +446,63 @@ func (p *parallelXz) Read(b []byte) (int, error) {
 			continue
 		}
 		p.cond.Wait()
+	}
+}
+
+// consumed advances the head job past n bytes and recycles its chunk
+// when it is used up. p.mu must be held.
+func (p *parallelXz) consumed(job *xzJob, n int) {
+	job.cursor = job.cursor[n:]
+	p.out += int64(n)
+	if len(job.cursor) == 0 {
+		p.free = append(p.free, job.queue[0][:cap(job.queue[0])])
+		job.queue[0] = nil
+		job.queue = job.queue[1:]
+		p.tokens++
+		p.cond.Broadcast()
+	}
+}
+
+func (p *parallelXz) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	job, err := p.headJob()
+	if err != nil {
+		return 0, err
+	}
+	n := copy(b, job.cursor)
+	p.consumed(job, n)
+	return n, nil
+}
+
+// WriteTo writes the rest of the decoded image to w straight from the
+// decoded chunks (1 MiB each, valid only during the Write call), saving
+// the copy into a caller's buffer. Errors from w are returned as they
+// are.
+func (p *parallelXz) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		job, err := p.headJob()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		chunk := job.cursor
+		p.mu.Unlock()
+		n, err := w.Write(chunk)
+		p.mu.Lock()
+		if err == nil && n < len(chunk) {
+			err = io.ErrShortWrite
+		}
+		total += int64(n)
+		p.consumed(job, n)
+		if err != nil {
+			return total, err
+		}
 	}
 }
 
