@@ -6,9 +6,9 @@
 # "Performance targets"); absolute times on this shared machine mean little.
 #
 # Two loop devices: REF takes every reference tool, BTY takes every bty
-# run. Both start filled with non-zero garbage; BTY is refilled with garbage
-# before the last bty run of each format, which is then compared with the
-# image byte for byte (so skipping a zero range without zeroing it fails).
+# run. Each is refilled with non-zero garbage (untimed) before every timed
+# run, and the last round's bty results are compared with the image byte
+# for byte (so skipping a zero range without zeroing it fails).
 # Page caches are dropped before every timed run.
 #
 # Env:
@@ -16,7 +16,8 @@
 #   BTY=bin/bty           the bty binary (relative to the repo root)
 #   BENCH_FORMATS="raw qcow2 zst gz xz bmap zero verify"   subset to run;
 #                         the raw dd reference always runs (the denominator)
-#   BENCH_DIR=.cache/bench-run   where the loop backing files go
+#   BENCH_DIR=.cache      where the loop backing files go (in a temporary
+#                         bench-run.XXXXXX directory, removed on exit)
 #   BENCH_SKIP_BTY=1      time the reference tools only
 #   BTY_CACHE=.cache      image cache (see scripts/bench-image.sh)
 # Needs root. Writes the table to stdout and to $BTY_CACHE/bench-results.md.
@@ -29,7 +30,8 @@ export BTY_CACHE=$cache
 rounds=${BENCH_ROUNDS:-3}
 bty=${BTY:-bin/bty}
 formats=${BENCH_FORMATS:-raw qcow2 zst gz xz bmap zero verify}
-run_dir=${BENCH_DIR:-$cache/bench-run}
+bench_dir=${BENCH_DIR:-$cache}
+run_dir=""   # a fresh bench-run.XXXXXX under $bench_dir, removed on exit
 skip_bty=${BENCH_SKIP_BTY:-0}
 results=$cache/bench-results.md
 
@@ -50,7 +52,7 @@ cleanup() {
   for l in "$loop_ref" "$loop_bty"; do
     [ -n "$l" ] && losetup -d "$l" 2>/dev/null || true
   done
-  rm -rf "$run_dir"
+  if [ -n "$run_dir" ]; then rm -rf "$run_dir"; fi
 }
 # On Ctrl-C or TERM, stop the timed command at once (it runs in its own
 # process group, see timed), then exit; the EXIT trap cleans up.
@@ -81,11 +83,11 @@ fill_garbage() {
   sync "$dst"
 }
 
-# make_loop FILE BYTES: a garbage-filled backing file on a new loop device.
+# make_loop FILE BYTES: a new loop device on a BYTES-long backing file
+# (filled before each run, see one_round).
 make_loop() {
   local file=$1 bytes=$2
-  rm -f "$file"
-  fill_garbage "$file" "$bytes"
+  truncate -s "$bytes" "$file"
   losetup --find --show "$file"
 }
 
@@ -169,24 +171,30 @@ run_bty() {
     --yes --progress none "${extra[@]}"
 }
 
+# Every timed run writes over a "used disk": the device it writes is
+# refilled with garbage (untimed) right before it. On this host the time to
+# write the image depends a lot on what the device held before (seen: 2.7 s
+# over the image itself, 7-15 s over garbage), so a reference run and a bty
+# run are only comparable from the same starting state. It also makes every
+# bty run a correctness test; the last round's are checked byte for byte.
+run_order=(raw qcow2 zst gz xz bmap zero verify)
+
 # one_round R: every selected case once; the last round also checks bty.
 one_round() {
   local r=$1 c last=0
   [ "$r" = "$rounds" ] && last=1
   log "round $r/$rounds"
-  for c in raw qcow2 zst gz xz bmap zero verify; do
+  for c in "${run_order[@]}"; do
     [ "$c" = raw ] || has "$c" || continue
     if [ "$c" != verify ]; then
+      fill_garbage "$loop_ref" "$size"
       timed "ref-$c" bash -c "$(ref_cmd "$c")"
     fi
     # bty runs: formats it reads, when selected and not skipped.
     if [ -z "${input[$c]:-}" ] || [ "$skip_bty" = 1 ] || ! has "$c"; then
       continue
     fi
-    if [ $last = 1 ]; then
-      drop_caches
-      fill_garbage "$loop_bty" "$size"
-    fi
+    fill_garbage "$loop_bty" "$size"
     run_bty "$c"
     if [ $last = 1 ]; then check "bty-$c" "$loop_bty"; fi
   done
@@ -284,9 +292,9 @@ main() {
   size=$(stat -c %s "$img/disk.img")
   [ $((size % (4 << 20))) = 0 ] || die "image size $size is not a multiple of 4 MiB"
 
-  rm -rf "$run_dir"
-  mkdir -p "$run_dir"
-  log "filling two ${size}-byte loop backing files with garbage in $run_dir"
+  mkdir -p "$bench_dir"
+  run_dir=$(mktemp -d "$bench_dir/bench-run.XXXXXX")
+  log "two ${size}-byte loop backing files in $run_dir"
   loop_ref=$(make_loop "$run_dir/ref.loop" "$size")
   loop_bty=$(make_loop "$run_dir/bty.loop" "$size")
   log "reference device $loop_ref, bty device $loop_bty"
