@@ -214,7 +214,7 @@ func newStream(f Format, name string, rc io.ReadCloser, size int64) (*stream, er
 		return s, nil
 	case Zstd:
 		var d *zstd.Decoder
-		d, err = zstd.NewReader(s.br, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(zstdConcurrency))
+		d, err = zstd.NewReader(newZstdRLEAsRaw(s.br), zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(zstdConcurrency))
 		if err == nil {
 			s.dec, s.close = d, d.Close
 		}
