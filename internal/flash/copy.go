@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/zeebo/xxh3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/btyproject/bty/internal/disk"
@@ -52,11 +53,14 @@ type copyOptions struct {
 	Sink   event.Sink
 }
 
-// segmentRecord is what --verify re-reads: a written range and the sha256
-// of the bytes that belong there.
+// segmentRecord is what --verify re-reads: a written range and a hash of
+// the bytes that belong there. The hash is XXH3-128: it detects a device
+// that loses or garbles writes as surely as sha256 (nobody forges a
+// disk's read-back), at about twenty times the speed, which keeps
+// --verify cheap (SPEC: at most 30 % on top of a flash).
 type segmentRecord struct {
 	Off, Len int64
-	Sum      [sha256.Size]byte
+	Sum      [16]byte
 }
 
 // copyStats is the outcome of a copy.
@@ -553,7 +557,7 @@ func (c *copier) put(off int64, p []byte) error {
 }
 
 func (c *copier) record(off int64, p []byte) {
-	r := segmentRecord{Off: off, Len: int64(len(p)), Sum: sha256.Sum256(p)}
+	r := segmentRecord{Off: off, Len: int64(len(p)), Sum: xxh3.Hash128(p).Bytes()}
 	c.mu.Lock()
 	c.segments = append(c.segments, r)
 	c.mu.Unlock()
