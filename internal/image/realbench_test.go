@@ -23,7 +23,8 @@ import (
 // BTY_REAL_BENCH=zst,xz selects formats; BTY_REAL_BENCH_REPEAT repeats.
 // The child reads into 4 MiB buffers like the flash engine (or uses
 // WriteTo with BTY_REAL_BENCH_WRITETO=1); BTY_REAL_BENCH_BUFFER sets
-// Options.BufferBytes.
+// Options.BufferBytes; BTY_REAL_BENCH_ENGINE=1 adds the flash engine's
+// CPU work (engineLike).
 //
 // BENCH (2 vCPUs, MB/s of decoded output, peak RSS of the process):
 //
@@ -127,7 +128,9 @@ func realDecodeChild(t *testing.T, path string) {
 	defer img.Close()
 	s := img.(Stream)
 	var n int64
-	if wt, ok := s.(io.WriterTo); ok && os.Getenv("BTY_REAL_BENCH_WRITETO") == "1" {
+	if os.Getenv("BTY_REAL_BENCH_ENGINE") == "1" {
+		n, err = engineLike(s)
+	} else if wt, ok := s.(io.WriterTo); ok && os.Getenv("BTY_REAL_BENCH_WRITETO") == "1" {
 		n, err = wt.WriteTo(io.Discard)
 	} else {
 		buf := make([]byte, 4<<20)
@@ -149,4 +152,65 @@ func realDecodeChild(t *testing.T, path string) {
 	if n != 3<<30 {
 		t.Fatalf("decoded %d bytes", n)
 	}
+}
+
+// engineLike consumes s the way the flash engine's stream copy does, minus
+// the device: one goroutine fills 4 MiB buffers from a pool of 6, two
+// workers scan them for all-zero 4 KiB blocks and copy the rest (as a
+// write would touch them), so decoding competes for the CPU as in a flash.
+func engineLike(s Stream) (int64, error) {
+	const size = 4 << 20
+	pool := make(chan []byte, 6)
+	for range cap(pool) {
+		pool <- make([]byte, size)
+	}
+	type chunk struct {
+		b []byte
+		n int
+	}
+	jobs := make(chan chunk)
+	done := make(chan struct{})
+	var sink [4096]byte
+	for range 2 {
+		go func() {
+			for c := range jobs {
+				for off := 0; off < c.n; off += 4096 {
+					blk := c.b[off:min(off+4096, c.n)]
+					zero := true
+					for _, v := range blk {
+						if v != 0 {
+							zero = false
+							break
+						}
+					}
+					if !zero {
+						copy(sink[:], blk)
+					}
+				}
+				pool <- c.b
+			}
+			done <- struct{}{}
+		}()
+	}
+	var total int64
+	var err error
+	for {
+		b := <-pool
+		k, rerr := io.ReadFull(s, b)
+		total += int64(k)
+		if k > 0 {
+			jobs <- chunk{b, k}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	close(jobs)
+	<-done
+	<-done
+	return total, err
 }

@@ -20,8 +20,14 @@ const inputBuffer = 1 << 20
 // would break the memory budget.
 const zstdMaxWindow = 1 << 27
 
-// zstdConcurrency is WithDecoderConcurrency for stream decoding.
-var zstdConcurrency = 0
+// zstdConcurrency is WithDecoderConcurrency for stream decoding. Any
+// value above 1 runs klauspost's three-stage pipeline; the value also
+// sizes the queues between the stages, and 4 kept the stages busier
+// than GOMAXPROCS (2 here) while a flash-like consumer competed for the
+// CPU (TestRealDecode with BTY_REAL_BENCH_ENGINE=1: 0 (=2) ~1.76 GB/s,
+// 1 ~1.86, 3 ~1.87, 4 ~2.15, 8 ~2.3 at 11 MiB more RSS). A variable so
+// that benchmark can try others.
+var zstdConcurrency = 4
 
 // xzDictMax admits `xz -9` (64 MiB dictionaries).
 const xzDictMax = 1 << 26
