@@ -630,36 +630,52 @@ func rcNormalize(rc *rcDec) {
 
 /* Decode one bit. */
 func rcBit(rc *rcDec, prob *uint16) bool {
-	var bound uint32
-	var bit bool
 	rcNormalize(rc)
-	bound = (rc.rnge >> rcBitModelTotalBits) * uint32(*prob)
+	p := uint32(*prob)
+	bound := (rc.rnge >> rcBitModelTotalBits) * p
 	if rc.code < bound {
 		rc.rnge = bound
-		*prob += (rcBitModelTotal - *prob) >> rcMoveBits
-		bit = false
-	} else {
-		rc.rnge -= bound
-		rc.code -= bound
-		*prob -= *prob >> rcMoveBits
-		bit = true
+		*prob = uint16(p + (rcBitModelTotal-p)>>rcMoveBits)
+		return false
 	}
-	return bit
+	rc.rnge -= bound
+	rc.code -= bound
+	*prob = uint16(p - p>>rcMoveBits)
+	return true
 }
 
-/* Decode a bittree starting from the most significant bit. */
+/*
+ * Decode a bittree starting from the most significant bit. (bty fork:
+ * rcBit written out with the coder state in locals; it is the literal
+ * decoder's inner loop.)
+ */
 func rcBittree(rc *rcDec, probs []uint16, limit uint32) uint32 {
 	var symbol uint32 = 1
+	rnge, code, in, inPos := rc.rnge, rc.code, rc.in, rc.inPos
 	for {
-		if rcBit(rc, &probs[symbol-1]) {
-			symbol = symbol<<1 + 1
-		} else {
+		if rnge < rcTopValue {
+			rnge <<= rcShiftBits
+			code = code<<rcShiftBits + uint32(in[inPos])
+			inPos++
+		}
+		prob := &probs[symbol-1]
+		p := uint32(*prob)
+		bound := (rnge >> rcBitModelTotalBits) * p
+		if code < bound {
+			rnge = bound
+			*prob = uint16(p + (rcBitModelTotal-p)>>rcMoveBits)
 			symbol <<= 1
+		} else {
+			rnge -= bound
+			code -= bound
+			*prob = uint16(p - p>>rcMoveBits)
+			symbol = symbol<<1 + 1
 		}
 		if !(symbol < limit) {
 			break
 		}
 	}
+	rc.rnge, rc.code, rc.inPos = rnge, code, inPos
 	return symbol
 }
 
@@ -725,14 +741,30 @@ func lzmaLiteral(s *xzDecLZMA2) {
 		symbol = 1
 		matchByte = dictGet(&s.dict, s.lzma.rep0) << 1
 		offset = 0x100
+		// bty fork: rcBit written out with the coder state in locals.
+		rc := &s.rc
+		rnge, code, in, inPos := rc.rnge, rc.code, rc.in, rc.inPos
 		for {
 			matchBit = matchByte & offset
 			matchByte <<= 1
 			i = offset + matchBit + symbol
-			if rcBit(&s.rc, &probs[i]) {
+			if rnge < rcTopValue {
+				rnge <<= rcShiftBits
+				code = code<<rcShiftBits + uint32(in[inPos])
+				inPos++
+			}
+			prob := &probs[i]
+			p := uint32(*prob)
+			bound := (rnge >> rcBitModelTotalBits) * p
+			if code >= bound {
+				rnge -= bound
+				code -= bound
+				*prob = uint16(p - p>>rcMoveBits)
 				symbol = symbol<<1 + 1
 				offset &= matchBit
 			} else {
+				rnge = bound
+				*prob = uint16(p + (rcBitModelTotal-p)>>rcMoveBits)
 				symbol <<= 1
 				offset &= ^matchBit
 			}
@@ -740,6 +772,7 @@ func lzmaLiteral(s *xzDecLZMA2) {
 				break
 			}
 		}
+		rc.rnge, rc.code, rc.inPos = rnge, code, inPos
 	}
 	dictPut(&s.dict, byte(symbol))
 	lzmaStateLiteral(&s.lzma.state)
