@@ -26,10 +26,15 @@ import (
 // Options.BufferBytes; BTY_REAL_BENCH_ENGINE=1 adds the flash engine's
 // CPU work (engineLike).
 //
-// BENCH (2 vCPUs, MB/s of decoded output, peak RSS of the process):
+// BENCH (2 vCPUs, quiet machine, MB/s of decoded output, CPU time and
+// peak RSS of the process; "engine" is BTY_REAL_BENCH_ENGINE=1; two runs):
 //
-//	before: zst bty  ~870 MB/s  38 MiB   zstd -dc ~1500 MB/s
-//	        xz  bty  ~175 MB/s 206 MiB   xz -dc -T2 ~190 MB/s
+//	                       zst                          xz (-T2, 128 blocks)
+//	before (ed9a887)       1209-1431 MB/s 2.7-3.1 s 26 MiB  255-259 MB/s 24 s 145-168 MiB
+//	  engine               1181-1407 MB/s 3.2-3.9 s 47 MiB  256-257 MB/s 24 s 198-214 MiB
+//	after                  2424-2528 MB/s 1.7-1.8 s 31 MiB  350-353 MB/s 17.5 s  64 MiB
+//	  engine               1739-2030 MB/s 2.5-2.9 s 51 MiB  334-342 MB/s 18.3 s  85 MiB
+//	zstd -dc / xz -dc -T2  2236-2473 MB/s 1.5-1.7 s  9 MiB  372-394 MB/s 16.5 s 156 MiB
 //
 // (see git log for the numbers of each change)
 func TestRealDecode(t *testing.T) {
