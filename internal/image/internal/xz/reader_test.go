@@ -14,7 +14,6 @@ import (
 	"crypto/md5"
 	"fmt"
 	"io"
-	"io/ioutil"
 	"os"
 	"path/filepath"
 	"testing"
@@ -400,14 +399,14 @@ func openTestFile(file string) (*os.File, error) {
 }
 
 func readTestFile(file string) ([]byte, error) {
-	b, err := ioutil.ReadFile(filepath.Join("testdata", "xz-utils", file))
+	b, err := os.ReadFile(filepath.Join("testdata", "xz-utils", file))
 	if err == nil {
 		return b, nil
 	}
 	if err != nil && !os.IsNotExist(err) {
 		return nil, err
 	}
-	b, err = ioutil.ReadFile(filepath.Join("testdata", "other", file))
+	b, err = os.ReadFile(filepath.Join("testdata", "other", file))
 	if err == nil {
 		return b, nil
 	}
