@@ -16,9 +16,6 @@ import (
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
-// geteuid is swapped by tests.
-var geteuid = os.Geteuid
-
 // Run validates opts, then writes the image onto the target, syncs,
 // re-reads the partition table and verifies when asked. Every step is
 // reported to opts.Sink. The error carries the exit code (exitcode.Code).
@@ -47,12 +44,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer p.close()
 	res.Notes = append(res.Notes, p.plan.Notes...)
 	if err := p.plan.Err(); err != nil {
-		if exitcode.Code(err) != exitcode.Usage && geteuid() != 0 {
+		if exitcode.Code(err) != exitcode.Usage && os.Geteuid() != 0 {
 			return fail(exitcode.New(exitcode.NeedRoot, "flashing needs root: run bty as root (sudo); the plan also reports: %v", err))
 		}
 		return fail(err)
 	}
-	if geteuid() != 0 {
+	if os.Geteuid() != 0 {
 		return fail(exitcode.New(exitcode.NeedRoot, "flashing %s needs root: run bty as root (sudo)", p.disk.Path))
 	}
 	res.Target = p.disk.Path

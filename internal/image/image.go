@@ -115,8 +115,8 @@ type Info struct {
 type QcowDetail struct {
 	Version     int    `json:"version"`
 	ClusterSize int64  `json:"cluster_size"`
-	Compression string `json:"compression"` // zlib or zstd
-	BackingFile string `json:"backing_file,omitempty"`
+	Compression string `json:"compression"`  // zlib or zstd
+	BackingFile string `json:"backing_file"` // "" when there is none
 	// AllocatedBytes is the guest data the image (with its backing file)
 	// provides: everything but unallocated and zero clusters.
 	AllocatedBytes int64 `json:"allocated_bytes"`
