@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"testing"
 
@@ -59,13 +58,8 @@ func readAll(t *testing.T, r io.ReaderAt, off, n int64) []byte {
 // past the image's end must be left as they were.
 func TestCopyCorpus(t *testing.T) {
 	set := imagetest.Corpus(t)
-	names := make([]string, 0, len(set.Files))
-	for name := range set.Files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	const tail = 1 << 20
-	for _, name := range names {
+	for _, name := range set.Cases() {
 		t.Run(name, func(t *testing.T) {
 			img := openImage(t, set.Files[name])
 			dev := newGarbageDevice(t, set.Size+tail)

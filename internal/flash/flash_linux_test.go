@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -20,13 +19,8 @@ import (
 func TestRunEveryFormatOnLoop(t *testing.T) {
 	looptest.RequireRoot(t)
 	set := imagetest.Corpus(t)
-	names := make([]string, 0, len(set.Files))
-	for n := range set.Files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	const extra = 4 << 20
-	for _, name := range names {
+	for _, name := range set.Cases() {
 		t.Run(name, func(t *testing.T) {
 			dev := looptest.New(t, set.Size+extra)
 			tail := dev.ReadAt(t, set.Size, extra)
