@@ -8,7 +8,8 @@ what=${1:-test}
 declare -A pkg=(
   [qemu-img]=qemu-utils [zstd]=zstd [gzip]=gzip [xz]=xz-utils [bzip2]=bzip2
   [sgdisk]=gdisk [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount
-  [blockdev]=util-linux [sha256sum]=coreutils
+  [blockdev]=util-linux [setpriv]=util-linux [sha256sum]=coreutils
+  [mkfs.btrfs]=btrfs-progs
 )
 if [ "$what" = bench ]; then
   pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap [hyperfine]=hyperfine
