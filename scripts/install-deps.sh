@@ -12,7 +12,7 @@ declare -A pkg=(
   [mkfs.btrfs]=btrfs-progs
 )
 if [ "$what" = bench ]; then
-  pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap [hyperfine]=hyperfine
+  pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
         [/usr/bin/time]=time)
 fi
 
