@@ -437,11 +437,24 @@ func readFull(r io.Reader, buf []byte) (int, error) {
 // copy got.
 func (c *copier) interrupted(err error) error {
 	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("interrupted after %s of the image were written; the disk is incomplete "+
-			"(its first MiB is zeroed so it will not boot): flash it again: %w", formatBytes(c.done.Load()), err)
+		return &interruptedError{done: c.done.Load(), err: err}
 	}
 	return err
 }
+
+// interruptedError reads as a sentence for the user and still matches
+// context.Canceled with errors.Is.
+type interruptedError struct {
+	done int64
+	err  error
+}
+
+func (e *interruptedError) Error() string {
+	return fmt.Sprintf("interrupted after %s of the image were written; the disk is incomplete "+
+		"(its first MiB is zeroed so it will not boot): flash it again", formatBytes(e.done))
+}
+
+func (e *interruptedError) Unwrap() error { return e.err }
 
 func (c *copier) checkFits(n int64) error {
 	if size := c.dev.Size(); n > size {
