@@ -227,8 +227,8 @@ func TestPutZeroRuns(t *testing.T) {
 			if c.written.Load() != tc.written || c.zeroed.Load() != tc.zeroed {
 				t.Errorf("written %d zeroed %d, want %d and %d", c.written.Load(), c.zeroed.Load(), tc.written, tc.zeroed)
 			}
-			if (dev.zeroCalls > 0) != tc.wantZeroRangeCall {
-				t.Errorf("ZeroRange calls %d, want any: %v", dev.zeroCalls, tc.wantZeroRangeCall)
+			if (dev.zeroCalls.Load() > 0) != tc.wantZeroRangeCall {
+				t.Errorf("ZeroRange calls %d, want any: %v", dev.zeroCalls.Load(), tc.wantZeroRangeCall)
 			}
 		})
 	}

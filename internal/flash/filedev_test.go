@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"io"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,11 +22,11 @@ type fileDevice struct {
 	size int64
 	// zeroCalls counts ZeroRange calls; tests assert zero runs are not
 	// written as data.
-	zeroCalls int
+	zeroCalls atomic.Int64
 }
 
 func (f *fileDevice) ZeroRange(off, n int64) (disk.ZeroMethod, error) {
-	f.zeroCalls++
+	f.zeroCalls.Add(1)
 	if off%512 != 0 || n%512 != 0 {
 		return "", unix.EINVAL
 	}
