@@ -24,13 +24,13 @@ build:
 deps:
 	@scripts/install-deps.sh test
 
-## test: install test dependencies, build, and run every test (root: loop devices too)
+## test: install test dependencies, build, and run every test with the race detector (root: loop devices too)
 test: deps build
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
-## test-unit: only the quick tests, no dependencies installed
+## test-unit: go test alone: no packages installed, no race detector (tests needing a missing tool or root skip)
 test-unit:
-	$(GO) test -short ./...
+	$(GO) test ./...
 
 ## lint: gofmt, go vet, staticcheck (installed on demand)
 lint:
