@@ -411,23 +411,21 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 // ends the stream; every other error (a truncated download, a corrupt
 // block) is returned as is.
 func readFull(r io.Reader, buf []byte) (int, error) {
-	n := 0
+	n, empty := 0, 0
 	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		n += m
 		if err != nil {
 			return n, err
 		}
-		if m == 0 && n < len(buf) {
-			// Guard against readers that return (0, nil) forever.
-			m2, err := r.Read(buf[n:])
-			n += m2
-			if err != nil {
-				return n, err
-			}
-			if m2 == 0 {
+		// A reader that keeps returning (0, nil) is broken; bufio gives
+		// up after 100 such reads, so do we.
+		if m == 0 {
+			if empty++; empty == 100 {
 				return n, io.ErrNoProgress
 			}
+		} else {
+			empty = 0
 		}
 	}
 	return n, nil
