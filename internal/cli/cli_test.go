@@ -193,6 +193,12 @@ func TestJSONDocuments(t *testing.T) {
 		t.Errorf("list-images lists %d images, want at least %d: %v", len(imgs), len(set.Files), m)
 	}
 
+	// Without --image-root, BTY_IMAGE_ROOT names the image root.
+	r = bty(t, false, []string{"BTY_IMAGE_ROOT=" + set.Dir}, "list", "images")
+	if r.code != 0 || !strings.Contains(r.stdout, "zlib.qcow2") || !strings.Contains(r.stdout, "VIRTUAL SIZE") {
+		t.Errorf("list images with BTY_IMAGE_ROOT: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	r = bty(t, false, nil, "list", "disks", "--json")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
