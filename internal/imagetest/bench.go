@@ -3,7 +3,6 @@ package imagetest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,11 +33,9 @@ var (
 func BenchInputs(tb testing.TB) *Bench {
 	tb.Helper()
 	benchOnce.Do(func() {
-		for _, tool := range []string{"zstd", "gzip", "xz", "bzip2"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				benchSkip = fmt.Sprintf("imagetest: %s not on PATH", tool)
-				return
-			}
+		if tool := missingTool("zstd", "gzip", "xz", "bzip2"); tool != "" {
+			benchSkip = fmt.Sprintf("imagetest: %s not on PATH", tool)
+			return
 		}
 		benchSet, benchErr = buildBench(filepath.Join(os.TempDir(), "bty-bench-"+Version))
 	})

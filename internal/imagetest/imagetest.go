@@ -96,11 +96,9 @@ var (
 func Corpus(t testing.TB) *Set {
 	t.Helper()
 	corpusOnce.Do(func() {
-		for _, tool := range Tools {
-			if _, err := exec.LookPath(tool); err != nil {
-				corpusSkip = fmt.Sprintf("imagetest: %s not on PATH (apt-get install -y qemu-utils gdisk zstd xz-utils bzip2)", tool)
-				return
-			}
+		if tool := missingTool(Tools...); tool != "" {
+			corpusSkip = fmt.Sprintf("imagetest: %s not on PATH (apt-get install -y qemu-utils gdisk zstd xz-utils bzip2)", tool)
+			return
 		}
 		corpusSet, corpusErr = loadOrBuild(filepath.Join(os.TempDir(), "bty-corpus-"+Version))
 	})
@@ -496,4 +494,14 @@ func flock(f *os.File) error {
 		return fmt.Errorf("locking %s: %w", f.Name(), err)
 	}
 	return nil
+}
+
+// missingTool returns the first of tools that is not on PATH, or "".
+func missingTool(tools ...string) string {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool
+		}
+	}
+	return ""
 }
