@@ -26,6 +26,8 @@
 set -euo pipefail
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 cache=${BTY_CACHE:-$repo/.cache}
 dir=$cache/bench-image
 suite=${BENCH_SUITE:-bookworm}
@@ -68,26 +70,6 @@ ensure_tools() {
         --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
-# mirror prints the Debian mirror to debootstrap from: BENCH_MIRROR, else
-# the first plain Debian URI apt is configured with.
-mirror() {
-  if [ -n "${BENCH_MIRROR:-}" ]; then echo "$BENCH_MIRROR"; return; fi
-  local m
-  m=$(grep -hoE '(URIs:|^deb) +https?://[^ ]+/debian/?( |$)' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
-      awk '{print $2}' | head -n1 || true)
-  echo "${m:-http://deb.debian.org/debian}"
-}
-
-# unmount_chroot undoes any mount debootstrap left behind on failure.
-unmount_chroot() {
-  local root=$1 m
-  [ -d "$root" ] || return 0
-  for m in $(awk -v r="$root" '$2 ~ "^"r"/" {print $2}' /proc/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-
 # build_rootfs debootstraps the root filesystem tree into $dir/rootfs.
 build_rootfs() {
   local root=$dir/rootfs
@@ -96,15 +78,15 @@ build_rootfs() {
   command -v debootstrap >/dev/null || die "debootstrap missing (scripts/install-deps.sh bench)"
   rm -rf "$root"
   mkdir -p "$root"
-  trap 'unmount_chroot "$dir/rootfs"' EXIT
-  local m; m=$(mirror)
+  trap 'unmount_under "$dir/rootfs"' EXIT
+  local m; m=$(debian_mirror "${BENCH_MIRROR:-}")
   log "debootstrap $suite from $m (minutes)"
   local IFS=,
   debootstrap --variant=minbase --include="${packages[*]}" \
     "$suite" "$root" "$m" >"$dir/debootstrap.log" 2>&1 ||
     { tail -n 30 "$dir/debootstrap.log" >&2; die "debootstrap failed (log: $dir/debootstrap.log)"; }
   unset IFS
-  unmount_chroot "$root"
+  unmount_under "$root"
   trap - EXIT
 
   # A little identity so the image looks like one a user would flash.

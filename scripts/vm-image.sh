@@ -36,6 +36,8 @@
 set -euo pipefail
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 out=${1:-$repo/.cache/vm-image}
 suite=bookworm
 
@@ -76,26 +78,6 @@ ensure_tools() {
     "${missing[@]}" >/dev/null
 }
 
-mirror() {
-  if [ -n "${VM_MIRROR:-}" ]; then echo "$VM_MIRROR"; return; fi
-  local m
-  m=$(grep -hoE '(URIs:|^deb) +https?://[^ ]+/debian/?( |$)' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-        /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '{print $2}' | head -n1 || true)
-  echo "${m:-http://deb.debian.org/debian}"
-}
-
-# unmount_under undoes any mount left below a directory (debootstrap may
-# leave proc/sys mounted when it fails).
-unmount_under() {
-  local root=$1 m
-  [ -d "$root" ] || return 0
-  for m in $(awk -v r="$root" 'index($2, r"/") == 1 {print $2}' /proc/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-
 seed_rootfs() {
   local s=${VM_SEED_ROOTFS:-}
   if [ -z "$s" ]; then
@@ -121,7 +103,7 @@ build_rootfs() {
   else
     mkdir -p "$root"
     trap 'unmount_under "$out/rootfs"' EXIT
-    local m; m=$(mirror)
+    local m; m=$(debian_mirror "${VM_MIRROR:-}")
     log "debootstrap $suite from $m (minutes)"
     local IFS=,
     debootstrap --variant=minbase --include="${packages[*]}" \
