@@ -225,9 +225,34 @@ func TestFlashThroughBinary(t *testing.T) {
 	set := imagetest.Corpus(t)
 	dev := looptest.New(t, set.Size+(1<<20))
 
+	// The loop device is listed, with its size, as flashable.
+	r := bty(t, false, nil, "list", "disks", "--json")
+	var listed struct {
+		Disks []struct {
+			Path      string   `json:"path"`
+			SizeBytes int64    `json:"size_bytes"`
+			Problems  []string `json:"problems"`
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &listed); err != nil || r.code != 0 {
+		t.Fatalf("list disks --json: exit %d, %v", r.code, err)
+	}
+	found := false
+	for _, d := range listed.Disks {
+		if d.Path == dev.Path {
+			found = true
+			if d.SizeBytes != dev.Size || len(d.Problems) != 0 {
+				t.Errorf("%s listed as %d bytes with problems %q, want %d and none", d.Path, d.SizeBytes, d.Problems, dev.Size)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("list disks does not show %s", dev.Path)
+	}
+
 	// Dry run: a plan, nothing written.
 	before := dev.SHA256(t, set.Size)
-	r := bty(t, false, nil, "flash", "--image", set.Files["zst"], "--target", dev.Path, "--dry-run", "--json")
+	r = bty(t, false, nil, "flash", "--image", set.Files["zst"], "--target", dev.Path, "--dry-run", "--json")
 	if r.code != 0 {
 		t.Fatalf("dry run exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
