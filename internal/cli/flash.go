@@ -36,10 +36,26 @@ held by LVM/md, not read-only and not the disk the running system or the
 live media is on. --yes needs root. The target is checked again and opened
 exclusively right before writing; a change then is exit 5.
 
+Provisioning tunes the first boot once the bytes are on the disk:
+  --provision cloud-init  finds the partition holding /etc/cloud and writes
+      --user-data (checked: #cloud-config YAML, #! script or another
+      cloud-init header) and meta-data (--meta-data, or generated with a
+      fresh instance-id and --hostname or the image's hostname) to
+      /var/lib/cloud/seed/nocloud-net/. No cloud-init in the image: exit 1.
+  --provision cijoe       mounts the largest partition read-write and runs
+      cijoe WORKFLOW --monitor [-c CONFIG] with BTY_ROOTFS set to it; its
+      output is shown and kept in a log (see --log-dir). cijoe missing:
+      exit 4 before anything is written; cijoe failing: exit 1.
+Partitions are read from the disk's GPT or MBR and reached through the
+kernel's partition nodes or loop devices; everything mounted or attached
+is undone, also on failure and Ctrl-C. LVM and LUKS roots are refused.
+
 Nothing is written without --yes; --dry-run only prints the plan (and wins
 over --yes).`,
 		Example: `  bty flash --image debian.img.zst --target /dev/sdb --dry-run
   sudo bty flash --image debian.qcow2 --target /dev/nvme0n1 --yes --verify
+  sudo bty flash --image debian.img --target /dev/sdb --yes --provision cloud-init --user-data user-data.yaml --hostname node7
+  sudo bty flash --image debian.img --target /dev/sdb --yes --provision cijoe --cijoe-workflow setup.yaml
   sudo bty flash --image http://server:8080/images/debian.img.xz --target /dev/sda --yes --progress ndjson`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -70,9 +86,10 @@ over --yes).`,
 	f.StringVar(&o.Provision, "provision", flash.ModeNone, "first-boot tuning: none, cloud-init or cijoe")
 	f.StringVar(&o.UserData, "user-data", "", "cloud-init user-data file (with --provision cloud-init)")
 	f.StringVar(&o.MetaData, "meta-data", "", "cloud-init meta-data file (default: generated)")
-	f.StringVar(&o.Hostname, "hostname", "", "hostname for generated cloud-init meta-data")
+	f.StringVar(&o.Hostname, "hostname", "", "cloud-init local-hostname (default: the image's /etc/hostname)")
 	f.StringVar(&o.CijoeWorkflow, "cijoe-workflow", "", "cijoe workflow file (with --provision cijoe)")
-	f.StringVar(&o.CijoeConfig, "cijoe-config", "", "cijoe config file")
+	f.StringVar(&o.CijoeConfig, "cijoe-config", "", "cijoe config file (passed as -c)")
+	f.StringVar(&o.LogDir, "log-dir", "", "directory for the cijoe log (default $BTY_LOG_DIR, else /var/log/bty)")
 	f.StringVar(&progress, "progress", progressText, "progress output: text (stderr), ndjson (stdout) or none")
 	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image; a mismatch fails the flash")
 	f.BoolVar(&o.Verify, "verify", false, "read the written data back from the disk and compare")

@@ -87,16 +87,23 @@ func describe(e event.Event) string {
 		}
 		return "verified: read back and matched"
 	case event.Provisioning:
+		if e.Note != "" {
+			return "provisioning: " + e.Note
+		}
 		return "provisioning: " + e.Mode
 	case event.Done:
-		return fmt.Sprintf("done: %s in %s (%s/s)", ibytes(e.TotalBytes),
+		line := fmt.Sprintf("done: %s in %s (%s/s)", ibytes(e.TotalBytes),
 			(time.Duration(e.Elapsed * float64(time.Second))).Round(100*time.Millisecond), ibytes(int64(e.Rate)))
+		if e.LogPath != "" {
+			line += "; cijoe log: " + e.LogPath
+		}
+		return line
 	case event.Failed:
 		return "failed: " + e.Note
 	case event.Note:
 		return "note: " + e.Note
 	case event.Output:
-		return e.Line
+		return "| " + e.Line
 	}
 	return string(e.Event)
 }

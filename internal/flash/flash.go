@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -14,6 +15,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/provision"
 )
 
 // Run validates opts, then writes the image onto the target, syncs,
@@ -61,7 +63,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return fail(err)
 	}
-	defer t.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			t.Close()
+		}
+	}()
 
 	total := p.img.Size()
 	sink.Emit(event.Event{Event: event.Started, Time: time.Now(), TotalBytes: max(total, 0)})
@@ -124,6 +131,25 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		sink.Emit(event.Event{Event: event.Verified, Time: time.Now(), SHA256: st.SHA256})
 	}
 
+	// The disk is released before provisioning: mounting its partitions
+	// needs them unclaimed.
+	closed = true
+	if err := t.Close(); err != nil {
+		return fail(exitcode.Wrap(exitcode.Failed, err))
+	}
+	if res.Provisioning != ModeNone {
+		pres, err := runProvisioning(ctx, opts, p, sink, log)
+		res.Provision = pres
+		if pres != nil {
+			res.LogPath = pres.LogPath
+			res.Notes = append(res.Notes, pres.Notes...)
+		}
+		if err != nil {
+			return fail(exitcode.Wrap(exitcode.Code(err), fmt.Errorf("the image is written to %s, but provisioning (%s) failed: %w",
+				p.disk.Path, res.Provisioning, err)))
+		}
+	}
+
 	res.Elapsed = time.Since(start).Seconds()
 	if res.Elapsed > 0 {
 		res.Rate = float64(res.TotalBytes) / res.Elapsed
@@ -132,8 +158,34 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: n})
 	}
 	sink.Emit(event.Event{Event: event.Done, Time: time.Now(), BytesWritten: res.TotalBytes,
-		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256})
+		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256, LogPath: res.LogPath})
 	return res, nil
+}
+
+// runProvisioning applies the provisioning mode to the flashed disk.
+func runProvisioning(ctx context.Context, opts Options, p *prepared, sink event.Sink, log *slog.Logger) (*provision.Result, error) {
+	sink.Emit(event.Event{Event: event.Provisioning, Time: time.Now(), Mode: p.plan.Provisioning})
+	abs := func(path string) string {
+		if path == "" {
+			return ""
+		}
+		if a, err := filepath.Abs(path); err == nil {
+			return a
+		}
+		return path
+	}
+	return provision.Run(ctx, provision.Options{
+		Mode:     p.plan.Provisioning,
+		Target:   p.disk.Path,
+		UserData: p.userData,
+		MetaData: p.metaData,
+		Hostname: opts.Hostname,
+		Workflow: abs(opts.CijoeWorkflow),
+		Config:   abs(opts.CijoeConfig),
+		LogDir:   opts.LogDir,
+		Sink:     sink,
+		Logger:   log,
+	})
 }
 
 // reprobeAndOpen checks the target once more and opens it exclusively.

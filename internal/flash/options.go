@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
 
@@ -35,6 +36,9 @@ type Options struct {
 	Hostname      string
 	CijoeWorkflow string
 	CijoeConfig   string
+	// LogDir receives the cijoe log (default $BTY_LOG_DIR, else
+	// /var/log/bty, else the temp dir).
+	LogDir string
 
 	// SHA256, when set, is the expected sha256 of the decoded image.
 	SHA256 string
@@ -91,14 +95,18 @@ type Result struct {
 	Format string `json:"format"`
 	// TotalBytes is the decoded image size; BytesWritten were sent as
 	// data, BytesZeroed were zeroed without sending them.
-	TotalBytes   int64    `json:"total_bytes"`
-	BytesWritten int64    `json:"bytes_written"`
-	BytesZeroed  int64    `json:"bytes_zeroed"`
-	ZeroMethod   string   `json:"zero_method,omitempty"`
-	SHA256       string   `json:"sha256,omitempty"`
-	Verified     bool     `json:"verified"`
-	Provisioning string   `json:"provisioning"`
-	Elapsed      float64  `json:"elapsed_seconds"`
-	Rate         float64  `json:"rate"`
-	Notes        []string `json:"notes"`
+	TotalBytes   int64  `json:"total_bytes"`
+	BytesWritten int64  `json:"bytes_written"`
+	BytesZeroed  int64  `json:"bytes_zeroed"`
+	ZeroMethod   string `json:"zero_method,omitempty"`
+	SHA256       string `json:"sha256,omitempty"`
+	Verified     bool   `json:"verified"`
+	Provisioning string `json:"provisioning"`
+	// Provision says what provisioning did (which partition, the seed,
+	// the cijoe log); LogPath repeats the cijoe log's path.
+	Provision *provision.Result `json:"provision,omitempty"`
+	LogPath   string            `json:"log_path,omitempty"`
+	Elapsed   float64           `json:"elapsed_seconds"`
+	Rate      float64           `json:"rate"`
+	Notes     []string          `json:"notes"`
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
 
@@ -20,6 +24,8 @@ type prepared struct {
 	src  source.Source
 	img  image.Image
 	disk disk.Disk
+	// userData and metaData are the provisioning inputs as checked.
+	userData, metaData []byte
 }
 
 func (p *prepared) close() {
@@ -76,7 +82,7 @@ func prepare(ctx context.Context, opts Options) *prepared {
 		Errors:       []string{},
 	}
 	p := &prepared{plan: plan}
-	checkProvisioning(plan, opts, mode)
+	p.checkProvisioning(opts, mode)
 	// The target first: opening a remote image can take a while, and the
 	// re-probe before writing catches whatever changes meanwhile.
 	p.checkTarget(opts.Target)
@@ -97,28 +103,52 @@ func prepare(ctx context.Context, opts Options) *prepared {
 	return p
 }
 
-func checkProvisioning(plan *Plan, opts Options, mode string) {
-	need := func(flag, path string) {
+func (p *prepared) checkProvisioning(opts Options, mode string) {
+	plan := p.plan
+	need := func(flag, path string) bool {
 		if path == "" {
 			plan.fail(exitcode.Usage, "provisioning mode %s needs %s FILE", mode, flag)
-			return
+			return false
 		}
-		fileMustExist(plan, flag, path)
+		return fileMustExist(plan, flag, path)
 	}
-	switch mode {
-	case ModeNone:
-		for flag, v := range map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData,
-			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig} {
-			if v != "" {
+	ignored := func(flags map[string]string) {
+		for _, flag := range slices.Sorted(maps.Keys(flags)) {
+			if flags[flag] != "" {
 				plan.note("%s is ignored without a --provision mode that uses it", flag)
 			}
 		}
+	}
+	switch mode {
+	case ModeNone:
+		ignored(map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData, "--hostname": opts.Hostname,
+			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
 	case ModeCloudInit:
-		need("--user-data", opts.UserData)
-		if opts.MetaData != "" {
-			fileMustExist(plan, "--meta-data", opts.MetaData)
+		ignored(map[string]string{"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
+		// The inputs are read once, here: what was checked is what lands.
+		if need("--user-data", opts.UserData) {
+			if b, ok := readInput(plan, "--user-data", opts.UserData); ok {
+				if err := provision.CheckUserData(b); err != nil {
+					plan.fail(exitcode.Usage, "--user-data %s: %v", opts.UserData, err)
+				}
+				p.userData = b
+			}
+		}
+		if opts.MetaData != "" && fileMustExist(plan, "--meta-data", opts.MetaData) {
+			if b, ok := readInput(plan, "--meta-data", opts.MetaData); ok {
+				if err := provision.CheckMetaData(b); err != nil {
+					plan.fail(exitcode.Usage, "--meta-data %s: %v", opts.MetaData, err)
+				}
+				p.metaData = b
+			}
+		}
+		if opts.Hostname != "" {
+			if err := provision.CheckHostname(opts.Hostname); err != nil {
+				plan.fail(exitcode.Usage, "--hostname: %v", err)
+			}
 		}
 	case ModeCijoe:
+		ignored(map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData, "--hostname": opts.Hostname})
 		need("--cijoe-workflow", opts.CijoeWorkflow)
 		if opts.CijoeConfig != "" {
 			fileMustExist(plan, "--cijoe-config", opts.CijoeConfig)
@@ -130,26 +160,42 @@ func checkProvisioning(plan *Plan, opts Options, mode string) {
 		}
 	case "cijoe-online":
 		plan.fail(exitcode.Usage, "provisioning mode cijoe-online runs from bty-web after the target boots; bty flash supports none, cloud-init and cijoe")
-		return
 	default:
 		plan.fail(exitcode.Usage, "unknown provisioning mode %q: use none, cloud-init or cijoe", mode)
-		return
-	}
-	if mode != ModeNone {
-		// Provisioning lands with its own change (issue 3); until then the
-		// plan refuses rather than flash without the tuning asked for.
-		plan.fail(exitcode.Failed, "provisioning mode %s is not available in this build of bty", mode)
 	}
 }
 
-func fileMustExist(plan *Plan, flag, path string) {
+// readInput reads a provisioning input file of bounded size.
+func readInput(plan *Plan, flag, path string) ([]byte, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
+		return nil, false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, provision.MaxInputBytes+1))
+	if err != nil {
+		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, err)
+		return nil, false
+	}
+	if len(b) > provision.MaxInputBytes {
+		plan.fail(exitcode.Usage, "%s %s is larger than %d bytes", flag, path, provision.MaxInputBytes)
+		return nil, false
+	}
+	return b, true
+}
+
+func fileMustExist(plan *Plan, flag, path string) bool {
 	st, err := os.Stat(path)
 	switch {
 	case err != nil:
 		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
+		return false
 	case st.IsDir():
 		plan.fail(exitcode.Usage, "%s %s is a directory, not a file", flag, path)
+		return false
 	}
+	return true
 }
 
 func unwrapPathError(err error) error {

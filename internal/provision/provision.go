@@ -1,0 +1,66 @@
+// Package provision tunes the first boot of a freshly flashed disk
+// (SPEC.md, "Provisioning"): it parses the disk's partition table in Go,
+// reaches partitions through the kernel's nodes or loop devices it
+// attaches itself, recognises filesystems by their magic, and either
+// seeds cloud-init's NoCloud datasource or runs a cijoe workflow against
+// the mounted root. Every mount and loop device is undone on success,
+// failure and cancellation.
+package provision
+
+import (
+	"log/slog"
+
+	"github.com/btyproject/bty/internal/event"
+)
+
+// Modes Run understands.
+const (
+	ModeCloudInit = "cloud-init"
+	ModeCijoe     = "cijoe"
+)
+
+// SeedDir is where cloud-init's NoCloud datasource looks for a seed, in
+// the filesystem that holds /etc/cloud.
+const SeedDir = "/var/lib/cloud/seed/nocloud-net"
+
+// Options describe one provisioning run.
+type Options struct {
+	Mode string
+	// Target is the whole-disk block device that was just flashed.
+	Target string
+
+	// UserData is checked user-data (CheckUserData); MetaData is the
+	// user's meta-data file, nil to synthesise one. Hostname, when set,
+	// becomes local-hostname; else the image's /etc/hostname is kept.
+	UserData []byte
+	MetaData []byte
+	Hostname string
+
+	// Workflow and Config are the cijoe workflow and optional config.
+	Workflow string
+	Config   string
+	// LogDir receives the cijoe log (default $BTY_LOG_DIR, else
+	// /var/log/bty, else the temp dir).
+	LogDir string
+
+	Sink   event.Sink
+	Logger *slog.Logger
+}
+
+// Result says what provisioning did.
+type Result struct {
+	Mode string `json:"mode"`
+	// Partition is the partition number used (0: the whole disk).
+	Partition  int    `json:"partition"`
+	Device     string `json:"device"`
+	Filesystem string `json:"filesystem"`
+	// Subvolume is the btrfs subvolume holding the root, when not the
+	// top level.
+	Subvolume  string `json:"subvolume,omitempty"`
+	SeedDir    string `json:"seed_dir,omitempty"`
+	InstanceID string `json:"instance_id,omitempty"`
+	Hostname   string `json:"hostname,omitempty"`
+	// LogPath is the cijoe log.
+	LogPath string   `json:"log_path,omitempty"`
+	Notes   []string `json:"notes"`
+}
