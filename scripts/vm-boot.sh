@@ -6,15 +6,19 @@
 # Usage: scripts/vm-boot.sh DISK [TIMEOUT_S]
 #   TIMEOUT_S defaults to 600 (a Debian boot under TCG takes ~4 minutes).
 #
-# Exit 0 and print the marker line when it appears; exit 1 with the tail
-# of the serial log on timeout or when QEMU exits first. QEMU is always
-# killed on exit.
+# Exit 0 and print the marker line when it appears (and every VM_EXPECT
+# pattern has appeared too); exit 1 with the tail of the serial log on
+# timeout or when QEMU exits first. QEMU is always killed on exit.
 #
 # Env: VM_ACCEL (default tcg; e.g. kvm on real hosts), VM_MEM (MiB,
 #      default 1536), VM_SNAPSHOT (default 1: guest writes go to a
 #      temporary overlay and DISK is not modified; 0 writes to DISK),
 #      VM_LOG (serial log path; default a temp file, removed on success),
-#      VM_MARKER (default BTY-BOOTED).
+#      VM_MARKER (default BTY-BOOTED),
+#      VM_EXPECT (extended regexes, one per line, that must also appear in
+#      the serial log, in any order; after the marker they get
+#      VM_EXPECT_GRACE seconds more, default 60; the first line matching
+#      each is printed after the marker line).
 set -euo pipefail
 
 log() { printf '[vm-boot] %s\n' "$*" >&2; }
@@ -27,6 +31,9 @@ timeout_s=${2:-600}
 accel=${VM_ACCEL:-tcg}
 mem=${VM_MEM:-1536}
 marker=${VM_MARKER:-BTY-BOOTED}
+grace=${VM_EXPECT_GRACE:-60}
+expects=()
+while IFS= read -r re; do [ -n "$re" ] && expects+=("$re"); done <<<"${VM_EXPECT:-}"
 
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
@@ -69,13 +76,38 @@ qemu-system-x86_64 \
   -no-reboot </dev/null >"$tmp/qemu.out" 2>&1 &
 qpid=$!
 
+# missing_expect prints the first VM_EXPECT pattern not yet in the log.
+missing_expect() {
+  local re
+  for re in ${expects[@]+"${expects[@]}"}; do
+    tr -d '\r' <"$serial" | grep -aqE -- "$re" || { echo "$re"; return 0; }
+  done
+  return 1
+}
+
 start=$SECONDS
+marked=
 while :; do
-  line=$(tr -d '\r' <"$serial" | grep -a -m1 "^$marker" || true)
-  if [ -n "$line" ]; then
-    log "marker after $((SECONDS - start))s"
-    echo "$line"
-    exit 0
+  if [ -z "$marked" ]; then
+    line=$(tr -d '\r' <"$serial" | grep -a -m1 "^$marker" || true)
+    if [ -n "$line" ]; then
+      marked=$SECONDS
+      log "marker after $((SECONDS - start))s"
+    fi
+  fi
+  if [ -n "$marked" ]; then
+    if ! missing=$(missing_expect); then
+      echo "$line"
+      for re in ${expects[@]+"${expects[@]}"}; do
+        tr -d '\r' <"$serial" | grep -a -m1 -E -- "$re"
+      done
+      exit 0
+    fi
+    if [ $((SECONDS - marked)) -ge "$grace" ]; then
+      log "marker seen but not /$missing/ within ${grace}s more; serial log tail:"
+      tail -n 40 "$serial" | tr -d '\r' >&2
+      exit 1
+    fi
   fi
   if ! kill -0 "$qpid" 2>/dev/null; then
     log "QEMU exited before the marker ($((SECONDS - start))s):"

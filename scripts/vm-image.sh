@@ -24,14 +24,24 @@
 # which once boot has finished (cloud-init included) prints to /dev/ttyS0:
 #   BTY-BOOTED hostname=<hostname> state=<running or degraded>
 #
-# A step runs only when its output is missing; delete OUT_DIR (or
-# OUT_DIR/disk.img) to rebuild. Needs root (debootstrap, chroot).
+# The rootfs is slim: dpkg leaves out docs, man pages, locales and kernel
+# modules a VM never loads (sound, GPU, media, wireless, ...), and the
+# initrd holds only the virtio/SATA/NVMe disk and ext4 modules
+# (MODULES=list), so it is small and quick to build and to boot.
+#
+# Caching: a step runs only when its output is missing, and outputs appear
+# only when complete (rootfs.done is touched last; disk.img is renamed into
+# place after its hash is written), so an interrupted or failed build is
+# redone by the next run, never taken as valid. OUT_DIR/recipe holds the
+# hash of this script and lib.sh; when it differs the cache is rebuilt.
+# A lock (OUT_DIR/.lock) serialises concurrent runs. Delete OUT_DIR to
+# rebuild by hand. Needs root (debootstrap, chroot).
 #
 # Env: VM_MIRROR (Debian mirror for debootstrap; default: apt's),
 #      VM_SEED_ROOTFS (a debootstrapped bookworm tree with linux-image-amd64
-#      and cloud-init to copy instead of running debootstrap; default
-#      <repo>/.cache/bench-image/rootfs when its rootfs.done exists;
-#      set to "none" to always debootstrap).
+#      and cloud-init to copy instead of running debootstrap, e.g.
+#      <repo>/.cache/bench-image/rootfs; default none: always debootstrap,
+#      as CI does).
 # Prints the disk path on the last line of stdout.
 set -euo pipefail
 
@@ -79,12 +89,8 @@ ensure_tools() {
 }
 
 seed_rootfs() {
-  local s=${VM_SEED_ROOTFS:-}
-  if [ -z "$s" ]; then
-    local b=$repo/.cache/bench-image
-    [ -f "$b/rootfs.done" ] && s=$b/rootfs
-  fi
-  [ -n "$s" ] && [ "$s" != none ] || return 1
+  local s=${VM_SEED_ROOTFS:-none}
+  [ "$s" != none ] || return 1
   [ -e "$s/vmlinuz" ] && [ -e "$s/initrd.img" ] && [ -d "$s/etc/cloud" ] &&
     [ -x "$s/lib/systemd/systemd" ] || { log "seed $s lacks kernel/cloud-init/systemd; ignoring"; return 1; }
   echo "$s"
@@ -95,23 +101,14 @@ build_rootfs() {
   local root=$out/rootfs
   [ -f "$out/rootfs.done" ] && return 0
   [ "$(id -u)" = 0 ] || die "needs root (debootstrap/chroot)"
+  unmount_under "$root"
   rm -rf "$root"
   local seed
   if seed=$(seed_rootfs); then
     log "copying seed rootfs $seed"
     cp -a "$seed" "$root"
   else
-    mkdir -p "$root"
-    trap 'unmount_under "$out/rootfs"' EXIT
-    local m; m=$(debian_mirror "${VM_MIRROR:-}")
-    log "debootstrap $suite from $m (minutes)"
-    local IFS=,
-    debootstrap --variant=minbase --include="${packages[*]}" \
-      "$suite" "$root" "$m" >"$out/debootstrap.log" 2>&1 ||
-      { tail -n 30 "$out/debootstrap.log" >&2; die "debootstrap failed (log: $out/debootstrap.log)"; }
-    unset IFS
-    unmount_under "$root"
-    trap - EXIT
+    debootstrap_rootfs "$root"
   fi
 
   # systemd-boot's EFI binary (a seed may lack it). apt in the chroot
@@ -129,6 +126,57 @@ build_rootfs() {
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
   touch "$out/rootfs.done"
   log "rootfs: $(du -sh --apparent-size "$root" | cut -f1)"
+}
+
+# debootstrap_rootfs debootstraps in two stages so that dpkg, which
+# unpacks every package in the second stage, already sees the slimming
+# config (path excludes, unsafe-io) and the initramfs config.
+debootstrap_rootfs() {
+  local root=$1 m t0=$SECONDS
+  m=$(debian_mirror "${VM_MIRROR:-}")
+  mkdir -p "$root"
+  log "debootstrap $suite from $m (a few minutes; log: $out/debootstrap.log)"
+  local IFS=,
+  debootstrap --foreign --variant=minbase --include="${packages[*]}" \
+    "$suite" "$root" "$m" >"$out/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$out/debootstrap.log" >&2; die "debootstrap (first stage) failed (log: $out/debootstrap.log)"; }
+  unset IFS
+  log "first stage (download, extract): $((SECONDS - t0))s"
+
+  mkdir -p "$root/etc/dpkg/dpkg.cfg.d" "$root/etc/initramfs-tools/conf.d" \
+    "$root/usr/share/initramfs-tools/modules.d"
+  local k
+  {
+    echo '# bty test VM: no docs, no locales, no kernel modules a VM never loads'
+    for k in /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale \
+             /usr/share/lintian /usr/share/linda; do
+      echo "path-exclude=$k/*"
+    done
+    echo 'path-include=/usr/share/doc/*/copyright'
+    echo 'path-include=/usr/share/locale/locale.alias'
+    for k in sound drivers/gpu drivers/media drivers/net/wireless \
+             drivers/infiniband drivers/staging drivers/iio drivers/comedi \
+             drivers/bluetooth drivers/isdn drivers/hwmon drivers/mtd \
+             drivers/thunderbolt drivers/fpga net/wireless net/mac80211 \
+             net/bluetooth; do
+      echo "path-exclude=/lib/modules/*/kernel/$k/*"
+      echo "path-exclude=/usr/lib/modules/*/kernel/$k/*"
+    done
+  } >"$root/etc/dpkg/dpkg.cfg.d/90-bty-slim"
+  # No fsync per file while building (removed once the rootfs is done).
+  echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/91-bty-build-unsafe-io"
+  # A small initrd: the disk controllers QEMU offers, and ext4.
+  echo MODULES=list >"$root/etc/initramfs-tools/conf.d/90-bty-vm"
+  printf '%s\n' virtio_pci virtio_blk virtio_scsi sd_mod ahci nvme ext4 \
+    >"$root/usr/share/initramfs-tools/modules.d/bty-vm"
+
+  trap 'unmount_under "$out/rootfs"' EXIT
+  chroot "$root" /debootstrap/debootstrap --second-stage >>"$out/debootstrap.log" 2>&1 ||
+    { unmount_under "$root"; tail -n 30 "$out/debootstrap.log" >&2; die "debootstrap (second stage) failed (log: $out/debootstrap.log)"; }
+  unmount_under "$root"
+  trap - EXIT
+  rm -f "$root/etc/dpkg/dpkg.cfg.d/91-bty-build-unsafe-io"
+  log "second stage (install): $((SECONDS - t0))s in all"
 }
 
 configure_rootfs() {
@@ -187,7 +235,8 @@ EOF
 
 build_disk() {
   local root=$out/rootfs esp=$out/esp.part rootimg=$out/root.part disk=$out/disk.img
-  rm -f "$disk" "$disk.sha256" "$esp" "$rootimg"
+  rm -f "$disk" "$disk.sha256" "$disk.tmp" "$esp" "$rootimg"
+  trap 'rm -f "$out/disk.img.tmp" "$out/esp.part" "$out/root.part"' EXIT
 
   log "ESP (${esp_size} MiB FAT32, systemd-boot)"
   truncate -s "${esp_size}M" "$esp"
@@ -226,19 +275,34 @@ EOF
   dd if="$rootimg" of="$disk.tmp" bs=1M seek="$root_start" conv=notrunc,sparse status=none
   rm -f "$esp" "$rootimg"
   sha256sum "$disk.tmp" | cut -d' ' -f1 >"$disk.sha256"
+  sync -f "$disk.tmp"
   mv "$disk.tmp" "$disk"
+  trap - EXIT
   log "disk.img: $(du -h --apparent-size "$disk" | cut -f1) virtual, $(du -h "$disk" | cut -f1) allocated"
 }
 
 main() {
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
+  exec 9>"$out/.lock"
+  flock -n 9 || { log "waiting for another vm-image.sh run on $out"; flock 9; }
+  local recipe
+  recipe=$(cat "$repo/scripts/vm-image.sh" "$repo/scripts/lib.sh" | sha256sum | cut -d' ' -f1)
+  recipe+=" seed=${VM_SEED_ROOTFS:-none}"
+  if [ "$(cat "$out/recipe" 2>/dev/null)" != "$recipe" ]; then
+    [ -e "$out/rootfs.done" ] || [ -e "$out/disk.img" ] && log "recipe changed: rebuilding $out"
+    rm -f "$out/rootfs.done" "$out/disk.img" "$out/disk.img.sha256"
+  fi
   if [ -f "$out/disk.img" ] && [ -f "$out/disk.img.sha256" ]; then
     log "cached: $out/disk.img"
   else
+    local t0=$SECONDS
     ensure_tools
     build_rootfs
+    # The recipe is recorded once the rootfs it describes is complete.
+    echo "$recipe" >"$out/recipe"
     build_disk
+    log "built in $((SECONDS - t0))s"
   fi
   echo "$out/disk.img"
 }
