@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages bty's tests (or benchmarks) use, only when a
-# tool is missing. Usage: scripts/install-deps.sh test|bench
+# Installs the Debian packages bty's tests (or benchmarks, or the VM test)
+# use, only when a tool is missing. Usage: scripts/install-deps.sh test|bench|vm
+#   vm: the test tools plus what scripts/vm-image.sh and scripts/vm-boot.sh
+#       need (debootstrap, mtools, dosfstools, QEMU, OVMF).
 set -euo pipefail
 what=${1:-test}
 
@@ -9,16 +11,25 @@ declare -A pkg=(
   [qemu-img]=qemu-utils [zstd]=zstd [gzip]=gzip [xz]=xz-utils [bzip2]=bzip2
   [sgdisk]=gdisk [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount
   [blockdev]=util-linux [setpriv]=util-linux [sha256sum]=coreutils
-  [mkfs.btrfs]=btrfs-progs
+  [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [mkfs.vfat]=dosfstools
+  [cryptsetup]=cryptsetup-bin [pvcreate]=lvm2 [blkid]=util-linux
+  [debugfs]=e2fsprogs [mkswap]=util-linux
 )
-if [ "$what" = bench ]; then
-  pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
-        [/usr/bin/time]=time)
-fi
+case $what in
+  test) ;;
+  bench)
+    pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
+          [/usr/bin/time]=time) ;;
+  vm)
+    pkg+=([debootstrap]=debootstrap [mcopy]=mtools [mkfs.vfat]=dosfstools
+          [qemu-system-x86_64]=qemu-system-x86 [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
+          [mountpoint]=util-linux [flock]=util-linux) ;;
+  *) echo "usage: $0 test|bench|vm" >&2; exit 2 ;;
+esac
 
 missing=()
 for tool in "${!pkg[@]}"; do
-  if [[ $tool == /* ]]; then [ -x "$tool" ] && continue
+  if [[ $tool == /* ]]; then [ -e "$tool" ] && continue
   else command -v "$tool" >/dev/null 2>&1 && continue; fi
   missing+=("${pkg[$tool]}")
 done

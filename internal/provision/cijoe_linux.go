@@ -44,14 +44,22 @@ func (s *session) cijoe(tbl *Table) error {
 	if mountType(p.Filesystem) == "" {
 		return fmt.Errorf("the largest partition of %s, %s, holds no filesystem bty can mount; the workflow was not run", s.disk.Path, describe(p))
 	}
-	mp, err := s.mount(p, mountPlain)
+	mp, err := s.mount(p, mountPlain, "")
 	if err != nil {
 		return fmt.Errorf("mounting the largest partition for the workflow: %w", err)
 	}
-	if sub, ok := findRoot(mp.m.Dir, p.Filesystem); ok {
-		mp.sub = sub
+	if sub, ok := findRoot(mp.m.Dir, p.Filesystem); ok && sub != "" {
+		// A root in a btrfs subvolume is mounted on its own, so that
+		// BTY_ROOTFS is a mount point like any other root.
+		if err := s.release(); err != nil {
+			return err
+		}
+		if mp, err = s.mount(p, mountPlain, "subvol="+sub); err != nil {
+			return fmt.Errorf("mounting subvolume %s of the largest partition: %w", sub, err)
+		}
+		s.res.Subvolume = sub
 	}
-	s.res.Partition, s.res.Device, s.res.Filesystem, s.res.Subvolume = p.Number, mp.vol.Via(), p.Filesystem, mp.sub
+	s.res.Partition, s.res.Device, s.res.Filesystem = p.Number, mp.vol.Via(), p.Filesystem
 	rootfs := mp.root()
 	s.note("%s mounted read-write at %s via %s", describe(p), rootfs, mp.vol.Via())
 

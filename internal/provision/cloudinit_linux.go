@@ -34,7 +34,7 @@ func (s *session) cloudInit(tbl *Table) error {
 		if err := s.ctx.Err(); err != nil {
 			return fmt.Errorf("provisioning interrupted: %w", err)
 		}
-		mp, err := s.mount(p, mountProbe)
+		mp, err := s.mount(p, mountProbe, "")
 		if err != nil {
 			problems = append(problems, err.Error())
 			if rerr := s.release(); rerr != nil {

@@ -149,13 +149,13 @@ func (mp *mounted) root() string { return filepath.Join(mp.m.Dir, mp.sub) }
 
 // mount reaches partition p and mounts it with flags; the undo stack
 // unmounts and detaches.
-func (s *session) mount(p Partition, flags uintptr) (*mounted, error) {
+func (s *session) mount(p Partition, flags uintptr, data string) (*mounted, error) {
 	vol, err := openVolume(s.disk, p)
 	if err != nil {
 		return nil, fmt.Errorf("reaching %s of %s: %w", p.Name(), s.disk.Path, err)
 	}
 	s.undo = append(s.undo, vol.close)
-	m, err := mountVolume(vol.Path, p.Filesystem, flags)
+	m, err := mountVolume(vol.Path, p.Filesystem, flags, data)
 	if err != nil {
 		return nil, err
 	}

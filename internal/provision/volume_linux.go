@@ -183,7 +183,8 @@ const (
 
 // mountVolume mounts dev (a filesystem of type fs, as probed) on a new
 // temporary directory with flags (mountProbe or mountPlain).
-func mountVolume(dev, fs string, flags uintptr) (*mount, error) {
+// data holds filesystem options ("subvol=root").
+func mountVolume(dev, fs string, flags uintptr, data string) (*mount, error) {
 	typ := mountType(fs)
 	if typ == "" {
 		return nil, fmt.Errorf("bty does not mount %s filesystems", fs)
@@ -192,7 +193,7 @@ func mountVolume(dev, fs string, flags uintptr) (*mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making a mount point: %w", err)
 	}
-	if err := unix.Mount(dev, dir, typ, flags, ""); err != nil {
+	if err := unix.Mount(dev, dir, typ, flags, data); err != nil {
 		os.Remove(dir)
 		return nil, mountError(dev, fs, typ, err)
 	}

@@ -1,0 +1,458 @@
+package provision_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/looptest"
+	"github.com/btyproject/bty/internal/provision"
+)
+
+const userData = "#cloud-config\nwrite_files:\n  - path: /etc/bty-proof\n    content: provisioned by bty\n"
+
+// setup gives a test its own TMPDIR (so leftover mount points are
+// attributable) and the tools the fixtures need.
+func setup(t *testing.T, tools ...string) {
+	t.Helper()
+	looptest.RequireRoot(t)
+	requireTools(t, append([]string{"sgdisk", "sfdisk", "mkfs.ext4"}, tools...)...)
+	t.Setenv("TMPDIR", t.TempDir())
+}
+
+// flashDisk flashes the built disk onto a fresh random-filled loop device
+// with the given provisioning options.
+func flashDisk(t *testing.T, lo layout, o flash.Options) (*looptest.Device, *flash.Result, []event.Event, error) {
+	t.Helper()
+	dev := looptest.New(t, lo.size+8*mib)
+	rec := &event.Recorder{}
+	o.Image, o.Target, o.Sink = lo.path, dev.Path, rec
+	res, err := flash.Run(context.Background(), o)
+	assertClean(t, dev.Path)
+	return dev, res, rec.Events(), err
+}
+
+// assertClean fails t when a mount point bty made is left, or a loop
+// device still sits on target.
+func assertClean(t *testing.T, target string) {
+	t.Helper()
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "bty-mnt-*")); len(left) > 0 {
+		t.Errorf("mount points left behind: %v", left)
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), filepath.Join(os.TempDir(), "bty-mnt-")) {
+		t.Errorf("a bty mount is still mounted:\n%s", mi)
+	}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if strings.TrimSpace(string(b)) == target {
+			t.Errorf("a loop device is still attached to %s: %s", target, f)
+		}
+	}
+}
+
+// readFile reads path from the filesystem in [start, start+size) of dev,
+// mounted read-only through a loop device; ok is false when it is absent.
+func readFile(t *testing.T, dev string, start, size int64, path string) (string, bool) {
+	t.Helper()
+	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-r", "-o", fmt.Sprint(start), "--sizelimit", fmt.Sprint(size), dev))
+	defer run(t, "losetup", "-d", loop)
+	mnt := t.TempDir()
+	run(t, "mount", "-o", "ro", loop, mnt)
+	defer run(t, "umount", mnt)
+	b, err := os.ReadFile(filepath.Join(mnt, path))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), true
+}
+
+func fileSHA(t *testing.T, path string, off, n int64) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func devSHA(t *testing.T, dev string, off, n int64) string { return fileSHA(t, dev, off, n) }
+
+func metaData(t *testing.T, s string) map[string]string {
+	t.Helper()
+	var m map[string]string
+	if err := yaml.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("meta-data %q: %v", s, err)
+	}
+	return m
+}
+
+func writeInput(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCloudInitSeedsTheRootPartition(t *testing.T) {
+	setup(t, "mkfs.xfs", "mkfs.btrfs", "mkfs.vfat")
+	cases := []struct {
+		name     string
+		scheme   string
+		parts    []part
+		hostname string
+		// want: the partition index in parts, its number, fs, subvolume
+		idx      int
+		number   int
+		fs       string
+		subvol   string
+		wantHost string
+	}{
+		{
+			name:   "gpt esp + ext4 root",
+			scheme: "gpt",
+			parts: []part{
+				{fs: "vfat", sizeMiB: 40, code: "ef00"},
+				{fs: "ext4", sizeMiB: 64, files: rootWithCloud("img-host")},
+			},
+			hostname: "node-7", idx: 1, number: 2, fs: "ext4", wantHost: "node-7",
+		},
+		{
+			name:   "mbr ext2 boot + logical xfs root",
+			scheme: "mbr",
+			parts: []part{
+				{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}},
+				{fs: "swap", sizeMiB: 8, code: "82", logical: true},
+				{fs: "xfs", sizeMiB: 300, files: rootWithCloud("mbr-host"), logical: true},
+			},
+			idx: 2, number: 6, fs: "xfs", wantHost: "mbr-host",
+		},
+		{
+			name:   "gpt btrfs root in a subvolume",
+			scheme: "gpt",
+			parts: []part{
+				{fs: "ext4", sizeMiB: 16, files: map[string]string{"grub/": ""}},
+				{fs: "btrfs", sizeMiB: 128, files: rootWithCloud("fedora-host"), subvol: "root"},
+			},
+			hostname: "fc-1.lab.example", idx: 1, number: 2, fs: "btrfs", subvol: "root", wantHost: "fc-1.lab.example",
+		},
+		{
+			name:     "ext4 on the whole disk",
+			scheme:   "none",
+			parts:    []part{{fs: "ext4", sizeMiB: 48, files: rootWithCloud("bare")}},
+			hostname: "", idx: 0, number: 0, fs: "ext4", wantHost: "bare",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lo := makeDisk(t, c.scheme, c.parts)
+			imageSHA := fileSHA(t, lo.path, 0, lo.size)
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
+				UserData: writeInput(t, "user-data", userData), Hostname: c.hostname})
+			if err != nil {
+				t.Fatalf("flash: %v (exit %d)", err, exitcode.Code(err))
+			}
+			p := res.Provision
+			if p == nil || p.Partition != c.number || p.Filesystem != c.fs || p.Subvolume != c.subvol {
+				t.Fatalf("provisioned %+v; want partition %d (%s, subvolume %q)", p, c.number, c.fs, c.subvol)
+			}
+			start, size := lo.starts[c.idx], lo.sizes[c.idx]
+			seed := filepath.Join(c.subvol, "var/lib/cloud/seed/nocloud-net")
+			ud, ok := readFile(t, dev.Path, start, size, seed+"/user-data")
+			if !ok || ud != userData {
+				t.Errorf("user-data on the disk = %q (present %v); want %q", ud, ok, userData)
+			}
+			md, ok := readFile(t, dev.Path, start, size, seed+"/meta-data")
+			if !ok {
+				t.Fatal("no meta-data on the disk")
+			}
+			m := metaData(t, md)
+			if m["local-hostname"] != c.wantHost || !strings.HasPrefix(m["instance-id"], "bty-") || m["instance-id"] != p.InstanceID {
+				t.Errorf("meta-data = %v; want local-hostname %s and instance-id %s", m, c.wantHost, p.InstanceID)
+			}
+			// Every other partition is byte for byte the image's.
+			for i := range c.parts {
+				if i == c.idx {
+					continue
+				}
+				if got, want := devSHA(t, dev.Path, lo.starts[i], lo.sizes[i]), fileSHA(t, lo.path, lo.starts[i], lo.sizes[i]); got != want {
+					t.Errorf("partition %d changed: sha256 %s, image %s", i+1, got, want)
+				}
+			}
+			if devSHA(t, dev.Path, 0, lo.size) == imageSHA {
+				t.Error("the disk equals the image: nothing was provisioned")
+			}
+			var saw bool
+			for _, e := range events {
+				if e.Event == event.Provisioning && strings.Contains(e.Note, "cloud-init found on") {
+					saw = true
+				}
+			}
+			if !saw || events[len(events)-1].Event != event.Done {
+				t.Errorf("events lack the provisioning note or do not end with done: %+v", events)
+			}
+		})
+	}
+}
+
+func TestCloudInitRefusesAndWritesNothing(t *testing.T) {
+	setup(t, "cryptsetup", "pvcreate")
+	withFiles := func(extra map[string]string) map[string]string {
+		m := rootWithCloud("x")
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	boot := part{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}}
+	cases := []struct {
+		name  string
+		parts []part
+		want  string
+	}{
+		{"no cloud-init", []part{boot, {fs: "ext4", sizeMiB: 48, files: rootWithoutCloud()}},
+			"no partition of"},
+		{"luks root", []part{boot, {fs: "luks", sizeMiB: 32}},
+			"partition 2 is encrypted (LUKS)"},
+		{"lvm root", []part{boot, {fs: "lvm", sizeMiB: 32, code: "8e00"}},
+			"partition 2 is an LVM physical volume"},
+		{"cloud-init disabled", []part{boot, {fs: "ext4", sizeMiB: 48, files: withFiles(map[string]string{"etc/cloud/cloud-init.disabled": ""})}},
+			"cloud-init is disabled in this image"},
+		{"separate /var", []part{boot, {fs: "ext4", sizeMiB: 48, files: withFiles(map[string]string{"etc/fstab": "UUID=1 / ext4 defaults 0 1\nUUID=2 /var xfs defaults 0 2\n"})}},
+			"mounts /var from another filesystem"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lo := makeDisk(t, "gpt", c.parts)
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
+				UserData: writeInput(t, "user-data", userData)})
+			if err == nil {
+				t.Fatalf("flash succeeded; want an error containing %q", c.want)
+			}
+			if exitcode.Code(err) != exitcode.Failed || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error (exit %d) = %v; want exit 1 and %q", exitcode.Code(err), err, c.want)
+			}
+			if !strings.Contains(err.Error(), "the image is written to") {
+				t.Errorf("error does not say the image is written: %v", err)
+			}
+			if got, want := devSHA(t, dev.Path, 0, lo.size), fileSHA(t, lo.path, 0, lo.size); got != want {
+				t.Errorf("the disk differs from the image (sha256 %s, want %s): something was written", got, want)
+			}
+			if res.Provision == nil || res.Provision.SeedDir != "" {
+				t.Errorf("result says a seed was written: %+v", res.Provision)
+			}
+			if last := events[len(events)-1]; last.Event != event.Failed {
+				t.Errorf("last event %s; want failed", last.Event)
+			}
+		})
+	}
+}
+
+func TestCloudInitMetaDataAndDatasources(t *testing.T) {
+	setup(t)
+	files := rootWithCloud("img")
+	files["etc/cloud/cloud.cfg"] = "datasource_list: [ NoCloud, None ]\n"
+	files["etc/cloud/cloud.cfg.d/50-azure.cfg"] = "datasource_list: [ Azure ]\n"
+	lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 48, files: files}})
+	userMeta := "instance-id: keep-me\nlocal-hostname: old\nplatform: lab\n"
+	dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
+		UserData: writeInput(t, "user-data", userData), MetaData: writeInput(t, "meta-data", userMeta), Hostname: "new-name"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := readFile(t, dev.Path, lo.starts[0], lo.sizes[0], "var/lib/cloud/seed/nocloud-net/meta-data")
+	m := metaData(t, md)
+	if m["instance-id"] != "keep-me" || m["local-hostname"] != "new-name" || m["platform"] != "lab" {
+		t.Errorf("meta-data = %v; want the user's instance-id and platform, --hostname's local-hostname", m)
+	}
+	ov, ok := readFile(t, dev.Path, lo.starts[0], lo.sizes[0], "etc/cloud/cloud.cfg.d/99-bty-nocloud.cfg")
+	if !ok || !strings.Contains(ov, "datasource_list: [ NoCloud, Azure ]") {
+		t.Errorf("override = %q (present %v); want NoCloud put before Azure", ov, ok)
+	}
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "lacked NoCloud") {
+		t.Errorf("notes do not mention the datasource override: %v", res.Notes)
+	}
+}
+
+// standInCijoe puts the repository's stand-in cijoe first on PATH.
+func standInCijoe(t *testing.T) {
+	t.Helper()
+	src, err := filepath.Abs("../../e2e/testdata/cijoe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("stand-in cijoe: %v", err)
+	}
+	bin := t.TempDir()
+	if err := os.Symlink(src, filepath.Join(bin, "cijoe")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+}
+
+func workflow(t *testing.T, steps ...string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("doc: bty test workflow\nsteps:\n")
+	for i, s := range steps {
+		fmt.Fprintf(&b, "- name: step%d\n  run: %s\n", i+1, s)
+	}
+	return writeInput(t, "workflow.yaml", b.String())
+}
+
+func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
+	setup(t, "mkfs.btrfs")
+	standInCijoe(t)
+	cases := []struct {
+		name   string
+		parts  []part
+		idx    int
+		subvol string
+	}{
+		{"ext4", []part{{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}}, {fs: "ext4", sizeMiB: 64, files: rootWithoutCloud()}}, 1, ""},
+		{"btrfs subvolume", []part{{fs: "btrfs", sizeMiB: 128, files: rootWithoutCloud(), subvol: "root"}, {fs: "ext2", sizeMiB: 16}}, 0, "root"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lo := makeDisk(t, "gpt", c.parts)
+			logDir := t.TempDir()
+			cfg := writeInput(t, "config.toml", "[cijoe]\n")
+			wf := workflow(t, `echo "workflow sees $BTY_ROOTFS"`, `echo cijoe-token-42 > "$BTY_ROOTFS/etc/cijoe-proof"`)
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe,
+				CijoeWorkflow: wf, CijoeConfig: cfg, LogDir: logDir})
+			if err != nil {
+				t.Fatalf("flash: %v", err)
+			}
+			if res.Provision.Partition != c.idx+1 || res.Provision.Subvolume != c.subvol {
+				t.Errorf("provisioned %+v; want partition %d subvolume %q", res.Provision, c.idx+1, c.subvol)
+			}
+			got, ok := readFile(t, dev.Path, lo.starts[c.idx], lo.sizes[c.idx], filepath.Join(c.subvol, "etc/cijoe-proof"))
+			if !ok || got != "cijoe-token-42\n" {
+				t.Errorf("etc/cijoe-proof = %q (present %v); the workflow did not write into the root", got, ok)
+			}
+			if res.LogPath == "" || filepath.Dir(res.LogPath) != logDir {
+				t.Fatalf("log path %q; want a file in %s", res.LogPath, logDir)
+			}
+			log, err := os.ReadFile(res.LogPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"workflow sees /", "loaded config " + cfg, "all 2 steps passed", "cijoe exit status 0"} {
+				if !strings.Contains(string(log), want) {
+					t.Errorf("log lacks %q:\n%s", want, log)
+				}
+			}
+			var outputs int
+			for _, e := range events {
+				if e.Event == event.Output && strings.HasPrefix(e.Line, "workflow sees /") {
+					outputs++
+				}
+			}
+			last := events[len(events)-1]
+			if outputs != 1 || last.Event != event.Done || last.LogPath != res.LogPath {
+				t.Errorf("want one output event with the workflow's line and done carrying the log path; got %d, last %+v", outputs, last)
+			}
+		})
+	}
+}
+
+func TestCijoeFailures(t *testing.T) {
+	setup(t, "cryptsetup")
+	standInCijoe(t)
+	disk := []part{{fs: "ext2", sizeMiB: 16}, {fs: "ext4", sizeMiB: 48, files: rootWithoutCloud()}}
+
+	t.Run("workflow fails", func(t *testing.T) {
+		lo := makeDisk(t, "gpt", disk)
+		_, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe, LogDir: t.TempDir(),
+			CijoeWorkflow: workflow(t, "echo before", "exit 3", "echo never")})
+		if err == nil || exitcode.Code(err) != exitcode.Failed || !strings.Contains(err.Error(), "exited with status 3") {
+			t.Fatalf("err = %v; want exit 1 naming status 3", err)
+		}
+		if !strings.Contains(err.Error(), res.LogPath) || res.LogPath == "" {
+			t.Errorf("error does not name the log %q: %v", res.LogPath, err)
+		}
+		log, _ := os.ReadFile(res.LogPath)
+		if !strings.Contains(string(log), "before") || strings.Contains(string(log), "\nnever") {
+			t.Errorf("log:\n%s", log)
+		}
+	})
+
+	t.Run("largest partition is LUKS", func(t *testing.T) {
+		lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 16, files: rootWithoutCloud()}, {fs: "luks", sizeMiB: 40}})
+		marker := filepath.Join(t.TempDir(), "ran")
+		_, _, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe, LogDir: t.TempDir(),
+			CijoeWorkflow: workflow(t, "touch "+marker)})
+		if err == nil || !strings.Contains(err.Error(), "encrypted (LUKS)") {
+			t.Fatalf("err = %v; want a LUKS refusal", err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Error("the workflow ran")
+		}
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		lo := makeDisk(t, "gpt", disk)
+		dev := looptest.New(t, lo.size+8*mib)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var once sync.Once
+		sink := event.Func(func(e event.Event) {
+			if e.Event == event.Output && strings.Contains(e.Line, "sleeping") {
+				once.Do(cancel)
+			}
+		})
+		start := time.Now()
+		_, err := flash.Run(ctx, flash.Options{Image: lo.path, Target: dev.Path, Sink: sink, Provision: flash.ModeCijoe,
+			LogDir: t.TempDir(), CijoeWorkflow: workflow(t, "echo sleeping; sleep 120")})
+		if err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("err = %v; want interrupted", err)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("took %s to stop", d)
+		}
+		assertClean(t, dev.Path)
+		if out, _ := exec.Command("pgrep", "-f", "sleep 120").Output(); len(out) > 0 {
+			t.Errorf("the workflow's sleep still runs: %s", out)
+		}
+	})
+}
+
+func TestRunNeedsAFlashedDisk(t *testing.T) {
+	setup(t)
+	dev := looptest.New(t, 8*mib) // random bytes: no table, no filesystem
+	_, err := provision.Run(context.Background(), provision.Options{Mode: provision.ModeCloudInit, Target: dev.Path, UserData: []byte(userData)})
+	if err == nil || !strings.Contains(err.Error(), "no partition has a Linux filesystem") {
+		t.Errorf("err = %v", err)
+	}
+	assertClean(t, dev.Path)
+}
