@@ -109,6 +109,15 @@ func TestExitCodesWithoutDevices(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.img")
 	wf := filepath.Join(t.TempDir(), "wf.yaml")
 	os.WriteFile(wf, []byte("steps: []\n"), 0o644)
+	input := func(content string) string {
+		p := filepath.Join(t.TempDir(), "input")
+		os.WriteFile(p, []byte(content), 0o644)
+		return p
+	}
+	goodUD := input("#cloud-config\nhostname: a\n")
+	ci := func(extra ...string) []string {
+		return append([]string{"flash", "--image", set.Raw, "--target", "/dev/loop0", "--provision", "cloud-init", "--dry-run"}, extra...)
+	}
 	tests := []struct {
 		name    string
 		env     []string
@@ -132,6 +141,14 @@ func TestExitCodesWithoutDevices(t *testing.T) {
 			[]string{"not a block device"}, nil},
 		{"cloud-init without user-data", nil, []string{"flash", "--image", set.Raw, "--target", "/dev/loop0",
 			"--provision", "cloud-init", "--dry-run"}, 2, []string{"--user-data"}, nil},
+		{"user-data without a header", nil, ci("--user-data", input("packages: [htop]\n")), 2,
+			[]string{"which cloud-init does not recognise", "#cloud-config"}, nil},
+		{"user-data bad yaml names the line", nil, ci("--user-data", input("#cloud-config\nruncmd:\n  - a\n b: [\n")), 2,
+			[]string{"not valid YAML: line 4"}, nil},
+		{"user-data is a directory", nil, ci("--user-data", t.TempDir()), 2, []string{"is a directory"}, nil},
+		{"meta-data not a mapping", nil, ci("--user-data", goodUD, "--meta-data", input("- a\n")), 2,
+			[]string{"meta-data", "is a list"}, nil},
+		{"bad hostname", nil, ci("--user-data", goodUD, "--hostname", "web_1"), 2, []string{"--hostname", "contains '_'"}, nil},
 		{"unknown mode", nil, []string{"flash", "--image", set.Raw, "--target", "/dev/loop0", "--provision", "magic", "--dry-run"}, 2,
 			[]string{"unknown provisioning mode"}, nil},
 		{"bad sha256", nil, []string{"flash", "--image", set.Raw, "--target", "/dev/loop0", "--sha256", "xyz", "--dry-run"}, 2,

@@ -106,10 +106,17 @@ over --yes).`,
 func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
 	plan, err := flash.Check(cmd.Context(), o)
 	if asJSON {
-		_ = writeJSON(e.stdout, "flash", map[string]any{
+		doc := map[string]any{
 			"dry_run": true, "image": plan.Image, "target": plan.Target, "provisioning": plan.Provisioning,
 			"notes": plan.Notes, "ok": plan.OK, "errors": plan.Errors,
-		})
+		}
+		if plan.PartitionTable != nil {
+			doc["partition_table"] = plan.PartitionTable
+		}
+		if plan.ProvisionPartition != nil {
+			doc["provision_partition"] = *plan.ProvisionPartition
+		}
+		_ = writeJSON(e.stdout, "flash", doc)
 		return err
 	}
 	w := e.stdout
@@ -132,6 +139,20 @@ func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "provisioning: %s\n", plan.Provisioning)
+	if t := plan.PartitionTable; t != nil {
+		fmt.Fprintf(w, "partitions:   %s\n", t.Scheme)
+		for _, p := range t.Partitions {
+			fs := p.Filesystem
+			if fs == "" {
+				fs = "-"
+			}
+			mark := ""
+			if plan.ProvisionPartition != nil && *plan.ProvisionPartition == p.Number {
+				mark = "  <- provisioning"
+			}
+			fmt.Fprintf(w, "  %-3d %10s  %-12s %s%s\n", p.Number, ibytes(p.Size), fs, p.Type, mark)
+		}
+	}
 	for _, n := range plan.Notes {
 		fmt.Fprintf(w, "note:         %s\n", n)
 	}

@@ -42,7 +42,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return res, err
 	}
 
-	p := prepare(ctx, opts)
+	p := prepare(ctx, opts, false)
 	defer p.close()
 	res.Notes = append(res.Notes, p.plan.Notes...)
 	if err := p.plan.Err(); err != nil {

@@ -63,9 +63,15 @@ type Plan struct {
 	Image        PlanImage  `json:"image"`
 	Target       PlanTarget `json:"target"`
 	Provisioning string     `json:"provisioning"`
-	Notes        []string   `json:"notes"`
-	OK           bool       `json:"ok"`
-	Errors       []string   `json:"errors"`
+	// PartitionTable is the image's own table, read when provisioning
+	// is asked for; ProvisionPartition is the partition provisioning
+	// would use when that can be told before writing (0: the whole
+	// disk).
+	PartitionTable     *provision.Table `json:"partition_table,omitempty"`
+	ProvisionPartition *int             `json:"provision_partition,omitempty"`
+	Notes              []string         `json:"notes"`
+	OK                 bool             `json:"ok"`
+	Errors             []string         `json:"errors"`
 
 	// code is the exit code of the first error.
 	code int

@@ -1,6 +1,7 @@
 package flash
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,13 +64,14 @@ func (p *Plan) Err() error {
 // Check validates opts without writing anything: the `--dry-run` plan.
 // The returned error is the plan's Err().
 func Check(ctx context.Context, opts Options) (*Plan, error) {
-	p := prepare(ctx, opts)
+	p := prepare(ctx, opts, true)
 	p.close()
 	return p.plan, p.plan.Err()
 }
 
 // prepare runs every validation of SPEC.md and keeps the opened image.
-func prepare(ctx context.Context, opts Options) *prepared {
+// dryRun allows reading the head of a stream to show its partitions.
+func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
 	mode := opts.Provision
 	if mode == "" {
 		mode = ModeNone
@@ -99,8 +101,73 @@ func prepare(ctx context.Context, opts Options) *prepared {
 				formatBytes(size), formatBytes(plan.Target.SizeBytes))
 		}
 	}
+	if p.img != nil && mode != ModeNone {
+		p.checkLayout(dryRun)
+	}
 	plan.OK = len(plan.Errors) == 0
 	return p
+}
+
+// headBytes is how much of a stream a dry run decodes to read its
+// partition table.
+const headBytes = 4 << 20
+
+// checkLayout reads the image's own partition table to say where
+// provisioning will act, and refuses images it cannot work on before a
+// byte is written. Random-access images are read in place; a stream's
+// head is decoded only in a dry run (a real flash must not consume it).
+func (p *prepared) checkLayout(dryRun bool) {
+	plan := p.plan
+	var (
+		r      io.ReaderAt
+		size   int64
+		probed = true
+	)
+	switch img := p.img.(type) {
+	case image.RandomAccess:
+		r, size = img, img.Size()
+	case image.Stream:
+		if !dryRun {
+			return
+		}
+		head, err := io.ReadAll(io.LimitReader(img, headBytes))
+		if err != nil {
+			plan.note("could not read the image's partition table: %v", err)
+			return
+		}
+		r, size, probed = bytes.NewReader(head), int64(len(head)), false
+	default:
+		return
+	}
+	tbl, err := provision.ReadTable(r, size, 0)
+	switch {
+	case errors.Is(err, provision.ErrNoTable):
+		if !probed {
+			plan.note("the image has no partition table in its first %s", formatBytes(size))
+			return
+		}
+		tbl = &provision.Table{Scheme: "none", SectorSize: 512, Partitions: []provision.Partition{{Size: size}}}
+	case err != nil:
+		plan.fail(exitcode.Failed, "provisioning: %v", err)
+		return
+	}
+	if probed {
+		for i := range tbl.Partitions {
+			pt := &tbl.Partitions[i]
+			pt.Filesystem = provision.Probe(r, pt.Start, pt.Size)
+		}
+	}
+	plan.PartitionTable = tbl
+	choice, err := provision.Choose(plan.Provisioning, tbl, probed)
+	if err != nil {
+		plan.fail(exitcode.Failed, "provisioning (%s): %v", plan.Provisioning, err)
+		return
+	}
+	if choice.Partition > 0 || (tbl.Scheme == "none" && choice.Note != "") {
+		n := choice.Partition
+		plan.ProvisionPartition = &n
+	}
+	plan.note("%s", choice.Note)
 }
 
 func (p *prepared) checkProvisioning(opts Options, mode string) {

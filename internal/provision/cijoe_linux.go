@@ -28,12 +28,7 @@ func (s *session) cijoe(tbl *Table) error {
 	if err != nil {
 		return exitcode.New(exitcode.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
 	}
-	var largest *Partition
-	for i := range tbl.Partitions {
-		if p := &tbl.Partitions[i]; largest == nil || p.Size > largest.Size {
-			largest = p
-		}
-	}
+	largest := tbl.Largest()
 	if largest == nil {
 		return fmt.Errorf("%s has an empty partition table: nothing to run the workflow against", s.disk.Path)
 	}

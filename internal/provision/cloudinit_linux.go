@@ -11,8 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // cloudInit finds the filesystem holding /etc/cloud (mounting each Linux
@@ -99,7 +97,7 @@ func (s *session) cloudInit(tbl *Table) error {
 		return err
 	}
 	var md map[string]any
-	if err := yaml.Unmarshal(meta, &md); err == nil {
+	if err := unmarshalYAML(meta, &md); err == nil {
 		s.res.InstanceID, _ = md["instance-id"].(string)
 		s.res.Hostname, _ = md["local-hostname"].(string)
 	}
@@ -224,7 +222,7 @@ func datasourceList(root *os.Root) ([]string, string) {
 		var doc struct {
 			DatasourceList any `yaml:"datasource_list"`
 		}
-		if yaml.Unmarshal(b, &doc) != nil || doc.DatasourceList == nil {
+		if unmarshalYAML(b, &doc) != nil || doc.DatasourceList == nil {
 			continue
 		}
 		var l []string

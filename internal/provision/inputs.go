@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/goccy/go-yaml"
 )
 
 // MaxInputBytes bounds a user-data or meta-data file (cloud-init's own
@@ -80,7 +80,7 @@ func CheckUserData(b []byte) error {
 			return inputErr("user-data's first line is %q; cloud-init wants exactly #cloud-config", string(first))
 		}
 		var doc any
-		if err := yaml.Unmarshal(b, &doc); err != nil {
+		if err := unmarshalYAML(b, &doc); err != nil {
 			return inputErr("user-data is not valid YAML: %s", yamlMessage(err))
 		}
 		if doc == nil {
@@ -91,7 +91,7 @@ func CheckUserData(b []byte) error {
 		}
 	case "#cloud-config-archive":
 		var doc any
-		if err := yaml.Unmarshal(b, &doc); err != nil {
+		if err := unmarshalYAML(b, &doc); err != nil {
 			return inputErr("user-data (#cloud-config-archive) is not valid YAML: %s", yamlMessage(err))
 		}
 	}
@@ -110,7 +110,7 @@ func CheckMetaData(b []byte) error {
 
 func parseMetaData(b []byte) (map[string]any, error) {
 	var doc any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	if err := unmarshalYAML(b, &doc); err != nil {
 		return nil, inputErr("meta-data is not valid YAML: %s", yamlMessage(err))
 	}
 	if doc == nil {
@@ -123,8 +123,20 @@ func parseMetaData(b []byte) (map[string]any, error) {
 	return m, nil
 }
 
+// unmarshalYAML decodes like cloud-init's PyYAML would accept: a
+// repeated key is not an error (the last one wins).
+func unmarshalYAML(b []byte, v any) error {
+	return yaml.UnmarshalWithOptions(b, v, yaml.AllowDuplicateMapKey())
+}
+
+// yamlMessage is "line 4, column 2: <what is wrong>".
 func yamlMessage(err error) string {
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	var ye yaml.Error
+	if errors.As(err, &ye) && ye.GetToken() != nil {
+		pos := ye.GetToken().Position
+		return fmt.Sprintf("line %d, column %d: %s", pos.Line, pos.Column, ye.GetMessage())
+	}
+	return err.Error()
 }
 
 func yamlKind(v any) string {

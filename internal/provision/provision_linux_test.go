@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/goccy/go-yaml"
 
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/disk"
@@ -127,13 +126,7 @@ func (s *session) table() (*Table, error) {
 }
 
 // describe is "partition 2 (ext4, 1.7 GiB)".
-func describe(p Partition) string {
-	fs := p.Filesystem
-	if fs == "" {
-		fs = "no known filesystem"
-	}
-	return fmt.Sprintf("%s (%s, %s)", p.Name(), fs, formatBytes(p.Size))
-}
+func describe(p Partition) string { return describePart(&p) }
 
 // mounted is a partition reached and mounted, with the directory that
 // holds its root tree (a btrfs subvolume's, or the mount point itself).
@@ -226,5 +219,3 @@ func isDir(path string) bool {
 	st, err := os.Lstat(path)
 	return err == nil && st.IsDir()
 }
-
-func formatBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
