@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench clean
+.PHONY: all build test test-unit deps lint demo bench vmtest clean
 
 all: build
 
@@ -48,6 +48,11 @@ demo: build
 bench: build
 	@scripts/install-deps.sh bench
 	scripts/bench.sh
+
+## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU (root; builds the image once into .cache/, minutes)
+vmtest: deps build
+	@scripts/install-deps.sh vm
+	BTY_VMTEST=1 $(GO) test -count=1 -timeout 40m -v -run . ./e2e/
 
 clean:
 	rm -rf bin

@@ -22,7 +22,7 @@
 # console, cloud-init with `datasource_list: [NoCloud, None]` (a seed under
 # /var/lib/cloud/seed/nocloud-net/ is picked up), and bty-booted.service,
 # which once boot has finished (cloud-init included) prints to /dev/ttyS0:
-#   BTY-BOOTED hostname=<hostname> state=<running or degraded>
+#   BTY-BOOTED hostname=<hostname> state=<running or degraded>[ failed=<unit,...>]
 #
 # The rootfs is slim: dpkg leaves out docs, man pages, locales and kernel
 # modules a VM never loads (sound, GPU, media, wireless, ...), and the
@@ -222,7 +222,7 @@ Description=Print the bty boot marker on the serial console
 
 [Service]
 Type=simple
-ExecStart=/bin/sh -c 'st=$$(systemctl is-system-running --wait 2>/dev/null); echo "BTY-BOOTED hostname=$$(hostname) state=$$st" >/dev/ttyS0'
+ExecStart=/bin/sh -c 'st=$$(systemctl is-system-running --wait 2>/dev/null); f=$$(systemctl list-units --state=failed --no-legend --plain 2>/dev/null | cut -d" " -f1 | paste -sd, -); echo "BTY-BOOTED hostname=$$(hostname) state=$$st$${f:+ failed=$$f}" >/dev/ttyS0'
 
 [Install]
 WantedBy=multi-user.target
