@@ -456,3 +456,20 @@ func TestRunNeedsAFlashedDisk(t *testing.T) {
 	}
 	assertClean(t, dev.Path)
 }
+
+// TestXFSSameUUIDMounted provisions an xfs root while another copy of the
+// same filesystem (same UUID) is mounted, as when one image is flashed
+// onto several disks of one host.
+func TestXFSSameUUIDMounted(t *testing.T) {
+	setup(t, "mkfs.xfs")
+	lo := makeDisk(t, "gpt", []part{{fs: "xfs", sizeMiB: 300, files: rootWithCloud("x")}})
+	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-r", "-o", fmt.Sprint(lo.starts[0]), "--sizelimit", fmt.Sprint(lo.sizes[0]), lo.path))
+	defer run(t, "losetup", "-d", loop)
+	mnt := t.TempDir()
+	run(t, "mount", "-o", "ro", loop, mnt)
+	defer run(t, "umount", mnt)
+	_, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit, UserData: writeInput(t, "user-data", userData)})
+	if err != nil || res.Provision.Filesystem != "xfs" {
+		t.Fatalf("provisioning an xfs whose twin is mounted: %v", err)
+	}
+}

@@ -22,6 +22,8 @@ type volume struct {
 	Path string
 	// Loop is set when bty attached the loop device; close detaches it.
 	Loop *os.File
+	// backing is the loop device's backing file (the whole disk).
+	backing string
 }
 
 // Via says how the partition was reached, for messages and results.
@@ -120,7 +122,11 @@ func attachLoop(backing string, off, size int64) (*volume, error) {
 			lf.Close()
 			return nil, fmt.Errorf("attaching %s to %s at offset %d: %w", path, backing, off, err)
 		}
-		return &volume{Path: path, Loop: lf}, nil
+		real, err := filepath.EvalSymlinks(backing)
+		if err != nil {
+			real = backing
+		}
+		return &volume{Path: path, Loop: lf, backing: real}, nil
 	}
 	return nil, fmt.Errorf("attaching a loop device to %s: every free device was taken by another program (%w); try again", backing, lastErr)
 }
@@ -159,11 +165,23 @@ func (v *volume) close() error {
 	}
 	cerr := v.Loop.Close()
 	if err != nil && !errors.Is(err, unix.ENXIO) {
-		// ENXIO: already detached. With AUTOCLEAR the device also
-		// detaches once its last user goes.
+		// ENXIO: already detached.
 		return fmt.Errorf("detaching %s: %w; detach it with losetup -d %s", v.Path, err, v.Path)
 	}
-	return cerr
+	// While a filesystem's release of the device is still in flight,
+	// the kernel defers the detach to the last close (AUTOCLEAR), which
+	// may finish asynchronously: wait for it, so that nothing is left
+	// attached when bty reports success.
+	// (Another program may take the free device at once: only our
+	// backing file counts.)
+	bf := filepath.Join(disk.SysRoot, "block", filepath.Base(v.Path), "loop", "backing_file")
+	for attempt := 0; attempt < 100; attempt++ {
+		if b, err := os.ReadFile(bf); err != nil || strings.TrimSpace(string(b)) != v.backing {
+			return cerr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s is still attached 5 s after detaching it; detach it with losetup -d %s", v.Path, v.Path)
 }
 
 // mount is a filesystem bty mounted on a private temporary directory.
@@ -188,6 +206,11 @@ func mountVolume(dev, fs string, flags uintptr, data string) (*mount, error) {
 	typ := mountType(fs)
 	if typ == "" {
 		return nil, fmt.Errorf("bty does not mount %s filesystems", fs)
+	}
+	if typ == FSXFS {
+		// Several disks flashed from one image share the xfs UUID; xfs
+		// refuses a second mount of a UUID without this.
+		data = strings.Trim(data+",nouuid", ",")
 	}
 	dir, err := os.MkdirTemp("", "bty-mnt-")
 	if err != nil {
