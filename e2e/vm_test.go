@@ -104,7 +104,7 @@ runcmd:
 		workflow := filepath.Join(dir, "workflow.yaml")
 		// Each run is one line of shell (the stand-in's YAML subset). The
 		// last steps install a unit that prints the token at boot.
-		writeFile(t, workflow, `doc: bty e2e: tune the flashed rootfs offline
+		writeFile(t, workflow, `doc: bty e2e, tunes the flashed rootfs offline
 steps:
 - name: token
   run: echo `+token+` > "$BTY_ROOTFS/var/lib/bty-proof"
