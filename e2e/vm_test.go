@@ -97,6 +97,28 @@ runcmd:
 		}
 	})
 
+	// The user's own meta-data (no --hostname) and a shell-script
+	// user-data instead of #cloud-config.
+	t.Run("cloud-init-meta-data-script", func(t *testing.T) {
+		token := randHex(t)
+		hostname := "bty-md-" + randHex(t)[:8]
+		dir := t.TempDir()
+		userData := filepath.Join(dir, "user-data.sh")
+		writeFile(t, userData, `#!/bin/sh
+echo `+token+` >/var/lib/bty-proof
+echo "BTY-PROOF $(cat /var/lib/bty-proof)" >/dev/ttyS0
+`)
+		metaData := filepath.Join(dir, "meta-data")
+		writeFile(t, metaData, "instance-id: iid-bty-e2e-"+token+"\nlocal-hostname: "+hostname+"\n")
+		dev := loopDisk(t)
+		doc := flash(t, bty, "", "--image", image, "--target", dev, "--yes", "--json",
+			"--provision", "cloud-init", "--user-data", userData, "--meta-data", metaData)
+		checkResult(t, doc, "cloud-init")
+
+		serial := boot(t, repo, dev)
+		checkBoot(t, serial, hostname, token)
+	})
+
 	t.Run("cijoe", func(t *testing.T) {
 		token := randHex(t)
 		hostname := "bty-cijoe-" + randHex(t)[:8]
@@ -119,11 +141,14 @@ steps:
 - name: show
   run: ls -l "$BTY_ROOTFS/var/lib/bty-proof" "$BTY_ROOTFS/etc/systemd/system/multi-user.target.wants/" && echo workflow-done-`+token+`
 `)
+		config := filepath.Join(dir, "cijoe-config.toml")
+		writeFile(t, config, "[bty]\nname = \"e2e\"\n")
 		dev := loopDisk(t)
 		doc := flash(t, bty, cijoePath(t, repo), "--image", image, "--target", dev, "--yes", "--json",
-			"--provision", "cijoe", "--cijoe-workflow", workflow)
+			"--provision", "cijoe", "--cijoe-workflow", workflow, "--cijoe-config", config)
 		checkResult(t, doc, "cijoe")
 		checkCijoeLog(t, doc, "workflow-done-"+token)
+		checkCijoeLog(t, doc, "loaded config "+config)
 
 		serial := boot(t, repo, dev)
 		checkBoot(t, serial, hostname, token)
