@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench vmtest clean
+.PHONY: all build test test-unit deps lint demo bench vmtest vmtest-run clean
 
 all: build
 
@@ -24,9 +24,10 @@ build:
 deps:
 	@scripts/install-deps.sh test
 
-## test: install test dependencies, build, and run every test with the race detector (root: loop devices too)
+## test: install test dependencies, build, run every test with the race detector (root: loop devices too), then the VM test
 test: deps build
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory vmtest-run
 
 ## test-unit: go test alone: no packages installed, no race detector (tests needing a missing tool or root skip)
 test-unit:
@@ -50,7 +51,9 @@ bench: build
 	scripts/bench.sh
 
 ## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU (root; builds the image once into .cache/, minutes)
-vmtest: deps build
+vmtest: deps build vmtest-run
+
+vmtest-run:
 	@scripts/install-deps.sh vm
 	BTY_VMTEST=1 $(GO) test -count=1 -timeout 40m -v -run . ./e2e/
 
