@@ -1,0 +1,129 @@
+// Package store keeps bty-web's fleet state: machines, sessions and
+// settings. Callers use the Store interface; SQLite (embedded, the
+// default) implements it, and a PostgreSQL implementation can be added
+// without changing callers.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Boot policies (SPEC.md, "Boot policy").
+const (
+	PolicyLocal = "local"
+	PolicyFlash = "flash"
+	PolicyTUI   = "tui"
+)
+
+// Next boot actions of a machine whose policy is flash: after a done, the
+// next PXE contact boots the disk once, the one after that reflashes.
+const (
+	NextFlash = "flash"
+	NextLocal = "local"
+)
+
+// Workflow statuses.
+const (
+	WorkflowRunning = "running"
+	WorkflowSuccess = "success"
+	WorkflowFailed  = "failed"
+)
+
+var (
+	// ErrNotFound: no such machine (or setting).
+	ErrNotFound = errors.New("not found")
+)
+
+// Machine is one machine record; its JSON is the wire shape of SPEC.md
+// (times in RFC 3339, null when unset).
+type Machine struct {
+	MAC                    string     `json:"mac"`
+	Image                  string     `json:"image"`
+	ProvisioningMode       string     `json:"provisioning_mode"`
+	Hostname               string     `json:"hostname"`
+	CijoeWorkflowRef       string     `json:"cijoe_workflow_ref"`
+	LastKnownGood          string     `json:"last_known_good"`
+	DiscoveredAt           *time.Time `json:"discovered_at"`
+	LastSeenAt             *time.Time `json:"last_seen_at"`
+	LastSeenIP             string     `json:"last_seen_ip"`
+	BootPolicy             string     `json:"boot_policy"`
+	LastFlashedAt          *time.Time `json:"last_flashed_at"`
+	LastWorkflowRunAt      *time.Time `json:"last_workflow_run_at"`
+	LastWorkflowStatus     *string    `json:"last_workflow_status"`
+	LastWorkflowOutputPath string     `json:"last_workflow_output_path"`
+	CreatedAt              time.Time  `json:"created_at"`
+	UpdatedAt              time.Time  `json:"updated_at"`
+	// NextBoot is what the next PXE contact of a flash-policy machine
+	// gets: NextFlash or NextLocal.
+	NextBoot string `json:"next_boot"`
+}
+
+// MachineUpdate is the settable part of a machine (PUT /machines/{mac});
+// nil fields are left as they are (on create: defaults).
+type MachineUpdate struct {
+	Image            *string `json:"image"`
+	ProvisioningMode *string `json:"provisioning_mode"`
+	Hostname         *string `json:"hostname"`
+	CijoeWorkflowRef *string `json:"cijoe_workflow_ref"`
+	LastKnownGood    *string `json:"last_known_good"`
+	BootPolicy       *string `json:"boot_policy"`
+}
+
+// Contact is the outcome of one PXE contact.
+type Contact struct {
+	Machine Machine
+	// Serve is the boot policy to render for this contact: PolicyLocal,
+	// PolicyFlash or PolicyTUI (a flash machine due to boot its disk
+	// once gets PolicyLocal).
+	Serve string
+	// Discovered is set when this contact created the record.
+	Discovered bool
+}
+
+// Store is bty-web's state. Every method is safe for concurrent use;
+// every write is one transaction, durable when the method returns.
+type Store interface {
+	// ListMachines returns every machine, by MAC.
+	ListMachines(ctx context.Context) ([]Machine, error)
+	// GetMachine returns ErrNotFound for an unknown MAC.
+	GetMachine(ctx context.Context, mac string) (Machine, error)
+	// PutMachine creates (boot_policy default local) or updates a
+	// machine; created says which.
+	PutMachine(ctx context.Context, mac string, u MachineUpdate, now time.Time) (m Machine, created bool, err error)
+	// DeleteMachine returns ErrNotFound for an unknown MAC.
+	DeleteMachine(ctx context.Context, mac string) error
+	// PXEContact records a PXE contact from ip: an unknown MAC is
+	// inserted with boot_policy tui and discovered_at; last_seen_* are
+	// updated; for a flash machine the per-job cadence decides Serve
+	// and advances NextBoot (NextLocal -> serve local, then NextFlash).
+	PXEContact(ctx context.Context, mac, ip string, now time.Time) (Contact, error)
+	// FlashDone records a done signal: last_flashed_at = now and
+	// NextBoot = NextLocal; the boot policy never changes. ErrNotFound
+	// for an unknown MAC.
+	FlashDone(ctx context.Context, mac string, now time.Time) (Machine, error)
+
+	// CreateSession stores a session token's SHA-256 with its expiry.
+	CreateSession(ctx context.Context, tokenHash []byte, expires, now time.Time) error
+	// SessionValid reports whether a token hash is stored and unexpired.
+	SessionValid(ctx context.Context, tokenHash []byte, now time.Time) (bool, error)
+	// RevokeSession deletes one session; RevokeAllSessions every one.
+	RevokeSession(ctx context.Context, tokenHash []byte) error
+	RevokeAllSessions(ctx context.Context) (int, error)
+
+	// Setting returns ErrNotFound when unset; SetSetting stores one
+	// (the admin password hash, proxy-DHCP interface and subnet).
+	Setting(ctx context.Context, key string) (string, error)
+	SetSetting(ctx context.Context, key, value string, now time.Time) error
+
+	// ImageHash returns a cached sha256 for an image file of this size
+	// and modification time (ErrNotFound when not cached or stale);
+	// SetImageHash caches one.
+	ImageHash(ctx context.Context, name string, size int64, mtime time.Time) (string, error)
+	SetImageHash(ctx context.Context, name string, size int64, mtime time.Time, sha256 string) error
+
+	// Ping checks the database answers (GET /healthz).
+	Ping(ctx context.Context) error
+	Close() error
+}
