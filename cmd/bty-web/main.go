@@ -1,18 +1,20 @@
-// Command bty-web is not built yet; see the project's issues.
+// Command bty-web is bty's fleet server. All logic lives in
+// internal/server.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/btyproject/bty/internal/version"
+	"github.com/btyproject/bty/internal/server"
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("bty-web", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "bty-web: not yet built in this version of bty; use the bty command")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }()
+	code := server.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -1,0 +1,362 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+// SettingAdminPassword is the settings key of the admin password's
+// argon2id hash.
+const SettingAdminPassword = "admin_password_hash"
+
+// CookieName is the session cookie (SPEC.md).
+const CookieName = "bty-token"
+
+// argon2id parameters (RFC 9106's second recommended option, with less
+// memory: a login costs ~50 ms and 64 MiB here).
+const (
+	argonTime    = 3
+	argonMemory  = 64 << 10 // KiB
+	argonThreads = 2
+	argonKeyLen  = 32
+)
+
+// HashPassword returns an encoded argon2id hash of pw (PHC string form).
+func HashPassword(pw string) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+}
+
+// CheckPassword reports whether pw matches an encoded hash from
+// HashPassword, in constant time.
+func CheckPassword(encoded, pw string) bool {
+	parts := strings.Split(encoded, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	var version int
+	var m uint32
+	var t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false
+	}
+	b64 := base64.RawStdEncoding
+	salt, err1 := b64.DecodeString(parts[4])
+	want, err2 := b64.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// NewPassword returns a random password for the first start: 20
+// characters from an alphabet without look-alikes.
+func NewPassword() string {
+	const alphabet = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// newToken returns a session token (32 random bytes, base64url) and the
+// SHA-256 that is stored in its place.
+func newToken() (string, []byte) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	return tok, hashToken(tok)
+}
+
+func hashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+// EnsureAdminPassword applies the password policy at start: pw (from
+// BTY_ADMIN_PASSWORD) replaces the stored hash when it does not match;
+// with neither, a password is generated, stored, and returned so the
+// caller can print it once. generated is "" otherwise.
+func EnsureAdminPassword(ctx context.Context, st store.Store, pw string) (generated string, err error) {
+	cur, err := st.Setting(ctx, SettingAdminPassword)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", err
+	}
+	switch {
+	case pw != "":
+		if cur != "" && CheckPassword(cur, pw) {
+			return "", nil
+		}
+	case cur != "":
+		return "", nil
+	default:
+		pw = NewPassword()
+		generated = pw
+	}
+	h, err := HashPassword(pw)
+	if err != nil {
+		return "", err
+	}
+	if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
+		return "", err
+	}
+	return generated, nil
+}
+
+// limiter allows each client address a burst of attempts, refilled at a
+// steady rate (a token bucket per address). Hand-written: a dozen lines,
+// and golang.org/x/time/rate would still need the per-address map.
+type limiter struct {
+	mu      sync.Mutex
+	burst   float64
+	per     time.Duration // one attempt regained per this
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(burst int, per time.Duration) *limiter {
+	return &limiter{burst: float64(burst), per: per, buckets: map[string]*bucket{}}
+}
+
+// allow takes one attempt for key; when none is left it returns false
+// and how long until the next one.
+func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buckets) > 10000 {
+		// Forget full buckets so the map cannot grow without bound.
+		for k, b := range l.buckets {
+			if b.tokens+float64(now.Sub(b.last))/float64(l.per) >= l.burst {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	b, ok := l.buckets[key]
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	b.tokens = min(l.burst, b.tokens+float64(now.Sub(b.last))/float64(l.per))
+	b.last = now
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) * float64(l.per))
+	}
+	b.tokens--
+	return true, 0
+}
+
+// clientAddr is the request's peer address without the port.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type authKind int
+
+const (
+	authNone authKind = iota
+	authBearer
+	authCookie
+)
+
+// requestToken returns the token a request carries and how.
+func requestToken(r *http.Request) (string, authKind) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok), authBearer
+		}
+		return "", authNone
+	}
+	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+		return c.Value, authCookie
+	}
+	return "", authNone
+}
+
+// sameOrigin reports whether a cookie-authenticated, state-changing
+// request comes from this server's own pages: its Origin (or, without
+// one, its Referer) names the host the request was sent to.
+func sameOrigin(r *http.Request) bool {
+	src := r.Header.Get("Origin")
+	if src == "" {
+		src = r.Header.Get("Referer")
+	}
+	if src == "" || src == "null" {
+		return false
+	}
+	u, err := url.Parse(src)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func isSafeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+type ctxKey int
+
+const tokenHashKey ctxKey = 1
+
+// requireAuth wraps h: the request needs a valid session token (Bearer
+// or cookie); cookie-authenticated state changes must also pass the
+// Origin check.
+func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, kind := requestToken(r)
+		if kind == authNone {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bty"`)
+			writeError(w, http.StatusUnauthorized, "authentication required: log in (POST /auth/login or bty-ctl login) and send the token as Authorization: Bearer TOKEN")
+			return
+		}
+		th := hashToken(tok)
+		ok, err := s.store.SessionValid(r.Context(), th, time.Now())
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bty", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "the session token is invalid, expired or revoked: log in again")
+			return
+		}
+		if kind == authCookie && !isSafeMethod(r.Method) && !sameOrigin(r) {
+			writeError(w, http.StatusForbidden, "cross-origin request refused: the Origin header does not match this server")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), tokenHashKey, th)))
+	}
+}
+
+type loginRequest struct {
+	Password string `json:"password"`
+}
+
+type loginResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// login checks the admin password and issues a session token. Attempts
+// are rate-limited per client address, successful or not.
+func (s *Server) login(ctx context.Context, addr, password string) (loginResponse, int, error) {
+	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
+		return loginResponse{}, http.StatusTooManyRequests,
+			fmt.Errorf("too many login attempts from %s: try again in %d s", addr, int(wait.Seconds())+1)
+	}
+	hash, err := s.store.Setting(ctx, SettingAdminPassword)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return loginResponse{}, http.StatusInternalServerError, err
+	}
+	if hash == "" || !CheckPassword(hash, password) {
+		s.log.Warn("login refused", "client", addr)
+		return loginResponse{}, http.StatusUnauthorized, errors.New("wrong password")
+	}
+	tok, th := newToken()
+	now := time.Now()
+	exp := now.Add(s.cfg.SessionTTL).UTC().Truncate(time.Second)
+	if err := s.store.CreateSession(ctx, th, exp, now); err != nil {
+		return loginResponse{}, http.StatusInternalServerError, err
+	}
+	s.log.Info("login", "client", addr, "expires_at", exp)
+	return loginResponse{Token: tok, ExpiresAt: exp}, http.StatusOK, nil
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var req loginRequest
+	if !decodeJSON(w, r, &req, 64<<10) {
+		return
+	}
+	if req.Password == "" {
+		writeError(w, http.StatusBadRequest, `missing "password"`)
+		return
+	}
+	resp, code, err := s.login(r.Context(), clientAddr(r), req.Password)
+	if err != nil {
+		if code == http.StatusInternalServerError {
+			s.internalError(w, r, err)
+			return
+		}
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "60")
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	th, _ := r.Context().Value(tokenHashKey).([]byte)
+	if err := s.store.RevokeSession(r.Context(), th); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.clearCookie(w)
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": 1})
+}
+
+func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
+	n, err := s.store.RevokeAllSessions(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.log.Info("all sessions revoked", "count", n, "client", clientAddr(r))
+	s.clearCookie(w)
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": n})
+}
+
+// setCookie sets the session cookie: HttpOnly, SameSite=Strict, Secure
+// under TLS.
+func (s *Server) setCookie(w http.ResponseWriter, tok string, exp time.Time) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/", Expires: exp,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.tls()})
+}
+
+func (s *Server) clearCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.tls()})
+}
+
+func (s *Server) tls() bool { return s.cfg.TLSCert != "" }

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// Config is bty-web's configuration, read from the environment (SPEC.md,
+// "bty-web") with flags overriding it.
+type Config struct {
+	// StateDir holds state.db (BTY_STATE_DIR, default /var/lib/bty).
+	StateDir string
+	// ImageRoot holds the images served and uploaded (BTY_IMAGE_ROOT,
+	// default /var/lib/bty/images).
+	ImageRoot string
+	// BootDir holds the live env's artifacts (BTY_BOOT_DIR, default
+	// $BTY_STATE_DIR/boot).
+	BootDir string
+	// Host and Port to listen on (BTY_WEB_HOST 0.0.0.0, BTY_WEB_PORT 8080).
+	Host string
+	Port int
+	// TFTPPort serves the iPXE binaries (BTY_TFTP_PORT, default 69; 0
+	// turns TFTP off) from IPXEDir (BTY_IPXE_DIR, /usr/lib/ipxe).
+	TFTPPort int
+	IPXEDir  string
+	// ProxyDHCPIface enables proxy-DHCP on an interface
+	// (BTY_PROXYDHCP_IFACE; the settings API can change it).
+	ProxyDHCPIface string
+	// MaxUpload caps PUT /images and /boot bodies (BTY_MAX_UPLOAD, e.g.
+	// "64GiB"; default 64 GiB).
+	MaxUpload int64
+	// SessionTTL is how long a login token lives (BTY_SESSION_TTL,
+	// default 12h).
+	SessionTTL time.Duration
+	// TLSCert and TLSKey serve HTTPS (BTY_TLS_CERT, BTY_TLS_KEY); cookies
+	// are then Secure.
+	TLSCert, TLSKey string
+	// AdminPassword, when set (BTY_ADMIN_PASSWORD), becomes the admin
+	// password at start.
+	AdminPassword string
+}
+
+// ConfigFromEnv reads Config from the environment with SPEC.md's
+// defaults. Malformed values are errors naming the variable.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c := Config{
+		StateDir:       envOr(getenv, "BTY_STATE_DIR", "/var/lib/bty"),
+		ImageRoot:      envOr(getenv, "BTY_IMAGE_ROOT", "/var/lib/bty/images"),
+		Host:           envOr(getenv, "BTY_WEB_HOST", "0.0.0.0"),
+		IPXEDir:        envOr(getenv, "BTY_IPXE_DIR", "/usr/lib/ipxe"),
+		ProxyDHCPIface: getenv("BTY_PROXYDHCP_IFACE"),
+		TLSCert:        getenv("BTY_TLS_CERT"),
+		TLSKey:         getenv("BTY_TLS_KEY"),
+		AdminPassword:  getenv("BTY_ADMIN_PASSWORD"),
+		MaxUpload:      64 << 30,
+		SessionTTL:     12 * time.Hour,
+	}
+	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
+	var err error
+	if c.Port, err = envPort(getenv, "BTY_WEB_PORT", 8080, false); err != nil {
+		return c, err
+	}
+	if c.TFTPPort, err = envPort(getenv, "BTY_TFTP_PORT", 69, true); err != nil {
+		return c, err
+	}
+	if v := getenv("BTY_MAX_UPLOAD"); v != "" {
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n == 0 {
+			return c, fmt.Errorf("BTY_MAX_UPLOAD=%q: want a size like 64GiB or 500MB", v)
+		}
+		c.MaxUpload = int64(n)
+	}
+	if v := getenv("BTY_SESSION_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute {
+			return c, fmt.Errorf("BTY_SESSION_TTL=%q: want a duration of at least 1m, like 12h", v)
+		}
+		c.SessionTTL = d
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")
+	}
+	return c, nil
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := strings.TrimSpace(getenv(key)); v != "" {
+		return v
+	}
+	return def
+}
+
+func envPort(getenv func(string) string, key string, def int, zeroOK bool) (int, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !zeroOK) {
+		if zeroOK {
+			return 0, fmt.Errorf("%s=%q: want a port number 1-65535, or 0 for off", key, v)
+		}
+		return 0, fmt.Errorf("%s=%q: want a port number 1-65535", key, v)
+	}
+	return n, nil
+}
+
+// DBPath is the SQLite database file.
+func (c Config) DBPath() string { return filepath.Join(c.StateDir, "state.db") }

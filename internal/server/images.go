@@ -1,0 +1,389 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/store"
+)
+
+// ImageEntry is one image of the catalog (GET /images).
+type ImageEntry struct {
+	Name             string    `json:"name"`
+	Format           string    `json:"format"`
+	SizeBytes        int64     `json:"size_bytes"`
+	VirtualSizeBytes *int64    `json:"virtual_size_bytes"`
+	ModifiedAt       time.Time `json:"modified_at"`
+	// SHA256 is the file's hash (what a download should match);
+	// DecodedSHA256 the hash of what lands on the disk (what
+	// `bty flash --sha256` checks). Both are null until computed.
+	SHA256        *string `json:"sha256"`
+	DecodedSHA256 *string `json:"decoded_sha256"`
+	// Error says why the file cannot be flashed.
+	Error string `json:"error,omitempty"`
+}
+
+type catalogEntry struct {
+	size  int64
+	mtime time.Time
+	entry ImageEntry
+}
+
+// catalog describes the image root, caching each file's inspection by
+// size and mtime, and hashes files in the background (one at a time;
+// hashes are cached in the store so a restart does not redo them).
+type catalog struct {
+	root  string
+	store store.Store
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]catalogEntry
+	queued  map[string]bool
+	queue   chan string
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func newCatalog(root string, st store.Store, log *slog.Logger) *catalog {
+	c := &catalog{root: root, store: st, log: log, entries: map[string]catalogEntry{},
+		queued: map[string]bool{}, queue: make(chan string, 4096), stop: make(chan struct{})}
+	c.wg.Add(1)
+	go c.hasher()
+	return c
+}
+
+func (c *catalog) close() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.wg.Wait()
+}
+
+// list returns the catalog, newest inspection of every image file.
+func (c *catalog) list(ctx context.Context) ([]ImageEntry, error) {
+	dirents, err := os.ReadDir(c.root)
+	if errors.Is(err, os.ErrNotExist) {
+		return []ImageEntry{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the image root %s: %w", c.root, err)
+	}
+	out := []ImageEntry{}
+	for _, d := range dirents {
+		if checkName(d.Name()) != nil {
+			continue
+		}
+		e, ok := c.get(ctx, d.Name())
+		if ok {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// get describes one file of the root; ok is false when it is not an
+// image (no known suffix or magic) or not a regular file.
+func (c *catalog) get(ctx context.Context, name string) (ImageEntry, bool) {
+	p := filepath.Join(c.root, name)
+	st, err := os.Stat(p)
+	if err != nil || !st.Mode().IsRegular() {
+		return ImageEntry{}, false
+	}
+	c.mu.Lock()
+	ce, hit := c.entries[name]
+	c.mu.Unlock()
+	if !hit || ce.size != st.Size() || !ce.mtime.Equal(st.ModTime()) {
+		e, ok := inspect(p, name, st)
+		if !ok {
+			return ImageEntry{}, false
+		}
+		ce = catalogEntry{size: st.Size(), mtime: st.ModTime(), entry: e}
+	}
+	if ce.entry.SHA256 == nil && ce.entry.Error == "" {
+		if v, err := c.store.ImageHash(ctx, name, st.Size(), st.ModTime()); err == nil {
+			if file, decoded, ok := strings.Cut(v, " "); ok {
+				ce.entry.SHA256, ce.entry.DecodedSHA256 = &file, &decoded
+			}
+		}
+		if ce.entry.SHA256 == nil {
+			c.enqueue(name)
+		}
+	}
+	c.mu.Lock()
+	c.entries[name] = ce
+	c.mu.Unlock()
+	return ce.entry, true
+}
+
+func inspect(path, name string, st os.FileInfo) (ImageEntry, bool) {
+	e := ImageEntry{Name: name, SizeBytes: st.Size(), ModifiedAt: st.ModTime().UTC()}
+	fmtName, known := image.FormatFromName(name)
+	src, err := image.OpenFile(path)
+	if err != nil {
+		if !known {
+			return e, false
+		}
+		e.Format, e.Error = string(fmtName), err.Error()
+		return e, true
+	}
+	defer src.Close()
+	info, err := image.Inspect(context.Background(), src)
+	if !known && (err != nil || info.Format == image.Raw) {
+		return e, false // not an image: no suffix, no magic
+	}
+	e.Format = string(info.Format)
+	if e.Format == "" {
+		e.Format = string(fmtName)
+	}
+	e.VirtualSizeBytes = info.VirtualSizeBytes
+	if err != nil {
+		e.Error = err.Error()
+	}
+	return e, true
+}
+
+func (c *catalog) enqueue(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.queued[name] {
+		return
+	}
+	select {
+	case c.queue <- name:
+		c.queued[name] = true
+	default:
+	}
+}
+
+// forget drops a name from the cache (deleted or replaced).
+func (c *catalog) forget(name string) {
+	c.mu.Lock()
+	delete(c.entries, name)
+	c.mu.Unlock()
+}
+
+func (c *catalog) hasher() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case name := <-c.queue:
+			c.hash(name)
+			c.mu.Lock()
+			delete(c.queued, name)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// hash computes and caches a file's sha256 and its decoded sha256.
+func (c *catalog) hash(name string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p := filepath.Join(c.root, name)
+	st, err := os.Stat(p)
+	if err != nil {
+		return
+	}
+	start := time.Now()
+	fileSum, err := hashFile(ctx, p)
+	if err != nil {
+		c.log.Warn("hashing image", "name", name, "err", err)
+		return
+	}
+	decoded := fileSum
+	src, err := image.OpenFile(p)
+	if err != nil {
+		return
+	}
+	img, err := image.Open(ctx, src, image.Options{Logger: c.log})
+	if err == nil && img.Format() != image.Raw {
+		decoded, err = hashDecoded(ctx, img)
+	}
+	if img != nil {
+		img.Close()
+	}
+	src.Close()
+	if err != nil {
+		c.log.Warn("hashing decoded image", "name", name, "err", err)
+		return
+	}
+	if st2, err := os.Stat(p); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
+		return // changed meanwhile: hashed again on the next listing
+	}
+	if err := c.store.SetImageHash(ctx, name, st.Size(), st.ModTime(), fileSum+" "+decoded); err != nil {
+		c.log.Warn("caching image hash", "name", name, "err", err)
+		return
+	}
+	c.mu.Lock()
+	if ce, ok := c.entries[name]; ok && ce.size == st.Size() && ce.mtime.Equal(st.ModTime()) {
+		f, d := fileSum, decoded
+		ce.entry.SHA256, ce.entry.DecodedSHA256 = &f, &d
+		c.entries[name] = ce
+	}
+	c.mu.Unlock()
+	c.log.Info("image hashed", "name", name, "sha256", fileSum, "decoded_sha256", decoded, "seconds", time.Since(start).Seconds())
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+func hashFile(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func hashDecoded(ctx context.Context, img image.Image) (string, error) {
+	h := sha256.New()
+	var r io.Reader
+	switch v := img.(type) {
+	case image.Stream:
+		r = v
+	case image.RandomAccess:
+		r = io.NewSectionReader(v, 0, v.Size())
+	default:
+		return "", fmt.Errorf("unreadable image type %T", img)
+	}
+	if _, err := io.CopyBuffer(h, ctxReader{ctx, r}, make([]byte, 1<<20)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (s *Server) handleImages(w http.ResponseWriter, r *http.Request) {
+	list, err := s.catalog.list(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) handleImageGet(w http.ResponseWriter, r *http.Request) {
+	s.serveFile(w, r, s.cfg.ImageRoot, r.PathValue("name"), "image")
+}
+
+// suffixes lists the image names PUT /images accepts.
+const suffixes = ".img, .raw, .img.zst, .img.gz, .img.xz, .img.bz2, .qcow2"
+
+func (s *Server) handleImagePut(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := checkName(name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	want, known := image.FormatFromName(name)
+	if !known {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("image name %q has no image suffix: use one of %s", name, suffixes))
+		return
+	}
+	check := func(head []byte) error {
+		if got := image.Detect(head); got != want {
+			return fmt.Errorf("the upload is %s data but its name %q says %s: rename it or upload the right file", describeFormat(got), name, describeFormat(want))
+		}
+		return nil
+	}
+	u, err := receive(r, w, s.cfg.ImageRoot, s.cfg.MaxUpload, check)
+	if err != nil {
+		s.answerUploadError(w, r, err)
+		return
+	}
+	// The whole header must make sense before the file is published.
+	if err := inspectUpload(r.Context(), u.tmp.Name()); err != nil {
+		u.abort()
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("the upload is not a usable %s image: %v; nothing was kept", describeFormat(want), err))
+		return
+	}
+	replaced, err := u.commit(s.cfg.ImageRoot, name)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.catalog.forget(name)
+	s.log.Info("image uploaded", "name", name, "bytes", u.n, "sha256", u.sum(), "client", clientAddr(r))
+	entry, _ := s.catalog.get(r.Context(), name)
+	code := http.StatusCreated
+	if replaced {
+		code = http.StatusOK
+	}
+	writeJSON(w, code, entry)
+}
+
+func (s *Server) handleImageDelete(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := checkName(name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	err := os.Remove(filepath.Join(s.cfg.ImageRoot, name))
+	if errors.Is(err, os.ErrNotExist) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no image %q", name))
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.catalog.forget(name)
+	s.log.Info("image deleted", "name", name, "client", clientAddr(r))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func describeFormat(f image.Format) string {
+	if f == image.Raw {
+		return "raw (no known magic)"
+	}
+	return string(f)
+}
+
+func inspectUpload(ctx context.Context, path string) error {
+	src, err := image.OpenFile(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	_, err = image.Inspect(ctx, src)
+	return err
+}

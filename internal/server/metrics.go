@@ -1,0 +1,51 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are bty-web's Prometheus series.
+type metrics struct {
+	requests    *prometheus.CounterVec
+	pxeContacts *prometheus.CounterVec
+	flashesDone prometheus.Counter
+	bytesServed *prometheus.CounterVec
+	subscribers prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		pxeContacts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_pxe_contacts_total", Help: "PXE contacts (GET /pxe/{mac}) by the boot policy served.",
+		}, []string{"policy"}),
+		flashesDone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bty_flashes_done_total", Help: "Flashes reported done (POST /pxe/{mac}/done).",
+		}),
+		bytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_bytes_served_total", Help: "Bytes of images and boot artifacts served, by kind.",
+		}, []string{"kind"}),
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bty_sse_subscribers", Help: "Clients connected to GET /events/machines.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.bytesServed, m.subscribers,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, p := range []string{"local", "flash", "tui"} {
+		m.pxeContacts.WithLabelValues(p)
+	}
+	for _, k := range []string{"image", "boot"} {
+		m.bytesServed.WithLabelValues(k)
+	}
+	return m
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

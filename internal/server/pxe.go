@@ -1,0 +1,101 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+// serverURL is the base URL PXE clients reached this server by: the
+// scheme of the connection and the Host they asked for.
+func (s *Server) serverURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// handlePXE answers a PXE contact with the iPXE script of the machine's
+// boot policy, recording discovery and last_seen_*.
+func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.store.PXEContact(r.Context(), mac, clientAddr(r), time.Now())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if c.Discovered {
+		s.log.Info("machine discovered", "mac", mac, "ip", clientAddr(r))
+	}
+	s.publishMachine(c.Machine)
+	m := c.Machine
+	p := scriptParams{ServerURL: s.serverURL(r), MAC: mac, Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
+	policy := c.Serve
+	if policy == store.PolicyFlash {
+		if m.Image == "" {
+			// Nothing to flash: boot the disk rather than wipe it with
+			// nothing; the script says why on the console.
+			policy, p.Message = store.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned; booting the local disk"
+		} else {
+			p.ImageURL = p.ServerURL + "/images/" + url.PathEscape(m.Image)
+			if e, ok := s.catalog.get(r.Context(), m.Image); ok && e.DecodedSHA256 != nil {
+				p.ImageSHA256 = *e.DecodedSHA256
+			} else if !ok {
+				s.log.Warn("flash: assigned image is not in the catalog", "mac", mac, "image", m.Image)
+			}
+		}
+	}
+	script, err := renderScript(policy, p)
+	if err != nil {
+		s.log.Error("rendering the iPXE script", "mac", mac, "policy", policy, "err", err)
+		// A script the firmware can run: say why and boot the disk.
+		script, _ = renderScript(store.PolicyLocal, scriptParams{ServerURL: p.ServerURL, MAC: mac,
+			Message: "bty: cannot build the " + policy + " script for " + mac + " (see the server log); booting the local disk"})
+	}
+	s.metrics.pxeContacts.WithLabelValues(policy).Inc()
+	writeScript(w, script)
+}
+
+func writeScript(w http.ResponseWriter, script []byte) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(script)
+}
+
+// handlePXEDone records that the live env flashed the machine.
+func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	m, err := s.store.FlashDone(r.Context(), mac, time.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports done")
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.metrics.flashesDone.Inc()
+	s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
+	s.publishMachine(m)
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
+	script, err := renderBootstrap(s.serverURL(r))
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeScript(w, script)
+}

@@ -1,0 +1,271 @@
+// Package server is bty-web: the fleet's HTTP API (machines, images,
+// boot artifacts, sessions), the iPXE scripts every PXE boot asks for,
+// live machine events over SSE, Prometheus metrics, and the TFTP and
+// proxy-DHCP services that get bare machines to iPXE (SPEC.md,
+// "bty-web").
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/version"
+)
+
+// Server is one bty-web instance over a store.
+type Server struct {
+	cfg        Config
+	store      store.Store
+	log        *slog.Logger
+	mux        *http.ServeMux
+	hub        *hub
+	metrics    *metrics
+	catalog    *catalog
+	loginLimit *limiter
+}
+
+// New builds a server; reg receives its metrics (nil: a new registry).
+func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:        cfg,
+		store:      st,
+		log:        log,
+		mux:        http.NewServeMux(),
+		loginLimit: newLimiter(10, 6*time.Second),
+	}
+	s.metrics = newMetrics(reg)
+	s.hub = newHub(s.metrics)
+	s.catalog = newCatalog(cfg.ImageRoot, st, log)
+	s.routes(reg)
+	return s
+}
+
+// Handler is the HTTP handler with logging and metrics.
+func (s *Server) Handler() http.Handler { return s.instrument(s.mux) }
+
+func (s *Server) routes(reg *prometheus.Registry) {
+	m := s.mux
+	// Open routes: PXE clients carry no credentials.
+	m.HandleFunc("GET /healthz", s.handleHealthz)
+	m.HandleFunc("GET /version", s.handleVersion)
+	m.Handle("GET /metrics", metricsHandler(reg))
+	m.HandleFunc("GET /pxe/{mac}", s.handlePXE)
+	m.HandleFunc("POST /pxe/{mac}/done", s.handlePXEDone)
+	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
+	m.HandleFunc("GET /images", s.handleImages)
+	m.HandleFunc("GET /images/{name}", s.handleImageGet)
+	m.HandleFunc("GET /boot", s.handleBootList)
+	m.HandleFunc("GET /boot/{name}", s.handleBootGet)
+	m.HandleFunc("POST /auth/login", s.handleLogin)
+
+	// Authenticated routes.
+	m.HandleFunc("POST /auth/logout", s.requireAuth(s.handleLogout))
+	m.HandleFunc("POST /auth/revoke-all", s.requireAuth(s.handleRevokeAll))
+	m.HandleFunc("GET /machines", s.requireAuth(s.handleMachines))
+	m.HandleFunc("GET /machines/{mac}", s.requireAuth(s.handleMachineGet))
+	m.HandleFunc("PUT /machines/{mac}", s.requireAuth(s.handleMachinePut))
+	m.HandleFunc("DELETE /machines/{mac}", s.requireAuth(s.handleMachineDelete))
+	m.HandleFunc("PUT /images/{name}", s.requireAuth(s.handleImagePut))
+	m.HandleFunc("DELETE /images/{name}", s.requireAuth(s.handleImageDelete))
+	m.HandleFunc("PUT /boot/{name}", s.requireAuth(s.handleBootPut))
+	m.HandleFunc("GET /events/machines", s.requireAuth(s.handleEvents))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// Serve serves on l until ctx ends, then shuts down gracefully: new
+// connections are refused, requests in flight get up to grace to
+// finish, SSE streams are closed.
+func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(s.hub.close)
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.tls() {
+			err = hs.ServeTLS(l, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			err = hs.Serve(l)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		hs.Close()
+		err = nil
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Error("health check: database", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": "database: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"version": version.Version, "program": "bty-web"})
+}
+
+// writeJSON writes v as JSON with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError writes {"error": msg}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// internalError logs err and answers 500 without internals.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+}
+
+// decodeJSON reads a JSON body of at most limit bytes into v, refusing
+// unknown fields; on failure it answers 400/413 and returns false.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			writeError(w, http.StatusRequestEntityTooLarge, "the body is larger than "+strconv.FormatInt(limit, 10)+" bytes")
+		case errors.Is(err, io.EOF):
+			writeError(w, http.StatusBadRequest, "the body is empty: send a JSON object")
+		default:
+			writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		}
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one JSON value")
+		return false
+	}
+	return true
+}
+
+// statusWriter records the status and byte count of a response; it
+// passes ReadFrom through so files still go out with sendfile.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(w.ResponseWriter, r)
+	}
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument logs each request (never its credentials) and counts it.
+func (s *Server) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		level := slog.LevelDebug
+		if sw.code >= 500 {
+			level = slog.LevelError
+		} else if !strings.HasPrefix(route, "GET /pxe/") && route != "GET /metrics" && route != "GET /healthz" {
+			level = slog.LevelInfo
+		}
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.code,
+			"bytes", sw.bytes, "ms", time.Since(start).Milliseconds(), "client", clientAddr(r))
+	})
+}
