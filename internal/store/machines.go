@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// machineCols is the column list scanMachine reads, in its order.
+const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref, last_known_good,
+	discovered_at, last_seen_at, last_seen_ip, boot_policy, next_boot, last_flashed_at,
+	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanMachine(sc scanner) (Machine, error) {
+	var (
+		m                                          Machine
+		discovered, seen, flashed, wfRun, wfStatus sql.NullString
+		created, updated                           string
+	)
+	if err := sc.Scan(&m.MAC, &m.Image, &m.ProvisioningMode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
+		&discovered, &seen, &m.LastSeenIP, &m.BootPolicy, &m.NextBoot, &flashed,
+		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated); err != nil {
+		return Machine{}, err
+	}
+	var err error
+	for _, f := range []struct {
+		dst **time.Time
+		src sql.NullString
+	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}} {
+		if *f.dst, err = parseNullTime(f.src); err != nil {
+			return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+		}
+	}
+	if wfStatus.Valid {
+		st := wfStatus.String
+		m.LastWorkflowStatus = &st
+	}
+	if m.CreatedAt, err = parseTime(created); err != nil {
+		return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+	}
+	if m.UpdatedAt, err = parseTime(updated); err != nil {
+		return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+	}
+	return m, nil
+}
+
+// ListMachines returns every machine, ordered by MAC.
+func (s *SQLite) ListMachines(ctx context.Context) ([]Machine, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+machineCols+` FROM machines ORDER BY mac`)
+	if err != nil {
+		return nil, s.dbError("listing machines", err)
+	}
+	defer rows.Close()
+	ms := []Machine{}
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, s.dbError("listing machines", err)
+		}
+		ms = append(ms, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.dbError("listing machines", err)
+	}
+	return ms, nil
+}
+
+// GetMachine returns the machine with this (normalized) MAC, or
+// ErrNotFound.
+func (s *SQLite) GetMachine(ctx context.Context, mac string) (Machine, error) {
+	if err := checkMAC(mac); err != nil {
+		return Machine{}, err
+	}
+	return s.getMachine(ctx, s.r, mac)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *SQLite) getMachine(ctx context.Context, q queryer, mac string) (Machine, error) {
+	m, err := scanMachine(q.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE mac = ?`, mac))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Machine{}, fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+	}
+	if err != nil {
+		return Machine{}, s.dbError("reading machine "+mac, err)
+	}
+	return m, nil
+}
+
+// insertMachine writes a new record, every column from m.
+func insertMachine(ctx context.Context, tx dbtx, m Machine) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.MAC, m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
+		nullTime(m.DiscoveredAt), nullTime(m.LastSeenAt), m.LastSeenIP, m.BootPolicy, m.NextBoot, nullTime(m.LastFlashedAt),
+		nullTime(m.LastWorkflowRunAt), nullString(m.LastWorkflowStatus), m.LastWorkflowOutputPath,
+		formatTime(m.CreatedAt), formatTime(m.UpdatedAt))
+	return err
+}
+
+func nullString(p *string) sql.NullString {
+	if p == nil {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: *p, Valid: true}
+}
+
+// PutMachine creates a machine (boot_policy local unless u says, created
+// true) or updates the fields u sets. updated_at is now on every call.
+// Changing the boot policy resets next_boot to flash, so a machine put
+// (back) on flash reflashes on its next contact; putting the same policy
+// again leaves next_boot alone.
+func (s *SQLite) PutMachine(ctx context.Context, mac string, u MachineUpdate, now time.Time) (Machine, bool, error) {
+	if err := checkMAC(mac); err != nil {
+		return Machine{}, false, err
+	}
+	if err := validateUpdate(u); err != nil {
+		return Machine{}, false, err
+	}
+	now = now.UTC()
+	var (
+		m       Machine
+		created bool
+	)
+	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		var err error
+		m, err = s.getMachine(ctx, tx, mac)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			created = true
+			m = Machine{MAC: mac, BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: now, UpdatedAt: now}
+			applyUpdate(&m, u)
+			return insertMachine(ctx, tx, m)
+		case err != nil:
+			return err
+		}
+		if u.BootPolicy != nil && *u.BootPolicy != m.BootPolicy {
+			m.NextBoot = NextFlash
+		}
+		applyUpdate(&m, u)
+		m.UpdatedAt = now
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET image = ?, provisioning_mode = ?, hostname = ?,
+			cijoe_workflow_ref = ?, last_known_good = ?, boot_policy = ?, next_boot = ?, updated_at = ?
+			WHERE mac = ?`,
+			m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood, m.BootPolicy, m.NextBoot,
+			formatTime(m.UpdatedAt), mac)
+		return err
+	})
+	if err != nil {
+		return Machine{}, false, s.dbError("writing machine "+mac, err)
+	}
+	return m, created, nil
+}
+
+func applyUpdate(m *Machine, u MachineUpdate) {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&m.Image, u.Image)
+	set(&m.ProvisioningMode, u.ProvisioningMode)
+	set(&m.Hostname, u.Hostname)
+	set(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
+	set(&m.LastKnownGood, u.LastKnownGood)
+	set(&m.BootPolicy, u.BootPolicy)
+}
+
+// DeleteMachine removes a machine; ErrNotFound when there is none.
+func (s *SQLite) DeleteMachine(ctx context.Context, mac string) error {
+	if err := checkMAC(mac); err != nil {
+		return err
+	}
+	return s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE mac = ?`, mac)
+		if err != nil {
+			return s.dbError("deleting machine "+mac, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return s.dbError("deleting machine "+mac, err)
+		} else if n == 0 {
+			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// PXEContact records a PXE contact and decides what it is served:
+//
+//   - unknown MAC: inserted with boot_policy tui, discovered_at = now,
+//     served tui (Discovered set);
+//   - tui, local: served as their policy;
+//   - flash with next_boot local (the contact after a done): served
+//     local once, next_boot back to flash;
+//   - flash with next_boot flash: served flash.
+//
+// last_seen_at and last_seen_ip are set on every contact. updated_at
+// changes only when the contact changes the record's state (discovery,
+// next_boot advancing), not for last_seen_* alone, so it keeps meaning
+// "last changed" rather than "last booted".
+func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) (Contact, error) {
+	if err := checkMAC(mac); err != nil {
+		return Contact{}, err
+	}
+	now = now.UTC()
+	var c Contact
+	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		m, err := s.getMachine(ctx, tx, mac)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			m = Machine{MAC: mac, BootPolicy: PolicyTUI, NextBoot: NextFlash,
+				DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now}
+			c = Contact{Machine: m, Serve: PolicyTUI, Discovered: true}
+			return insertMachine(ctx, tx, m)
+		case err != nil:
+			return err
+		}
+		serve := m.BootPolicy
+		if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
+			serve = PolicyLocal
+			m.NextBoot = NextFlash
+			m.UpdatedAt = now
+		}
+		m.LastSeenAt, m.LastSeenIP = &now, ip
+		c = Contact{Machine: m, Serve: serve}
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET last_seen_at = ?, last_seen_ip = ?, next_boot = ?, updated_at = ?
+			WHERE mac = ?`, formatTime(now), ip, m.NextBoot, formatTime(m.UpdatedAt), mac)
+		return err
+	})
+	if err != nil {
+		return Contact{}, s.dbError("recording PXE contact of "+mac, err)
+	}
+	return c, nil
+}
+
+// FlashDone records a finished flash: last_flashed_at = now, next_boot =
+// local (the next contact boots the disk once). The boot policy is left
+// as it is. ErrNotFound for an unknown MAC.
+func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (Machine, error) {
+	if err := checkMAC(mac); err != nil {
+		return Machine{}, err
+	}
+	now = now.UTC()
+	var m Machine
+	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		var err error
+		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET last_flashed_at = ?, next_boot = ?, updated_at = ?
+			WHERE mac = ? RETURNING `+machineCols, formatTime(now), NextLocal, formatTime(now), mac))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return Machine{}, s.dbError("recording flash done of "+mac, err)
+	}
+	return m, nil
+}

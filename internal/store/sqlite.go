@@ -1,0 +1,260 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// SQLite is the embedded Store: one database file in WAL mode.
+//
+// Connections: one write connection, owned by a goroutine that runs every
+// write as a BEGIN IMMEDIATE transaction and commits concurrent writes
+// together (group commit, writer.go), so writers queue in Go instead of
+// spinning on SQLITE_BUSY; and a pool of query_only read connections,
+// which WAL lets read while the writer writes.
+//
+// Durability: synchronous=FULL. In WAL mode NORMAL already keeps every
+// committed transaction across a killed process (the WAL frames are in
+// the OS page cache when COMMIT returns) but may lose the last commits on
+// a power cut or kernel crash; FULL syncs the WAL on every commit, so a
+// write the caller was told about survives those too (a lost `done`
+// would reflash a machine). Group commit pays one fsync per batch, which
+// keeps FULL above the PXE throughput target (BenchmarkPXEContact); the
+// kill -9 test is in sqlite_test.go.
+type SQLite struct {
+	path   string
+	w      *sql.DB // one connection, writes only (owned by wr)
+	wr     *writer
+	r      *sql.DB // query_only readers
+	logger *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*SQLite)(nil)
+
+// synchronous is the PRAGMA synchronous of the write connection.
+const synchronous = "FULL"
+
+// busyTimeoutMS bounds the wait for another process's lock (a second
+// bty-web on the same file, the sqlite3 shell) before SQLITE_BUSY.
+const busyTimeoutMS = 10000
+
+// OpenSQLite opens (creating if missing) the state database at path,
+// creating its directory (0700) and file (0600), and applies pending
+// migrations. A database written by a newer bty-web is refused with a
+// *SchemaTooNewError.
+func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if path == "" {
+		return nil, errors.New("opening state database: empty path (set BTY_STATE_DIR)")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	if err := prepareFile(abs); err != nil {
+		return nil, err
+	}
+
+	w, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_txlock": {"immediate"},
+		"_pragma": {
+			fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS),
+			"journal_mode(WAL)",
+			"synchronous(" + synchronous + ")",
+			"foreign_keys(1)",
+		},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("opening state database %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	s := &SQLite{path: abs, w: w, logger: logger}
+	if err := s.setup(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		w.Close()
+		return nil, s.openError(err)
+	}
+	s.wr = startWriter(conn)
+
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	r, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_pragma": {
+			fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS),
+			"foreign_keys(1)",
+			"query_only(1)",
+		},
+	}))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening state database %s: %w", abs, err)
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxLifetime(0)
+	r.SetConnMaxIdleTime(0)
+	s.r = r
+	if err := r.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, s.openError(err)
+	}
+	return s, nil
+}
+
+// dsn is a file: URI for path (so any byte in the path survives) with
+// the driver's parameters.
+func dsn(path string, q url.Values) string {
+	u := url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// prepareFile creates the database's directory (0700) and file (0600)
+// when missing, so SQLite never creates them with the umask's modes, and
+// checks the directory takes new files (SQLite creates -wal and -shm
+// beside the database).
+func prepareFile(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory %s: %w (create it writable by this user, or set BTY_STATE_DIR to a writable directory)", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".bty-write-test-*")
+	if err != nil {
+		return fmt.Errorf("state directory %s is not writable: %w (make it writable by this user, or set BTY_STATE_DIR to a writable directory)", dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("state database %s is not writable: %w (fix its owner or mode, or set BTY_STATE_DIR to another directory)", path, err)
+		}
+		return fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("state database %s is not a regular file", path)
+	}
+	return nil
+}
+
+// setup checks WAL took effect and applies migrations.
+func (s *SQLite) setup(ctx context.Context) error {
+	var mode string
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return s.openError(err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("state database %s: journal mode is %q, not WAL (is it on a network filesystem? put BTY_STATE_DIR on a local disk)", s.path, mode)
+	}
+	ms, err := loadMigrations(migrationFS)
+	if err != nil {
+		return err
+	}
+	if err := migrate(ctx, s.w, s.path, ms, s.logger); err != nil {
+		var tooNew *SchemaTooNewError
+		if errors.As(err, &tooNew) {
+			return err
+		}
+		return s.openError(err)
+	}
+	return nil
+}
+
+// openError explains the SQLite errors an operator can act on.
+func (s *SQLite) openError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+			return fmt.Errorf("state database %s: %w (it is not a bty-web database or is damaged: move it aside and restore a backup, or set BTY_STATE_DIR elsewhere)", s.path, err)
+		case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM:
+			return fmt.Errorf("state database %s: %w (make the file and its directory writable by this user, or set BTY_STATE_DIR)", s.path, err)
+		case sqlite3.SQLITE_BUSY:
+			return fmt.Errorf("state database %s: %w (another process holds a lock on it: is a second bty-web running on it?)", s.path, err)
+		}
+	}
+	return fmt.Errorf("state database %s: %w", s.path, err)
+}
+
+// Path is the database file's absolute path.
+func (s *SQLite) Path() string { return s.path }
+
+// dbError wraps a database failure with the file and the operation.
+// ErrNotFound, validation errors, context errors and errors already
+// wrapped pass through unchanged.
+func (s *SQLite) dbError(op string, err error) error {
+	var de *dbErr
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrNotFound) || IsValidation(err) || errors.As(err, &de) {
+		return err
+	}
+	return &dbErr{path: s.path, op: op, err: err}
+}
+
+type dbErr struct {
+	path, op string
+	err      error
+}
+
+func (e *dbErr) Error() string { return fmt.Sprintf("state database %s: %s: %v", e.path, e.op, e.err) }
+func (e *dbErr) Unwrap() error { return e.err }
+
+// Ping checks both pools answer a query.
+func (s *SQLite) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return s.dbError("ping", err)
+	}
+	return nil
+}
+
+// Close closes both pools. The last connection to close checkpoints the
+// WAL into the database file.
+func (s *SQLite) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *SQLite) close() error {
+	var errs []error
+	if s.wr != nil {
+		errs = append(errs, s.wr.close())
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.w.Close())
+	return errors.Join(errs...)
+}
