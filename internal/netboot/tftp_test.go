@@ -263,4 +263,3 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 	}
 	return 0
 }
-
