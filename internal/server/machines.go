@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -56,6 +57,18 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 	var u store.MachineUpdate
 	if !decodeJSON(w, r, &u, 1<<20) {
 		return
+	}
+	if u.Hostname != nil && *u.Hostname != "" {
+		if err := provision.CheckHostname(*u.Hostname); err != nil {
+			writeError(w, http.StatusBadRequest, "hostname: "+err.Error())
+			return
+		}
+	}
+	if u.Image != nil && *u.Image != "" {
+		if err := checkName(*u.Image); err != nil {
+			writeError(w, http.StatusBadRequest, "image: "+err.Error()+"; use a name from GET /images")
+			return
+		}
 	}
 	m, created, err := s.store.PutMachine(r.Context(), mac, u, time.Now())
 	var ve *store.ValidationError

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/btyproject/bty/internal/store"
@@ -44,7 +43,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 			// nothing; the script says why on the console.
 			policy, p.Message = store.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned; booting the local disk"
 		} else {
-			p.ImageURL = p.ServerURL + "/images/" + url.PathEscape(m.Image)
+			p.ImageURL = imageURL(p.ServerURL, m.Image)
 			if e, ok := s.catalog.get(r.Context(), m.Image); ok && e.DecodedSHA256 != nil {
 				p.ImageSHA256 = *e.DecodedSHA256
 			} else if !ok {

@@ -34,6 +34,7 @@ type Server struct {
 	metrics    *metrics
 	catalog    *catalog
 	loginLimit *limiter
+	pxe        pxeServices
 }
 
 // New builds a server; reg receives its metrics (nil: a new registry).
@@ -87,6 +88,8 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("DELETE /images/{name}", s.requireAuth(s.handleImageDelete))
 	m.HandleFunc("PUT /boot/{name}", s.requireAuth(s.handleBootPut))
 	m.HandleFunc("GET /events/machines", s.requireAuth(s.handleEvents))
+	m.HandleFunc("GET /settings", s.requireAuth(s.handleSettingsGet))
+	m.HandleFunc("PUT /settings", s.requireAuth(s.handleSettingsPut))
 
 	m.HandleFunc("/", s.handleNoRoute)
 }

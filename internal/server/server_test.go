@@ -487,3 +487,71 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Errorf("shutdown took %s", d)
 	}
 }
+
+func TestPXEScriptsAndCadence(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.auth()
+	raw := randomBytes(t, 1<<20)
+	if r := ts.do(t, "PUT", "/images/debian.img", bytes.NewReader(raw), h); r.code != 201 {
+		t.Fatalf("upload: %d %s", r.code, r.body)
+	}
+	waitCatalog(t, ts, "debian.img")
+	mac := "52:54:00:00:00:07"
+	pxe := func() string { return string(ts.do(t, "GET", "/pxe/"+strings.ToUpper(mac), nil, nil).body) }
+
+	// Flash policy without an image: the disk boots, and the console says why.
+	ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"boot_policy":"flash"}`), h)
+	if s := pxe(); !strings.Contains(s, "no image assigned") || !strings.Contains(s, "sanboot") {
+		t.Errorf("flash without image:\n%s", s)
+	}
+	ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"image":"debian.img","provisioning_mode":"cloud-init","hostname":"n7"}`), h)
+	flashWant := []string{
+		"kernel " + ts.URL + "/boot/bty-live-x86_64.vmlinuz initrd=bty-live-x86_64.initrd",
+		"bty.server=" + ts.URL, "bty.mac=" + mac, "bty.image_url=" + ts.URL + "/images/debian.img",
+		"bty.provisioning=cloud-init", "bty.sha256=" + sha(raw), "bty.hostname=n7",
+	}
+	// Per-job cadence: flash until done; after done the disk boots once,
+	// then the next contact flashes again.
+	for i, want := range []string{"flash", "flash", "done", "local", "flash", "flash"} {
+		if want == "done" {
+			var m store.Machine
+			r := ts.do(t, "POST", "/pxe/"+mac+"/done", nil, nil)
+			r.json(t, &m)
+			if r.code != 200 || m.LastFlashedAt == nil || m.BootPolicy != "flash" || m.NextBoot != "local" {
+				t.Fatalf("done: %d %s", r.code, r.body)
+			}
+			continue
+		}
+		s := pxe()
+		switch want {
+		case "flash":
+			for _, w := range flashWant {
+				if !strings.Contains(s, w) {
+					t.Errorf("contact %d: flash script lacks %q:\n%s", i, w, s)
+				}
+			}
+		case "local":
+			if !strings.Contains(s, "iseq ${platform} efi") || !strings.Contains(s, "sanboot --no-describe --drive 0x80 || exit") {
+				t.Errorf("contact %d: want the local script:\n%s", i, s)
+			}
+		}
+	}
+	// tui for a new machine.
+	if s := pxe2(t, ts, "52:54:00:00:00:08"); !strings.Contains(s, "bty.mode=interactive") {
+		t.Errorf("tui script:\n%s", s)
+	}
+	// The bootstrap names the host the request used.
+	if s := string(ts.do(t, "GET", "/pxe-bootstrap.ipxe", nil, nil).body); !strings.Contains(s, "chain "+ts.URL+"/pxe/${net0/mac:hexhyp}") {
+		t.Errorf("bootstrap:\n%s", s)
+	}
+	// A hostname that would inject kernel arguments is refused by the
+	// store, so it never reaches a script.
+	r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"hostname":"x bty.image_url=http://evil/"}`), h)
+	if r.code != 400 {
+		t.Errorf("hostname with a space: %d %s", r.code, r.body)
+	}
+}
+
+func pxe2(t *testing.T, ts *testServer, mac string) string {
+	return string(ts.do(t, "GET", "/pxe/"+mac, nil, nil).body)
+}
