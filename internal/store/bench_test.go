@@ -42,7 +42,7 @@ func seedMachines(tb testing.TB, s *SQLite, n int) {
 // contacts/s and the latency percentiles of one call.
 func BenchmarkPXEContact(b *testing.B) {
 	const machines = 10000
-	for _, par := range []int{1, 8} {
+	for _, par := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
 			s, err := OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "state.db"), nil)
 			if err != nil {

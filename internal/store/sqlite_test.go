@@ -796,3 +796,28 @@ func TestHelperWriter(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestWritePanic: a panicking write function panics in its caller, is
+// rolled back, and leaves the writer working.
+func TestWritePanic(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want boom", p)
+			}
+		}()
+		s.write(ctx, func(ctx context.Context, tx dbtx) error {
+			insertMachine(ctx, tx, Machine{MAC: "aa:bb:cc:dd:ee:ff", BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: t0, UpdatedAt: t0})
+			panic("boom")
+		})
+		t.Error("write returned, want a panic")
+	}()
+	if _, err := s.GetMachine(ctx, "aa:bb:cc:dd:ee:ff"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the panicking write was kept: %v", err)
+	}
+	if _, err := s.PXEContact(ctx, "aa:bb:cc:dd:ee:ff", "10.0.0.1", t0); err != nil {
+		t.Errorf("writer broken after a panic: %v", err)
+	}
+}

@@ -36,6 +36,8 @@ type writeReq struct {
 	ctx  context.Context
 	fn   func(ctx context.Context, tx dbtx) error
 	done chan error
+	// panicked is fn's panic value, set before done is sent.
+	panicked any
 }
 
 // ErrClosed: the store was closed.
@@ -73,7 +75,11 @@ func (s *SQLite) write(ctx context.Context, fn func(ctx context.Context, tx dbtx
 	case <-s.wr.quit:
 		return ErrClosed
 	}
-	return <-req.done
+	err := <-req.done
+	if req.panicked != nil {
+		panic(req.panicked)
+	}
+	return err
 }
 
 func (w *writer) loop() {
@@ -118,6 +124,12 @@ func (w *writer) run(batch []*writeReq) {
 			}
 		}
 	}
+	// abort fails every write of the batch not failed yet (those already
+	// run included: their savepoints go with the transaction).
+	abort := func(err error) {
+		failAll(err)
+		w.rollback()
+	}
 	if _, err := w.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
 		failAll(fmt.Errorf("begin: %w", err))
 		return
@@ -128,11 +140,10 @@ func (w *writer) run(batch []*writeReq) {
 			continue
 		}
 		if _, err := w.exec(ctx, "SAVEPOINT w"); err != nil {
-			failAll(fmt.Errorf("savepoint: %w", err))
-			w.rollback()
+			abort(fmt.Errorf("savepoint: %w", err))
 			return
 		}
-		if err := r.fn(ctx, w); err != nil {
+		if err := w.call(ctx, r); err != nil {
 			errs[i] = err
 			// A statement error may have ended the whole transaction
 			// (SQLITE_FULL, IOERR): then ROLLBACK TO fails and nothing
@@ -142,32 +153,32 @@ func (w *writer) run(batch []*writeReq) {
 				_, rerr = w.exec(ctx, "RELEASE w")
 			}
 			if rerr != nil {
-				failAll(fmt.Errorf("transaction aborted by %v (rollback: %w)", err, rerr))
-				for j := range errs[:i] {
-					errs[j] = fmt.Errorf("transaction aborted by another write: %w", err)
-				}
-				w.rollback()
+				abort(fmt.Errorf("transaction aborted by %w (rollback: %v)", err, rerr))
 				return
 			}
 			continue
 		}
 		if _, err := w.exec(ctx, "RELEASE w"); err != nil {
-			failAll(fmt.Errorf("release savepoint: %w", err))
-			for j := range errs[:i] {
-				errs[j] = fmt.Errorf("commit: %w", err)
-			}
-			w.rollback()
+			abort(fmt.Errorf("release savepoint: %w", err))
 			return
 		}
 	}
 	if _, err := w.exec(ctx, "COMMIT"); err != nil {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = fmt.Errorf("commit: %w", err)
-			}
-		}
-		w.rollback()
+		abort(fmt.Errorf("commit: %w", err))
 	}
+}
+
+// call runs r.fn; a panic in it is handed to r's caller to re-raise in
+// its own goroutine (where net/http recovers it) instead of killing the
+// writer, and r's write is rolled back like a failed one.
+func (w *writer) call(ctx context.Context, r *writeReq) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.panicked = p
+			err = fmt.Errorf("panic in write: %v", p)
+		}
+	}()
+	return r.fn(ctx, w)
 }
 
 // rollback ends a failed transaction; an error means none was open.
