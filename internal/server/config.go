@@ -66,7 +66,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
 	var err error
-	if c.Port, err = envPort(getenv, "BTY_WEB_PORT", 8080, false); err != nil {
+	// Port 0 picks a free port (the log says which).
+	if c.Port, err = envPort(getenv, "BTY_WEB_PORT", 8080, true); err != nil {
 		return c, err
 	}
 	if c.TFTPPort, err = envPort(getenv, "BTY_TFTP_PORT", 69, true); err != nil {
@@ -106,10 +107,7 @@ func envPort(getenv func(string) string, key string, def int, zeroOK bool) (int,
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || n > 65535 || (n == 0 && !zeroOK) {
-		if zeroOK {
-			return 0, fmt.Errorf("%s=%q: want a port number 1-65535, or 0 for off", key, v)
-		}
-		return 0, fmt.Errorf("%s=%q: want a port number 1-65535", key, v)
+		return 0, fmt.Errorf("%s=%q: want a port number 0-65535", key, v)
 	}
 	return n, nil
 }
