@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench vmtest vmtest-run clean
+.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean
 
 all: build
 
@@ -44,6 +44,11 @@ lint:
 demo: build
 	@scripts/install-deps.sh test
 	scripts/demo.sh
+
+## bench-web: bty-web under wrk (10,000 machines) and image downloads against nginx
+bench-web: build
+	@scripts/install-deps.sh bench-web
+	scripts/bench-web.sh
 
 ## bench: flash benchmark against dd, zstd|dd, gzip|dd, xz|dd, qemu-img, bmaptool (root, minutes)
 bench: build

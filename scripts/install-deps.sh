@@ -20,11 +20,13 @@ case $what in
   bench)
     pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
           [/usr/bin/time]=time) ;;
+  bench-web)
+    pkg+=([wrk]=wrk [nginx]=nginx [curl]=curl) ;;
   vm)
     pkg+=([debootstrap]=debootstrap [mcopy]=mtools [mkfs.vfat]=dosfstools
           [qemu-system-x86_64]=qemu-system-x86 [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
           [mountpoint]=util-linux [flock]=util-linux) ;;
-  *) echo "usage: $0 test|bench|vm" >&2; exit 2 ;;
+  *) echo "usage: $0 test|bench|bench-web|vm" >&2; exit 2 ;;
 esac
 
 missing=()
