@@ -14,6 +14,7 @@ declare -A pkg=(
   [mkfs.btrfs]=btrfs-progs [mkfs.xfs]=xfsprogs [mkfs.vfat]=dosfstools
   [cryptsetup]=cryptsetup-bin [pvcreate]=lvm2 [blkid]=util-linux
   [debugfs]=e2fsprogs [mkswap]=util-linux
+  [curl]=curl [ip]=iproute2 [dnsmasq]=dnsmasq-base [/usr/lib/ipxe/ipxe.efi]=ipxe
 )
 case $what in
   test) ;;

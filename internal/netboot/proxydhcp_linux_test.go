@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,10 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/client4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -339,5 +343,158 @@ func TestProxyDHCPNetns(t *testing.T) {
 	}
 	if got := metricValue(t, reg, "bty_proxydhcp_ignored_total", map[string]string{"reason": "not_pxe"}); got < 1 {
 		t.Errorf("bty_proxydhcp_ignored_total{reason=not_pxe} = %v", got)
+	}
+}
+
+// proxyView is what a PXE client takes from a proxy reply.
+type proxyView struct {
+	Type                   string
+	Yiaddr, Siaddr, Ciaddr string
+	Broadcast              bool
+	File, ServerID, Vendor string
+	Opt43, UUID            string
+	Options                []int // every option code present
+}
+
+func viewOf(m *dhcpv4.DHCPv4) *proxyView {
+	if m == nil {
+		return nil
+	}
+	v := &proxyView{
+		Type: m.MessageType().String(), Yiaddr: m.YourIPAddr.String(), Siaddr: m.ServerIPAddr.String(),
+		Ciaddr: m.ClientIPAddr.String(), Broadcast: m.IsBroadcast(), File: m.BootFileName,
+		ServerID: fmt.Sprint(m.ServerIdentifier()), Vendor: m.ClassIdentifier(),
+		Opt43: hex.EncodeToString(m.Options.Get(dhcpv4.OptionVendorSpecificInformation)),
+		UUID:  hex.EncodeToString(m.Options.Get(dhcpv4.OptionClientMachineIdentifier)),
+	}
+	for code := range m.Options {
+		v.Options = append(v.Options, int(code))
+	}
+	slices.Sort(v.Options)
+	return v
+}
+
+// startDnsmasq runs dnsmasq in proxy mode in the server namespace with
+// the boot files bty's responder hands out, until the test ends.
+func startDnsmasq(t *testing.T, n netnsPair) {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"netns", "exec", n.server, "dnsmasq", "-d", "--conf-file=/dev/null", "--port=0",
+		"--interface=" + nsServerIf, "--bind-interfaces", "--log-dhcp",
+		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "pid"),
+		"--dhcp-range=192.0.2.0,proxy,255.255.255.0",
+		// No pxe-service menu: the boot file comes from dhcp-boot. A
+		// prompt turns dnsmasq's PXE support on; "PXE" with timeout 0
+		// is the prompt it sends by default.
+		"--pxe-prompt=PXE,0",
+		"--dhcp-userclass=set:ipxe,iPXE",
+		"--dhcp-match=set:efi,option:client-arch,7", "--dhcp-match=set:efi,option:client-arch,9",
+		"--dhcp-match=set:bios,option:client-arch,0",
+		"--dhcp-boot=tag:ipxe," + nsHTTP + BootstrapPath + ",," + nsServerIP.String(),
+		"--dhcp-boot=tag:!ipxe,tag:efi,ipxe.efi,," + nsServerIP.String(),
+		"--dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,," + nsServerIP.String(),
+	}
+	cmd := exec.Command("ip", args...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Logf("dnsmasq output:\n%s", out.String())
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "proxy on subnet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dnsmasq did not start:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestProxyDHCPMatchesDnsmasq sends the same DISCOVERs and port-4011
+// REQUESTs to bty's responder and to dnsmasq in proxy mode (the
+// reference DESIGN.md names) and compares what a client gets.
+func TestProxyDHCPMatchesDnsmasq(t *testing.T) {
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("dnsmasq not installed (scripts/install-deps.sh test installs dnsmasq-base): it is the reference")
+	}
+	n := newNetnsPair(t)
+	type probe struct {
+		name string
+		port int
+		mods []dhcpv4.Modifier
+	}
+	probes := []probe{
+		{"uefi x86-64", 67, pxeMods(vendorUEFI, 7, false)},
+		{"uefi bc", 67, pxeMods("PXEClient:Arch:00009:UNDI:003016", 9, false)},
+		{"bios", 67, pxeMods(vendorBIOS, 0, false)},
+		{"ipxe uefi", 67, pxeMods(vendorUEFI, 7, true)},
+		{"ipxe bios", 67, pxeMods(vendorBIOS, 0, true)},
+		{"not pxe", 67, []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("udhcp 1.36.1"))}},
+		{"4011 uefi", 4011, pxeMods(vendorUEFI, 7, false)},
+		{"4011 ipxe", 4011, pxeMods(vendorUEFI, 7, true)},
+		{"4011 bios", 4011, pxeMods(vendorBIOS, 0, false)},
+	}
+	ours, theirs := map[string]*proxyView{}, map[string]*proxyView{}
+	run := func(t *testing.T, port int, into map[string]*proxyView) {
+		for _, pr := range probes {
+			if pr.port != port {
+				continue
+			}
+			var reply *dhcpv4.DHCPv4
+			if pr.port == DHCPPort {
+				reply, _ = discoverFrom(t, n, 1500*time.Millisecond, pr.mods...)
+			} else {
+				reply, _ = requestFrom(t, n, nsServerIP, PXEPort, request(t, nsServerIP, pr.mods...), 1500*time.Millisecond)
+			}
+			into[pr.name] = viewOf(reply)
+		}
+	}
+	// DISCOVERs come from a client with no address yet; the port 4011
+	// REQUESTs after it has one.
+	for _, port := range []int{DHCPPort, PXEPort} {
+		if port == PXEPort {
+			n.addClientAddr(t)
+		}
+		t.Run(fmt.Sprintf("bty port %d", port), func(t *testing.T) {
+			p := NewProxyDHCP(slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+			startProxy(t, n, p, nsHTTP)
+			defer p.Stop()
+			run(t, port, ours)
+		})
+		t.Run(fmt.Sprintf("dnsmasq port %d", port), func(t *testing.T) {
+			startDnsmasq(t, n)
+			run(t, port, theirs)
+		})
+	}
+	for _, pr := range probes {
+		if (ours[pr.name] == nil) != (pr.name == "not pxe") {
+			t.Errorf("%s: bty's reply %+v", pr.name, ours[pr.name])
+		}
+		if d := cmp.Diff(theirs[pr.name], ours[pr.name]); d != "" {
+			t.Errorf("%s: bty's reply differs from dnsmasq's (-dnsmasq +bty):\n%s", pr.name, d)
+		} else {
+			t.Logf("%s: same as dnsmasq: %+v", pr.name, ours[pr.name])
+		}
 	}
 }
