@@ -134,5 +134,5 @@ mkdir -p "$repo/.cache"
   echo "| GET /pxe/{mac}, $count machines, wrk -t2 -c$conns ${secs}s | $rps req/s, p50 $p50, p99 $p99 | >= 5000 req/s, p99 < 25 ms |"
   echo "| $downloads concurrent downloads of ${image_mib} MiB | bty-web $bty_rate MiB/s, nginx $nginx_rate MiB/s (best of 2 rounds each: ${bty_rates[*]} / ${nginx_rates[*]}) | bty-web >= 0.9x nginx |"
   echo "| ratio bty-web / nginx | $ratio | >= 0.90 |"
-  [ -n "$errs" ] && echo && echo "wrk reported: $errs"
+  if [ -n "$errs" ]; then echo; echo "wrk reported: $errs"; fi
 } | tee "$out"
