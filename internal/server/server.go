@@ -90,6 +90,8 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /events/machines", s.requireAuth(s.handleEvents))
 	m.HandleFunc("GET /settings", s.requireAuth(s.handleSettingsGet))
 	m.HandleFunc("PUT /settings", s.requireAuth(s.handleSettingsPut))
+	m.HandleFunc("GET /state/export", s.requireAuth(s.handleExport))
+	m.HandleFunc("POST /state/import", s.requireAuth(s.handleImport))
 
 	m.HandleFunc("/", s.handleNoRoute)
 }

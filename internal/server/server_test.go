@@ -555,3 +555,37 @@ func TestPXEScriptsAndCadence(t *testing.T) {
 func pxe2(t *testing.T, ts *testServer, mac string) string {
 	return string(ts.do(t, "GET", "/pxe/"+mac, nil, nil).body)
 }
+
+func TestExportImport(t *testing.T) {
+	a := startServer(t, nil)
+	a.do(t, "GET", "/pxe/52:54:00:00:00:21", nil, nil)
+	a.do(t, "PUT", "/machines/52:54:00:00:00:22", strings.NewReader(`{"image":"x.img","boot_policy":"flash","hostname":"h22"}`), a.auth())
+	a.do(t, "POST", "/pxe/52:54:00:00:00:22/done", nil, nil)
+	r := a.do(t, "GET", "/state/export", nil, a.auth())
+	if r.code != 200 || !strings.Contains(r.header.Get("Content-Disposition"), "bty-state-") {
+		t.Fatalf("export: %d %v", r.code, r.header)
+	}
+	if bytes.Contains(r.body, []byte("argon2")) || bytes.Contains(r.body, []byte(a.token)) {
+		t.Error("the export carries a secret")
+	}
+	if code := a.do(t, "GET", "/state/export", nil, nil).code; code != 401 {
+		t.Errorf("unauthenticated export: %d", code)
+	}
+
+	b := startServer(t, nil)
+	if r := b.do(t, "POST", "/state/import", bytes.NewReader(r.body), b.auth()); r.code != 200 {
+		t.Fatalf("import: %d %s", r.code, r.body)
+	}
+	var am, bm []store.Machine
+	a.do(t, "GET", "/machines", nil, a.auth()).json(t, &am)
+	b.do(t, "GET", "/machines", nil, b.auth()).json(t, &bm)
+	if len(am) != 2 || fmt.Sprint(am) != fmt.Sprint(bm) {
+		t.Errorf("after import:\n%v\nwant\n%v", bm, am)
+	}
+	for _, bad := range []string{`{"format":"zip"}`, `{"format":"bty-state-v1","machines":[{"mac":"nope"}]}`,
+		`{"format":"bty-state-v1","machines":[{"mac":"52:54:00:00:00:30","boot_policy":"sometimes"}]}`} {
+		if r := b.do(t, "POST", "/state/import", strings.NewReader(bad), b.auth()); r.code != 400 {
+			t.Errorf("import %s: %d %s", bad, r.code, r.body)
+		}
+	}
+}

@@ -262,3 +262,50 @@ func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (Mach
 	}
 	return m, nil
 }
+
+// ImportMachines replaces or inserts whole records in one transaction.
+func (s *SQLite) ImportMachines(ctx context.Context, ms []Machine) error {
+	for i := range ms {
+		m := &ms[i]
+		if err := checkMAC(m.MAC); err != nil {
+			return err
+		}
+		if err := validateUpdate(MachineUpdate{BootPolicy: &m.BootPolicy, ProvisioningMode: &m.ProvisioningMode}); err != nil {
+			return &ValidationError{Field: m.MAC, Msg: err.Error()}
+		}
+		if m.NextBoot != NextFlash && m.NextBoot != NextLocal {
+			m.NextBoot = NextFlash
+		}
+		if m.LastWorkflowStatus != nil {
+			switch *m.LastWorkflowStatus {
+			case WorkflowRunning, WorkflowSuccess, WorkflowFailed:
+			default:
+				return &ValidationError{Field: m.MAC, Msg: "last_workflow_status must be running, success, failed or null"}
+			}
+		}
+		if m.CreatedAt.IsZero() {
+			m.CreatedAt = time.Now().UTC()
+		}
+		if m.UpdatedAt.IsZero() {
+			m.UpdatedAt = m.CreatedAt
+		}
+	}
+	return s.dbErrorOrNil("importing machines", s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		for _, m := range ms {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE mac = ?`, m.MAC); err != nil {
+				return err
+			}
+			if err := insertMachine(ctx, tx, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+func (s *SQLite) dbErrorOrNil(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return s.dbError(op, err)
+}

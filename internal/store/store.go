@@ -123,6 +123,11 @@ type Store interface {
 	ImageHash(ctx context.Context, name string, size int64, mtime time.Time) (string, error)
 	SetImageHash(ctx context.Context, name string, size int64, mtime time.Time, sha256 string) error
 
+	// ImportMachines writes whole records (every field, timestamps
+	// included) in one transaction, replacing records with the same
+	// MAC: restoring an export. Every record is validated first.
+	ImportMachines(ctx context.Context, ms []Machine) error
+
 	// Ping checks the database answers (GET /healthz).
 	Ping(ctx context.Context) error
 	Close() error
