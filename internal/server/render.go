@@ -248,7 +248,14 @@ func (s *Server) handleSettingsPut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.applyProxyDHCP(iface, subnet); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		// The responder stops when a new setting cannot start: bring
+		// the stored one back.
+		oldIface, _ := s.store.Setting(ctx, SettingProxyIface)
+		oldSubnet, _ := s.store.Setting(ctx, SettingProxySubnet)
+		if rerr := s.applyProxyDHCP(oldIface, oldSubnet); rerr != nil {
+			s.log.Error("proxy-DHCP: restoring the previous setting", "iface", oldIface, "err", rerr)
+		}
+		writeError(w, http.StatusBadRequest, err.Error()+"; the previous setting stays")
 		return
 	}
 	now := time.Now()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -70,6 +72,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	}
 	ts := &testServer{URL: "http://" + l.Addr().String(), cfg: cfg, st: st, stop: cancel, done: make(chan error, 1)}
 	ts.srv = New(cfg, st, log, nil)
+	if err := ts.srv.startPXEServices(ctx, prometheus.NewRegistry(), l.Addr().(*net.TCPAddr).Port); err != nil {
+		t.Fatal(err)
+	}
 	go func() { ts.done <- ts.srv.Serve(ctx, l, 2*time.Second) }()
 	t.Cleanup(func() {
 		cancel()
@@ -587,5 +592,55 @@ func TestExportImport(t *testing.T) {
 		if r := b.do(t, "POST", "/state/import", strings.NewReader(bad), b.auth()); r.code != 400 {
 			t.Errorf("import %s: %d %s", bad, r.code, r.body)
 		}
+	}
+}
+
+// TestSettingsProxyDHCP applies proxy-DHCP settings live through the API
+// (on a dummy interface in a network namespace of its own would be
+// cleaner; loopback is enough to bind and report).
+func TestSettingsProxyDHCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("binding DHCP ports needs root")
+	}
+	ts := startServer(t, nil)
+	h := ts.auth()
+	var doc struct {
+		Iface  string `json:"proxydhcp_iface"`
+		Status struct {
+			Running      bool
+			Interface    string
+			BootstrapURL string
+		} `json:"proxydhcp_status"`
+		Interfaces []ifaceInfo `json:"interfaces"`
+	}
+	r := ts.do(t, "PUT", "/settings", strings.NewReader(`{"proxydhcp_iface":"lo","proxydhcp_subnet":"127.0.0.0/8"}`), h)
+	r.json(t, &doc)
+	if r.code != 200 || !doc.Status.Running || doc.Status.Interface != "lo" ||
+		doc.Status.BootstrapURL != ts.URL+"/pxe-bootstrap.ipxe" || len(doc.Interfaces) == 0 {
+		t.Fatalf("PUT settings: %d %s", r.code, r.body)
+	}
+	if v, _ := ts.st.Setting(context.Background(), SettingProxyIface); v != "lo" {
+		t.Errorf("stored iface %q", v)
+	}
+	for _, bad := range []string{`{"proxydhcp_iface":"nosuch0"}`, `{"proxydhcp_iface":"lo","proxydhcp_subnet":"10.9.9.0/24"}`,
+		`{"proxydhcp_iface":"lo","proxydhcp_subnet":"banana"}`} {
+		if r := ts.do(t, "PUT", "/settings", strings.NewReader(bad), h); r.code != 400 {
+			t.Errorf("%s: %d %s", bad, r.code, r.body)
+		}
+	}
+	if v, _ := ts.st.Setting(context.Background(), SettingProxyIface); v != "lo" {
+		t.Errorf("a refused setting was stored: %q", v)
+	}
+	ts.do(t, "GET", "/settings", nil, h).json(t, &doc)
+	if !doc.Status.Running || doc.Status.Interface != "lo" {
+		t.Errorf("after refused changes the responder is not back on lo: %+v", doc.Status)
+	}
+	r = ts.do(t, "PUT", "/settings", strings.NewReader(`{"proxydhcp_iface":""}`), h)
+	r.json(t, &doc)
+	if r.code != 200 || doc.Status.Running {
+		t.Errorf("turning proxy-DHCP off: %d %s", r.code, r.body)
+	}
+	if r := ts.do(t, "PUT", "/settings", strings.NewReader(`{"proxydhcp_iface":"lo"}`), nil); r.code != 401 {
+		t.Errorf("unauthenticated settings: %d", r.code)
 	}
 }
