@@ -1,0 +1,188 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+)
+
+// Login exchanges the admin password for a session and makes the client
+// use its token. A wrong password is an *APIError with status 401.
+func (c *Client) Login(ctx context.Context, password string) (Session, error) {
+	var s Session
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("auth", "login"),
+		body: map[string]string{"password": password}}, &s)
+	if err != nil {
+		return Session{}, err
+	}
+	if s.Token == "" {
+		return Session{}, fmt.Errorf("%s answered the login without a token (is it a bty-web server?)", c.Server())
+	}
+	c.token = s.Token
+	return s, nil
+}
+
+// Logout revokes the client's session token on the server.
+func (c *Client) Logout(ctx context.Context) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("auth", "logout"), auth: true}, nil)
+	return err
+}
+
+// RevokeAll revokes every session (this one too) and returns how many.
+func (c *Client) RevokeAll(ctx context.Context) (int, error) {
+	var out struct {
+		Revoked int `json:"revoked"`
+	}
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("auth", "revoke-all"), auth: true}, &out)
+	return out.Revoked, err
+}
+
+// Version asks the server what it is (open route).
+func (c *Client) Version(ctx context.Context) (ServerVersion, error) {
+	var v ServerVersion
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("version")}, &v)
+	return v, err
+}
+
+// Machines lists every machine, by MAC.
+func (c *Client) Machines(ctx context.Context) ([]Machine, error) {
+	var ms []Machine
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines"), auth: true}, &ms)
+	if ms == nil && err == nil {
+		ms = []Machine{}
+	}
+	return ms, err
+}
+
+// Machine returns one machine; an unknown MAC is a 404 *APIError. The
+// server accepts any case with ':' or '-'.
+func (c *Client) Machine(ctx context.Context, mac string) (Machine, error) {
+	var m Machine
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines", mac), auth: true}, &m)
+	return m, err
+}
+
+// PutMachine creates or updates a machine; created says which.
+func (c *Client) PutMachine(ctx context.Context, mac string, u MachineUpdate) (m Machine, created bool, err error) {
+	code, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("machines", mac), body: u, auth: true}, &m)
+	return m, code == http.StatusCreated, err
+}
+
+// DeleteMachine deletes a machine; an unknown MAC is a 404 *APIError.
+func (c *Client) DeleteMachine(ctx context.Context, mac string) error {
+	_, err := c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("machines", mac), auth: true}, nil)
+	return err
+}
+
+// PXEDone is the live env's signal that it flashed the machine (open
+// route); the server records last_flashed_at and answers the record.
+func (c *Client) PXEDone(ctx context.Context, mac string) (Machine, error) {
+	var m Machine
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac, "done")}, &m)
+	return m, err
+}
+
+// Images lists the server's image catalog (open route).
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	var out []Image
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("images")}, &out)
+	if out == nil && err == nil {
+		out = []Image{}
+	}
+	return out, err
+}
+
+// ImageURL is where an image's bytes are served (GET, with Range).
+func (c *Client) ImageURL(name string) string { return c.endpoint("images", name) }
+
+// BootURL is where a live-env artifact is served.
+func (c *Client) BootURL(name string) string { return c.endpoint("boot", name) }
+
+// UploadOptions tune an upload.
+type UploadOptions struct {
+	// SHA256 is the expected hex digest of the bytes; the server refuses
+	// the upload (and keeps nothing) when they differ.
+	SHA256 string
+	// Progress, when set, is called as bytes are sent, from the
+	// transport's goroutine, with the count so far and the total (-1
+	// when unknown). It must be cheap; throttle drawing yourself.
+	Progress func(sent, total int64)
+}
+
+// UploadImage stores body (size bytes, -1 unknown) as the image name.
+// The server checks the bytes' format against the name's suffix and
+// the optional sha256. replaced says whether an image of that name was
+// overwritten.
+func (c *Client) UploadImage(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (img Image, replaced bool, err error) {
+	code, err := c.upload(ctx, c.endpoint("images", name), body, size, opt, &img)
+	return img, code == http.StatusOK, err
+}
+
+// BootFiles lists the live-env artifacts (open route): the required
+// ones, present or not, and any other file in the boot directory.
+func (c *Client) BootFiles(ctx context.Context) ([]BootFile, error) {
+	var out []BootFile
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("boot")}, &out)
+	if out == nil && err == nil {
+		out = []BootFile{}
+	}
+	return out, err
+}
+
+// UploadBoot stores body as the live-env artifact name.
+func (c *Client) UploadBoot(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (b BootUpload, replaced bool, err error) {
+	code, err := c.upload(ctx, c.endpoint("boot", name), body, size, opt, &b)
+	return b, code == http.StatusOK, err
+}
+
+func (c *Client) upload(ctx context.Context, u string, body io.Reader, size int64, opt UploadOptions, out any) (int, error) {
+	if body == nil {
+		return 0, errors.New("upload: nil body")
+	}
+	h := http.Header{}
+	if s := strings.TrimSpace(opt.SHA256); s != "" {
+		h.Set("X-Checksum-Sha256", strings.ToLower(s))
+	}
+	if opt.Progress != nil {
+		body = &progressReader{r: body, total: size, fn: opt.Progress}
+	}
+	// The transport closes a body that is an io.Closer; the caller owns
+	// its file, so hide Close.
+	body = struct{ io.Reader }{body}
+	return c.do(ctx, request{method: http.MethodPut, url: u, raw: body, size: size, header: h, auth: true}, out)
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r     io.Reader
+	n     atomic.Int64
+	total int64
+	fn    func(sent, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(p.n.Add(int64(n)), p.total)
+	}
+	return n, err
+}
+
+// Settings returns the server's settings (proxy-DHCP) and interfaces.
+func (c *Client) Settings(ctx context.Context) (Settings, error) {
+	var s Settings
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("settings"), auth: true}, &s)
+	return s, err
+}
+
+// PutSettings changes settings; the server applies them live and
+// refuses (keeping the old ones) what it cannot apply.
+func (c *Client) PutSettings(ctx context.Context, u SettingsUpdate) (Settings, error) {
+	var s Settings
+	_, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("settings"), body: u, auth: true}, &s)
+	return s, err
+}

@@ -1,0 +1,85 @@
+// Package clienttest starts a real bty-web server on loopback for the
+// tests of its clients (internal/client, internal/ctl): the same
+// server.New and Serve as bty-web, over SQLite in a temp directory.
+package clienttest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/btyproject/bty/internal/server"
+	"github.com/btyproject/bty/internal/store"
+)
+
+// Password is the admin password of every test server.
+const Password = "correct horse battery staple"
+
+// Server is a running test server.
+type Server struct {
+	URL    string
+	Config server.Config
+	Store  store.Store
+}
+
+// Start runs a server until the test ends; mod may adjust its config.
+func Start(t testing.TB, mod func(*server.Config)) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := server.Config{
+		StateDir:   filepath.Join(dir, "state"),
+		ImageRoot:  filepath.Join(dir, "images"),
+		BootDir:    filepath.Join(dir, "boot"),
+		Host:       "127.0.0.1",
+		MaxUpload:  256 << 20,
+		SessionTTL: time.Hour,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	for _, d := range []string{cfg.StateDir, cfg.ImageRoot, cfg.BootDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.DiscardHandler)
+	if testing.Verbose() && os.Getenv("BTY_TEST_SERVER_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	st, err := store.OpenSQLite(ctx, cfg.DBPath(), log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if _, err := server.EnsureAdminPassword(ctx, st, Password); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	srv := server.New(cfg, st, log, nil)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l, 2*time.Second) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return 10 s after shutdown")
+		}
+		srv.Close()
+		st.Close()
+	})
+	return &Server{URL: "http://" + l.Addr().String(), Config: cfg, Store: st}
+}
