@@ -1,18 +1,21 @@
-// Command bty-ctl is not built yet; see the project's issues.
+// Command bty-ctl manages a remote bty-web: sessions, machines, images,
+// live-env artifacts and settings. All logic lives in internal/ctl.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/btyproject/bty/internal/version"
+	"github.com/btyproject/bty/internal/ctl"
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("bty-ctl", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "bty-ctl: not yet built in this version of bty; use the bty command")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C cancels the request in flight; a second one kills at once.
+	go func() { <-ctx.Done(); stop() }()
+	code := ctl.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -1,0 +1,113 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/client"
+)
+
+func newBootCmd(e *env) *cobra.Command {
+	return groupCmd(e, "boot", "List or upload the live env's boot artifacts",
+		`The live environment's netboot artifacts that flash and tui machines
+chain into (bty-live-x86_64.vmlinuz, bty-live-x86_64.initrd), built by
+bty-media and served by bty-web from its boot directory.`,
+		newBootListCmd(e), newBootUploadCmd(e))
+}
+
+func newBootListCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Show which live-env artifacts the server has",
+		Long: `List the live-env artifacts: the required ones, present or missing, and
+any other file in the server's boot directory, with size and
+modification time (local). This route needs no login.`,
+		Example: `  bty-ctl boot list`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "boot-list"
+			c, err := e.anonClient()
+			if err != nil {
+				return e.fail(name, err, nil)
+			}
+			files, err := c.BootFiles(cmd.Context())
+			if err != nil {
+				return e.fail(name, e.apiErr("listing boot artifacts", c, err), map[string]any{"server": c.Server()})
+			}
+			if e.asJSON {
+				return writeJSON(e, name, map[string]any{"server": c.Server(), "files": files})
+			}
+			tw := newTable(e.stdout)
+			fmt.Fprintln(tw, "NAME\tSTATUS\tSIZE\tMODIFIED")
+			for _, f := range files {
+				status, size := "present", ibytes(f.SizeBytes)
+				if !f.Present {
+					status, size = "MISSING", "-"
+					if !f.Required {
+						status = "missing"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, status, size, localTime(f.ModifiedAt))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newBootUploadCmd(e *env) *cobra.Command {
+	var u uploadFlags
+	cmd := &cobra.Command{
+		Use:   "upload FILE [--name NAME] [--sha256 HEX | --checksum]",
+		Short: "Upload a live-env artifact (kernel, initrd)",
+		Long: `Upload FILE into the server's boot directory as NAME (default: the
+file's base name), replacing a file of the same name atomically. The
+netboot path needs bty-live-x86_64.vmlinuz and bty-live-x86_64.initrd.
+
+With --sha256 HEX or --checksum (computed here first) the server checks
+the bytes arrived intact and keeps nothing otherwise. Progress goes to
+stderr as for images upload. A missing FILE is exit 2.`,
+		Example: `  bty-ctl boot upload out/bty-live-x86_64.vmlinuz --checksum
+  bty-ctl boot upload out/initrd.img --name bty-live-x86_64.initrd`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "boot-upload"
+			lf, err := u.open(args[0])
+			if err != nil {
+				return e.fail(name, err, map[string]any{"file": args[0]})
+			}
+			defer lf.f.Close()
+			extra := map[string]any{"file": args[0], "name": lf.name}
+			c, err := e.authClient()
+			if err != nil {
+				return e.fail(name, err, extra)
+			}
+			extra["server"] = c.Server()
+			var b client.BootUpload
+			var replaced bool
+			res, err := u.send(cmd.Context(), e, lf, func(ctx context.Context, body io.Reader, size int64, opt client.UploadOptions) error {
+				var err error
+				b, replaced, err = c.UploadBoot(ctx, lf.name, body, size, opt)
+				return err
+			})
+			if err != nil {
+				return e.fail(name, e.apiErr("uploading "+args[0]+" as boot artifact "+lf.name, c, err), extra)
+			}
+			if e.asJSON {
+				f := res.fields()
+				f["ok"], f["server"], f["file"], f["boot"], f["replaced"] = true, c.Server(), args[0], b, replaced
+				return writeJSON(e, name, f)
+			}
+			if res.sha256 == "" {
+				fmt.Fprintf(e.stdout, "%s, sha256 %s\n", res.describe("boot artifact", lf.name, c.Server(), replaced), b.SHA256)
+				return nil
+			}
+			fmt.Fprintln(e.stdout, res.describe("boot artifact", lf.name, c.Server(), replaced))
+			return nil
+		},
+	}
+	u.register(cmd)
+	return cmd
+}

@@ -1,0 +1,286 @@
+package ctl
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/store"
+)
+
+func newMachinesCmd(e *env) *cobra.Command {
+	return groupCmd(e, "machines", "List, show, register, change and delete machines",
+		`Machines are keyed by MAC address, accepted in any case with ':' or '-'
+(aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF) and shown as aa:bb:cc:dd:ee:ff.
+
+Each has a boot policy, what its next PXE boot gets: local (boot the
+local disk), flash (chain the live env and reflash the assigned image on
+every PXE boot, booting the disk once after each flash), or tui (the
+interactive live env; what an unknown machine gets on first contact).`,
+		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e))
+}
+
+// parseMAC normalises a MAC argument locally, so a typo is misuse (exit
+// 2) without a round trip.
+func parseMAC(s string) (string, error) {
+	mac, err := store.NormalizeMAC(s)
+	if err != nil {
+		return "", exitcode.Wrap(exitcode.Usage, err)
+	}
+	return mac, nil
+}
+
+func newMachinesListCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List every machine",
+		Long: `List every machine known to the server, by MAC: boot policy (for flash,
+what the next PXE boot does), assigned image, provisioning mode,
+hostname, when and from where it was last seen, when it was last
+flashed. Machines that registered themselves by PXE-booting are marked
+"(discovered)". Times are local.`,
+		Example: `  bty-ctl machines list
+  bty-ctl machines list --json | jq -r '.machines[] | select(.boot_policy=="flash") | .mac'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "machines-list"
+			c, err := e.authClient()
+			if err != nil {
+				return e.fail(name, err, nil)
+			}
+			ms, err := c.Machines(cmd.Context())
+			if err != nil {
+				return e.fail(name, e.apiErr("listing machines", c, err), map[string]any{"server": c.Server()})
+			}
+			if e.asJSON {
+				return writeJSON(e, name, map[string]any{"server": c.Server(), "machines": ms})
+			}
+			if len(ms) == 0 {
+				fmt.Fprintf(e.stderr, "no machines on %s yet: add one with bty-ctl machines set MAC, or PXE-boot one\n", c.Server())
+				return nil
+			}
+			tw := newTable(e.stdout)
+			fmt.Fprintln(tw, "MAC\tPOLICY\tIMAGE\tPROVISIONING\tHOSTNAME\tLAST SEEN\tFROM\tLAST FLASHED")
+			for _, m := range ms {
+				mac := m.MAC
+				if m.DiscoveredAt != nil {
+					mac += " (discovered)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mac, policyString(m), dash(m.Image),
+					dash(m.ProvisioningMode), dash(m.Hostname), localTime(m.LastSeenAt), dash(m.LastSeenIP), localTime(m.LastFlashedAt))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// policyString is the boot policy, with the next action for flash.
+func policyString(m client.Machine) string {
+	if m.BootPolicy == store.PolicyFlash && m.NextBoot == store.NextLocal {
+		return "flash (next: local disk once)"
+	}
+	return dash(m.BootPolicy)
+}
+
+func newMachinesGetCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get MAC",
+		Short: "Show one machine's record",
+		Long: `Show every field of one machine's record. An unknown MAC is exit 1; a
+malformed one exit 2 (checked before asking the server).`,
+		Example: `  bty-ctl machines get aa:bb:cc:dd:ee:ff
+  bty-ctl machines get AA-BB-CC-DD-EE-FF --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "machines-get"
+			mac, err := parseMAC(args[0])
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": args[0]})
+			}
+			c, err := e.authClient()
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": mac})
+			}
+			m, err := c.Machine(cmd.Context(), mac)
+			if err != nil {
+				return e.fail(name, e.apiErr("getting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+			}
+			if e.asJSON {
+				return writeJSON(e, name, map[string]any{"server": c.Server(), "machine": m})
+			}
+			printMachine(e.stdout, m)
+			return nil
+		},
+	}
+}
+
+func printMachine(w io.Writer, m client.Machine) {
+	status := "-"
+	if m.LastWorkflowStatus != nil {
+		status = *m.LastWorkflowStatus
+	}
+	next := "-"
+	if m.BootPolicy == store.PolicyFlash {
+		next = map[string]string{store.NextFlash: "flash the image", store.NextLocal: "boot the local disk once"}[m.NextBoot]
+		if next == "" {
+			next = dash(m.NextBoot)
+		}
+	}
+	rows := [][2]string{
+		{"mac", m.MAC},
+		{"boot policy", dash(m.BootPolicy)},
+		{"next PXE boot", next},
+		{"image", dash(m.Image)},
+		{"provisioning", dash(m.ProvisioningMode)},
+		{"hostname", dash(m.Hostname)},
+		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
+		{"last known good", dash(m.LastKnownGood)},
+		{"discovered", localTime(m.DiscoveredAt)},
+		{"last seen", localTime(m.LastSeenAt)},
+		{"last seen from", dash(m.LastSeenIP)},
+		{"last flashed", localTime(m.LastFlashedAt)},
+		{"last workflow run", localTime(m.LastWorkflowRunAt)},
+		{"last workflow status", status},
+		{"last workflow output", dash(m.LastWorkflowOutputPath)},
+		{"created", localTime(&m.CreatedAt)},
+		{"updated", localTime(&m.UpdatedAt)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-22s %s\n", r[0]+":", r[1])
+	}
+}
+
+func newMachinesSetCmd(e *env) *cobra.Command {
+	var image, policy, hostname, provisioning, workflow string
+	cmd := &cobra.Command{
+		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF]",
+		Short: "Register a machine or change its record",
+		Long: `Create the machine if it is new (boot policy local unless --policy says
+otherwise), else change only the fields given. An empty value clears a
+field (--image "" unassigns the image).
+
+  --policy        local | flash | tui
+  --provisioning  none | cloud-init | cijoe | cijoe-online
+  --image         a name from "bty-ctl images list"
+  --hostname      an RFC 1123 host name, for cloud-init's local-hostname
+
+A malformed MAC, policy or provisioning mode is exit 2 before the server
+is asked; what the server refuses (a bad hostname or image name) exit 1.
+Policy flash reflashes the machine on every PXE boot; set it back to
+local to stop.`,
+		Example: `  bty-ctl machines set AA-BB-CC-DD-EE-FF --image debian-12.img.zst --policy flash
+  bty-ctl machines set aa:bb:cc:dd:ee:ff --hostname node7 --provisioning cloud-init
+  bty-ctl machines set aa:bb:cc:dd:ee:ff --policy local`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "machines-set"
+			mac, err := parseMAC(args[0])
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": args[0]})
+			}
+			f := cmd.Flags()
+			var u client.MachineUpdate
+			set := func(flag string, v string, dst **string, allowed []string) error {
+				if !f.Changed(flag) {
+					return nil
+				}
+				v = strings.TrimSpace(v)
+				if allowed != nil && !slices.Contains(allowed, v) {
+					return usageErr("--%s %q: want one of %s", flag, v, strings.Join(nonEmpty(allowed), ", "))
+				}
+				*dst = &v
+				return nil
+			}
+			for _, s := range []struct {
+				flag    string
+				v       string
+				dst     **string
+				allowed []string
+			}{
+				{"image", image, &u.Image, nil},
+				{"policy", policy, &u.BootPolicy, store.BootPolicies},
+				{"hostname", hostname, &u.Hostname, nil},
+				{"provisioning", provisioning, &u.ProvisioningMode, store.ProvisioningModes},
+				{"cijoe-workflow", workflow, &u.CijoeWorkflowRef, nil},
+			} {
+				if err := set(s.flag, s.v, s.dst, s.allowed); err != nil {
+					return e.fail(name, err, map[string]any{"mac": mac})
+				}
+			}
+			if u == (client.MachineUpdate{}) {
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow (to only register the machine: --policy local)"),
+					map[string]any{"mac": mac})
+			}
+			c, err := e.authClient()
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": mac})
+			}
+			m, created, err := c.PutMachine(cmd.Context(), mac, u)
+			if err != nil {
+				return e.fail(name, e.apiErr("setting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+			}
+			if e.asJSON {
+				return writeJSON(e, name, map[string]any{"server": c.Server(), "created": created, "machine": m})
+			}
+			verb := "updated"
+			if created {
+				verb = "created"
+			}
+			fmt.Fprintf(e.stderr, "%s machine %s\n", verb, m.MAC)
+			printMachine(e.stdout, m)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&image, "image", "", "image to flash, a name from bty-ctl images list (\"\" unassigns)")
+	f.StringVar(&policy, "policy", "", "boot policy: local, flash or tui")
+	f.StringVar(&hostname, "hostname", "", "host name for provisioning (\"\" clears)")
+	f.StringVar(&provisioning, "provisioning", "", "provisioning mode: none, cloud-init, cijoe or cijoe-online")
+	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
+	return cmd
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newMachinesDeleteCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete MAC",
+		Short: "Delete a machine's record",
+		Long: `Delete a machine's record. If the machine PXE-boots again it is
+rediscovered with boot policy tui. An unknown MAC is exit 1.`,
+		Example: `  bty-ctl machines delete aa:bb:cc:dd:ee:ff`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			const name = "machines-delete"
+			mac, err := parseMAC(args[0])
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": args[0]})
+			}
+			c, err := e.authClient()
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": mac})
+			}
+			if err := c.DeleteMachine(cmd.Context(), mac); err != nil {
+				return e.fail(name, e.apiErr("deleting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+			}
+			if e.asJSON {
+				return writeJSON(e, name, map[string]any{"ok": true, "server": c.Server(), "mac": mac})
+			}
+			fmt.Fprintf(e.stdout, "deleted machine %s\n", mac)
+			return nil
+		},
+	}
+}
