@@ -117,9 +117,10 @@ func (p *progress) drawBar(now time.Time) {
 	pct := p.pct()
 	line := p.label + " "
 	if pct >= 0 {
-		// The bar takes what the terminal has left, within limits.
-		barW := min(p.width-len(line)-len(stats)-9, 40)
-		if barW >= 10 {
+		// The bar takes what the terminal has left after the label and
+		// room for the statistics, so it keeps its width as they change.
+		barW := min(p.width-len(line)-50, 40)
+		if barW >= 8 {
 			fill := barW * pct / 100
 			line += "[" + strings.Repeat("#", fill) + strings.Repeat(".", barW-fill) + "] "
 		}
