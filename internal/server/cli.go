@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, console io.Writer) e
 	reg := prometheus.NewRegistry()
 	srv := New(cfg, st, log, reg)
 	defer srv.Close()
-	if err := srv.startPXEServices(ctx, reg, l.Addr().(*net.TCPAddr).Port); err != nil {
+	if err := srv.StartPXEServices(ctx, reg, l.Addr().(*net.TCPAddr).Port); err != nil {
 		l.Close()
 		return err
 	}

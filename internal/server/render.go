@@ -78,11 +78,11 @@ type pxeServices struct {
 	port int
 }
 
-// startPXEServices starts TFTP (unless BTY_TFTP_PORT=0) and, when an
+// StartPXEServices starts TFTP (unless BTY_TFTP_PORT=0) and, when an
 // interface is configured (BTY_PROXYDHCP_IFACE, else the stored
 // setting), proxy-DHCP. A port that cannot be bound is an error that
 // says how to turn the service off.
-func (s *Server) startPXEServices(ctx context.Context, reg *prometheus.Registry, httpPort int) error {
+func (s *Server) StartPXEServices(ctx context.Context, reg *prometheus.Registry, httpPort int) error {
 	ps := &s.pxe
 	ps.port = httpPort
 	ps.proxy = netboot.NewProxyDHCP(s.log)
@@ -140,12 +140,14 @@ func (s *Server) applyProxyDHCP(iface, subnet string) error {
 	ps := &s.pxe
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.proxy == nil {
-		return errors.New("proxy-DHCP is not available in this server")
-	}
 	if iface == "" {
-		ps.proxy.Stop()
+		if ps.proxy != nil {
+			ps.proxy.Stop()
+		}
 		return nil
+	}
+	if ps.proxy == nil {
+		return errProxyUnavailable
 	}
 	ip, err := ifaceAddr(iface, subnet)
 	if err != nil {
@@ -157,6 +159,16 @@ func (s *Server) applyProxyDHCP(iface, subnet string) error {
 	}
 	base := scheme + "://" + net.JoinHostPort(ip.String(), strconv.Itoa(ps.port))
 	return ps.proxy.Start(iface, ip, base)
+}
+
+var errProxyUnavailable = errors.New("proxy-DHCP is not running in this server process")
+
+// proxyStatus is the proxy-DHCP state on the wire.
+type proxyStatus struct {
+	Running      bool   `json:"running"`
+	Interface    string `json:"interface"`
+	ServerIP     string `json:"server_ip"`
+	BootstrapURL string `json:"bootstrap_url"`
 }
 
 // ifaceAddr is iface's IPv4 address, the one inside subnet when given.
@@ -217,9 +229,13 @@ func (s *Server) handleSettingsGet(w http.ResponseWriter, r *http.Request) {
 			ifs = append(ifs, info)
 		}
 	}
-	var status any
+	status := proxyStatus{}
 	if s.pxe.proxy != nil {
-		status = s.pxe.proxy.Status()
+		st := s.pxe.proxy.Status()
+		status = proxyStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
+		if st.ServerIP != nil {
+			status.ServerIP = st.ServerIP.String()
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"proxydhcp_iface": iface, "proxydhcp_subnet": subnet, "proxydhcp_env_override": s.cfg.ProxyDHCPIface,
@@ -247,7 +263,10 @@ func (s *Server) handleSettingsPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "proxy-DHCP is set by BTY_PROXYDHCP_IFACE="+s.cfg.ProxyDHCPIface+"; unset it to manage it here")
 		return
 	}
-	if err := s.applyProxyDHCP(iface, subnet); err != nil {
+	if err := s.applyProxyDHCP(iface, subnet); errors.Is(err, errProxyUnavailable) {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	} else if err != nil {
 		// The responder stops when a new setting cannot start: bring
 		// the stored one back.
 		oldIface, _ := s.store.Setting(ctx, SettingProxyIface)

@@ -72,7 +72,7 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	}
 	ts := &testServer{URL: "http://" + l.Addr().String(), cfg: cfg, st: st, stop: cancel, done: make(chan error, 1)}
 	ts.srv = New(cfg, st, log, nil)
-	if err := ts.srv.startPXEServices(ctx, prometheus.NewRegistry(), l.Addr().(*net.TCPAddr).Port); err != nil {
+	if err := ts.srv.StartPXEServices(ctx, prometheus.NewRegistry(), l.Addr().(*net.TCPAddr).Port); err != nil {
 		t.Fatal(err)
 	}
 	go func() { ts.done <- ts.srv.Serve(ctx, l, 2*time.Second) }()
@@ -605,12 +605,8 @@ func TestSettingsProxyDHCP(t *testing.T) {
 	ts := startServer(t, nil)
 	h := ts.auth()
 	var doc struct {
-		Iface  string `json:"proxydhcp_iface"`
-		Status struct {
-			Running      bool
-			Interface    string
-			BootstrapURL string
-		} `json:"proxydhcp_status"`
+		Iface      string      `json:"proxydhcp_iface"`
+		Status     proxyStatus `json:"proxydhcp_status"`
 		Interfaces []ifaceInfo `json:"interfaces"`
 	}
 	r := ts.do(t, "PUT", "/settings", strings.NewReader(`{"proxydhcp_iface":"lo","proxydhcp_subnet":"127.0.0.0/8"}`), h)

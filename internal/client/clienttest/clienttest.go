@@ -4,6 +4,8 @@
 package clienttest
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"context"
 	"log/slog"
 	"net"
@@ -66,6 +68,12 @@ func Start(t testing.TB, mod func(*server.Config)) *Server {
 		t.Fatal(err)
 	}
 	srv := server.New(cfg, st, log, nil)
+	// PXE services as bty-web starts them (TFTP off: cfg.TFTPPort is 0),
+	// so the settings API behaves as in production.
+	if err := srv.StartPXEServices(ctx, prometheus.NewRegistry(), l.Addr().(*net.TCPAddr).Port); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l, 2*time.Second) }()
 	t.Cleanup(func() {
