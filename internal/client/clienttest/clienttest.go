@@ -4,8 +4,6 @@
 package clienttest
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"context"
 	"log/slog"
 	"net"
@@ -13,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/btyproject/bty/internal/server"
 	"github.com/btyproject/bty/internal/store"
