@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +110,16 @@ func (s *Server) StartPXEServices(ctx context.Context, reg *prometheus.Registry,
 			}
 		}()
 		s.log.Info("TFTP serving iPXE binaries", "addr", conn.LocalAddr().String(), "dir", s.cfg.IPXEDir)
+		var missing []string
+		for _, f := range []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"} {
+			if _, err := os.Stat(filepath.Join(s.cfg.IPXEDir, f)); err != nil {
+				missing = append(missing, f)
+			}
+		}
+		if len(missing) > 0 {
+			s.log.Warn("iPXE binaries missing: PXE clients asking for them get 'file not found'; install Debian's ipxe package or set BTY_IPXE_DIR",
+				"dir", s.cfg.IPXEDir, "missing", strings.Join(missing, ","))
+		}
 	}
 	iface, subnet := s.cfg.ProxyDHCPIface, ""
 	if iface == "" {
