@@ -61,7 +61,7 @@ func NewTFTP(dir string, logger *slog.Logger) *TFTP {
 		logger: logger.With("component", "tftp"),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bty_tftp_requests_total",
-			Help: "TFTP requests by file (\"other\" for refused names) and result (ok, refused, not_found, failed).",
+			Help: "TFTP requests by file (\"other\" for refused names) and result (ok, refused, not_found, aborted, failed).",
 		}, []string{"file", "result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bty_tftp_bytes_sent_total",
@@ -111,24 +111,26 @@ func (t *TFTP) Serve(ctx context.Context, conn net.PacketConn) error {
 	// this to what the client asks and the interface's MTU allows.
 	srv.SetBlockSize(1468)
 	t.logger.Info("serving iPXE binaries over TFTP", "addr", conn.LocalAddr().String(), "dir", t.dir)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(conn) }()
-	select {
-	case err := <-errc:
-		conn.Close()
-		if err != nil {
-			return fmt.Errorf("TFTP on %s: %w", conn.LocalAddr(), err)
+	// srv.Serve runs on this goroutine: pin/tftp opens a socket per
+	// transfer from it, and a caller that runs Serve on a thread in
+	// another network namespace wants those sockets there too.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+			srv.Shutdown() // returns once transfers in flight end
+		case <-stop:
 		}
-		return nil
-	case <-ctx.Done():
-		srv.Shutdown()
-		err := <-errc
-		conn.Close()
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			return fmt.Errorf("TFTP on %s: %w", conn.LocalAddr(), err)
-		}
-		return nil
+	}()
+	err := srv.Serve(conn)
+	close(stop)
+	<-stopped
+	conn.Close()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("TFTP on %s: %w", conn.LocalAddr(), err)
 	}
+	return nil
 }
 
 // allowed reports whether name is one of IPXEFiles.
@@ -178,6 +180,13 @@ func (t *TFTP) read(name string, rf io.ReaderFrom) error {
 	n, err := rf.ReadFrom(f)
 	t.nBytes.Add(n)
 	t.bytes.WithLabelValues(name).Add(float64(n))
+	if err != nil && n == 0 && strings.Contains(err.Error(), "code=8") {
+		// UEFI firmware asks for the size (tsize) first and ends that
+		// transfer with error 8 before any data.
+		t.requests.WithLabelValues(name, "aborted").Inc()
+		log.Debug("TFTP transfer ended by the client before data (a size query)", "err", err)
+		return nil
+	}
 	if err != nil {
 		t.requests.WithLabelValues(name, "failed").Inc()
 		log.Warn("TFTP transfer failed", "bytes", n, "err", err)

@@ -1,0 +1,363 @@
+package netboot
+
+// TestPXEChainOVMF (BTY_VMTEST=1, root) boots a UEFI QEMU guest with no
+// disk and no option ROM on a lab network: the firmware's own PXE gets
+// an address from the network's DHCP server (dnsmasq) and its boot file
+// from bty's proxy-DHCP, fetches ipxe.efi from bty's TFTP, iPXE asks
+// proxy-DHCP again and gets /pxe-bootstrap.ipxe, chains to /pxe/MAC and
+// runs the flash script, which boots a kernel and an initramfs whose
+// /init prints /proc/cmdline on the serial console.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const vmMAC = "52:54:00:b7:70:01"
+
+// initSource is the guest's /init: print the kernel command line, power off.
+const initSource = `package main
+
+import (
+	"os"
+	"syscall"
+)
+
+func main() {
+	os.Mkdir("/proc", 0o555)
+	syscall.Mount("proc", "/proc", "proc", 0, "")
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		os.Stdout.WriteString("BTY-CMDLINE-ERROR: " + err.Error() + "\n")
+	}
+	os.Stdout.WriteString("\nBTY-CMDLINE: " + string(b) + "\n")
+	syscall.Sync()
+	syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+}
+`
+
+// findKernel returns a bootable x86-64 Linux kernel: BTY_NETBOOT_KERNEL,
+// the host's, or the one scripts/vm-image.sh caches.
+func findKernel() string {
+	cands := []string{os.Getenv("BTY_NETBOOT_KERNEL"), "/vmlinuz", "/boot/vmlinuz"}
+	if m, _ := filepath.Glob("/boot/vmlinuz-*"); len(m) > 0 {
+		cands = append(cands, m...)
+	}
+	cands = append(cands, "../../.cache/vm-image/rootfs/vmlinuz", "../../.cache/bench-image/rootfs/vmlinuz")
+	for _, c := range cands {
+		if c == "" {
+			continue
+		}
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
+}
+
+// buildInitramfs compiles initSource statically and packs it as /init in
+// a newc cpio archive.
+func buildInitramfs(t *testing.T) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(initSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module btyinit\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", "init", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the guest's /init: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(filepath.Join(dir, "init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	ino := 1
+	entry := func(name string, mode int, data []byte) {
+		fmt.Fprintf(&b, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+			ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+		ino++
+		b.WriteString(name + "\x00")
+		for b.Len()%4 != 0 {
+			b.WriteByte(0)
+		}
+		b.Write(data)
+		for b.Len()%4 != 0 {
+			b.WriteByte(0)
+		}
+	}
+	entry("proc", 0o040755, nil)
+	entry("init", 0o100755, bin)
+	entry("TRAILER!!!", 0, nil)
+	return b.Bytes()
+}
+
+// goInNetns runs fn in the background on an OS thread in namespace ns
+// (thrown away afterwards). Sockets fn opens, and sockets pin/tftp opens
+// per transfer from the goroutine that calls Serve, belong to ns.
+func goInNetns(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open(filepath.Join("/run/netns", ns))
+		if err != nil {
+			ready <- err
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		ready <- err
+		if err == nil {
+			fn()
+		}
+	}()
+	if err := <-ready; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPXEChainOVMF(t *testing.T) {
+	if os.Getenv("BTY_VMTEST") != "1" {
+		t.Skip("VM test: PXE-boots a UEFI QEMU guest through bty's proxy-DHCP, TFTP and iPXE scripts (about a minute); set BTY_VMTEST=1 as root")
+	}
+	ovmfCode, ovmfVars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	for _, need := range []string{"qemu-system-x86_64", "dnsmasq", "ip", ovmfCode, ovmfVars, filepath.Join(DefaultIPXEDir, "ipxe.efi")} {
+		if strings.HasPrefix(need, "/") {
+			if _, err := os.Stat(need); err != nil {
+				t.Fatalf("BTY_VMTEST=1 but %s is missing: apt-get install qemu-system-x86 ovmf ipxe", need)
+			}
+		} else if _, err := exec.LookPath(need); err != nil {
+			t.Fatalf("BTY_VMTEST=1 but %s is missing: scripts/install-deps.sh vm and test install it", need)
+		}
+	}
+	kernelPath := findKernel()
+	if kernelPath == "" {
+		t.Fatal("no Linux kernel for the guest: set BTY_NETBOOT_KERNEL=/path/to/vmlinuz (or run scripts/vm-image.sh, whose cache has one)")
+	}
+	kernel, err := os.ReadFile(kernelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := buildInitramfs(t)
+
+	// Topology: namespace "lab" holds a bridge with the network's DHCP
+	// server (dnsmasq, addresses only) and QEMU's tap; the server
+	// namespace holds bty's services on a veth into the bridge.
+	n := newNetnsPair(t) // n.server is bty's; n.client is the lab
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("-n", n.client, "link", "add", "br0", "type", "bridge")
+	ip("-n", n.client, "link", "set", nsClientIf, "master", "br0")
+	ip("-n", n.client, "addr", "add", "192.0.2.254/24", "dev", "br0")
+	ip("-n", n.client, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	ip("-n", n.client, "link", "set", "tap0", "master", "br0")
+	ip("-n", n.client, "link", "set", "tap0", "up")
+	ip("-n", n.client, "link", "set", "br0", "up")
+
+	tmp := t.TempDir()
+	dhcp := exec.Command("ip", "netns", "exec", n.client, "dnsmasq", "-d", "--conf-file=/dev/null", "--port=0",
+		"--interface=br0", "--bind-interfaces", "--log-dhcp", "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(tmp, "leases"), "--pid-file="+filepath.Join(tmp, "dnsmasq.pid"))
+	dhcpOut := &lockedBuffer{}
+	dhcp.Stdout, dhcp.Stderr = dhcpOut, dhcpOut
+	if err := dhcp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dhcp.Process.Kill()
+		dhcp.Wait()
+		t.Logf("network DHCP server (dnsmasq):\n%s", dhcpOut.String())
+	})
+
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	server := "http://192.0.2.1:8080"
+	imageURL := server + "/images/debian 13 ${x}.img"
+
+	// HTTP: the bootstrap, the machine's flash script, the live env.
+	var mu sync.Mutex
+	var requests []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests = append(requests, r.URL.Path)
+		mu.Unlock()
+		t.Logf("HTTP %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		var body []byte
+		var err error
+		switch {
+		case r.URL.Path == BootstrapPath:
+			body, err = Bootstrap(server)
+		case strings.HasPrefix(r.URL.Path, "/pxe/"):
+			body, err = Script(Params{Policy: PolicyFlash, ServerURL: server, MAC: strings.TrimPrefix(r.URL.Path, "/pxe/"),
+				ImageURL: imageURL, Provisioning: "cloud-init", Hostname: "vm-1", ImageSHA256: testSHA})
+		case r.URL.Path == "/boot/"+DefaultKernel:
+			body = kernel
+		case r.URL.Path == "/boot/"+DefaultInitrd:
+			body = initrd
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
+	})
+	httpSrv := &http.Server{Handler: mux}
+	lnc := make(chan net.Listener, 1)
+	goInNetns(t, n.server, func() {
+		ln, err := net.Listen("tcp4", "192.0.2.1:8080")
+		if err != nil {
+			t.Error(err)
+			lnc <- nil
+			return
+		}
+		lnc <- ln
+	})
+	ln := <-lnc
+	if ln == nil {
+		t.FailNow()
+	}
+	go httpSrv.Serve(ln)
+	t.Cleanup(func() { httpSrv.Close() })
+
+	// TFTP on the standard port, served from a goroutine in the server
+	// namespace (pin/tftp opens a socket per transfer there).
+	tftpSrv := NewTFTP(DefaultIPXEDir, logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	tftpDone := make(chan struct{})
+	goInNetns(t, n.server, func() {
+		defer close(tftpDone)
+		conn, err := net.ListenPacket("udp4", "0.0.0.0:69")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := tftpSrv.Serve(ctx, conn); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Cleanup(func() { cancel(); <-tftpDone })
+
+	proxy := NewProxyDHCP(logger)
+	startProxy(t, n, proxy, server)
+	t.Cleanup(proxy.Stop)
+
+	// The guest: OVMF, virtio-net without an option ROM, so the
+	// firmware's own PXE is the first client.
+	vars := filepath.Join(tmp, "OVMF_VARS.fd")
+	vb, err := os.ReadFile(ovmfVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vars, vb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	accel := os.Getenv("VM_ACCEL")
+	if accel == "" {
+		accel = "tcg"
+	}
+	qctx, qcancel := context.WithTimeout(context.Background(), vmTimeout)
+	defer qcancel()
+	qemu := exec.CommandContext(qctx, "ip", "netns", "exec", n.client, "qemu-system-x86_64",
+		"-machine", "q35", "-accel", accel, "-m", "512", "-no-reboot", "-display", "none", "-monitor", "none",
+		"-serial", "stdio",
+		"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
+		"-drive", "if=pflash,format=raw,file="+vars,
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=")
+	serial := &lockedBuffer{}
+	qemu.Stdout, qemu.Stderr = serial, serial
+	start := time.Now()
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qdone := make(chan error, 1)
+	go func() { qdone <- qemu.Wait() }()
+	select {
+	case err := <-qdone:
+		t.Logf("QEMU exited after %s: %v", time.Since(start).Round(time.Second), err)
+	case <-qctx.Done():
+		t.Errorf("the guest did not power off within %s", vmTimeout)
+		qemu.Process.Kill()
+		<-qdone
+	}
+	out := serial.String()
+	if p := os.Getenv("BTY_VMTEST_SERIAL"); p != "" {
+		os.WriteFile(p, []byte(out), 0o644)
+	}
+	t.Logf("serial console:\n%s", tail(out, 4000))
+
+	// What each stage proves.
+	mu.Lock()
+	got := strings.Join(requests, " ")
+	mu.Unlock()
+	mac := strings.ReplaceAll(vmMAC, ":", "-")
+	for _, want := range []string{BootstrapPath, "/pxe/" + mac, "/boot/" + DefaultKernel, "/boot/" + DefaultInitrd} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no HTTP request for %s (requests: %s)", want, got)
+		}
+	}
+	if st := tftpSrv.Stats(); st.Bytes == 0 {
+		t.Errorf("no bytes sent over TFTP: %+v", st)
+	}
+	if st := proxy.Stats(); st.Replies < 2 {
+		t.Errorf("proxy-DHCP replies %+v: want the firmware's and iPXE's", st)
+	}
+	script, err := Script(Params{Policy: PolicyFlash, ServerURL: server, MAC: vmMAC,
+		ImageURL: imageURL, Provisioning: "cloud-init", Hostname: "vm-1", ImageSHA256: testSHA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kline := strings.Fields(lineWithPrefix(t, script, "kernel "))
+	wantArgs := strings.Join(kline[2:len(kline)-3], " ") // without "kernel URL" and "|| goto failed"
+	i := strings.Index(out, "BTY-CMDLINE: ")
+	if i < 0 {
+		t.Fatalf("the guest's /init did not print its command line")
+	}
+	line, _, _ := strings.Cut(out[i+len("BTY-CMDLINE: "):], "\n")
+	// iPXE puts the image's name first, as argv[0].
+	line = strings.TrimPrefix(strings.TrimSpace(line), DefaultKernel+" ")
+	if gotArgs := strings.Join(strings.Fields(line), " "); gotArgs != wantArgs {
+		t.Errorf("guest kernel command line\n got %s\nwant %s", gotArgs, wantArgs)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+var _ io.Writer = (*lockedBuffer)(nil)
+
+// vmTimeout bounds the guest's run: OVMF's PXE, iPXE and the kernel take
+// 40-60 s under TCG on this kind of machine.
+var vmTimeout = 3 * time.Minute
