@@ -51,7 +51,7 @@ func freePort(t *testing.T, network string) int {
 type webProc struct {
 	cmd    *exec.Cmd
 	url    string
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 }
 
 // startWeb runs bty-web with env and waits until /healthz answers.
@@ -60,12 +60,12 @@ func startWeb(t *testing.T, bin string, env []string) *webProc {
 	port := freePort(t, "tcp")
 	cmd := exec.Command(bin)
 	cmd.Env = append(append(os.Environ(), "BTY_WEB_HOST=127.0.0.1", fmt.Sprintf("BTY_WEB_PORT=%d", port)), env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &lockedWriter{w: &stderr}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &webProc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &stderr}
+	p := &webProc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: stderr}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
@@ -87,16 +87,22 @@ func startWeb(t *testing.T, bin string, env []string) *webProc {
 	}
 }
 
-// lockedWriter serialises writes to a buffer the test also reads.
-type lockedWriter struct {
+// lockedBuffer is a buffer the process writes while the test reads it.
+type lockedBuffer struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func apiDo(t *testing.T, method, url, token, body string) (int, string) {
