@@ -108,6 +108,10 @@ func Bootstrap(serverURL string) ([]byte, error) {
 	b.WriteString("#!ipxe\n")
 	b.WriteString("# bty: fetch this machine's boot script by its MAC\n")
 	fmt.Fprintf(&b, "chain %s/pxe/${net0/mac:hexhyp} || goto failed\n", server)
+	// A boot script that returns (policy local on UEFI exits to hand the
+	// machine back to the firmware) ends iPXE too, so the firmware boots
+	// its next boot device.
+	b.WriteString("exit\n")
 	b.WriteString(":failed\n")
 	fmt.Fprintf(&b, "echo bty: no boot script from %s, leaving iPXE\n", server)
 	b.WriteString("exit 1\n")
