@@ -55,12 +55,13 @@ bench: build
 	@scripts/install-deps.sh bench
 	scripts/bench.sh
 
-## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU (root; builds the image once into .cache/, minutes)
+## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU; PXE-boot an OVMF guest through bty's proxy-DHCP, TFTP and iPXE scripts (root; builds the image once into .cache/, minutes)
 vmtest: deps build vmtest-run
 
 vmtest-run:
 	@scripts/install-deps.sh vm
 	BTY_VMTEST=1 $(GO) test -count=1 -timeout 40m -v -run . ./e2e/
+	BTY_VMTEST=1 $(GO) test -count=1 -timeout 10m -v -run TestPXEChainOVMF ./internal/netboot/
 
 clean:
 	rm -rf bin

@@ -48,7 +48,7 @@ func renderScript(policy string, p scriptParams) ([]byte, error) {
 	// The message is echoed on the line after #!ipxe, reduced to
 	// characters iPXE prints as they are.
 	msg := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" :.,;()-_/", r) {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" :.,()-_/", r) {
 			return r
 		}
 		return -1
