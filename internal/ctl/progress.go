@@ -76,14 +76,6 @@ func (p *progress) finish() {
 	}
 }
 
-// elapsed and rate of the whole transfer.
-func (p *progress) summary() (time.Duration, float64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	d := p.now().Sub(p.start)
-	return d, rate(p.n, d)
-}
-
 func (p *progress) pct() int {
 	if p.total <= 0 {
 		return -1

@@ -347,13 +347,8 @@ func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": n})
 }
 
-// setCookie sets the session cookie: HttpOnly, SameSite=Strict, Secure
-// under TLS.
-func (s *Server) setCookie(w http.ResponseWriter, tok string, exp time.Time) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/", Expires: exp,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.tls()})
-}
-
+// clearCookie drops the session cookie (HttpOnly, SameSite=Strict,
+// Secure under TLS, like the one the browser UI sets).
 func (s *Server) clearCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.tls()})
