@@ -111,9 +111,6 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if machines == nil {
-		machines = []store.Machine{}
-	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

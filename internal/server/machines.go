@@ -26,9 +26,6 @@ func (s *Server) handleMachines(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if ms == nil {
-		ms = []store.Machine{}
-	}
 	writeJSON(w, http.StatusOK, ms)
 }
 

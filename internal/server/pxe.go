@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/btyproject/bty/internal/netboot"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -35,13 +36,14 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	}
 	s.publishMachine(c.Machine)
 	m := c.Machine
-	p := scriptParams{ServerURL: s.serverURL(r), MAC: mac, Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
-	policy := c.Serve
-	if policy == store.PolicyFlash {
+	p := netboot.Params{Policy: netboot.Policy(c.Serve), ServerURL: s.serverURL(r), MAC: mac,
+		Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
+	message := ""
+	if p.Policy == netboot.PolicyFlash {
 		if m.Image == "" {
 			// Nothing to flash: boot the disk rather than wipe it with
 			// nothing; the script says why on the console.
-			policy, p.Message = store.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned; booting the local disk"
+			p.Policy, message = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned; booting the local disk"
 		} else {
 			p.ImageURL = imageURL(p.ServerURL, m.Image)
 			if e, ok := s.catalog.get(r.Context(), m.Image); ok && e.DecodedSHA256 != nil {
@@ -51,14 +53,15 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	script, err := renderScript(policy, p)
+	script, err := renderScript(p, message)
 	if err != nil {
-		s.log.Error("rendering the iPXE script", "mac", mac, "policy", policy, "err", err)
+		s.log.Error("rendering the iPXE script", "mac", mac, "policy", p.Policy, "err", err)
 		// A script the firmware can run: say why and boot the disk.
-		script, _ = renderScript(store.PolicyLocal, scriptParams{ServerURL: p.ServerURL, MAC: mac,
-			Message: "bty: cannot build the " + policy + " script for " + mac + " (see the server log); booting the local disk"})
+		script, _ = renderScript(netboot.Params{Policy: netboot.PolicyLocal, ServerURL: p.ServerURL, MAC: mac},
+			"bty: cannot build the "+string(p.Policy)+" script for "+mac+" (see the server log); booting the local disk")
+		p.Policy = netboot.PolicyLocal
 	}
-	s.metrics.pxeContacts.WithLabelValues(policy).Inc()
+	s.metrics.pxeContacts.WithLabelValues(string(p.Policy)).Inc()
 	writeScript(w, script)
 }
 

@@ -32,9 +32,6 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if ms == nil {
-		ms = []store.Machine{}
-	}
 	a := stateArchive{Format: archiveFormat, ExportedAt: time.Now().UTC().Truncate(time.Second), Version: version.Version,
 		Machines: ms, Settings: map[string]string{}}
 	for _, k := range exportedSettings {

@@ -85,7 +85,8 @@ type Contact struct {
 // Store is bty-web's state. Every method is safe for concurrent use;
 // every write is one transaction, durable when the method returns.
 type Store interface {
-	// ListMachines returns every machine, by MAC.
+	// ListMachines returns every machine, by MAC (an empty slice, never
+	// nil, when there are none).
 	ListMachines(ctx context.Context) ([]Machine, error)
 	// GetMachine returns ErrNotFound for an unknown MAC.
 	GetMachine(ctx context.Context, mac string) (Machine, error)
