@@ -18,7 +18,6 @@ type flashResult struct {
 	Error    string `json:"error"`
 	Result   struct {
 		Provisioning string `json:"provisioning"`
-		LogPath      string `json:"log_path"`
 		Provision    *struct {
 			Partition  int    `json:"partition"`
 			Filesystem string `json:"filesystem"`

@@ -63,9 +63,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return fail(err)
 	}
-	closed := false
 	defer func() {
-		if !closed {
+		if t != nil {
 			t.Close()
 		}
 	}()
@@ -133,15 +132,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 	// The disk is released before provisioning: mounting its partitions
 	// needs them unclaimed.
-	closed = true
-	if err := t.Close(); err != nil {
+	err = t.Close()
+	t = nil
+	if err != nil {
 		return fail(exitcode.Wrap(exitcode.Failed, err))
 	}
 	if res.Provisioning != ModeNone {
 		pres, err := runProvisioning(ctx, opts, p, sink, log)
 		res.Provision = pres
 		if pres != nil {
-			res.LogPath = pres.LogPath
 			res.Notes = append(res.Notes, pres.Notes...)
 		}
 		if err != nil {
@@ -157,8 +156,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for _, n := range res.Notes {
 		sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: n})
 	}
-	sink.Emit(event.Event{Event: event.Done, Time: time.Now(), BytesWritten: res.TotalBytes,
-		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256, LogPath: res.LogPath})
+	done := event.Event{Event: event.Done, Time: time.Now(), BytesWritten: res.TotalBytes,
+		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256}
+	if res.Provision != nil {
+		done.LogPath = res.Provision.LogPath
+	}
+	sink.Emit(done)
 	return res, nil
 }
 

@@ -109,9 +109,8 @@ type Result struct {
 	Verified     bool   `json:"verified"`
 	Provisioning string `json:"provisioning"`
 	// Provision says what provisioning did (which partition, the seed,
-	// the cijoe log); LogPath repeats the cijoe log's path.
+	// the cijoe log's path).
 	Provision *provision.Result `json:"provision,omitempty"`
-	LogPath   string            `json:"log_path,omitempty"`
 	Elapsed   float64           `json:"elapsed_seconds"`
 	Rate      float64           `json:"rate"`
 	Notes     []string          `json:"notes"`

@@ -360,10 +360,10 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 			if !ok || got != "cijoe-token-42\n" {
 				t.Errorf("etc/cijoe-proof = %q (present %v); the workflow did not write into the root", got, ok)
 			}
-			if res.LogPath == "" || filepath.Dir(res.LogPath) != logDir {
-				t.Fatalf("log path %q; want a file in %s", res.LogPath, logDir)
+			if res.Provision.LogPath == "" || filepath.Dir(res.Provision.LogPath) != logDir {
+				t.Fatalf("log path %q; want a file in %s", res.Provision.LogPath, logDir)
 			}
-			log, err := os.ReadFile(res.LogPath)
+			log, err := os.ReadFile(res.Provision.LogPath)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -379,7 +379,7 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 				}
 			}
 			last := events[len(events)-1]
-			if outputs != 1 || last.Event != event.Done || last.LogPath != res.LogPath {
+			if outputs != 1 || last.Event != event.Done || last.LogPath != res.Provision.LogPath {
 				t.Errorf("want one output event with the workflow's line and done carrying the log path; got %d, last %+v", outputs, last)
 			}
 		})
@@ -398,10 +398,10 @@ func TestCijoeFailures(t *testing.T) {
 		if err == nil || exitcode.Code(err) != exitcode.Failed || !strings.Contains(err.Error(), "exited with status 3") {
 			t.Fatalf("err = %v; want exit 1 naming status 3", err)
 		}
-		if !strings.Contains(err.Error(), res.LogPath) || res.LogPath == "" {
-			t.Errorf("error does not name the log %q: %v", res.LogPath, err)
+		if !strings.Contains(err.Error(), res.Provision.LogPath) || res.Provision.LogPath == "" {
+			t.Errorf("error does not name the log %q: %v", res.Provision.LogPath, err)
 		}
-		log, _ := os.ReadFile(res.LogPath)
+		log, _ := os.ReadFile(res.Provision.LogPath)
 		if !strings.Contains(string(log), "before") || strings.Contains(string(log), "\nnever") {
 			t.Errorf("log:\n%s", log)
 		}

@@ -125,9 +125,6 @@ func (s *session) table() (*Table, error) {
 	return tbl, nil
 }
 
-// describe is "partition 2 (ext4, 1.7 GiB)".
-func describe(p Partition) string { return describePart(&p) }
-
 // mounted is a partition reached and mounted, with the directory that
 // holds its root tree (a btrfs subvolume's, or the mount point itself).
 type mounted struct {

@@ -289,9 +289,9 @@ func Choose(mode string, t *Table, probed bool) (Choice, error) {
 			return Choice{}, fmt.Errorf("the image's largest partition, %s, is %s: cijoe could not run against it", p.Name(), why)
 		}
 		if mountType(p.Filesystem) == "" {
-			return Choice{}, fmt.Errorf("the image's largest partition, %s, holds no filesystem bty can mount: cijoe could not run against it", describePart(p))
+			return Choice{}, fmt.Errorf("the image's largest partition, %s, holds no filesystem bty can mount: cijoe could not run against it", describe(*p))
 		}
-		return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s, the largest", describePart(p))}, nil
+		return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s, the largest", describe(*p))}, nil
 	case ModeCloudInit:
 		if !probed {
 			return Choice{Note: "the image's filesystems are known only once written; the seed goes to the partition that holds /etc/cloud"}, nil
@@ -304,7 +304,7 @@ func Choose(mode string, t *Table, probed bool) (Choice, error) {
 				problems = append(problems, fmt.Sprintf("%s is %s", p.Name(), why))
 			}
 			if isLinuxRoot(p.Filesystem) {
-				cands = append(cands, describePart(p))
+				cands = append(cands, describe(*p))
 				only = p
 			}
 		}
@@ -316,14 +316,15 @@ func Choose(mode string, t *Table, probed bool) (Choice, error) {
 			}
 			return Choice{}, errors.New(msg)
 		case 1:
-			return Choice{Partition: only.Number, Note: fmt.Sprintf("the seed would go to %s, the only Linux filesystem, once /etc/cloud is found on it", describePart(only))}, nil
+			return Choice{Partition: only.Number, Note: fmt.Sprintf("the seed would go to %s, the only Linux filesystem, once /etc/cloud is found on it", describe(*only))}, nil
 		}
 		return Choice{Note: "the seed goes to the first of " + strings.Join(cands, ", ") + " that holds /etc/cloud"}, nil
 	}
 	return Choice{}, nil
 }
 
-func describePart(p *Partition) string {
+// describe is "partition 2 (ext4, 1.7 GiB)".
+func describe(p Partition) string {
 	fs := p.Filesystem
 	if fs == "" {
 		fs = "no known filesystem"
