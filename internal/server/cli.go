@@ -18,7 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/btyproject/bty/internal/exitcode"
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/store/sqlitestore"
 	"github.com/btyproject/bty/internal/version"
 )
 
@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, console io.Writer) e
 			return fmt.Errorf("creating %s: %w; set BTY_STATE_DIR/BTY_IMAGE_ROOT/BTY_BOOT_DIR to writable directories", d, err)
 		}
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DBPath(), log)
+	st, err := sqlitestore.Open(ctx, cfg.DBPath(), log)
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ uses the new password at the next login.`,
 				return err
 			}
 			ctx := cmd.Context()
-			st, err := store.OpenSQLite(ctx, cfg.DBPath(), newLogger(stderr))
+			st, err := sqlitestore.Open(ctx, cfg.DBPath(), newLogger(stderr))
 			if err != nil {
 				return err
 			}

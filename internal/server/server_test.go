@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
 const testPassword = "correct horse battery"
@@ -30,7 +31,7 @@ type testServer struct {
 	cfg   Config
 	token string
 	srv   *Server
-	st    *store.SQLite
+	st    *sqlitestore.SQLite
 	stop  context.CancelFunc
 	done  chan error
 }
@@ -59,7 +60,7 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DBPath(), log)
+	st, err := sqlitestore.Open(ctx, cfg.DBPath(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,10 +49,10 @@ func macError(s string) error {
 	}
 }
 
-// checkMAC refuses a MAC that is not already in the stored form, so a
+// CheckMAC refuses a MAC that is not already in the stored form, so a
 // caller that forgot NormalizeMAC gets an error rather than a second
 // record for the same machine.
-func checkMAC(mac string) error {
+func CheckMAC(mac string) error {
 	n, err := NormalizeMAC(mac)
 	if err != nil {
 		return err

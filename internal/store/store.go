@@ -1,7 +1,9 @@
 // Package store keeps bty-web's fleet state: machines, sessions and
-// settings. Callers use the Store interface; SQLite (embedded, the
-// default) implements it, and a PostgreSQL implementation can be added
-// without changing callers.
+// settings. Callers use the Store interface; store/sqlitestore (embedded
+// SQLite, the default) implements it, and a PostgreSQL implementation can
+// be added beside it without changing callers. This package holds only
+// the types, MAC normalisation and validation, so clients (bty-ctl, the
+// TUI, the live env) can use them without linking a database.
 package store
 
 import (

@@ -47,8 +47,8 @@ func oneOf(field, v string, allowed []string) error {
 	return &ValidationError{Field: field, Msg: fmt.Sprintf("%q is not one of %s", v, strings.Join(q, ", "))}
 }
 
-// validateUpdate checks the enumerated fields of u.
-func validateUpdate(u MachineUpdate) error {
+// ValidateUpdate checks the enumerated fields of u.
+func ValidateUpdate(u MachineUpdate) error {
 	if u.BootPolicy != nil {
 		if err := oneOf("boot_policy", *u.BootPolicy, BootPolicies); err != nil {
 			return err

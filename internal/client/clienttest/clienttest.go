@@ -16,6 +16,7 @@ import (
 
 	"github.com/btyproject/bty/internal/server"
 	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
 // Password is the admin password of every test server.
@@ -53,7 +54,7 @@ func Start(t testing.TB, mod func(*server.Config)) *Server {
 	if testing.Verbose() && os.Getenv("BTY_TEST_SERVER_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DBPath(), log)
+	st, err := sqlitestore.Open(ctx, cfg.DBPath(), log)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

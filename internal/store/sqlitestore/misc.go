@@ -1,4 +1,4 @@
-package store
+package sqlitestore
 
 import (
 	"context"
@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
 func checkTokenHash(h []byte) error {
 	if len(h) != sha256.Size {
-		return &ValidationError{Field: "token_hash", Msg: fmt.Sprintf("is %d bytes, want a %d-byte SHA-256", len(h), sha256.Size)}
+		return &store.ValidationError{Field: "token_hash", Msg: fmt.Sprintf("is %d bytes, want a %d-byte SHA-256", len(h), sha256.Size)}
 	}
 	return nil
 }
@@ -85,12 +87,12 @@ func (s *SQLite) RevokeAllSessions(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
-// Setting returns a setting's value, ErrNotFound when unset.
+// Setting returns a setting's value, store.ErrNotFound when unset.
 func (s *SQLite) Setting(ctx context.Context, key string) (string, error) {
 	var v string
 	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("setting %q: %w", key, ErrNotFound)
+		return "", fmt.Errorf("setting %q: %w", key, store.ErrNotFound)
 	}
 	if err != nil {
 		return "", s.dbError("reading setting "+key, err)
@@ -101,7 +103,7 @@ func (s *SQLite) Setting(ctx context.Context, key string) (string, error) {
 // SetSetting stores a setting.
 func (s *SQLite) SetSetting(ctx context.Context, key, value string, now time.Time) error {
 	if key == "" {
-		return &ValidationError{Field: "key", Msg: "setting key is empty"}
+		return &store.ValidationError{Field: "key", Msg: "setting key is empty"}
 	}
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)
@@ -116,13 +118,13 @@ func (s *SQLite) SetSetting(ctx context.Context, key, value string, now time.Tim
 }
 
 // ImageHash returns the cached sha256 of image name if it was computed
-// for a file of this size and modification time; ErrNotFound otherwise.
+// for a file of this size and modification time; store.ErrNotFound otherwise.
 func (s *SQLite) ImageHash(ctx context.Context, name string, size int64, mtime time.Time) (string, error) {
 	var h string
 	err := s.r.QueryRowContext(ctx, `SELECT sha256 FROM image_hashes WHERE name = ? AND size = ? AND mtime = ?`,
 		name, size, formatTime(mtime)).Scan(&h)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("image hash of %s: %w", name, ErrNotFound)
+		return "", fmt.Errorf("image hash of %s: %w", name, store.ErrNotFound)
 	}
 	if err != nil {
 		return "", s.dbError("reading image hash of "+name, err)

@@ -1,4 +1,4 @@
-package store
+package sqlitestore
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
 // machineCols is the column list scanMachine reads, in its order.
@@ -15,16 +17,16 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanMachine(sc scanner) (Machine, error) {
+func scanMachine(sc scanner) (store.Machine, error) {
 	var (
-		m                                          Machine
+		m                                          store.Machine
 		discovered, seen, flashed, wfRun, wfStatus sql.NullString
 		created, updated                           string
 	)
 	if err := sc.Scan(&m.MAC, &m.Image, &m.ProvisioningMode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &m.BootPolicy, &m.NextBoot, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated); err != nil {
-		return Machine{}, err
+		return store.Machine{}, err
 	}
 	var err error
 	for _, f := range []struct {
@@ -32,7 +34,7 @@ func scanMachine(sc scanner) (Machine, error) {
 		src sql.NullString
 	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}} {
 		if *f.dst, err = parseNullTime(f.src); err != nil {
-			return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+			return store.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 		}
 	}
 	if wfStatus.Valid {
@@ -40,22 +42,22 @@ func scanMachine(sc scanner) (Machine, error) {
 		m.LastWorkflowStatus = &st
 	}
 	if m.CreatedAt, err = parseTime(created); err != nil {
-		return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+		return store.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 	}
 	if m.UpdatedAt, err = parseTime(updated); err != nil {
-		return Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+		return store.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 	}
 	return m, nil
 }
 
 // ListMachines returns every machine, ordered by MAC.
-func (s *SQLite) ListMachines(ctx context.Context) ([]Machine, error) {
+func (s *SQLite) ListMachines(ctx context.Context) ([]store.Machine, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+machineCols+` FROM machines ORDER BY mac`)
 	if err != nil {
 		return nil, s.dbError("listing machines", err)
 	}
 	defer rows.Close()
-	ms := []Machine{}
+	ms := []store.Machine{}
 	for rows.Next() {
 		m, err := scanMachine(rows)
 		if err != nil {
@@ -70,10 +72,10 @@ func (s *SQLite) ListMachines(ctx context.Context) ([]Machine, error) {
 }
 
 // GetMachine returns the machine with this (normalized) MAC, or
-// ErrNotFound.
-func (s *SQLite) GetMachine(ctx context.Context, mac string) (Machine, error) {
-	if err := checkMAC(mac); err != nil {
-		return Machine{}, err
+// store.ErrNotFound.
+func (s *SQLite) GetMachine(ctx context.Context, mac string) (store.Machine, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Machine{}, err
 	}
 	return s.getMachine(ctx, s.r, mac)
 }
@@ -82,19 +84,19 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (s *SQLite) getMachine(ctx context.Context, q queryer, mac string) (Machine, error) {
+func (s *SQLite) getMachine(ctx context.Context, q queryer, mac string) (store.Machine, error) {
 	m, err := scanMachine(q.QueryRowContext(ctx, `SELECT `+machineCols+` FROM machines WHERE mac = ?`, mac))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Machine{}, fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		return store.Machine{}, fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
 	}
 	if err != nil {
-		return Machine{}, s.dbError("reading machine "+mac, err)
+		return store.Machine{}, s.dbError("reading machine "+mac, err)
 	}
 	return m, nil
 }
 
 // insertMachine writes a new record, every column from m.
-func insertMachine(ctx context.Context, tx dbtx, m Machine) error {
+func insertMachine(ctx context.Context, tx dbtx, m store.Machine) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.MAC, m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
@@ -116,32 +118,32 @@ func nullString(p *string) sql.NullString {
 // Changing the boot policy resets next_boot to flash, so a machine put
 // (back) on flash reflashes on its next contact; putting the same policy
 // again leaves next_boot alone.
-func (s *SQLite) PutMachine(ctx context.Context, mac string, u MachineUpdate, now time.Time) (Machine, bool, error) {
-	if err := checkMAC(mac); err != nil {
-		return Machine{}, false, err
+func (s *SQLite) PutMachine(ctx context.Context, mac string, u store.MachineUpdate, now time.Time) (store.Machine, bool, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Machine{}, false, err
 	}
-	if err := validateUpdate(u); err != nil {
-		return Machine{}, false, err
+	if err := store.ValidateUpdate(u); err != nil {
+		return store.Machine{}, false, err
 	}
 	now = now.UTC()
 	var (
-		m       Machine
+		m       store.Machine
 		created bool
 	)
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		var err error
 		m, err = s.getMachine(ctx, tx, mac)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, store.ErrNotFound):
 			created = true
-			m = Machine{MAC: mac, BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: now, UpdatedAt: now}
+			m = store.Machine{MAC: mac, BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash, CreatedAt: now, UpdatedAt: now}
 			applyUpdate(&m, u)
 			return insertMachine(ctx, tx, m)
 		case err != nil:
 			return err
 		}
 		if u.BootPolicy != nil && *u.BootPolicy != m.BootPolicy {
-			m.NextBoot = NextFlash
+			m.NextBoot = store.NextFlash
 		}
 		applyUpdate(&m, u)
 		m.UpdatedAt = now
@@ -153,12 +155,12 @@ func (s *SQLite) PutMachine(ctx context.Context, mac string, u MachineUpdate, no
 		return err
 	})
 	if err != nil {
-		return Machine{}, false, s.dbError("writing machine "+mac, err)
+		return store.Machine{}, false, s.dbError("writing machine "+mac, err)
 	}
 	return m, created, nil
 }
 
-func applyUpdate(m *Machine, u MachineUpdate) {
+func applyUpdate(m *store.Machine, u store.MachineUpdate) {
 	set := func(dst *string, src *string) {
 		if src != nil {
 			*dst = *src
@@ -172,9 +174,9 @@ func applyUpdate(m *Machine, u MachineUpdate) {
 	set(&m.BootPolicy, u.BootPolicy)
 }
 
-// DeleteMachine removes a machine; ErrNotFound when there is none.
+// DeleteMachine removes a machine; store.ErrNotFound when there is none.
 func (s *SQLite) DeleteMachine(ctx context.Context, mac string) error {
-	if err := checkMAC(mac); err != nil {
+	if err := store.CheckMAC(mac); err != nil {
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, tx dbtx) error {
@@ -185,7 +187,7 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac string) error {
 		if n, err := res.RowsAffected(); err != nil {
 			return s.dbError("deleting machine "+mac, err)
 		} else if n == 0 {
-			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+			return fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
 		}
 		return nil
 	})
@@ -204,83 +206,83 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac string) error {
 // changes only when the contact changes the record's state (discovery,
 // next_boot advancing), not for last_seen_* alone, so it keeps meaning
 // "last changed" rather than "last booted".
-func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) (Contact, error) {
-	if err := checkMAC(mac); err != nil {
-		return Contact{}, err
+func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) (store.Contact, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Contact{}, err
 	}
 	now = now.UTC()
-	var c Contact
+	var c store.Contact
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		m, err := s.getMachine(ctx, tx, mac)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			m = Machine{MAC: mac, BootPolicy: PolicyTUI, NextBoot: NextFlash,
+		case errors.Is(err, store.ErrNotFound):
+			m = store.Machine{MAC: mac, BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash,
 				DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now}
-			c = Contact{Machine: m, Serve: PolicyTUI, Discovered: true}
+			c = store.Contact{Machine: m, Serve: store.PolicyTUI, Discovered: true}
 			return insertMachine(ctx, tx, m)
 		case err != nil:
 			return err
 		}
 		serve := m.BootPolicy
-		if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
-			serve = PolicyLocal
-			m.NextBoot = NextFlash
+		if m.BootPolicy == store.PolicyFlash && m.NextBoot == store.NextLocal {
+			serve = store.PolicyLocal
+			m.NextBoot = store.NextFlash
 			m.UpdatedAt = now
 		}
 		m.LastSeenAt, m.LastSeenIP = &now, ip
-		c = Contact{Machine: m, Serve: serve}
+		c = store.Contact{Machine: m, Serve: serve}
 		_, err = tx.ExecContext(ctx, `UPDATE machines SET last_seen_at = ?, last_seen_ip = ?, next_boot = ?, updated_at = ?
 			WHERE mac = ?`, formatTime(now), ip, m.NextBoot, formatTime(m.UpdatedAt), mac)
 		return err
 	})
 	if err != nil {
-		return Contact{}, s.dbError("recording PXE contact of "+mac, err)
+		return store.Contact{}, s.dbError("recording PXE contact of "+mac, err)
 	}
 	return c, nil
 }
 
 // FlashDone records a finished flash: last_flashed_at = now, next_boot =
 // local (the next contact boots the disk once). The boot policy is left
-// as it is. ErrNotFound for an unknown MAC.
-func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (Machine, error) {
-	if err := checkMAC(mac); err != nil {
-		return Machine{}, err
+// as it is. store.ErrNotFound for an unknown MAC.
+func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (store.Machine, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Machine{}, err
 	}
 	now = now.UTC()
-	var m Machine
+	var m store.Machine
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		var err error
 		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET last_flashed_at = ?, next_boot = ?, updated_at = ?
-			WHERE mac = ? RETURNING `+machineCols, formatTime(now), NextLocal, formatTime(now), mac))
+			WHERE mac = ? RETURNING `+machineCols, formatTime(now), store.NextLocal, formatTime(now), mac))
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+			return fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
 		}
 		return err
 	})
 	if err != nil {
-		return Machine{}, s.dbError("recording flash done of "+mac, err)
+		return store.Machine{}, s.dbError("recording flash done of "+mac, err)
 	}
 	return m, nil
 }
 
 // ImportMachines replaces or inserts whole records in one transaction.
-func (s *SQLite) ImportMachines(ctx context.Context, ms []Machine) error {
+func (s *SQLite) ImportMachines(ctx context.Context, ms []store.Machine) error {
 	for i := range ms {
 		m := &ms[i]
-		if err := checkMAC(m.MAC); err != nil {
+		if err := store.CheckMAC(m.MAC); err != nil {
 			return err
 		}
-		if err := validateUpdate(MachineUpdate{BootPolicy: &m.BootPolicy, ProvisioningMode: &m.ProvisioningMode}); err != nil {
-			return &ValidationError{Field: m.MAC, Msg: err.Error()}
+		if err := store.ValidateUpdate(store.MachineUpdate{BootPolicy: &m.BootPolicy, ProvisioningMode: &m.ProvisioningMode}); err != nil {
+			return &store.ValidationError{Field: m.MAC, Msg: err.Error()}
 		}
-		if m.NextBoot != NextFlash && m.NextBoot != NextLocal {
-			m.NextBoot = NextFlash
+		if m.NextBoot != store.NextFlash && m.NextBoot != store.NextLocal {
+			m.NextBoot = store.NextFlash
 		}
 		if m.LastWorkflowStatus != nil {
 			switch *m.LastWorkflowStatus {
-			case WorkflowRunning, WorkflowSuccess, WorkflowFailed:
+			case store.WorkflowRunning, store.WorkflowSuccess, store.WorkflowFailed:
 			default:
-				return &ValidationError{Field: m.MAC, Msg: "last_workflow_status must be running, success, failed or null"}
+				return &store.ValidationError{Field: m.MAC, Msg: "last_workflow_status must be running, success, failed or null"}
 			}
 		}
 		if m.CreatedAt.IsZero() {

@@ -1,4 +1,7 @@
-package store
+// Package sqlitestore is the embedded SQLite implementation of
+// store.Store (modernc.org/sqlite, no cgo): WAL, synchronous=FULL with
+// group commit, embedded versioned migrations.
+package sqlitestore
 
 import (
 	"context"
@@ -16,9 +19,11 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
-// SQLite is the embedded Store: one database file in WAL mode.
+// SQLite is the embedded store.Store: one database file in WAL mode.
 //
 // Connections: one write connection, owned by a goroutine that runs every
 // write as a BEGIN IMMEDIATE transaction and commits concurrent writes
@@ -45,7 +50,7 @@ type SQLite struct {
 	closeErr  error
 }
 
-var _ Store = (*SQLite)(nil)
+var _ store.Store = (*SQLite)(nil)
 
 // synchronous is the PRAGMA synchronous of the write connection.
 const synchronous = "FULL"
@@ -54,11 +59,11 @@ const synchronous = "FULL"
 // bty-web on the same file, the sqlite3 shell) before SQLITE_BUSY.
 const busyTimeoutMS = 10000
 
-// OpenSQLite opens (creating if missing) the state database at path,
+// Open opens (creating if missing) the state database at path,
 // creating its directory (0700) and file (0600), and applies pending
 // migrations. A database written by a newer bty-web is refused with a
 // *SchemaTooNewError.
-func OpenSQLite(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
+func Open(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -212,12 +217,12 @@ func (s *SQLite) openError(err error) error {
 func (s *SQLite) Path() string { return s.path }
 
 // dbError wraps a database failure with the file and the operation.
-// ErrNotFound, validation errors, context errors and errors already
+// store.ErrNotFound, validation errors, context errors and errors already
 // wrapped pass through unchanged.
 func (s *SQLite) dbError(op string, err error) error {
 	var de *dbErr
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, ErrNotFound) || IsValidation(err) || errors.As(err, &de) {
+		errors.Is(err, store.ErrNotFound) || store.IsValidation(err) || errors.As(err, &de) {
 		return err
 	}
 	return &dbErr{path: s.path, op: op, err: err}

@@ -1,4 +1,4 @@
-package store
+package sqlitestore
 
 import (
 	"bufio"
@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
 func openTest(t *testing.T) (*SQLite, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state", "state.db")
-	s, err := OpenSQLite(context.Background(), path, nil)
+	s, err := Open(context.Background(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ func TestOpenErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := OpenSQLite(context.Background(), tt.path, nil)
+			s, err := Open(context.Background(), tt.path, nil)
 			if err == nil {
 				s.Close()
 				t.Fatal("opened, want an error")
@@ -136,14 +138,14 @@ func TestMigrations(t *testing.T) {
 	if diff := cmp.Diff(want, versions(s.r)); diff != "" {
 		t.Errorf("schema_version after first open (-want +got):\n%s", diff)
 	}
-	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", MachineUpdate{Image: ptr("x.raw")}, t0); err != nil {
+	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", store.MachineUpdate{Image: ptr("x.raw")}, t0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 
 	// Re-opening applies nothing again and keeps the data.
 	for range 2 {
-		s2, err := OpenSQLite(context.Background(), path, nil)
+		s2, err := Open(context.Background(), path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +168,7 @@ func TestMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = OpenSQLite(context.Background(), path, nil)
+	_, err = Open(context.Background(), path, nil)
 	var tooNew *SchemaTooNewError
 	if !errors.As(err, &tooNew) || tooNew.Version != newer || tooNew.Have != SchemaVersion() {
 		t.Fatalf("open of a newer database: %v, want a SchemaTooNewError", err)
@@ -199,21 +201,21 @@ func TestMachineCRUD(t *testing.T) {
 	ctx := context.Background()
 	const mac = "52:54:00:12:34:56"
 
-	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetMachine of unknown: %v, want ErrNotFound", err)
 	}
-	if err := s.DeleteMachine(ctx, mac); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("DeleteMachine of unknown: %v, want ErrNotFound", err)
 	}
 	if ms, err := s.ListMachines(ctx); err != nil || ms == nil || len(ms) != 0 {
 		t.Fatalf("ListMachines of empty store: %#v, %v; want an empty non-nil slice", ms, err)
 	}
 
-	m, created, err := s.PutMachine(ctx, mac, MachineUpdate{Image: ptr("debian.qcow2"), Hostname: ptr("node1")}, t0)
+	m, created, err := s.PutMachine(ctx, mac, store.MachineUpdate{Image: ptr("debian.qcow2"), Hostname: ptr("node1")}, t0)
 	if err != nil || !created {
 		t.Fatalf("PutMachine create: %v, created=%v", err, created)
 	}
-	want := Machine{MAC: mac, Image: "debian.qcow2", Hostname: "node1", BootPolicy: PolicyLocal, NextBoot: NextFlash,
+	want := store.Machine{MAC: mac, Image: "debian.qcow2", Hostname: "node1", BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash,
 		CreatedAt: t0, UpdatedAt: t0}
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("created machine (-want +got):\n%s", diff)
@@ -228,15 +230,15 @@ func TestMachineCRUD(t *testing.T) {
 
 	t1 := t0.Add(time.Minute)
 	// A non-UTC now is stored and returned as the same instant in UTC.
-	m, created, err = s.PutMachine(ctx, mac, MachineUpdate{
+	m, created, err = s.PutMachine(ctx, mac, store.MachineUpdate{
 		ProvisioningMode: ptr("cloud-init"), CijoeWorkflowRef: ptr("wf.yaml"), LastKnownGood: ptr("abc"),
-		BootPolicy: ptr(PolicyFlash), Hostname: ptr(""),
+		BootPolicy: ptr(store.PolicyFlash), Hostname: ptr(""),
 	}, t1.In(time.FixedZone("CET", 3600)))
 	if err != nil || created {
 		t.Fatalf("PutMachine update: %v, created=%v", err, created)
 	}
 	want.ProvisioningMode, want.CijoeWorkflowRef, want.LastKnownGood = "cloud-init", "wf.yaml", "abc"
-	want.BootPolicy, want.Hostname, want.UpdatedAt = PolicyFlash, "", t1
+	want.BootPolicy, want.Hostname, want.UpdatedAt = store.PolicyFlash, "", t1
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("updated machine (-want +got):\n%s", diff)
 	}
@@ -245,7 +247,7 @@ func TestMachineCRUD(t *testing.T) {
 	}
 
 	// A second machine; the list is ordered by MAC.
-	if _, _, err := s.PutMachine(ctx, "00:00:00:00:00:01", MachineUpdate{}, t1); err != nil {
+	if _, _, err := s.PutMachine(ctx, "00:00:00:00:00:01", store.MachineUpdate{}, t1); err != nil {
 		t.Fatal(err)
 	}
 	ms, err := s.ListMachines(ctx)
@@ -256,7 +258,7 @@ func TestMachineCRUD(t *testing.T) {
 	if err := s.DeleteMachine(ctx, mac); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetMachine after delete: %v, want ErrNotFound", err)
 	}
 }
@@ -267,31 +269,31 @@ func TestValidation(t *testing.T) {
 	const mac = "aa:bb:cc:dd:ee:ff"
 	for _, tt := range []struct {
 		name  string
-		u     MachineUpdate
+		u     store.MachineUpdate
 		field string
 	}{
-		{"boot policy", MachineUpdate{BootPolicy: ptr("pxe")}, "boot_policy"},
-		{"empty boot policy", MachineUpdate{BootPolicy: ptr("")}, "boot_policy"},
-		{"boot policy case", MachineUpdate{BootPolicy: ptr("Flash")}, "boot_policy"},
-		{"provisioning mode", MachineUpdate{ProvisioningMode: ptr("ansible")}, "provisioning_mode"},
+		{"boot policy", store.MachineUpdate{BootPolicy: ptr("pxe")}, "boot_policy"},
+		{"empty boot policy", store.MachineUpdate{BootPolicy: ptr("")}, "boot_policy"},
+		{"boot policy case", store.MachineUpdate{BootPolicy: ptr("Flash")}, "boot_policy"},
+		{"provisioning mode", store.MachineUpdate{ProvisioningMode: ptr("ansible")}, "provisioning_mode"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := s.PutMachine(ctx, mac, tt.u, t0)
-			var ve *ValidationError
+			var ve *store.ValidationError
 			if !errors.As(err, &ve) || ve.Field != tt.field {
-				t.Fatalf("PutMachine: %v, want a ValidationError on %s", err, tt.field)
+				t.Fatalf("PutMachine: %v, want a store.ValidationError on %s", err, tt.field)
 			}
 			if !strings.Contains(err.Error(), tt.field) {
 				t.Errorf("error %q does not name the field", err)
 			}
 		})
 	}
-	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a refused PutMachine stored something: %v", err)
 	}
-	for _, mode := range ProvisioningModes {
-		for _, pol := range BootPolicies {
-			if _, _, err := s.PutMachine(ctx, mac, MachineUpdate{ProvisioningMode: ptr(mode), BootPolicy: ptr(pol)}, t0); err != nil {
+	for _, mode := range store.ProvisioningModes {
+		for _, pol := range store.BootPolicies {
+			if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{ProvisioningMode: ptr(mode), BootPolicy: ptr(pol)}, t0); err != nil {
 				t.Errorf("mode %q policy %q: %v", mode, pol, err)
 			}
 		}
@@ -301,12 +303,12 @@ func TestValidation(t *testing.T) {
 	for _, bad := range []string{"AA:BB:CC:DD:EE:FF", "aa-bb-cc-dd-ee-ff", "nonsense"} {
 		errs := map[string]error{}
 		_, errs["GetMachine"] = s.GetMachine(ctx, bad)
-		_, _, errs["PutMachine"] = s.PutMachine(ctx, bad, MachineUpdate{}, t0)
+		_, _, errs["PutMachine"] = s.PutMachine(ctx, bad, store.MachineUpdate{}, t0)
 		errs["DeleteMachine"] = s.DeleteMachine(ctx, bad)
 		_, errs["PXEContact"] = s.PXEContact(ctx, bad, "10.0.0.1", t0)
 		_, errs["FlashDone"] = s.FlashDone(ctx, bad, t0)
 		for name, err := range errs {
-			if !IsValidation(err) {
+			if !store.IsValidation(err) {
 				t.Errorf("%s(%q): %v, want a ValidationError", name, bad, err)
 			}
 		}
@@ -324,9 +326,9 @@ func TestPXEContactDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Machine{MAC: mac, BootPolicy: PolicyTUI, NextBoot: NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
+	want := store.Machine{MAC: mac, BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
 		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0}
-	if diff := cmp.Diff(Contact{Machine: want, Serve: PolicyTUI, Discovered: true}, c); diff != "" {
+	if diff := cmp.Diff(store.Contact{Machine: want, Serve: store.PolicyTUI, Discovered: true}, c); diff != "" {
 		t.Errorf("first contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
@@ -340,7 +342,7 @@ func TestPXEContactDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	want.LastSeenAt, want.LastSeenIP = ptr(t1), "192.0.2.11"
-	if diff := cmp.Diff(Contact{Machine: want, Serve: PolicyTUI}, c); diff != "" {
+	if diff := cmp.Diff(store.Contact{Machine: want, Serve: store.PolicyTUI}, c); diff != "" {
 		t.Errorf("second contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
@@ -349,11 +351,11 @@ func TestPXEContactDiscovery(t *testing.T) {
 
 	// An operator-created machine is served its policy, not discovered.
 	const known = "52:54:00:00:00:02"
-	if _, _, err := s.PutMachine(ctx, known, MachineUpdate{}, t0); err != nil {
+	if _, _, err := s.PutMachine(ctx, known, store.MachineUpdate{}, t0); err != nil {
 		t.Fatal(err)
 	}
 	c, err = s.PXEContact(ctx, known, "192.0.2.12", t1)
-	if err != nil || c.Serve != PolicyLocal || c.Discovered || c.Machine.DiscoveredAt != nil {
+	if err != nil || c.Serve != store.PolicyLocal || c.Discovered || c.Machine.DiscoveredAt != nil {
 		t.Errorf("contact of a local machine: %+v, %v", c, err)
 	}
 }
@@ -364,7 +366,7 @@ func TestFlashCadence(t *testing.T) {
 	const mac = "52:54:00:00:00:03"
 	now := t0
 	tick := func() time.Time { now = now.Add(time.Minute); return now }
-	if _, _, err := s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyFlash), Image: ptr("d.raw")}, tick()); err != nil {
+	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash), Image: ptr("d.raw")}, tick()); err != nil {
 		t.Fatal(err)
 	}
 	contact := func(wantServe, wantNext string) {
@@ -373,7 +375,7 @@ func TestFlashCadence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Serve != wantServe || c.Machine.NextBoot != wantNext || c.Machine.BootPolicy != PolicyFlash {
+		if c.Serve != wantServe || c.Machine.NextBoot != wantNext || c.Machine.BootPolicy != store.PolicyFlash {
 			t.Fatalf("contact: serve %s, next %s, policy %s; want serve %s, next %s",
 				c.Serve, c.Machine.NextBoot, c.Machine.BootPolicy, wantServe, wantNext)
 		}
@@ -389,7 +391,7 @@ func TestFlashCadence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.NextBoot != NextLocal || m.BootPolicy != before.BootPolicy || m.LastFlashedAt == nil || !m.LastFlashedAt.Equal(at) || !m.UpdatedAt.Equal(at) {
+		if m.NextBoot != store.NextLocal || m.BootPolicy != before.BootPolicy || m.LastFlashedAt == nil || !m.LastFlashedAt.Equal(at) || !m.UpdatedAt.Equal(at) {
 			t.Fatalf("after done: %+v", m)
 		}
 		if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(m, got) {
@@ -397,39 +399,39 @@ func TestFlashCadence(t *testing.T) {
 		}
 	}
 
-	contact(PolicyFlash, NextFlash) // flashes
+	contact(store.PolicyFlash, store.NextFlash) // flashes
 	done()
-	contact(PolicyLocal, NextFlash) // boots the fresh disk once
-	contact(PolicyFlash, NextFlash) // next reboot reflashes
-	contact(PolicyFlash, NextFlash) // a flash that never said done keeps reflashing
+	contact(store.PolicyLocal, store.NextFlash) // boots the fresh disk once
+	contact(store.PolicyFlash, store.NextFlash) // next reboot reflashes
+	contact(store.PolicyFlash, store.NextFlash) // a flash that never said done keeps reflashing
 	done()
 	done() // a repeated done changes nothing further
-	contact(PolicyLocal, NextFlash)
-	contact(PolicyFlash, NextFlash)
+	contact(store.PolicyLocal, store.NextFlash)
+	contact(store.PolicyFlash, store.NextFlash)
 
 	// done then a policy change: changing the policy resets next_boot.
 	done()
-	if m, _, err := s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyFlash)}, tick()); err != nil || m.NextBoot != NextLocal {
+	if m, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, tick()); err != nil || m.NextBoot != store.NextLocal {
 		t.Fatalf("same policy again: next_boot %s, %v; want it left local", m.NextBoot, err)
 	}
-	if m, _, err := s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyLocal)}, tick()); err != nil || m.NextBoot != NextFlash {
+	if m, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyLocal)}, tick()); err != nil || m.NextBoot != store.NextFlash {
 		t.Fatalf("policy change: next_boot %s, %v; want flash", m.NextBoot, err)
 	}
 	c, err := s.PXEContact(ctx, mac, "10.0.0.5", tick())
-	if err != nil || c.Serve != PolicyLocal {
+	if err != nil || c.Serve != store.PolicyLocal {
 		t.Fatalf("local machine: %+v, %v", c, err)
 	}
 	done() // done on a local machine: policy stays local
 	c, err = s.PXEContact(ctx, mac, "10.0.0.5", tick())
-	if err != nil || c.Serve != PolicyLocal || c.Machine.BootPolicy != PolicyLocal {
+	if err != nil || c.Serve != store.PolicyLocal || c.Machine.BootPolicy != store.PolicyLocal {
 		t.Fatalf("local machine after done: %+v, %v", c, err)
 	}
-	if _, _, err := s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyFlash)}, tick()); err != nil {
+	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, tick()); err != nil {
 		t.Fatal(err)
 	}
-	contact(PolicyFlash, NextFlash) // back on flash: reflashes at once
+	contact(store.PolicyFlash, store.NextFlash) // back on flash: reflashes at once
 
-	if _, err := s.FlashDone(ctx, "52:54:00:99:99:99", now); !errors.Is(err, ErrNotFound) {
+	if _, err := s.FlashDone(ctx, "52:54:00:99:99:99", now); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("FlashDone of unknown: %v, want ErrNotFound", err)
 	}
 }
@@ -438,7 +440,7 @@ func TestPXEContactCadenceBumpsUpdatedAt(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	const mac = "52:54:00:00:00:04"
-	s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyFlash)}, t0)
+	s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, t0)
 	t1, t2, t3 := t0.Add(time.Second), t0.Add(2*time.Second), t0.Add(3*time.Second)
 	s.FlashDone(ctx, mac, t1)
 	c, _ := s.PXEContact(ctx, mac, "10.0.0.1", t2) // next_boot local -> flash: a state change
@@ -480,7 +482,7 @@ func TestSessions(t *testing.T) {
 	if valid([]byte("short"), t0) {
 		t.Error("a malformed hash is valid")
 	}
-	if err := s.CreateSession(ctx, []byte("short"), t0.Add(time.Hour), t0); !IsValidation(err) {
+	if err := s.CreateSession(ctx, []byte("short"), t0.Add(time.Hour), t0); !store.IsValidation(err) {
 		t.Errorf("CreateSession with a 5-byte hash: %v, want a ValidationError", err)
 	}
 
@@ -524,7 +526,7 @@ func TestSessions(t *testing.T) {
 func TestSettings(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	if _, err := s.Setting(ctx, "admin_password_hash"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Setting(ctx, "admin_password_hash"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unset setting: %v, want ErrNotFound", err)
 	}
 	for _, v := range []string{"$argon2id$v=19$...", "", "second"} {
@@ -535,7 +537,7 @@ func TestSettings(t *testing.T) {
 			t.Errorf("Setting = %q, %v; want %q", got, err, v)
 		}
 	}
-	if err := s.SetSetting(ctx, "", "x", t0); !IsValidation(err) {
+	if err := s.SetSetting(ctx, "", "x", t0); !store.IsValidation(err) {
 		t.Errorf("empty key: %v, want a ValidationError", err)
 	}
 }
@@ -544,7 +546,7 @@ func TestImageHashes(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	mtime := time.Date(2026, 1, 2, 3, 4, 5, 678, time.Local)
-	if _, err := s.ImageHash(ctx, "d.raw", 10, mtime); !errors.Is(err, ErrNotFound) {
+	if _, err := s.ImageHash(ctx, "d.raw", 10, mtime); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("uncached: %v, want ErrNotFound", err)
 	}
 	if err := s.SetImageHash(ctx, "d.raw", 10, mtime, "aaaa"); err != nil {
@@ -557,8 +559,8 @@ func TestImageHashes(t *testing.T) {
 		size  int64
 		mtime time.Time
 	}{"size changed": {11, mtime}, "mtime changed": {10, mtime.Add(time.Nanosecond)}} {
-		if _, err := s.ImageHash(ctx, "d.raw", args.size, args.mtime); !errors.Is(err, ErrNotFound) {
-			t.Errorf("%s: %v, want ErrNotFound (stale)", name, err)
+		if _, err := s.ImageHash(ctx, "d.raw", args.size, args.mtime); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: %v, want store.ErrNotFound (stale)", name, err)
 		}
 	}
 	if err := s.SetImageHash(ctx, "d.raw", 11, mtime, "bbbb"); err != nil {
@@ -567,7 +569,7 @@ func TestImageHashes(t *testing.T) {
 	if h, err := s.ImageHash(ctx, "d.raw", 11, mtime); err != nil || h != "bbbb" {
 		t.Errorf("replaced: %q, %v", h, err)
 	}
-	if _, err := s.ImageHash(ctx, "d.raw", 10, mtime); !errors.Is(err, ErrNotFound) {
+	if _, err := s.ImageHash(ctx, "d.raw", 10, mtime); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("old entry still answers: %v", err)
 	}
 }
@@ -589,10 +591,10 @@ func TestCancelledContext(t *testing.T) {
 	s, _ := openTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := s.PutMachine(ctx, "aa:bb:cc:dd:ee:ff", MachineUpdate{}, t0); !errors.Is(err, context.Canceled) {
+	if _, _, err := s.PutMachine(ctx, "aa:bb:cc:dd:ee:ff", store.MachineUpdate{}, t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("PutMachine with a cancelled context: %v", err)
 	}
-	if _, err := s.GetMachine(context.Background(), "aa:bb:cc:dd:ee:ff"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMachine(context.Background(), "aa:bb:cc:dd:ee:ff"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a cancelled write was stored: %v", err)
 	}
 }
@@ -611,7 +613,7 @@ func TestBatchIsolation(t *testing.T) {
 			defer wg.Done()
 			mac := benchMAC(i)
 			errs[i] = s.write(ctx, func(ctx context.Context, tx dbtx) error {
-				if err := insertMachine(ctx, tx, Machine{MAC: mac, BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: t0, UpdatedAt: t0}); err != nil {
+				if err := insertMachine(ctx, tx, store.Machine{MAC: mac, BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0}); err != nil {
 					return err
 				}
 				if i%2 == 1 {
@@ -627,7 +629,7 @@ func TestBatchIsolation(t *testing.T) {
 		switch {
 		case i%2 == 0 && (err != nil || gerr != nil):
 			t.Errorf("write %d: %v, get: %v; want it committed", i, err, gerr)
-		case i%2 == 1 && (!errors.Is(err, boom) || !errors.Is(gerr, ErrNotFound)):
+		case i%2 == 1 && (!errors.Is(err, boom) || !errors.Is(gerr, store.ErrNotFound)):
 			t.Errorf("write %d: %v, get: %v; want boom and rolled back", i, err, gerr)
 		}
 	}
@@ -652,7 +654,7 @@ func TestConcurrentWriters(t *testing.T) {
 					if _, err := s.ListMachines(ctx); err != nil {
 						errc <- err
 					}
-					if _, _, err := s.PutMachine(ctx, mac, MachineUpdate{BootPolicy: ptr(PolicyFlash)}, time.Now()); err != nil {
+					if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, time.Now()); err != nil {
 						errc <- err
 					}
 					if _, err := s.FlashDone(ctx, mac, time.Now()); err != nil {
@@ -732,7 +734,7 @@ func TestKill9(t *testing.T) {
 	t.Logf("child reported %d committed writes before SIGKILL", len(committed))
 
 	checkIntegrity(t, path)
-	s, err := OpenSQLite(context.Background(), path, nil)
+	s, err := Open(context.Background(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,7 +750,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	// The store still takes writes.
-	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", MachineUpdate{}, t0); err != nil {
+	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", store.MachineUpdate{}, t0); err != nil {
 		t.Error(err)
 	}
 }
@@ -761,7 +763,7 @@ func TestHelperWriter(t *testing.T) {
 	if path == "" {
 		t.Skip("helper process for TestKill9")
 	}
-	s, err := OpenSQLite(context.Background(), path, nil)
+	s, err := Open(context.Background(), path, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -776,9 +778,9 @@ func TestHelperWriter(t *testing.T) {
 				mac := benchMAC(g<<20 | i)
 				var err error
 				if i%2 == 0 {
-					_, _, err = s.PutMachine(context.Background(), mac, MachineUpdate{Image: ptr("img-" + mac)}, time.Now())
+					_, _, err = s.PutMachine(context.Background(), mac, store.MachineUpdate{Image: ptr("img-" + mac)}, time.Now())
 				} else {
-					_, _, err = s.PutMachine(context.Background(), mac, MachineUpdate{Image: ptr("img-" + mac), BootPolicy: ptr(PolicyFlash)}, time.Now())
+					_, _, err = s.PutMachine(context.Background(), mac, store.MachineUpdate{Image: ptr("img-" + mac), BootPolicy: ptr(store.PolicyFlash)}, time.Now())
 					if err == nil {
 						_, err = s.PXEContact(context.Background(), mac, "10.0.0.1", time.Now())
 					}
@@ -809,12 +811,12 @@ func TestWritePanic(t *testing.T) {
 			}
 		}()
 		s.write(ctx, func(ctx context.Context, tx dbtx) error {
-			insertMachine(ctx, tx, Machine{MAC: "aa:bb:cc:dd:ee:ff", BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: t0, UpdatedAt: t0})
+			insertMachine(ctx, tx, store.Machine{MAC: "aa:bb:cc:dd:ee:ff", BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0})
 			panic("boom")
 		})
 		t.Error("write returned, want a panic")
 	}()
-	if _, err := s.GetMachine(ctx, "aa:bb:cc:dd:ee:ff"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMachine(ctx, "aa:bb:cc:dd:ee:ff"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the panicking write was kept: %v", err)
 	}
 	if _, err := s.PXEContact(ctx, "aa:bb:cc:dd:ee:ff", "10.0.0.1", t0); err != nil {

@@ -1,4 +1,4 @@
-package store
+package sqlitestore
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
 // benchMAC is the i-th of the benchmark's machines.
@@ -21,11 +23,11 @@ func benchMAC(i int) string {
 func seedMachines(tb testing.TB, s *SQLite, n int) {
 	tb.Helper()
 	now := time.Now().UTC()
-	policies := []string{PolicyLocal, PolicyFlash, PolicyTUI}
+	policies := []string{store.PolicyLocal, store.PolicyFlash, store.PolicyTUI}
 	err := s.write(context.Background(), func(ctx context.Context, tx dbtx) error {
 		for i := range n {
-			m := Machine{MAC: benchMAC(i), Image: "debian-13.qcow2", BootPolicy: policies[i%3],
-				NextBoot: NextFlash, CreatedAt: now, UpdatedAt: now}
+			m := store.Machine{MAC: benchMAC(i), Image: "debian-13.qcow2", BootPolicy: policies[i%3],
+				NextBoot: store.NextFlash, CreatedAt: now, UpdatedAt: now}
 			if err := insertMachine(context.Background(), tx, m); err != nil {
 				return err
 			}
@@ -44,7 +46,7 @@ func BenchmarkPXEContact(b *testing.B) {
 	const machines = 10000
 	for _, par := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
-			s, err := OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "state.db"), nil)
+			s, err := Open(context.Background(), filepath.Join(b.TempDir(), "state.db"), nil)
 			if err != nil {
 				b.Fatal(err)
 			}

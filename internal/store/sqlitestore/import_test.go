@@ -1,0 +1,47 @@
+package sqlitestore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+func TestImportMachinesRoundTrip(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	status := store.WorkflowSuccess
+	in := []store.Machine{
+		{MAC: "52:54:00:00:00:01", Image: "a.img", ProvisioningMode: "cloud-init", Hostname: "n1", BootPolicy: store.PolicyFlash,
+			NextBoot: store.NextLocal, DiscoveredAt: &t0, LastSeenAt: &t0, LastSeenIP: "10.0.0.5", LastFlashedAt: &t0,
+			LastWorkflowRunAt: &t0, LastWorkflowStatus: &status, LastWorkflowOutputPath: "/x", CreatedAt: t0, UpdatedAt: t0},
+		{MAC: "52:54:00:00:00:02", BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0},
+	}
+	// An existing record with the same MAC is replaced.
+	if _, _, err := s.PutMachine(ctx, "52:54:00:00:00:01", store.MachineUpdate{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportMachines(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListMachines(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, got); diff != "" {
+		t.Errorf("(-imported +read back):\n%s", diff)
+	}
+	// One bad record: nothing is written.
+	bad := []store.Machine{{MAC: "52:54:00:00:00:03", BootPolicy: store.PolicyLocal}, {MAC: "52:54:00:00:00:04", BootPolicy: "reboot"}}
+	if err := s.ImportMachines(ctx, bad); !store.IsValidation(err) {
+		t.Fatalf("bad import: %v", err)
+	}
+	if _, err := s.GetMachine(ctx, "52:54:00:00:00:03"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a record of a refused import was written: %v", err)
+	}
+}
