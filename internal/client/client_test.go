@@ -24,7 +24,6 @@ import (
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/client/clienttest"
 	"github.com/btyproject/bty/internal/server"
-	"github.com/btyproject/bty/internal/store"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -47,16 +46,15 @@ func jsonFields(t reflect.Type) []string {
 	return out
 }
 
-// The client declares its own wire types (so it does not link the
-// server's store); they must not drift from the server's.
+// The client declares its own catalog types (so it does not link the
+// server); they must not drift from the server's.
 func TestWireTypesMatchServer(t *testing.T) {
 	tests := []struct {
 		name         string
 		client, serv any
 	}{
-		{"machine", client.Machine{}, store.Machine{}},
-		{"machine update", client.MachineUpdate{}, store.MachineUpdate{}},
 		{"image", client.Image{}, server.ImageEntry{}},
+		{"boot file", client.BootFile{}, server.BootFile{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,43 +3,17 @@ package client
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
-// Machine is a machine record, the wire shape of SPEC.md (times in RFC
-// 3339, nil when unset).
-type Machine struct {
-	MAC                    string     `json:"mac"`
-	Image                  string     `json:"image"`
-	ProvisioningMode       string     `json:"provisioning_mode"`
-	Hostname               string     `json:"hostname"`
-	CijoeWorkflowRef       string     `json:"cijoe_workflow_ref"`
-	LastKnownGood          string     `json:"last_known_good"`
-	DiscoveredAt           *time.Time `json:"discovered_at"`
-	LastSeenAt             *time.Time `json:"last_seen_at"`
-	LastSeenIP             string     `json:"last_seen_ip"`
-	BootPolicy             string     `json:"boot_policy"`
-	LastFlashedAt          *time.Time `json:"last_flashed_at"`
-	LastWorkflowRunAt      *time.Time `json:"last_workflow_run_at"`
-	LastWorkflowStatus     *string    `json:"last_workflow_status"`
-	LastWorkflowOutputPath string     `json:"last_workflow_output_path"`
-	CreatedAt              time.Time  `json:"created_at"`
-	UpdatedAt              time.Time  `json:"updated_at"`
-	// NextBoot is what the next PXE contact of a flash-policy machine
-	// gets: "flash" or "local" (the disk, once, after a done).
-	NextBoot string `json:"next_boot"`
-}
-
-// MachineUpdate is the settable part of a machine (PUT /machines/{mac}):
-// nil fields are left as they are (on create, the server's defaults);
-// a pointer to "" clears a field.
-type MachineUpdate struct {
-	Image            *string `json:"image,omitempty"`
-	ProvisioningMode *string `json:"provisioning_mode,omitempty"`
-	Hostname         *string `json:"hostname,omitempty"`
-	CijoeWorkflowRef *string `json:"cijoe_workflow_ref,omitempty"`
-	LastKnownGood    *string `json:"last_known_good,omitempty"`
-	BootPolicy       *string `json:"boot_policy,omitempty"`
-}
+// Machine and MachineUpdate are the store's types (SPEC.md's wire
+// shape); the store package holds no database code, so the client links
+// none.
+type (
+	Machine       = store.Machine
+	MachineUpdate = store.MachineUpdate
+)
 
 // Image is one entry of the catalog (GET /images).
 type Image struct {

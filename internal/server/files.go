@@ -237,7 +237,8 @@ func (s *Server) answerUploadError(w http.ResponseWriter, r *http.Request, err e
 // bootArtifacts are the live env files the netboot path needs.
 var bootArtifacts = []string{"bty-live-x86_64.vmlinuz", "bty-live-x86_64.initrd"}
 
-type bootFile struct {
+// BootFile is one live-env artifact of GET /boot.
+type BootFile struct {
 	Name       string     `json:"name"`
 	Present    bool       `json:"present"`
 	Required   bool       `json:"required"`
@@ -246,10 +247,10 @@ type bootFile struct {
 }
 
 func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
-	files := map[string]*bootFile{}
+	files := map[string]*BootFile{}
 	var order []string
 	for _, n := range bootArtifacts {
-		files[n] = &bootFile{Name: n, Required: true}
+		files[n] = &BootFile{Name: n, Required: true}
 		order = append(order, n)
 	}
 	entries, err := os.ReadDir(s.cfg.BootDir)
@@ -267,14 +268,14 @@ func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
 		}
 		f, ok := files[e.Name()]
 		if !ok {
-			f = &bootFile{Name: e.Name()}
+			f = &BootFile{Name: e.Name()}
 			files[e.Name()] = f
 			order = append(order, e.Name())
 		}
 		mt := st.ModTime().UTC()
 		f.Present, f.SizeBytes, f.ModifiedAt = true, st.Size(), &mt
 	}
-	out := make([]bootFile, 0, len(order))
+	out := make([]BootFile, 0, len(order))
 	for _, n := range order {
 		out = append(out, *files[n])
 	}

@@ -203,7 +203,7 @@ func TestBootArtifacts(t *testing.T) {
 	if r := ts.do(t, "PUT", "/boot/bty-live-x86_64.vmlinuz", bytes.NewReader(kernel), ts.auth()); r.code != 201 {
 		t.Fatalf("upload: %d %s", r.code, r.body)
 	}
-	var files []bootFile
+	var files []BootFile
 	ts.do(t, "GET", "/boot", nil, nil).json(t, &files)
 	if len(files) != 2 || !files[0].Present || files[0].SizeBytes != 100000 || files[1].Present || !files[1].Required {
 		t.Errorf("boot list %+v", files)
