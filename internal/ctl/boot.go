@@ -73,39 +73,16 @@ stderr as for images upload. A missing FILE is exit 2.`,
   bty-ctl boot upload out/initrd.img --name bty-live-x86_64.initrd`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			const name = "boot-upload"
-			lf, err := u.open(args[0])
-			if err != nil {
-				return e.fail(name, err, map[string]any{"file": args[0]})
-			}
-			defer lf.f.Close()
-			extra := map[string]any{"file": args[0], "name": lf.name}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(name, err, extra)
-			}
-			extra["server"] = c.Server()
-			var b client.BootUpload
-			var replaced bool
-			res, err := u.send(cmd.Context(), e, lf, func(ctx context.Context, body io.Reader, size int64, opt client.UploadOptions) error {
-				var err error
-				b, replaced, err = c.UploadBoot(ctx, lf.name, body, size, opt)
-				return err
-			})
-			if err != nil {
-				return e.fail(name, e.apiErr("uploading "+args[0]+" as boot artifact "+lf.name, c, err), extra)
-			}
-			if e.asJSON {
-				f := res.fields()
-				f["ok"], f["server"], f["file"], f["boot"], f["replaced"] = true, c.Server(), args[0], b, replaced
-				return writeJSON(e, name, f)
-			}
-			if res.sha256 == "" {
-				fmt.Fprintf(e.stdout, "%s, sha256 %s\n", res.describe("boot artifact", lf.name, c.Server(), replaced), b.SHA256)
-				return nil
-			}
-			fmt.Fprintln(e.stdout, res.describe("boot artifact", lf.name, c.Server(), replaced))
-			return nil
+			return u.run(cmd.Context(), e, "boot-upload", args[0], "boot artifact", "boot",
+				func(ctx context.Context, c *client.Client, name string, body io.Reader, size int64, opt client.UploadOptions) (any, bool, error) {
+					return c.UploadBoot(ctx, name, body, size, opt)
+				},
+				func(res uploadResult, _ string, answer any) string {
+					if res.sha256 == "" {
+						return ", sha256 " + answer.(client.BootUpload).SHA256
+					}
+					return ""
+				})
 		},
 	}
 	u.register(cmd)

@@ -92,38 +92,16 @@ an upload the server refuses exit 1 with the server's reason.`,
   bty-ctl images upload disk.img.zst --sha256 "$(cut -d' ' -f1 disk.img.zst.sha256)"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			const name = "images-upload"
-			lf, err := u.open(args[0])
-			if err != nil {
-				return e.fail(name, err, map[string]any{"file": args[0]})
-			}
-			defer lf.f.Close()
-			extra := map[string]any{"file": args[0], "name": lf.name}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(name, err, extra)
-			}
-			extra["server"] = c.Server()
-			var img client.Image
-			var replaced bool
-			res, err := u.send(cmd.Context(), e, lf, func(ctx context.Context, body io.Reader, size int64, opt client.UploadOptions) error {
-				var err error
-				img, replaced, err = c.UploadImage(ctx, lf.name, body, size, opt)
-				return err
-			})
-			if err != nil {
-				return e.fail(name, e.apiErr("uploading "+args[0]+" as image "+lf.name, c, err), extra)
-			}
-			if e.asJSON {
-				f := res.fields()
-				f["ok"], f["server"], f["file"], f["image"], f["replaced"] = true, c.Server(), args[0], img, replaced
-				return writeJSON(e, name, f)
-			}
-			fmt.Fprintln(e.stdout, res.describe("image", lf.name, c.Server(), replaced))
-			if img.Error != "" {
-				fmt.Fprintf(e.stderr, "bty-ctl: warning: the server cannot flash %s: %s\n", lf.name, img.Error)
-			}
-			return nil
+			return u.run(cmd.Context(), e, "images-upload", args[0], "image", "image",
+				func(ctx context.Context, c *client.Client, name string, body io.Reader, size int64, opt client.UploadOptions) (any, bool, error) {
+					return c.UploadImage(ctx, name, body, size, opt)
+				},
+				func(_ uploadResult, name string, answer any) string {
+					if img := answer.(client.Image); img.Error != "" {
+						fmt.Fprintf(e.stderr, "bty-ctl: warning: the server cannot flash %s: %s\n", name, img.Error)
+					}
+					return ""
+				})
 		},
 	}
 	u.register(cmd)

@@ -172,3 +172,47 @@ func (r uploadResult) fields() map[string]any {
 	}
 	return f
 }
+
+// uploadFunc sends one file to the server; it returns the server's
+// answer and whether a file of that name was replaced.
+type uploadFunc func(ctx context.Context, c *client.Client, name string, body io.Reader, size int64, opt client.UploadOptions) (any, bool, error)
+
+// run is an upload command: open path, log in, send it with do and
+// report it; cmdName is the JSON command, kind names what the file
+// becomes ("image"), key is the answer's JSON field. more, when set,
+// returns text to append to the report line (and may warn).
+func (u *uploadFlags) run(ctx context.Context, e *env, cmdName, path, kind, key string, do uploadFunc,
+	more func(res uploadResult, name string, answer any) string) error {
+	lf, err := u.open(path)
+	if err != nil {
+		return e.fail(cmdName, err, map[string]any{"file": path})
+	}
+	defer lf.f.Close()
+	extra := map[string]any{"file": path, "name": lf.name}
+	c, err := e.authClient()
+	if err != nil {
+		return e.fail(cmdName, err, extra)
+	}
+	extra["server"] = c.Server()
+	var answer any
+	var replaced bool
+	res, err := u.send(ctx, e, lf, func(ctx context.Context, body io.Reader, size int64, opt client.UploadOptions) error {
+		var err error
+		answer, replaced, err = do(ctx, c, lf.name, body, size, opt)
+		return err
+	})
+	if err != nil {
+		return e.fail(cmdName, e.apiErr("uploading "+path+" as "+kind+" "+lf.name, c, err), extra)
+	}
+	if e.asJSON {
+		f := res.fields()
+		f["ok"], f["server"], f["file"], f[key], f["replaced"] = true, c.Server(), path, answer, replaced
+		return writeJSON(e, cmdName, f)
+	}
+	line := res.describe(kind, lf.name, c.Server(), replaced)
+	if more != nil {
+		line += more(res, lf.name, answer)
+	}
+	fmt.Fprintln(e.stdout, line)
+	return nil
+}
