@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitcode.OK
 	}
 	code := exitcode.Code(err)
-	if code == exitcode.Failed && isCobraUsageError(err) {
+	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
 		code = exitcode.Usage
 		err = exitcode.Wrap(code, err)
 	}
@@ -120,20 +120,6 @@ type reportedError struct{ err error }
 
 func (r *reportedError) Error() string { return r.err.Error() }
 func (r *reportedError) Unwrap() error { return r.err }
-
-// isCobraUsageError recognises the argument and flag errors cobra raises
-// itself; they are misuse (exit 2), not failures.
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
-		"flag needs an argument", "invalid argument", "accepts ", "requires at least",
-		"requires exactly", "required flag", "if any flags in the group", "none of the others can be"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
-}
 
 func newRoot(e *env) *cobra.Command {
 	var showVersion bool

@@ -14,6 +14,7 @@ package exitcode
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // The exit codes of every bty command.
@@ -59,4 +60,21 @@ func Code(err error) int {
 		return e.Code
 	}
 	return Failed
+}
+
+// IsCobraUsage recognises the argument and flag errors cobra raises
+// itself (it has no typed errors for them): they are misuse, exit 2.
+func IsCobraUsage(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
+		"flag needs an argument", "invalid argument", "accepts ", "requires at least",
+		"requires exactly", "required flag", "if any flags in the group", "none of the others can be"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -71,8 +71,7 @@ the first start generates one and prints it once on stderr.`,
 	if code == exitcode.OK {
 		code = exitcode.Failed
 	}
-	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "unknown flag") ||
-		strings.Contains(err.Error(), "invalid argument") {
+	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
 		code = exitcode.Usage
 	}
 	return code
