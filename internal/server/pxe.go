@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/btyproject/bty/internal/netboot"
@@ -38,12 +39,11 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	m := c.Machine
 	p := netboot.Params{Policy: netboot.Policy(c.Serve), ServerURL: s.serverURL(r), MAC: mac,
 		Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
-	message := ""
 	if p.Policy == netboot.PolicyFlash {
 		if m.Image == "" {
 			// Nothing to flash: boot the disk rather than wipe it with
 			// nothing; the script says why on the console.
-			p.Policy, message = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned; booting the local disk"
+			p.Policy, p.Note = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned, booting the local disk"
 		} else {
 			p.ImageURL = imageURL(p.ServerURL, m.Image)
 			if e, ok := s.catalog.get(r.Context(), m.Image); ok && e.DecodedSHA256 != nil {
@@ -53,12 +53,12 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	script, err := renderScript(p, message)
+	script, err := netboot.Script(p)
 	if err != nil {
 		s.log.Error("rendering the iPXE script", "mac", mac, "policy", p.Policy, "err", err)
 		// A script the firmware can run: say why and boot the disk.
-		script, _ = renderScript(netboot.Params{Policy: netboot.PolicyLocal, ServerURL: p.ServerURL, MAC: mac},
-			"bty: cannot build the "+string(p.Policy)+" script for "+mac+" (see the server log); booting the local disk")
+		script, _ = netboot.Script(netboot.Params{Policy: netboot.PolicyLocal, ServerURL: p.ServerURL, MAC: mac,
+			Note: "bty: cannot build the " + string(p.Policy) + " script for " + mac + " (see the server log), booting the local disk"})
 		p.Policy = netboot.PolicyLocal
 	}
 	s.metrics.pxeContacts.WithLabelValues(string(p.Policy)).Inc()
@@ -94,10 +94,13 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {
-	script, err := renderBootstrap(s.serverURL(r))
+	script, err := netboot.Bootstrap(s.serverURL(r))
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	writeScript(w, script)
 }
+
+// imageURL is where the live env downloads an image from.
+func imageURL(base, name string) string { return base + "/images/" + url.PathEscape(name) }
