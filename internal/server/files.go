@@ -246,7 +246,9 @@ type BootFile struct {
 	ModifiedAt *time.Time `json:"modified_at"`
 }
 
-func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
+// bootFiles lists the boot directory: the live env's required files
+// first (present or not), then any other file.
+func (s *Server) bootFiles() ([]BootFile, error) {
 	files := map[string]*BootFile{}
 	var order []string
 	for _, n := range bootArtifacts {
@@ -255,8 +257,7 @@ func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := os.ReadDir(s.cfg.BootDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.internalError(w, r, err)
-		return
+		return nil, err
 	}
 	for _, e := range entries {
 		if checkName(e.Name()) != nil {
@@ -278,6 +279,15 @@ func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
 	out := make([]BootFile, 0, len(order))
 	for _, n := range order {
 		out = append(out, *files[n])
+	}
+	return out, nil
+}
+
+func (s *Server) handleBootList(w http.ResponseWriter, r *http.Request) {
+	out, err := s.bootFiles()
+	if err != nil {
+		s.internalError(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -357,7 +357,7 @@ func (s *Server) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	err := os.Remove(filepath.Join(s.cfg.ImageRoot, name))
+	err := s.deleteImage(name, clientAddr(r))
 	if errors.Is(err, os.ErrNotExist) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no image %q", name))
 		return
@@ -366,9 +366,18 @@ func (s *Server) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	s.catalog.forget(name)
-	s.log.Info("image deleted", "name", name, "client", clientAddr(r))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteImage removes an image file (an error wrapping os.ErrNotExist
+// when there is none); name must have passed checkName.
+func (s *Server) deleteImage(name, client string) error {
+	if err := os.Remove(filepath.Join(s.cfg.ImageRoot, name)); err != nil {
+		return err
+	}
+	s.catalog.forget(name)
+	s.log.Info("image deleted", "name", name, "client", client)
+	return nil
 }
 
 func describeFormat(f image.Format) string {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -55,29 +56,15 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &u, 1<<20) {
 		return
 	}
-	if u.Hostname != nil && *u.Hostname != "" {
-		if err := provision.CheckHostname(*u.Hostname); err != nil {
-			writeError(w, http.StatusBadRequest, "hostname: "+err.Error())
-			return
-		}
-	}
-	if u.Image != nil && *u.Image != "" {
-		if err := checkName(*u.Image); err != nil {
-			writeError(w, http.StatusBadRequest, "image: "+err.Error()+"; use a name from GET /images")
-			return
-		}
-	}
-	m, created, err := s.store.PutMachine(r.Context(), mac, u, time.Now())
-	var ve *store.ValidationError
-	if errors.As(err, &ve) {
-		writeError(w, http.StatusBadRequest, ve.Error())
+	m, created, err := s.updateMachine(r.Context(), mac, u)
+	if store.IsValidation(err) {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	s.publishMachine(m)
 	code := http.StatusOK
 	if created {
 		code = http.StatusCreated
@@ -85,12 +72,45 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, m)
 }
 
+// updateMachine validates u (a *store.ValidationError names the field)
+// and applies it, publishing the change.
+func (s *Server) updateMachine(ctx context.Context, mac string, u store.MachineUpdate) (store.Machine, bool, error) {
+	if u.Hostname != nil && *u.Hostname != "" {
+		if err := provision.CheckHostname(*u.Hostname); err != nil {
+			return store.Machine{}, false, &store.ValidationError{Field: "hostname", Msg: err.Error()}
+		}
+	}
+	for field, v := range map[string]*string{"image": u.Image, "last_known_good": u.LastKnownGood} {
+		if v != nil && *v != "" {
+			if err := checkName(*v); err != nil {
+				return store.Machine{}, false, &store.ValidationError{Field: field, Msg: err.Error() + "; use a name from GET /images"}
+			}
+		}
+	}
+	m, created, err := s.store.PutMachine(ctx, mac, u, time.Now())
+	if err != nil {
+		return store.Machine{}, false, err
+	}
+	s.publishMachine(m)
+	return m, created, nil
+}
+
+// deleteMachine deletes a machine (store.ErrNotFound when unknown) and
+// publishes the deletion.
+func (s *Server) deleteMachine(ctx context.Context, mac string) error {
+	if err := s.store.DeleteMachine(ctx, mac); err != nil {
+		return err
+	}
+	s.hub.publish(machineEvent{Type: "delete", MAC: mac})
+	return nil
+}
+
 func (s *Server) handleMachineDelete(w http.ResponseWriter, r *http.Request) {
 	mac, ok := pathMAC(w, r)
 	if !ok {
 		return
 	}
-	err := s.store.DeleteMachine(r.Context(), mac)
+	err := s.deleteMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no machine "+mac)
 		return
@@ -99,6 +119,5 @@ func (s *Server) handleMachineDelete(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	s.hub.publish(machineEvent{Type: "delete", MAC: mac})
 	w.WriteHeader(http.StatusNoContent)
 }

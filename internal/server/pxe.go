@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -36,8 +37,18 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("machine discovered", "mac", mac, "ip", clientAddr(r))
 	}
 	s.publishMachine(c.Machine)
-	m := c.Machine
-	p := netboot.Params{Policy: netboot.Policy(c.Serve), ServerURL: s.serverURL(r), MAC: mac,
+	script, policy := s.bootScript(r.Context(), c.Machine, c.Serve, s.serverURL(r), false)
+	s.metrics.pxeContacts.WithLabelValues(string(policy)).Inc()
+	writeScript(w, script)
+}
+
+// bootScript renders the iPXE script for machine m served policy serve
+// (store.Serves, or what a contact returned), with base the server URL
+// the machine reaches; policy is what the script does in the end. A
+// preview (the UI's) logs nothing.
+func (s *Server) bootScript(ctx context.Context, m store.Machine, serve, base string, preview bool) (script []byte, policy netboot.Policy) {
+	mac := m.MAC
+	p := netboot.Params{Policy: netboot.Policy(serve), ServerURL: base, MAC: mac,
 		Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
 	if p.Policy == netboot.PolicyFlash {
 		if m.Image == "" {
@@ -46,23 +57,24 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 			p.Policy, p.Note = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned, booting the local disk"
 		} else {
 			p.ImageURL = imageURL(p.ServerURL, m.Image)
-			if e, ok := s.catalog.get(r.Context(), m.Image); ok && e.DecodedSHA256 != nil {
+			if e, ok := s.catalog.get(ctx, m.Image); ok && e.DecodedSHA256 != nil {
 				p.ImageSHA256 = *e.DecodedSHA256
-			} else if !ok {
+			} else if !ok && !preview {
 				s.log.Warn("flash: assigned image is not in the catalog", "mac", mac, "image", m.Image)
 			}
 		}
 	}
 	script, err := netboot.Script(p)
 	if err != nil {
-		s.log.Error("rendering the iPXE script", "mac", mac, "policy", p.Policy, "err", err)
+		if !preview {
+			s.log.Error("rendering the iPXE script", "mac", mac, "policy", p.Policy, "err", err)
+		}
 		// A script the firmware can run: say why and boot the disk.
 		script, _ = netboot.Script(netboot.Params{Policy: netboot.PolicyLocal, ServerURL: p.ServerURL, MAC: mac,
 			Note: "bty: cannot build the " + string(p.Policy) + " script for " + mac + " (see the server log), booting the local disk"})
 		p.Policy = netboot.PolicyLocal
 	}
-	s.metrics.pxeContacts.WithLabelValues(string(p.Policy)).Inc()
-	writeScript(w, script)
+	return script, p.Policy
 }
 
 func writeScript(w http.ResponseWriter, script []byte) {

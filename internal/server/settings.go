@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -20,10 +21,20 @@ type ifaceInfo struct {
 	Up    bool     `json:"up"`
 }
 
-func (s *Server) handleSettingsGet(w http.ResponseWriter, r *http.Request) {
-	iface, _ := s.store.Setting(r.Context(), SettingProxyIface)
-	subnet, _ := s.store.Setting(r.Context(), SettingProxySubnet)
-	var ifs []ifaceInfo
+// settingsView is the settings page's and GET /settings' content.
+type settingsView struct {
+	ProxyDHCPIface       string      `json:"proxydhcp_iface"`
+	ProxyDHCPSubnet      string      `json:"proxydhcp_subnet"`
+	ProxyDHCPEnvOverride string      `json:"proxydhcp_env_override"`
+	ProxyDHCPStatus      proxyStatus `json:"proxydhcp_status"`
+	Interfaces           []ifaceInfo `json:"interfaces"`
+	TFTPPort             int         `json:"tftp_port"`
+}
+
+func (s *Server) settings(ctx context.Context) settingsView {
+	v := settingsView{ProxyDHCPEnvOverride: s.cfg.ProxyDHCPIface, TFTPPort: s.cfg.TFTPPort, Interfaces: []ifaceInfo{}}
+	v.ProxyDHCPIface, _ = s.store.Setting(ctx, SettingProxyIface)
+	v.ProxyDHCPSubnet, _ = s.store.Setting(ctx, SettingProxySubnet)
 	if all, err := net.Interfaces(); err == nil {
 		for _, ifi := range all {
 			info := ifaceInfo{Name: ifi.Name, Up: ifi.Flags&net.FlagUp != 0, Addrs: []string{}}
@@ -32,21 +43,59 @@ func (s *Server) handleSettingsGet(w http.ResponseWriter, r *http.Request) {
 					info.Addrs = append(info.Addrs, a.String())
 				}
 			}
-			ifs = append(ifs, info)
+			v.Interfaces = append(v.Interfaces, info)
 		}
 	}
-	status := proxyStatus{}
 	if s.pxe.proxy != nil {
 		st := s.pxe.proxy.Status()
-		status = proxyStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
+		v.ProxyDHCPStatus = proxyStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
 		if st.ServerIP != nil {
-			status.ServerIP = st.ServerIP.String()
+			v.ProxyDHCPStatus.ServerIP = st.ServerIP.String()
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"proxydhcp_iface": iface, "proxydhcp_subnet": subnet, "proxydhcp_env_override": s.cfg.ProxyDHCPIface,
-		"proxydhcp_status": status, "interfaces": ifs, "tftp_port": s.cfg.TFTPPort,
-	})
+	return v
+}
+
+func (s *Server) handleSettingsGet(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.settings(r.Context()))
+}
+
+// settingError is a settings change refused, with its HTTP status.
+type settingError struct {
+	code int
+	msg  string
+}
+
+func (e *settingError) Error() string { return e.msg }
+
+// setProxyDHCP applies proxy-DHCP on iface within subnet live and stores
+// the setting; a setting that cannot be applied is refused (a
+// *settingError), not stored, and the previous one stays in force.
+func (s *Server) setProxyDHCP(ctx context.Context, iface, subnet, client string) error {
+	iface, subnet = strings.TrimSpace(iface), strings.TrimSpace(subnet)
+	if s.cfg.ProxyDHCPIface != "" {
+		return &settingError{http.StatusConflict, "proxy-DHCP is set by BTY_PROXYDHCP_IFACE=" + s.cfg.ProxyDHCPIface + "; unset it to manage it here"}
+	}
+	if err := s.applyProxyDHCP(iface, subnet); errors.Is(err, errProxyUnavailable) {
+		return &settingError{http.StatusServiceUnavailable, err.Error()}
+	} else if err != nil {
+		// The responder stops when a new setting cannot start: bring
+		// the stored one back.
+		oldIface, _ := s.store.Setting(ctx, SettingProxyIface)
+		oldSubnet, _ := s.store.Setting(ctx, SettingProxySubnet)
+		if rerr := s.applyProxyDHCP(oldIface, oldSubnet); rerr != nil {
+			s.log.Error("proxy-DHCP: restoring the previous setting", "iface", oldIface, "err", rerr)
+		}
+		return &settingError{http.StatusBadRequest, err.Error() + "; the previous setting stays"}
+	}
+	now := time.Now()
+	for k, v := range map[string]string{SettingProxyIface: iface, SettingProxySubnet: subnet} {
+		if err := s.store.SetSetting(ctx, k, v, now); err != nil {
+			return err
+		}
+	}
+	s.log.Info("proxy-DHCP settings changed", "iface", iface, "subnet", subnet, "client", client)
+	return nil
 }
 
 // handleSettingsPut stores the proxy-DHCP settings and applies them
@@ -60,36 +109,18 @@ func (s *Server) handleSettingsPut(w http.ResponseWriter, r *http.Request) {
 	iface, _ := s.store.Setting(ctx, SettingProxyIface)
 	subnet, _ := s.store.Setting(ctx, SettingProxySubnet)
 	if d.ProxyDHCPIface != nil {
-		iface = strings.TrimSpace(*d.ProxyDHCPIface)
+		iface = *d.ProxyDHCPIface
 	}
 	if d.ProxyDHCPSubnet != nil {
-		subnet = strings.TrimSpace(*d.ProxyDHCPSubnet)
+		subnet = *d.ProxyDHCPSubnet
 	}
-	if s.cfg.ProxyDHCPIface != "" {
-		writeError(w, http.StatusConflict, "proxy-DHCP is set by BTY_PROXYDHCP_IFACE="+s.cfg.ProxyDHCPIface+"; unset it to manage it here")
-		return
-	}
-	if err := s.applyProxyDHCP(iface, subnet); errors.Is(err, errProxyUnavailable) {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+	var se *settingError
+	if err := s.setProxyDHCP(ctx, iface, subnet, clientAddr(r)); errors.As(err, &se) {
+		writeError(w, se.code, se.msg)
 		return
 	} else if err != nil {
-		// The responder stops when a new setting cannot start: bring
-		// the stored one back.
-		oldIface, _ := s.store.Setting(ctx, SettingProxyIface)
-		oldSubnet, _ := s.store.Setting(ctx, SettingProxySubnet)
-		if rerr := s.applyProxyDHCP(oldIface, oldSubnet); rerr != nil {
-			s.log.Error("proxy-DHCP: restoring the previous setting", "iface", oldIface, "err", rerr)
-		}
-		writeError(w, http.StatusBadRequest, err.Error()+"; the previous setting stays")
+		s.internalError(w, r, err)
 		return
 	}
-	now := time.Now()
-	for k, v := range map[string]string{SettingProxyIface: iface, SettingProxySubnet: subnet} {
-		if err := s.store.SetSetting(ctx, k, v, now); err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-	}
-	s.log.Info("proxy-DHCP settings changed", "iface", iface, "subnet", subnet, "client", clientAddr(r))
 	s.handleSettingsGet(w, r)
 }

@@ -84,6 +84,16 @@ type Contact struct {
 	Discovered bool
 }
 
+// Serves is the boot policy the machine's next PXE contact will be
+// served, without recording anything: its boot policy, except that a
+// flash machine due to boot its disk once gets PolicyLocal.
+func Serves(m Machine) string {
+	if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
+		return PolicyLocal
+	}
+	return m.BootPolicy
+}
+
 // Store is bty-web's state. Every method is safe for concurrent use;
 // every write is one transaction, durable when the method returns.
 type Store interface {

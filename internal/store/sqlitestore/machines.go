@@ -223,9 +223,8 @@ func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) 
 		case err != nil:
 			return err
 		}
-		serve := m.BootPolicy
+		serve := store.Serves(m)
 		if m.BootPolicy == store.PolicyFlash && m.NextBoot == store.NextLocal {
-			serve = store.PolicyLocal
 			m.NextBoot = store.NextFlash
 			m.UpdatedAt = now
 		}
