@@ -11,18 +11,32 @@ package server
 // bty-ui-screenshots under the system temporary directory.
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/btyproject/bty/internal/store"
 )
 
 // browserTimeout bounds each browser test as a whole; stepTimeout bounds
@@ -79,9 +93,20 @@ type browser struct {
 	t   *testing.T
 	ctx context.Context // the tab; ends after browserTimeout
 	ts  *testServer
+	js  *jsErrors
+}
 
-	mu         sync.Mutex
-	exceptions []string // uncaught JavaScript exceptions of the pages
+// jsErrors collects the uncaught JavaScript exceptions of the pages.
+type jsErrors struct {
+	mu   sync.Mutex
+	list []string
+}
+
+// on returns the browser for a subtest: same tab, failures reported to t.
+func (b *browser) on(t *testing.T) *browser {
+	c := *b
+	c.t = t
+	return &c
 }
 
 const desktopWidth, desktopHeight = 1280, 900
@@ -101,14 +126,14 @@ func newBrowser(t *testing.T, ts *testServer) *browser {
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	tabCtx, cancelTab := chromedp.NewContext(allocCtx)
-	b := &browser{t: t, ctx: tabCtx, ts: ts}
+	b := &browser{t: t, ctx: tabCtx, ts: ts, js: &jsErrors{}}
 	t.Cleanup(func() {
 		cancelTab()
 		cancelAlloc()
 		cancel()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, e := range b.exceptions {
+		b.js.mu.Lock()
+		defer b.js.mu.Unlock()
+		for _, e := range b.js.list {
 			t.Errorf("uncaught JavaScript exception in a page: %s", e)
 		}
 	})
@@ -124,9 +149,9 @@ func newBrowser(t *testing.T, ts *testServer) *browser {
 			if d.Exception != nil && d.Exception.Description != "" {
 				msg += " " + d.Exception.Description
 			}
-			b.mu.Lock()
-			b.exceptions = append(b.exceptions, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
-			b.mu.Unlock()
+			b.js.mu.Lock()
+			b.js.list = append(b.js.list, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
+			b.js.mu.Unlock()
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -190,14 +215,30 @@ func js[T any](b *browser, expr string) T {
 }
 
 // text is the trimmed textContent of the first element matching sel,
-// waiting for it to exist.
+// waiting for it to exist. It reads in one evaluation, so a live update
+// replacing the element between the lookup and the read cannot fail it.
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	s, err := run(b, chromedp.TextContent(chromedp.CSS(sel)))
-	if err != nil {
-		b.t.Fatalf("text of %s: %v (page %s)", sel, err, b.location())
+	return strings.TrimSpace(b.read(sel, `e.textContent`))
+}
+
+// read waits for sel and evaluates expr (over the element e) to a string.
+func (b *browser) read(sel, expr string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[*string](fmt.Sprintf(
+			`(() => { const e = document.querySelector(%s); return e ? String(%s) : null })()`, jsq(sel), expr)))
+		cancel()
+		if err == nil && v != nil {
+			return *v
+		}
+		if time.Now().After(deadline) || b.ctx.Err() != nil {
+			b.t.Fatalf("no %s on %s (last error %v)", sel, b.location(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return strings.TrimSpace(s)
 }
 
 // exists reports whether sel matches now (no waiting).
@@ -218,12 +259,186 @@ func (b *browser) waitGone(sel string) {
 	b.must("waiting for "+sel+" to go", chromedp.WaitNotPresent(chromedp.CSS(sel)))
 }
 
-// poll waits until the JavaScript expression is truthy.
+// poll waits until the JavaScript expression is truthy. It evaluates
+// from Go every 50 ms and ignores evaluation errors, so it also works
+// across a navigation (a form post, a reload) the page does meanwhile.
 func (b *browser) poll(what, expr string) {
 	b.t.Helper()
-	if _, err := run(b, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
+	if err := b.tryPoll(expr, stepTimeout); err != nil {
 		b.t.Fatalf("waiting for %s (%s): %v (page %s)", what, expr, err, b.location())
 	}
+}
+
+func (b *browser) tryPoll(expr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
+		cancel()
+		if err == nil && v {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		if time.Now().After(deadline) {
+			if last != nil {
+				return fmt.Errorf("still false after %s (last error %v)", d, last)
+			}
+			return fmt.Errorf("still false after %s", d)
+		}
+		if b.ctx.Err() != nil {
+			return b.ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// jsq quotes s as a JavaScript string literal.
+func jsq(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// fill sets a text input as typing would (value, then input and change
+// events).
+func (b *browser) fill(sel, value string) {
+	b.t.Helper()
+	b.waitFor(sel)
+	ok := js[bool](b, fmt.Sprintf(`(() => { const e = document.querySelector(%s); if (!e) return false;
+		e.focus(); e.value = %s; e.dispatchEvent(new Event('input', {bubbles: true}));
+		e.dispatchEvent(new Event('change', {bubbles: true})); return true })()`, jsq(sel), jsq(value)))
+	if !ok {
+		b.t.Fatalf("no %s on %s", sel, b.location())
+	}
+}
+
+// choose selects the option with value in a select (then fires input
+// and change events); it fails when the select has no such option.
+func (b *browser) choose(sel, value string) {
+	b.t.Helper()
+	b.waitFor(sel)
+	opts := js[[]string](b, fmt.Sprintf(`Array.from(document.querySelector(%s).options).map(o => o.value)`, jsq(sel)))
+	if !slices.Contains(opts, value) {
+		b.t.Fatalf("%s has no option %q (options %q) on %s", sel, value, opts, b.location())
+	}
+	js[bool](b, fmt.Sprintf(`(() => { const e = document.querySelector(%s); e.value = %s;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true })()`,
+		jsq(sel), jsq(value)))
+}
+
+// options lists the option values of a select.
+func (b *browser) options(sel string) []string {
+	b.t.Helper()
+	b.waitFor(sel)
+	return js[[]string](b, fmt.Sprintf(`Array.from(document.querySelector(%s).options).map(o => o.value)`, jsq(sel)))
+}
+
+// click clicks the element (a real mouse click at its centre) and waits
+// for the page it leads to; it returns that page's HTTP status.
+func (b *browser) click(sel string) int {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	res, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("clicking %s on %s (want a new page): %v", sel, b.location(), err)
+	}
+	return int(res.Status)
+}
+
+// clickHere clicks the element without waiting for a new page. A live
+// update can replace the element between finding and clicking it; then
+// the click is tried again on the new one.
+func (b *browser) clickHere(sel string) {
+	b.t.Helper()
+	var err error
+	for range 5 {
+		if err = b.step(chromedp.Click(chromedp.CSS(sel))); err == nil || !strings.Contains(err.Error(), "node") {
+			break
+		}
+		b.t.Logf("clicking %s again after %v", sel, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		b.t.Fatalf("clicking %s: %v (page %s)", sel, err, b.location())
+	}
+}
+
+// waitLiveTable waits, on /ui/machines, until the table's SSE stream is
+// open and the refresh it triggers on connecting (the snapshot event)
+// has been swapped in, so the rows the test then works with stay put.
+func (b *browser) waitLiveTable() {
+	b.t.Helper()
+	waitSSESubscriber(b.t, b.ts)
+	b.poll("the first live refresh of the table", `performance.getEntriesByType("resource").some(e =>
+		e.initiatorType === "xmlhttprequest" && new URL(e.name).pathname === "/ui/machines" && e.responseEnd > 0)
+		&& !document.querySelector(".htmx-request, .htmx-swapping, .htmx-settling")`)
+}
+
+// attr reads an attribute of the first element matching sel ("" when
+// absent), waiting for the element.
+func (b *browser) attr(sel, name string) string {
+	b.t.Helper()
+	return b.read(sel, fmt.Sprintf(`e.getAttribute(%s) ?? ""`, jsq(name)))
+}
+
+// count is the number of elements matching sel now.
+func (b *browser) count(sel string) int {
+	b.t.Helper()
+	return js[int](b, fmt.Sprintf(`document.querySelectorAll(%s).length`, jsq(sel)))
+}
+
+// path is the current page's path (percent-decoded) and its query.
+func (b *browser) path() (string, url.Values) {
+	b.t.Helper()
+	u, err := url.Parse(b.ts.URL + b.location())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return u.Path, u.Query()
+}
+
+// wantPath fails unless the browser is on path.
+func (b *browser) wantPath(want string) {
+	b.t.Helper()
+	if p, _ := b.path(); p != want {
+		b.t.Fatalf("the browser is on %s, want %s", b.location(), want)
+	}
+}
+
+// sessionCookie is the browser's bty-token cookie for the test server.
+func (b *browser) sessionCookie() *network.Cookie {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+	defer cancel()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.ts.URL + "/ui/dashboard"}})
+	if err != nil {
+		b.t.Fatalf("reading cookies: %v", err)
+	}
+	for _, c := range res.Cookies {
+		if c.Name == CookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+// login logs in through the login form (the browser must be on it).
+func (b *browser) login(pw string) int {
+	b.t.Helper()
+	b.fill("#password", pw)
+	return b.click("#login-submit")
+}
+
+// macRow is the id of a machine's row in table#machines.
+func macRow(mac string) string { return "tr#m-" + strings.ReplaceAll(mac, ":", "") }
+
+// rowText is the trimmed text of a cell of a machine's row.
+func (b *browser) rowText(mac, cell string) string {
+	b.t.Helper()
+	return b.text(macRow(mac) + " td." + cell)
 }
 
 // screenshot saves a full-page PNG of the current page at the desktop
@@ -286,4 +501,870 @@ func TestBrowserSmoke(t *testing.T) {
 		t.Errorf("/no-such-page in the browser: HTTP %d, want 404", code)
 	}
 	b.screenshot("00-smoke-404.png")
+}
+
+// Machines of the flow.
+const (
+	macSeed  = "52:54:00:aa:00:01" // configured through the API before login
+	macDisc  = "52:54:00:aa:00:02" // discovered by PXE before login
+	macLive  = "52:54:00:12:34:56" // discovered by PXE while the table is open
+	seedName = "seed.img"
+)
+
+// TestBrowserFlow is the issue's acceptance flow in a real browser: log
+// in through the form, read the dashboard, watch a PXE discovery appear
+// live in the machine table, edit a machine (a refused value first),
+// bulk-change machines, delete one, upload an image and a boot file with
+// progress, change settings, log out, and revoke every session.
+func TestBrowserFlow(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.auth()
+	if r := ts.do(t, "PUT", "/images/"+seedName, bytes.NewReader(randomBytes(t, 256<<10)), h); r.code != 201 {
+		t.Fatalf("seeding an image: %d %s", r.code, r.body)
+	}
+	waitCatalog(t, ts, seedName)
+	if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(`{"hostname":"alpha","image":"seed.img","boot_policy":"local"}`), h); r.code != 201 {
+		t.Fatalf("seeding a machine: %d %s", r.code, r.body)
+	}
+	if r := ts.do(t, "POST", "/pxe/"+macSeed+"/done", nil, nil); r.code != 200 {
+		t.Fatalf("marking %s flashed: %d %s", macSeed, r.code, r.body)
+	}
+	if r := ts.do(t, "GET", "/pxe/"+macDisc, nil, nil); r.code != 200 {
+		t.Fatalf("discovering %s: %d %s", macDisc, r.code, r.body)
+	}
+	b := newBrowser(t, ts)
+	start := time.Now()
+	defer func() { t.Logf("browser flow took %s", time.Since(start).Round(time.Millisecond)) }()
+
+	step := func(name string, f func(t *testing.T, b *browser)) bool {
+		t.Helper()
+		return t.Run(name, func(t *testing.T) { f(t, b.on(t)) })
+	}
+	var cookie string // the session cookie's value after login
+
+	if !step("Login", func(t *testing.T, b *browser) {
+		// A page without a session leads to the login form, which
+		// remembers where to come back to.
+		if code := b.open("/ui/machines"); code != 200 {
+			t.Errorf("/ui/machines without a session ends with HTTP %d, want 200 (the login page)", code)
+		}
+		p, q := b.path()
+		if p != "/ui/login" || q.Get("next") != "/ui/machines" {
+			t.Fatalf("without a session /ui/machines led to %s, want /ui/login?next=/ui/machines", b.location())
+		}
+		b.waitFor("form#login-form")
+		if m := b.attr("form#login-form", "method"); !strings.EqualFold(m, "post") {
+			t.Errorf("form#login-form method %q, want post", m)
+		}
+		if ty := b.attr("input#password", "type"); ty != "password" {
+			t.Errorf("input#password type %q, want password", ty)
+		}
+		b.screenshot("01-login.png")
+
+		// A wrong password: 401 and a message on the form.
+		if code := b.login("not the password"); code != 401 {
+			t.Errorf("wrong password: HTTP %d, want 401", code)
+		}
+		if msg := b.text("#login-error"); msg == "" {
+			t.Error("wrong password: #login-error is empty")
+		} else {
+			t.Logf("wrong password says: %s", msg)
+		}
+		if b.sessionCookie() != nil {
+			t.Error("a wrong password left a session cookie")
+		}
+		b.screenshot("01b-login-wrong-password.png")
+
+		// The right one: back to where we wanted to go.
+		if code := b.login(testPassword); code != 200 {
+			t.Errorf("login: HTTP %d, want 200 after the redirect", code)
+		}
+		b.wantPath("/ui/machines")
+		c := b.sessionCookie()
+		if c == nil {
+			t.Fatalf("no %s cookie after login", CookieName)
+		}
+		if !c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict {
+			t.Errorf("%s cookie: HttpOnly %v SameSite %q, want HttpOnly and Strict", CookieName, c.HTTPOnly, c.SameSite)
+		}
+		if js[bool](b, `document.cookie.includes("`+CookieName+`")`) {
+			t.Errorf("page scripts can read the %s cookie", CookieName)
+		}
+		cookie = c.Value
+		// Logged in, /ui goes to the dashboard.
+		if code := b.open("/ui"); code != 200 {
+			t.Errorf("/ui: HTTP %d", code)
+		}
+		b.wantPath("/ui/dashboard")
+	}) {
+		return
+	}
+
+	step("Dashboard", func(t *testing.T, b *browser) {
+		if code := b.open("/ui/dashboard"); code != 200 {
+			t.Fatalf("/ui/dashboard: HTTP %d", code)
+		}
+		for _, href := range []string{"/ui/dashboard", "/ui/machines", "/ui/images", "/ui/boot", "/ui/settings"} {
+			if b.count(`nav a[href="`+href+`"]`) == 0 {
+				t.Errorf("no nav link to %s", href)
+			}
+		}
+		if b.count("form#logout-form button#logout") != 1 {
+			t.Error("no form#logout-form with button#logout")
+		}
+		if a := b.attr("form#logout-form", "action"); a != "/ui/logout" {
+			t.Errorf("form#logout-form action %q", a)
+		}
+		for sel, want := range map[string]string{
+			"#count-machines": "2", "#count-discovered": "1", "#count-flashed-24h": "1", "#count-images": "1",
+		} {
+			if got := b.text(sel); got != want {
+				t.Errorf("%s shows %q, want %q", sel, got, want)
+			}
+		}
+		missing := b.text("#boot-missing")
+		for _, f := range bootArtifacts {
+			if !strings.Contains(missing, f) {
+				t.Errorf("#boot-missing does not name %s: %q", f, missing)
+			}
+		}
+		// The wrong password above was logged as a warning.
+		if errs := b.text("#last-errors"); !strings.Contains(errs, "login refused") {
+			t.Errorf("#last-errors does not show the refused login: %q", errs)
+		}
+		b.screenshot("02-dashboard.png")
+		b.phoneScreenshot("phone-02-dashboard.png")
+	})
+
+	step("MachinesLive", func(t *testing.T, b *browser) {
+		if code := b.click(`nav a[href="/ui/machines"]`); code != 200 {
+			t.Fatalf("/ui/machines: HTTP %d", code)
+		}
+		b.wantPath("/ui/machines")
+		b.waitFor("table#machines tbody#machine-rows")
+		if n := b.count("#machine-rows tr[data-mac]"); n != 2 {
+			t.Errorf("%d machine rows, want 2", n)
+		}
+		if got := b.rowText(macSeed, "hostname"); got != "alpha" {
+			t.Errorf("%s hostname cell %q", macSeed, got)
+		}
+		if got := b.rowText(macSeed, "policy"); !strings.Contains(got, "local") {
+			t.Errorf("%s policy cell %q", macSeed, got)
+		}
+		if got := b.rowText(macSeed, "image"); !strings.Contains(got, seedName) {
+			t.Errorf("%s image cell %q", macSeed, got)
+		}
+		if b.count(macRow(macSeed)+".discovered") != 0 {
+			t.Errorf("%s has an image but its row is marked discovered", macSeed)
+		}
+		if b.count(macRow(macDisc)+".discovered") != 1 {
+			t.Errorf("%s came from PXE with no image but its row is not marked discovered", macDisc)
+		}
+		if got := b.attr(macRow(macSeed), "data-mac"); got != macSeed {
+			t.Errorf("data-mac %q, want %q", got, macSeed)
+		}
+		if got := b.attr(macRow(macSeed)+" input.select-row", "value"); got != macSeed {
+			t.Errorf("select-row value %q, want %q", got, macSeed)
+		}
+		if got := b.attr(macRow(macSeed)+" a.machine-link", "href"); got != "/ui/machines/"+macSeed && got != "/ui/machines/"+url.PathEscape(macSeed) {
+			t.Errorf("machine-link href %q", got)
+		}
+		for _, c := range []string{"mac", "hostname", "image", "policy", "next-boot", "last-seen", "last-flashed", "workflow"} {
+			if b.count(macRow(macDisc)+" td."+c) != 1 {
+				t.Errorf("the row of %s has no td.%s", macDisc, c)
+			}
+		}
+		if got := b.rowText(macSeed, "last-flashed"); got == "" || got == "—" {
+			t.Errorf("%s was flashed but td.last-flashed is %q", macSeed, got)
+		}
+
+		// Live: a machine PXE-boots while the table is open.
+		b.waitLiveTable()
+		js[int](b, `window.__btyNoReload = 42`)
+		if r := ts.do(t, "GET", "/pxe/"+macLive, nil, nil); r.code != 200 {
+			t.Fatalf("PXE contact: %d %s", r.code, r.body)
+		}
+		b.waitFor(macRow(macLive))
+		if js[int](b, `window.__btyNoReload || 0`) != 42 {
+			t.Error("the page reloaded to show the new machine (want a live update)")
+		}
+		if b.count(macRow(macLive)+".discovered") != 1 {
+			t.Errorf("the live row of %s is not marked discovered: class %q", macLive, b.attr(macRow(macLive), "class"))
+		}
+		if got := b.attr(macRow(macLive), "data-mac"); got != macLive {
+			t.Errorf("live row data-mac %q", got)
+		}
+		if got := b.rowText(macLive, "mac"); !strings.Contains(got, macLive) {
+			t.Errorf("live row td.mac %q", got)
+		}
+		if got := b.rowText(macLive, "policy"); !strings.Contains(got, "tui") {
+			t.Errorf("live row td.policy %q, want tui", got)
+		}
+		// A change made elsewhere shows up too, even when it comes right
+		// after the previous update (the table must not drop the last of
+		// a quick series of events).
+		if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(`{"hostname":"alpha2"}`), h); r.code != 200 {
+			t.Fatalf("API update: %d %s", r.code, r.body)
+		}
+		b.poll("the live hostname change", fmt.Sprintf(`document.querySelector(%s)?.textContent.trim() === "alpha2"`, jsq(macRow(macSeed)+" td.hostname")))
+		if js[int](b, `window.__btyNoReload || 0`) != 42 {
+			t.Error("the page reloaded to show a changed machine (want a live update)")
+		}
+		if n := b.count("#machine-rows tr[data-mac]"); n != 3 {
+			t.Errorf("%d rows after the live updates, want 3", n)
+		}
+		b.screenshot("03-machines.png")
+		b.phoneScreenshot("phone-03-machines.png")
+	})
+
+	step("MachinesFilterSort", func(t *testing.T, b *browser) {
+		b.open("/ui/machines")
+		b.waitLiveTable()
+		macs := func() []string {
+			return js[[]string](b, `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).map(r => r.dataset.mac)`)
+		}
+		b.fill("#q", "alpha2")
+		js[bool](b, `(document.querySelector("#machine-filter").requestSubmit(), true)`)
+		b.poll("the text filter", `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).length === 1`)
+		if got := macs(); len(got) != 1 || got[0] != macSeed {
+			t.Errorf("filter q=alpha2 shows %v, want [%s]", got, macSeed)
+		}
+		b.fill("#q", "")
+		b.choose("#policy-filter", "tui")
+		js[bool](b, `(document.querySelector("#machine-filter").requestSubmit(), true)`)
+		b.poll("the policy filter", `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).length === 2`)
+		if got := macs(); !slices.Contains(got, macDisc) || !slices.Contains(got, macLive) {
+			t.Errorf("policy filter tui shows %v, want %s and %s", got, macDisc, macLive)
+		}
+		// Sorting: the column headers link to ?sort=...; the order follows.
+		b.open("/ui/machines")
+		b.waitLiveTable()
+		if b.count(`#machines th a[href*="sort=hostname"]`) == 0 {
+			t.Error("no sort link on the hostname column")
+		}
+		if b.count(`#machines th a[href*="sort=mac"]`) == 0 {
+			t.Fatal("no sort link on the MAC column")
+		}
+		if code := b.click(`#machines th a[href*="sort=mac"]`); code != 200 {
+			t.Errorf("sorting: HTTP %d", code)
+		}
+		_, q := b.path()
+		first := macs()
+		if q.Get("sort") != "mac" || len(first) != 3 {
+			t.Fatalf("after clicking the MAC header: %s with rows %v", b.location(), first)
+		}
+		asc := slices.IsSorted(first)
+		desc := slices.IsSortedFunc(first, func(a, b string) int { return strings.Compare(b, a) })
+		if !asc && !desc {
+			t.Errorf("sorted by MAC (%s) the rows are %v", b.location(), first)
+		}
+		for _, dir := range []string{"asc", "desc"} {
+			b.open("/ui/machines?sort=mac&dir=" + dir)
+			b.waitLiveTable()
+			got := macs()
+			want := slices.Sorted(slices.Values(got))
+			if dir == "desc" {
+				slices.Reverse(want)
+			}
+			if len(got) != 3 || !slices.Equal(got, want) {
+				t.Errorf("?sort=mac&dir=%s: rows %v", dir, got)
+			}
+		}
+		b.open("/ui/machines?sort=hostname&dir=desc")
+		b.waitLiveTable()
+		if got := macs(); len(got) != 3 || got[0] != macSeed {
+			t.Errorf("?sort=hostname&dir=desc: rows %v, want %s (alpha2; the others have none) first", got, macSeed)
+		}
+	})
+
+	detail := "/ui/machines/" + macLive
+	step("MachineEdit", func(t *testing.T, b *browser) {
+		b.open("/ui/machines")
+		b.waitLiveTable()
+		if code := b.click(macRow(macLive) + " a.machine-link"); code != 200 {
+			t.Fatalf("machine page: HTTP %d", code)
+		}
+		b.wantPath(detail)
+		fields := b.text("dl#machine-fields")
+		for _, want := range []string{macLive, "tui", "127.0.0.1"} {
+			if !strings.Contains(fields, want) {
+				t.Errorf("dl#machine-fields lacks %q: %q", want, fields)
+			}
+		}
+		if s := b.text("pre#ipxe-script"); !strings.HasPrefix(s, "#!ipxe") || !strings.Contains(s, "bty.mode=interactive") {
+			t.Errorf("pre#ipxe-script for a tui machine:\n%s", s)
+		}
+		if opts := b.options("select#image"); !slices.Contains(opts, "") || !slices.Contains(opts, seedName) {
+			t.Errorf("select#image options %q, want \"\" and %q", opts, seedName)
+		}
+		for _, sel := range []string{"select#provisioning_mode", "input#hostname", "input#cijoe_workflow_ref", "select#last_known_good", "select#boot_policy", "form#machine-form button#save"} {
+			if b.count(sel) != 1 {
+				t.Errorf("the edit form has no %s", sel)
+			}
+		}
+		if opts := b.options("select#boot_policy"); !slices.Contains(opts, "flash") || !slices.Contains(opts, "local") || !slices.Contains(opts, "tui") {
+			t.Errorf("select#boot_policy options %q", opts)
+		}
+		b.screenshot("04-machine-detail.png")
+		b.phoneScreenshot("phone-04-machine-detail.png")
+
+		// A bad hostname: 400, the message by the field, nothing saved.
+		b.fill("#hostname", "bad_host!")
+		b.choose("#boot_policy", "flash")
+		if code := b.click("#save"); code != 400 {
+			t.Errorf("saving hostname bad_host!: HTTP %d, want 400", code)
+		}
+		if msg := b.text("#hostname-error"); msg == "" {
+			t.Error("#hostname-error is empty after a bad hostname")
+		} else {
+			t.Logf("bad hostname says: %s", msg)
+		}
+		if v, _ := run(b, chromedp.Value(chromedp.CSS("#hostname"))); v != "bad_host!" {
+			t.Errorf("the re-rendered form lost what was typed: hostname %q", v)
+		}
+		var m store.Machine
+		ts.do(t, "GET", "/machines/"+macLive, nil, h).json(t, &m)
+		if m.Hostname != "" || m.BootPolicy != "tui" {
+			t.Errorf("a refused form changed the machine: hostname %q policy %q", m.Hostname, m.BootPolicy)
+		}
+		b.screenshot("04b-machine-invalid.png")
+
+		// A good one, with policy flash and an image.
+		b.fill("#hostname", "node-a1")
+		b.choose("#boot_policy", "flash")
+		b.choose("#image", seedName)
+		if code := b.click("#save"); code != 200 {
+			t.Errorf("saving: HTTP %d, want 200 after the redirect", code)
+		}
+		b.wantPath(detail)
+		if f := b.text("#flash"); f == "" {
+			t.Error("no #flash message after saving")
+		}
+		ts.do(t, "GET", "/machines/"+macLive, nil, h).json(t, &m)
+		if m.Hostname != "node-a1" || m.BootPolicy != "flash" || m.Image != seedName {
+			t.Errorf("after saving: hostname %q policy %q image %q", m.Hostname, m.BootPolicy, m.Image)
+		}
+		if f := b.text("dl#machine-fields"); !strings.Contains(f, "node-a1") || !strings.Contains(f, "flash") {
+			t.Errorf("dl#machine-fields after saving: %q", f)
+		}
+		if s := b.text("pre#ipxe-script"); !strings.Contains(s, "kernel ") || !strings.Contains(s, "bty.image_url="+ts.URL+"/images/"+seedName) ||
+			!strings.Contains(s, "bty.hostname=node-a1") {
+			t.Errorf("pre#ipxe-script for flash with an image:\n%s", s)
+		}
+		// Back in the table.
+		if code := b.click(`nav a[href="/ui/machines"]`); code != 200 {
+			t.Fatalf("/ui/machines: HTTP %d", code)
+		}
+		if got := b.rowText(macLive, "hostname"); got != "node-a1" {
+			t.Errorf("row hostname %q, want node-a1", got)
+		}
+		if got := b.rowText(macLive, "policy"); !strings.Contains(got, "flash") {
+			t.Errorf("row policy %q, want flash", got)
+		}
+		if got := b.rowText(macLive, "image"); !strings.Contains(got, seedName) {
+			t.Errorf("row image %q", got)
+		}
+		if b.count(macRow(macLive)+".discovered") != 0 {
+			t.Error("the row is still marked discovered after an image was assigned")
+		}
+	})
+
+	step("Bulk", func(t *testing.T, b *browser) {
+		b.open("/ui/machines")
+		b.waitLiveTable()
+		b.clickHere(macRow(macSeed) + " input.select-row")
+		b.clickHere(macRow(macLive) + " input.select-row")
+		// A live update while rows are checked keeps them checked.
+		js[int](b, `(document.getElementById("machines-table") || document.querySelector("#machines")).__btyOld = 1`)
+		if r := ts.do(t, "GET", "/pxe/"+macDisc, nil, nil); r.code != 200 {
+			t.Fatalf("PXE contact: %d", r.code)
+		}
+		if err := b.tryPoll(`!(document.getElementById("machines-table") || document.querySelector("#machines")).__btyOld
+			&& !document.querySelector(".htmx-request, .htmx-swapping, .htmx-settling")`, 3*time.Second); err != nil {
+			t.Logf("no live refresh of the table seen after a PXE contact: %v", err)
+		}
+		checked := js[[]string](b, `Array.from(document.querySelectorAll("#machine-rows input.select-row:checked")).map(e => e.value)`)
+		if slices.Sort(checked); !slices.Equal(checked, []string{macLive, macSeed}) {
+			t.Errorf("after a live update the checked rows are %v, want %s and %s", checked, macSeed, macLive)
+		}
+		b.choose("#bulk-action", "policy")
+		b.choose("#bulk-policy", "tui")
+		b.clickHere("#bulk-apply")
+		b.poll("the bulk result", `(document.querySelector("#flash")?.textContent.trim() ?? "") !== ""`)
+		t.Logf("bulk policy says: %s", b.text("#flash"))
+		for _, mac := range []string{macSeed, macLive} {
+			b.poll("policy tui in the row of "+mac, fmt.Sprintf(`document.querySelector(%s)?.textContent.includes("tui")`, jsq(macRow(mac)+" td.policy")))
+			var m store.Machine
+			ts.do(t, "GET", "/machines/"+mac, nil, h).json(t, &m)
+			if m.BootPolicy != "tui" {
+				t.Errorf("after bulk policy tui, %s has %q", mac, m.BootPolicy)
+			}
+		}
+		var m store.Machine
+		ts.do(t, "GET", "/machines/"+macDisc, nil, h).json(t, &m)
+		if m.BootPolicy != "tui" || m.Image != "" {
+			t.Errorf("an unselected machine changed: %+v", m)
+		}
+		// Bulk image on the discovered machine.
+		b.open("/ui/machines")
+		b.waitLiveTable()
+		b.clickHere(macRow(macDisc) + " input.select-row")
+		b.choose("#bulk-action", "image")
+		b.choose("#bulk-image", seedName)
+		b.clickHere("#bulk-apply")
+		b.poll("the bulk image", fmt.Sprintf(`document.querySelector(%s)?.textContent.includes(%s)`, jsq(macRow(macDisc)+" td.image"), jsq(seedName)))
+		ts.do(t, "GET", "/machines/"+macDisc, nil, h).json(t, &m)
+		if m.Image != seedName {
+			t.Errorf("after bulk image, %s has image %q", macDisc, m.Image)
+		}
+		if b.count(macRow(macDisc)+".discovered") != 0 {
+			t.Error("the row is still marked discovered after bulk image")
+		}
+		b.screenshot("03b-machines-bulk.png")
+	})
+
+	step("Delete", func(t *testing.T, b *browser) {
+		b.open("/ui/machines/" + macDisc)
+		if code := b.click("a#delete-link"); code != 200 {
+			t.Fatalf("delete link: HTTP %d", code)
+		}
+		b.wantPath("/ui/machines/" + macDisc + "/delete")
+		if a := b.attr("form#delete-form", "action"); a != "" && a != "/ui/machines/"+macDisc+"/delete" && a != "/ui/machines/"+url.PathEscape(macDisc)+"/delete" {
+			t.Errorf("form#delete-form action %q", a)
+		}
+		if body := b.text("main"); !strings.Contains(body, macDisc) {
+			t.Errorf("the confirmation does not name the machine: %q", body)
+		}
+		b.screenshot("04c-machine-delete-confirm.png")
+		if code := b.click("#confirm-delete"); code != 200 {
+			t.Errorf("confirm delete: HTTP %d", code)
+		}
+		b.wantPath("/ui/machines")
+		if f := b.text("#flash"); f == "" {
+			t.Error("no #flash after deleting")
+		}
+		b.waitFor(macRow(macSeed))
+		if b.count(macRow(macDisc)) != 0 {
+			t.Error("the deleted machine's row is still there")
+		}
+		if r := ts.do(t, "GET", "/machines/"+macDisc, nil, h); r.code != 404 {
+			t.Errorf("deleted machine: GET %d", r.code)
+		}
+	})
+
+	step("Images", func(t *testing.T, b *browser) {
+		if code := b.open("/ui/images"); code != 200 {
+			t.Fatalf("/ui/images: HTTP %d", code)
+		}
+		if got := b.text(`#images tr[data-name="` + seedName + `"] td.format`); got != "raw" {
+			t.Errorf("%s format cell %q, want raw", seedName, got)
+		}
+		// A real 4 MiB disk image, compressed with zstd.
+		raw := patternImage(4 << 20)
+		zst := compress(t, "zstd", raw)
+		dir := t.TempDir()
+		src := filepath.Join(dir, "x.img.zst")
+		if err := os.WriteFile(src, zst, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.must("choosing the file", chromedp.SetUploadFiles(chromedp.CSS("#image-file"), []string{src}))
+		if b.count("progress#upload-progress") != 1 {
+			t.Error("no progress#upload-progress")
+		}
+		b.clickHere("#upload")
+		b.poll("the upload to finish", `/uploaded/i.test(document.querySelector("#upload-status")?.textContent ?? "")`)
+		status := b.text("#upload-status")
+		if !strings.Contains(status, "x.img.zst") {
+			t.Errorf("#upload-status %q does not name x.img.zst", status)
+		}
+		if v, mx := js[float64](b, `document.querySelector("#upload-progress").value`), js[float64](b, `document.querySelector("#upload-progress").max`); mx <= 0 || v != mx {
+			t.Errorf("progress at the end: %v of %v", v, mx)
+		}
+		onDisk, err := os.ReadFile(filepath.Join(ts.cfg.ImageRoot, "x.img.zst"))
+		if err != nil {
+			t.Fatalf("the upload is not in the image root: %v", err)
+		}
+		if sha(onDisk) != sha(zst) {
+			t.Errorf("sha256 on disk %s, source %s", sha(onDisk), sha(zst))
+		}
+		e := waitCatalog(t, ts, "x.img.zst")
+		row := `#images tr[data-name="x.img.zst"]`
+		if b.tryPoll(fmt.Sprintf(`document.querySelector(%s)`, jsq(row)), 3*time.Second) != nil {
+			t.Log("the new image's row did not appear live; reloading")
+			b.open("/ui/images")
+		}
+		// The hashes are computed in the background: reload until the
+		// row has one.
+		deadline := time.Now().Add(stepTimeout)
+		for !strings.Contains(b.text(row+" td.sha256"), (*e.SHA256)[:12]) && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			b.open("/ui/images")
+		}
+		if got := b.text(row + " td.format"); got != "zst" {
+			t.Errorf("format cell %q, want zst", got)
+		}
+		if got := b.text(row + " td.size"); got != humanize.IBytes(uint64(len(zst))) && !strings.Contains(got, fmt.Sprint(len(zst))) {
+			t.Errorf("size cell %q, want %s (%d bytes)", got, humanize.IBytes(uint64(len(zst))), len(zst))
+		}
+		if got := b.text(row + " td.virtual-size"); got != "4.0 MiB" && !strings.Contains(got, "4194304") {
+			t.Errorf("virtual size cell %q, want 4.0 MiB", got)
+		}
+		// The cell shows the file's hash (whole, or shortened to a prefix
+		// of at least 12 digits), possibly with the decoded one.
+		if got := strings.Fields(strings.NewReplacer("…", " ", "...", " ").Replace(b.text(row + " td.sha256"))); len(got) == 0 ||
+			len(got[0]) < 12 || !strings.HasPrefix(*e.SHA256, got[0]) {
+			t.Errorf("sha256 cell %q, want the file's %s", got, *e.SHA256)
+		}
+		b.screenshot("05-images.png")
+
+		// Delete it through the confirmation page.
+		if code := b.click(row + " a.delete-link"); code != 200 {
+			t.Fatalf("image delete link: HTTP %d", code)
+		}
+		b.wantPath("/ui/images/x.img.zst/delete")
+		b.screenshot("05b-image-delete-confirm.png")
+		if code := b.click("form#delete-form #confirm-delete"); code != 200 {
+			t.Errorf("confirm image delete: HTTP %d", code)
+		}
+		b.wantPath("/ui/images")
+		if f := b.text("#flash"); f == "" {
+			t.Error("no #flash after deleting the image")
+		}
+		if b.count(row) != 0 {
+			t.Error("the deleted image's row is still there")
+		}
+		if _, err := os.Stat(filepath.Join(ts.cfg.ImageRoot, "x.img.zst")); !os.IsNotExist(err) {
+			t.Errorf("the deleted image is still on disk: %v", err)
+		}
+	})
+
+	step("Boot", func(t *testing.T, b *browser) {
+		if code := b.click(`nav a[href="/ui/boot"]`); code != 200 {
+			t.Fatalf("/ui/boot: HTTP %d", code)
+		}
+		const name = "bty-live-x86_64.vmlinuz"
+		row := `#boot-files tr[data-name="` + name + `"]`
+		for _, n := range bootArtifacts {
+			if got := b.text(`#boot-files tr[data-name="` + n + `"] td.present`); got != "missing" {
+				t.Errorf("%s present cell %q, want missing", n, got)
+			}
+		}
+		if opts := b.options("select#boot-name"); !slices.Contains(opts, bootArtifacts[0]) || !slices.Contains(opts, bootArtifacts[1]) {
+			t.Errorf("select#boot-name options %q", opts)
+		}
+		kernel := randomBytes(t, 300<<10)
+		src := filepath.Join(t.TempDir(), "vmlinuz")
+		if err := os.WriteFile(src, kernel, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.choose("#boot-name", name)
+		b.must("choosing the boot file", chromedp.SetUploadFiles(chromedp.CSS("#boot-file"), []string{src}))
+		b.clickHere("#boot-upload-submit")
+		b.poll("the boot upload to finish", `/uploaded/i.test(document.querySelector("#boot-upload-status")?.textContent ?? "")`)
+		if st := b.text("#boot-upload-status"); !strings.Contains(st, name) {
+			t.Errorf("#boot-upload-status %q does not name %s", st, name)
+		}
+		if v, mx := js[float64](b, `document.querySelector("#boot-upload-progress").value`), js[float64](b, `document.querySelector("#boot-upload-progress").max`); mx <= 0 || v != mx {
+			t.Errorf("boot progress at the end: %v of %v", v, mx)
+		}
+		onDisk, err := os.ReadFile(filepath.Join(ts.cfg.BootDir, name))
+		if err != nil || sha(onDisk) != sha(kernel) {
+			t.Errorf("the boot file on disk: %v (sha256 match %v)", err, err == nil && sha(onDisk) == sha(kernel))
+		}
+		if b.tryPoll(fmt.Sprintf(`document.querySelector(%s)?.textContent.trim() === "present"`, jsq(row+" td.present")), 3*time.Second) != nil {
+			b.open("/ui/boot")
+		}
+		if got := b.text(row + " td.present"); got != "present" {
+			t.Errorf("after the upload, present cell %q", got)
+		}
+		if got := b.text(row + " td.size"); got != humanize.IBytes(300<<10) && !strings.Contains(got, "307200") {
+			t.Errorf("size cell %q, want %s", got, humanize.IBytes(300<<10))
+		}
+		b.screenshot("06-boot.png")
+	})
+
+	step("Settings", func(t *testing.T, b *browser) {
+		if code := b.click(`nav a[href="/ui/settings"]`); code != 200 {
+			t.Fatalf("/ui/settings: HTTP %d", code)
+		}
+		if opts := b.options("select#proxydhcp_iface"); !slices.Contains(opts, "") || !slices.Contains(opts, "lo") {
+			t.Errorf("select#proxydhcp_iface options %q, want \"\" (off) and lo", opts)
+		}
+		b.screenshot("07-settings.png")
+		// A bad subnet is refused by the form.
+		b.choose("#proxydhcp_iface", "lo")
+		b.fill("#proxydhcp_subnet", "banana")
+		if code := b.click("#proxy-apply"); code != 400 {
+			t.Errorf("bad subnet: HTTP %d, want 400", code)
+		}
+		if msg := b.text("#proxy-error"); msg == "" {
+			t.Error("#proxy-error is empty after a bad subnet")
+		}
+		if v, _ := ts.st.Setting(context.Background(), SettingProxyIface); v != "" {
+			t.Errorf("a refused setting was stored: iface %q", v)
+		}
+		b.screenshot("07b-settings-error.png")
+		// Off is accepted.
+		b.open("/ui/settings")
+		b.choose("#proxydhcp_iface", "")
+		b.fill("#proxydhcp_subnet", "")
+		if code := b.click("#proxy-apply"); code != 200 {
+			t.Errorf("proxy-DHCP off: HTTP %d", code)
+		}
+		if f := b.text("#flash"); f == "" {
+			t.Error("no #flash after applying proxy-DHCP settings")
+		}
+	})
+
+	step("Logout", func(t *testing.T, b *browser) {
+		if cookie == "" {
+			t.Skip("no session cookie from the login step")
+		}
+		b.open("/ui/dashboard")
+		if code := b.click("#logout"); code != 200 {
+			t.Errorf("logout: HTTP %d", code)
+		}
+		b.wantPath("/ui/login")
+		if c := b.sessionCookie(); c != nil && c.Value == cookie {
+			t.Error("the session cookie survived logout")
+		}
+		b.screenshot("08-logged-out.png")
+		b.open("/ui/machines")
+		if p, q := b.path(); p != "/ui/login" || q.Get("next") != "/ui/machines" {
+			t.Errorf("after logout /ui/machines led to %s", b.location())
+		}
+		if r := ts.do(t, "GET", "/machines", nil, map[string]string{"Cookie": CookieName + "=" + cookie}); r.code != 401 {
+			t.Errorf("the old cookie after logout: GET /machines %d, want 401", r.code)
+		}
+		if r := ts.do(t, "GET", "/machines", nil, map[string]string{"Authorization": "Bearer " + cookie}); r.code != 401 {
+			t.Errorf("the old token after logout: GET /machines %d, want 401", r.code)
+		}
+		if r := ts.do(t, "GET", "/machines", nil, h); r.code != 200 {
+			t.Errorf("logging out the browser also ended another session: %d", r.code)
+		}
+	})
+
+	step("RevokeAll", func(t *testing.T, b *browser) {
+		b.open("/ui/settings")
+		b.wantPath("/ui/login")
+		if code := b.login(testPassword); code != 200 {
+			t.Fatalf("login again: HTTP %d", code)
+		}
+		b.wantPath("/ui/settings")
+		other := ts.login(t, testPassword)
+		if code := b.click("#revoke-all"); code != 200 {
+			t.Errorf("revoke all: HTTP %d", code)
+		}
+		b.wantPath("/ui/login")
+		for name, tok := range map[string]string{"the harness token": ts.token, "another session": other} {
+			if r := ts.do(t, "GET", "/machines", nil, map[string]string{"Authorization": "Bearer " + tok}); r.code != 401 {
+				t.Errorf("%s after revoke-all: %d, want 401", name, r.code)
+			}
+		}
+		b.open("/ui/dashboard")
+		b.wantPath("/ui/login")
+	})
+}
+
+// waitSSESubscriber waits until the server has a live SSE subscriber
+// (the machine table's stream), so an event is not sent before the page
+// listens.
+func waitSSESubscriber(t *testing.T, ts *testServer) {
+	t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	for !regexp.MustCompile(`(?m)^bty_sse_subscribers [1-9]`).Match(ts.do(t, "GET", "/metrics", nil, nil).body) {
+		if time.Now().After(deadline) {
+			t.Fatal("the machine table opened no SSE stream (bty_sse_subscribers stays 0)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// patternImage is a disk-like image: a pseudo-random first MiB, then
+// numbered 4 KiB blocks with zeros between.
+func patternImage(n int) []byte {
+	b := make([]byte, n)
+	r := mrand.New(mrand.NewPCG(1, 2))
+	for i := 0; i < min(n, 1<<20); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	for off := 1 << 20; off+16 <= n; off += 4096 {
+		copy(b[off:], fmt.Sprintf("block %08d", off/4096))
+	}
+	return b
+}
+
+// TestBrowserFormRefusals: the /ui forms refuse a post from another
+// origin (403) or without a session (401, or a redirect to the login
+// page), and change nothing; the same post from the UI's own origin is
+// accepted. Plain net/http, no browser: a browser would not send these.
+func TestBrowserFormRefusals(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.auth()
+	const mac = "52:54:00:00:00:42"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"hostname":"before"}`), h); r.code != 201 {
+		t.Fatalf("creating %s: %d %s", mac, r.code, r.body)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	send := func(method, path string, form url.Values, hdr map[string]string) (int, http.Header, string) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, ts.URL+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, res.Header, string(b)
+	}
+	hostname := func() string {
+		var m store.Machine
+		ts.do(t, "GET", "/machines/"+mac, nil, h).json(t, &m)
+		return m.Hostname
+	}
+	form := func(host string) url.Values {
+		return url.Values{"image": {""}, "provisioning_mode": {"none"}, "hostname": {host}, "cijoe_workflow_ref": {""},
+			"last_known_good": {""}, "boot_policy": {"local"}}
+	}
+	cookie := CookieName + "=" + ts.token
+
+	// Redirects of pages.
+	if code, hdr, _ := send("GET", "/ui", nil, nil); code != 303 || hdr.Get("Location") != "/ui/dashboard" {
+		t.Errorf("GET /ui: %d to %q, want 303 to /ui/dashboard", code, hdr.Get("Location"))
+	}
+	for _, p := range []string{"/ui/dashboard", "/ui/machines", "/ui/machines/" + mac, "/ui/images", "/ui/boot", "/ui/settings"} {
+		code, hdr, _ := send("GET", p, nil, nil)
+		loc, _ := url.Parse(hdr.Get("Location"))
+		if code != 303 || loc == nil || loc.Path != "/ui/login" || loc.Query().Get("next") != p {
+			t.Errorf("GET %s without a session: %d to %q, want 303 to /ui/login?next=%s", p, code, hdr.Get("Location"), p)
+		}
+		if code, _, _ := send("GET", p, nil, map[string]string{"Cookie": cookie}); code != 200 {
+			t.Errorf("GET %s with the session cookie: %d, want 200", p, code)
+		}
+	}
+
+	path := "/ui/machines/" + mac
+	// Another origin, with a valid session cookie: 403.
+	if code, _, body := send("POST", path, form("evil1"), map[string]string{"Cookie": cookie, "Origin": "http://evil.example"}); code != 403 {
+		t.Errorf("POST %s from another origin: %d, want 403\n%s", path, code, body)
+	}
+	// No session: 401 (or off to the login page).
+	code, hdr, _ := send("POST", path, form("evil2"), map[string]string{"Origin": ts.URL})
+	if code != 401 && !(code == 303 && strings.HasPrefix(hdr.Get("Location"), "/ui/login")) {
+		t.Errorf("POST %s without a session: %d (Location %q), want 401 or 303 to /ui/login", path, code, hdr.Get("Location"))
+	}
+	// A revoked or made-up token is no session either.
+	if code, _, _ := send("POST", path, form("evil3"), map[string]string{"Origin": ts.URL, "Cookie": CookieName + "=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}); code != 401 && code != 303 {
+		t.Errorf("POST %s with a made-up cookie: %d, want 401", path, code)
+	}
+	if got := hostname(); got != "before" {
+		t.Fatalf("a refused post changed the hostname to %q", got)
+	}
+	// Other state-changing forms refuse another origin too.
+	for _, p := range []string{"/ui/machines/" + mac + "/delete", "/ui/machines/bulk", "/ui/settings/revoke-all", "/ui/settings/proxydhcp", "/ui/logout", "/ui/images/x.img/delete"} {
+		if code, _, _ := send("POST", p, url.Values{"mac": {mac}, "action": {"policy"}, "policy": {"tui"}}, map[string]string{"Cookie": cookie, "Origin": "http://evil.example"}); code != 403 {
+			t.Errorf("POST %s from another origin: %d, want 403", p, code)
+		}
+	}
+	if r := ts.do(t, "GET", "/machines", nil, h); r.code != 200 {
+		t.Fatalf("a refused revoke-all or logout ended the session: %d", r.code)
+	}
+	if got := hostname(); got != "before" {
+		t.Fatalf("a refused post changed the machine: hostname %q", got)
+	}
+	// The same post from the UI's own origin is accepted: the refusals
+	// above are about origin and session, not the form.
+	code, hdr, body := send("POST", path, form("after"), map[string]string{"Cookie": cookie, "Origin": ts.URL})
+	if code != 303 || hdr.Get("Location") != path && hdr.Get("Location") != "/ui/machines/"+url.PathEscape(mac) {
+		t.Errorf("POST %s from our origin: %d to %q, want 303 back to the machine\n%s", path, code, hdr.Get("Location"), body)
+	}
+	if got := hostname(); got != "after" {
+		t.Errorf("after an accepted post the hostname is %q", got)
+	}
+
+	// Login form: a wrong password is 401, a login from another origin
+	// 403, a good one sets a strict HttpOnly cookie and goes to next.
+	if code, _, _ := send("POST", "/ui/login", url.Values{"password": {"wrong"}}, map[string]string{"Origin": ts.URL}); code != 401 {
+		t.Errorf("POST /ui/login with a wrong password: %d, want 401", code)
+	}
+	if code, hdr, _ := send("POST", "/ui/login", url.Values{"password": {testPassword}}, map[string]string{"Origin": "http://evil.example"}); code != 403 || hdr.Get("Set-Cookie") != "" {
+		t.Errorf("POST /ui/login from another origin: %d (Set-Cookie %q), want 403 and no cookie", code, hdr.Get("Set-Cookie"))
+	}
+	code, hdr, _ = send("POST", "/ui/login", url.Values{"password": {testPassword}, "next": {"/ui/images"}}, map[string]string{"Origin": ts.URL})
+	if code != 303 || hdr.Get("Location") != "/ui/images" {
+		t.Errorf("POST /ui/login: %d to %q, want 303 to /ui/images", code, hdr.Get("Location"))
+	}
+	var sc *http.Cookie
+	for _, c := range (&http.Response{Header: hdr}).Cookies() {
+		if c.Name == CookieName {
+			sc = c
+		}
+	}
+	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Value == "" {
+		t.Errorf("login cookie %+v, want HttpOnly SameSite=Strict", sc)
+	}
+	// No open redirect after login.
+	code, hdr, _ = send("POST", "/ui/login", url.Values{"password": {testPassword}, "next": {"//evil.example/ui/x"}}, map[string]string{"Origin": ts.URL})
+	if code != 303 || hdr.Get("Location") != "/ui/dashboard" {
+		t.Errorf("login with next=//evil.example: %d to %q, want /ui/dashboard", code, hdr.Get("Location"))
+	}
+}
+
+// TestBrowserLocalTime: times are sent as <time datetime> in UTC and the
+// page shows them in the browser's time zone (here Asia/Tokyo, UTC+9, no
+// daylight saving time), marked data-local="1".
+func TestBrowserLocalTime(t *testing.T) {
+	ts := startServer(t, nil)
+	const mac = "52:54:00:77:00:01"
+	seen := time.Date(2026, 3, 4, 20, 30, 15, 0, time.UTC) // 2026-03-05 05:30:15 in Tokyo
+	archive := fmt.Sprintf(`{"format":"bty-state-v1","machines":[{"mac":%q,"hostname":"tz1","boot_policy":"local",
+		"discovered_at":%q,"last_seen_at":%q,"last_seen_ip":"192.0.2.7","created_at":%q,"updated_at":%q}]}`,
+		mac, seen.Add(-time.Hour).Format(time.RFC3339), seen.Format(time.RFC3339), seen.Add(-time.Hour).Format(time.RFC3339), seen.Format(time.RFC3339))
+	if r := ts.do(t, "POST", "/state/import", strings.NewReader(archive), ts.auth()); r.code != 200 {
+		t.Fatalf("import: %d %s", r.code, r.body)
+	}
+	b := newBrowser(t, ts)
+	if _, err := chromedp.Call(b.ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"}); err != nil {
+		t.Fatalf("setting the time zone: %v", err)
+	}
+	if z := js[string](b, `Intl.DateTimeFormat().resolvedOptions().timeZone`); z != "Asia/Tokyo" {
+		t.Fatalf("the browser's time zone is %q", z)
+	}
+	b.open("/ui/machines/" + mac)
+	b.wantPath("/ui/login")
+	if code := b.login(testPassword); code != 200 {
+		t.Fatalf("login: HTTP %d", code)
+	}
+	b.wantPath("/ui/machines/" + mac)
+	want := seen.In(time.FixedZone("JST", 9*3600)).Format("2006-01-02 15:04:05")
+	sel := fmt.Sprintf(`time[datetime=%q]`, seen.Format(time.RFC3339))
+	check := func(where string) {
+		t.Helper()
+		s := where + " " + sel
+		// Wait until the element is localised and stays so (a live update
+		// may replace it with a fresh UTC rendering, localised again).
+		if err := b.tryPoll(fmt.Sprintf(`(e => e?.getAttribute("data-local") === "1" && e.textContent.includes(%s))(document.querySelector(%s))`,
+			jsq(want), jsq(s)), stepTimeout); err != nil {
+			t.Errorf("%s shows %q (data-local %q), want %q (Asia/Tokyo)", s, b.text(s), b.attr(s, "data-local"), want)
+		}
+	}
+	check("dl#machine-fields")
+	b.screenshot("09-machine-detail-tokyo.png")
+	b.open("/ui/machines")
+	b.waitLiveTable()
+	check(macRow(mac) + " td.last-seen")
+	b.screenshot("09b-machines-tokyo.png")
 }
