@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -75,17 +74,8 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 // updateMachine validates u (a *store.ValidationError names the field)
 // and applies it, publishing the change.
 func (s *Server) updateMachine(ctx context.Context, mac string, u store.MachineUpdate) (store.Machine, bool, error) {
-	if u.Hostname != nil && *u.Hostname != "" {
-		if err := provision.CheckHostname(*u.Hostname); err != nil {
-			return store.Machine{}, false, &store.ValidationError{Field: "hostname", Msg: err.Error()}
-		}
-	}
-	for field, v := range map[string]*string{"image": u.Image, "last_known_good": u.LastKnownGood} {
-		if v != nil && *v != "" {
-			if err := checkName(*v); err != nil {
-				return store.Machine{}, false, &store.ValidationError{Field: field, Msg: err.Error() + "; use a name from GET /images"}
-			}
-		}
+	if errs := machineUpdateErrors(u); len(errs) > 0 {
+		return store.Machine{}, false, errs[0]
 	}
 	m, created, err := s.store.PutMachine(ctx, mac, u, time.Now())
 	if err != nil {

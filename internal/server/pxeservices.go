@@ -64,7 +64,7 @@ func (s *Server) StartPXEServices(ctx context.Context, reg *prometheus.Registry,
 		}()
 		s.log.Info("TFTP serving iPXE binaries", "addr", conn.LocalAddr().String(), "dir", s.cfg.IPXEDir)
 		var missing []string
-		for _, f := range []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"} {
+		for _, f := range ipxeBinaries {
 			if _, err := os.Stat(filepath.Join(s.cfg.IPXEDir, f)); err != nil {
 				missing = append(missing, f)
 			}
@@ -166,3 +166,6 @@ func ifaceAddr(iface, subnet string) (net.IP, error) {
 	}
 	return nil, fmt.Errorf("proxy-DHCP: interface %s has no IPv4 address", iface)
 }
+
+// ipxeBinaries are the files TFTP serves from IPXEDir.
+var ipxeBinaries = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}

@@ -35,6 +35,8 @@ type Server struct {
 	catalog    *catalog
 	loginLimit *limiter
 	pxe        pxeServices
+	recent     *recentLog
+	ui         *uiTemplates
 }
 
 // New builds a server; reg receives its metrics (nil: a new registry).
@@ -45,16 +47,19 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	recent := newRecentLog(50)
 	s := &Server{
 		cfg:        cfg,
 		store:      st,
-		log:        log,
+		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
+		recent:     recent,
+		ui:         mustParseUI(),
 		mux:        http.NewServeMux(),
 		loginLimit: newLimiter(10, 6*time.Second),
 	}
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)
-	s.catalog = newCatalog(cfg.ImageRoot, st, log)
+	s.catalog = newCatalog(cfg.ImageRoot, st, s.log)
 	s.routes(reg)
 	return s
 }
@@ -92,6 +97,8 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("PUT /settings", s.requireAuth(s.handleSettingsPut))
 	m.HandleFunc("GET /state/export", s.requireAuth(s.handleExport))
 	m.HandleFunc("POST /state/import", s.requireAuth(s.handleImport))
+
+	s.uiRoutes()
 
 	m.HandleFunc("/", s.handleNoRoute)
 }

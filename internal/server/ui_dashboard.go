@@ -1,0 +1,83 @@
+package server
+
+import (
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+type dashData struct {
+	Machines, Discovered, Flashed24h, Images int
+	ImagesBytes                              int64
+	DiscoveredList, FlashedList              []store.Machine
+	BootMissing                              []string
+	BootDir                                  string
+	MissingImages                            []store.Machine
+	Errors                                   []logEntry
+}
+
+// unassigned reports a machine that came from PXE discovery and has no
+// image yet.
+func unassigned(m store.Machine) bool { return m.DiscoveredAt != nil && m.Image == "" }
+
+func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ms, err := s.store.ListMachines(ctx)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	imgs, err := s.catalog.list(ctx)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	boot, err := s.bootFiles()
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	d := dashData{Machines: len(ms), Images: len(imgs), BootDir: s.cfg.BootDir, Errors: s.recent.last(10)}
+	inCatalog := map[string]bool{}
+	for _, e := range imgs {
+		d.ImagesBytes += e.SizeBytes
+		inCatalog[e.Name] = true
+	}
+	since := time.Now().Add(-24 * time.Hour)
+	for _, m := range ms {
+		if unassigned(m) {
+			d.Discovered++
+			d.DiscoveredList = append(d.DiscoveredList, m)
+		}
+		if m.LastFlashedAt != nil && m.LastFlashedAt.After(since) {
+			d.Flashed24h++
+			d.FlashedList = append(d.FlashedList, m)
+		}
+		if m.Image != "" && !inCatalog[m.Image] {
+			d.MissingImages = append(d.MissingImages, m)
+		}
+	}
+	sort.Slice(d.DiscoveredList, func(i, j int) bool {
+		return d.DiscoveredList[i].DiscoveredAt.After(*d.DiscoveredList[j].DiscoveredAt)
+	})
+	sort.Slice(d.FlashedList, func(i, j int) bool {
+		return d.FlashedList[i].LastFlashedAt.After(*d.FlashedList[j].LastFlashedAt)
+	})
+	d.DiscoveredList = d.DiscoveredList[:min(len(d.DiscoveredList), 10)]
+	d.FlashedList = d.FlashedList[:min(len(d.FlashedList), 10)]
+	d.MissingImages = d.MissingImages[:min(len(d.MissingImages), 10)]
+	for _, f := range boot {
+		if f.Required && !f.Present {
+			d.BootMissing = append(d.BootMissing, f.Name)
+		}
+	}
+	s.render(w, r, http.StatusOK, "dashboard", uiPage{Title: "Dashboard", Nav: "dashboard", LoggedIn: true, Data: d})
+}
+
+// uiInternal logs err and renders a 500 page.
+func (s *Server) uiInternal(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("page failed", "path", r.URL.Path, "err", err)
+	s.uiError(w, r, http.StatusInternalServerError, "Server error", "The page could not be built: "+err.Error())
+}

@@ -1,0 +1,468 @@
+package server
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/btyproject/bty/internal/provision"
+	"github.com/btyproject/bty/internal/store"
+)
+
+// machineRow is one row of the machines table.
+type machineRow struct {
+	store.Machine
+	Selected     bool
+	Unassigned   bool
+	NextBootText string
+}
+
+type uiColumn struct {
+	Key, Label, Href, AriaSort string
+}
+
+type machinesData struct {
+	Rows                 []machineRow
+	Total, Shown         int
+	Q, Policy, Sort, Dir string
+	DiscoveredOnly       bool
+	Columns              []uiColumn
+	Policies, Images     []string
+	Back, Query          string
+}
+
+// machineColumns are the sortable columns: key, label.
+var machineColumns = [][2]string{
+	{"mac", "MAC"}, {"hostname", "Hostname"}, {"image", "Image"}, {"policy", "Policy"},
+	{"next_boot", "Next boot"}, {"last_seen", "Last seen"}, {"last_flashed", "Last flashed"}, {"workflow", "Workflow"},
+}
+
+// nextBootText says what the machine's next PXE contact gets.
+func nextBootText(m store.Machine) string {
+	switch serve := store.Serves(m); {
+	case m.BootPolicy == store.PolicyFlash && m.Image == "":
+		return "local disk (flash policy, but no image assigned)"
+	case m.BootPolicy == store.PolicyFlash && serve == store.PolicyLocal:
+		return "local disk once (flashed), then flash " + m.Image
+	case serve == store.PolicyFlash:
+		return "flash " + m.Image
+	case serve == store.PolicyTUI:
+		return "interactive live env (tui)"
+	default:
+		return "local disk"
+	}
+}
+
+func timeKey(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func compareMachines(key string) func(a, b store.Machine) int {
+	return func(a, b store.Machine) int {
+		var c int
+		switch key {
+		case "hostname":
+			c = cmp.Compare(a.Hostname, b.Hostname)
+		case "image":
+			c = cmp.Compare(a.Image, b.Image)
+		case "policy":
+			c = cmp.Compare(a.BootPolicy, b.BootPolicy)
+		case "next_boot":
+			c = cmp.Compare(nextBootText(a), nextBootText(b))
+		case "last_seen":
+			c = cmp.Compare(timeKey(a.LastSeenAt), timeKey(b.LastSeenAt))
+		case "last_flashed":
+			c = cmp.Compare(timeKey(a.LastFlashedAt), timeKey(b.LastFlashedAt))
+		case "workflow":
+			c = cmp.Compare(derefStr(a.LastWorkflowStatus), derefStr(b.LastWorkflowStatus))
+		}
+		if c == 0 {
+			c = cmp.Compare(a.MAC, b.MAC)
+		}
+		return c
+	}
+}
+
+func derefStr(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// matches reports whether m matches the search text q (lower case):
+// MAC (with any separator or none), hostname, image or address.
+func matches(m store.Machine, q string) bool {
+	if q == "" {
+		return true
+	}
+	flat := strings.NewReplacer(":", "", "-", "", ".", "").Replace(q)
+	return strings.Contains(m.MAC, q) || (flat != "" && strings.Contains(strings.ReplaceAll(m.MAC, ":", ""), flat)) ||
+		strings.Contains(strings.ToLower(m.Hostname), q) || strings.Contains(strings.ToLower(m.Image), q) ||
+		strings.Contains(m.LastSeenIP, q)
+}
+
+func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	d := machinesData{
+		Q: strings.TrimSpace(q.Get("q")), Policy: q.Get("policy"), DiscoveredOnly: q.Get("discovered") == "1",
+		Sort: q.Get("sort"), Dir: q.Get("dir"), Policies: store.BootPolicies,
+	}
+	if !slices.ContainsFunc(machineColumns, func(c [2]string) bool { return c[0] == d.Sort }) {
+		d.Sort = "mac"
+	}
+	if d.Dir != "desc" {
+		d.Dir = "asc"
+	}
+	ms, err := s.store.ListMachines(ctx)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	imgs, err := s.catalog.list(ctx)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	for _, e := range imgs {
+		d.Images = append(d.Images, e.Name)
+	}
+	selected := map[string]bool{}
+	for _, mac := range q["mac"] {
+		if n, err := store.NormalizeMAC(mac); err == nil {
+			selected[n] = true
+		}
+	}
+	d.Total = len(ms)
+	lq := strings.ToLower(d.Q)
+	var shown []store.Machine
+	for _, m := range ms {
+		if !matches(m, lq) || (d.Policy != "" && m.BootPolicy != d.Policy) || (d.DiscoveredOnly && !unassigned(m)) {
+			continue
+		}
+		shown = append(shown, m)
+	}
+	slices.SortStableFunc(shown, compareMachines(d.Sort))
+	if d.Dir == "desc" {
+		slices.Reverse(shown)
+	}
+	for _, m := range shown {
+		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: unassigned(m), NextBootText: nextBootText(m)})
+	}
+	d.Shown = len(d.Rows)
+
+	base := url.Values{}
+	for k, v := range map[string]string{"q": d.Q, "policy": d.Policy} {
+		if v != "" {
+			base.Set(k, v)
+		}
+	}
+	if d.DiscoveredOnly {
+		base.Set("discovered", "1")
+	}
+	for _, c := range machineColumns {
+		v := cloneValues(base)
+		col := uiColumn{Key: c[0], Label: c[1]}
+		dir := "asc"
+		if c[0] == d.Sort {
+			col.AriaSort = map[string]string{"asc": "ascending", "desc": "descending"}[d.Dir]
+			if d.Dir == "asc" {
+				dir = "desc"
+			}
+		}
+		v.Set("sort", c[0])
+		v.Set("dir", dir)
+		col.Href = "/ui/machines?" + v.Encode()
+		d.Columns = append(d.Columns, col)
+	}
+	cur := cloneValues(base)
+	cur.Set("sort", d.Sort)
+	cur.Set("dir", d.Dir)
+	d.Query = cur.Encode()
+	d.Back = "/ui/machines?" + d.Query
+	s.render(w, r, http.StatusOK, "machines", uiPage{Title: "Machines", Nav: "machines", LoggedIn: true, Data: d})
+}
+
+func cloneValues(v url.Values) url.Values {
+	out := url.Values{}
+	for k, vs := range v {
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}
+
+// uiMachinesBulk applies one change to every selected machine.
+func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
+	if !parseForm(w, r) {
+		return
+	}
+	back := r.PostForm.Get("back")
+	if !strings.HasPrefix(back, "/ui/machines") || strings.HasPrefix(back, "//") {
+		back = "/ui/machines"
+	}
+	macs := r.PostForm["mac"]
+	if len(macs) == 0 {
+		s.setFlash(w, "Select at least one machine first (the checkboxes in the first column).")
+		redirect(w, r, back)
+		return
+	}
+	var u store.MachineUpdate
+	var what string
+	switch r.PostForm.Get("action") {
+	case "policy":
+		p := r.PostForm.Get("policy")
+		u.BootPolicy, what = &p, "boot policy "+p
+	case "image":
+		img := r.PostForm.Get("image")
+		u.Image, what = &img, "image "+img
+		if img == "" {
+			what = "no image"
+		}
+	default:
+		s.setFlash(w, "Choose what to do with the selected machines.")
+		redirect(w, r, back)
+		return
+	}
+	if errs := machineUpdateErrors(u); len(errs) > 0 {
+		s.setFlash(w, "Nothing changed: "+errs[0].Error())
+		redirect(w, r, back)
+		return
+	}
+	var done int
+	var failed []string
+	for _, raw := range macs {
+		mac, err := store.NormalizeMAC(raw)
+		if err == nil {
+			_, err = s.store.GetMachine(r.Context(), mac)
+		}
+		if err == nil {
+			_, _, err = s.updateMachine(r.Context(), mac, u)
+		}
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s (%v)", raw, err))
+			continue
+		}
+		done++
+	}
+	msg := fmt.Sprintf("Set %s on %d machine%s.", what, done, plural(done))
+	if len(failed) > 0 {
+		msg += " Not changed: " + strings.Join(failed, ", ") + "."
+		s.log.Warn("bulk change partly failed", "change", what, "failed", strings.Join(failed, ", "))
+	}
+	s.log.Info("bulk change", "change", what, "machines", done, "client", clientAddr(r))
+	s.setFlash(w, msg)
+	redirect(w, r, back)
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// parseForm reads a posted form of at most 1 MiB; on failure it renders
+// an error page and returns false.
+func parseForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "the form could not be read: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// imageOption is one entry of an image dropdown.
+type imageOption struct {
+	Name    string
+	Missing bool // assigned but not in the catalog
+}
+
+type machineData struct {
+	M            store.Machine
+	F            store.Machine // the form's values (the record, or what was posted)
+	Errors       map[string]string
+	FormError    string
+	Unassigned   bool
+	NextBootText string
+	Images       []imageOption
+	Policies     []string
+	Modes        []string
+	Script       []byte
+	ServerURL    string
+}
+
+func (s *Server) uiMachine(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	s.renderMachine(w, r, http.StatusOK, m, m, nil)
+}
+
+// uiLoadMachine loads the machine named by the path, rendering 400/404
+// pages when it cannot.
+func (s *Server) uiLoadMachine(w http.ResponseWriter, r *http.Request) (store.Machine, bool) {
+	mac, err := store.NormalizeMAC(r.PathValue("mac"))
+	if err != nil {
+		s.uiError(w, r, http.StatusBadRequest, "Bad MAC address", err.Error())
+		return store.Machine{}, false
+	}
+	m, err := s.store.GetMachine(r.Context(), mac)
+	if errors.Is(err, store.ErrNotFound) {
+		s.uiError(w, r, http.StatusNotFound, "No such machine", "There is no machine "+mac+". It may have been deleted; machines appear when they PXE-boot.")
+		return store.Machine{}, false
+	}
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return store.Machine{}, false
+	}
+	return m, true
+}
+
+func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form store.Machine, errs map[string]string) {
+	d := machineData{M: m, F: form, Errors: errs, Unassigned: unassigned(m), NextBootText: nextBootText(m),
+		Policies: store.BootPolicies, Modes: store.ProvisioningModes, ServerURL: s.serverURL(r)}
+	if len(errs) > 0 {
+		d.FormError = "Nothing was saved: correct the marked fields."
+	}
+	imgs, err := s.catalog.list(r.Context())
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, e := range imgs {
+		d.Images = append(d.Images, imageOption{Name: e.Name})
+		seen[e.Name] = true
+	}
+	for _, n := range []string{form.Image, form.LastKnownGood, m.Image, m.LastKnownGood} {
+		if n != "" && !seen[n] {
+			d.Images = append(d.Images, imageOption{Name: n, Missing: true})
+			seen[n] = true
+		}
+	}
+	d.Script, _ = s.bootScript(r.Context(), m, store.Serves(m), s.serverURL(r), true)
+	title := m.MAC
+	if m.Hostname != "" {
+		title = m.Hostname
+	}
+	s.render(w, r, code, "machine", uiPage{Title: title, Nav: "machines", LoggedIn: true, Data: d})
+}
+
+// machineUpdateErrors checks every field of u, so a form can show each
+// problem next to its field.
+func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
+	var errs []*store.ValidationError
+	add := func(err error) {
+		var ve *store.ValidationError
+		if errors.As(err, &ve) {
+			errs = append(errs, ve)
+		}
+	}
+	add(store.ValidateUpdate(store.MachineUpdate{BootPolicy: u.BootPolicy}))
+	add(store.ValidateUpdate(store.MachineUpdate{ProvisioningMode: u.ProvisioningMode}))
+	if u.Hostname != nil && *u.Hostname != "" {
+		if err := provision.CheckHostname(*u.Hostname); err != nil {
+			errs = append(errs, &store.ValidationError{Field: "hostname", Msg: err.Error()})
+		}
+	}
+	for _, f := range []struct {
+		field string
+		v     *string
+	}{{"image", u.Image}, {"last_known_good", u.LastKnownGood}} {
+		if f.v != nil && *f.v != "" {
+			if err := checkName(*f.v); err != nil {
+				errs = append(errs, &store.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})
+			}
+		}
+	}
+	if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
+		errs = append(errs, &store.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
+	}
+	return errs
+}
+
+func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	if !parseForm(w, r) {
+		return
+	}
+	f := r.PostForm
+	get := func(k string) *string {
+		v := strings.TrimSpace(f.Get(k))
+		return &v
+	}
+	u := store.MachineUpdate{Image: get("image"), ProvisioningMode: get("provisioning_mode"), Hostname: get("hostname"),
+		CijoeWorkflowRef: get("cijoe_workflow_ref"), LastKnownGood: get("last_known_good"), BootPolicy: get("boot_policy")}
+	form := m
+	form.Image, form.ProvisioningMode, form.Hostname = *u.Image, *u.ProvisioningMode, *u.Hostname
+	form.CijoeWorkflowRef, form.LastKnownGood, form.BootPolicy = *u.CijoeWorkflowRef, *u.LastKnownGood, *u.BootPolicy
+	if errs := machineUpdateErrors(u); len(errs) > 0 {
+		fields := map[string]string{}
+		for _, e := range errs {
+			fields[e.Field] = e.Msg
+		}
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, fields)
+		return
+	}
+	saved, _, err := s.updateMachine(r.Context(), m.MAC, u)
+	var ve *store.ValidationError
+	if errors.As(err, &ve) {
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, map[string]string{ve.Field: ve.Msg})
+		return
+	}
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	s.log.Info("machine saved", "mac", m.MAC, "client", clientAddr(r))
+	s.setFlash(w, "Saved. Next PXE boot: "+nextBootText(saved)+".")
+	redirect(w, r, "/ui/machines/"+m.MAC)
+}
+
+type confirmData struct {
+	Question, Button, Action, Back string
+	Details                        []string
+}
+
+func (s *Server) uiMachineDeleteConfirm(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	name := m.MAC
+	if m.Hostname != "" {
+		name = m.Hostname + " (" + m.MAC + ")"
+	}
+	d := confirmData{Question: "Delete the record of " + name + "?", Button: "Delete machine",
+		Action: "/ui/machines/" + m.MAC + "/delete", Back: "/ui/machines/" + m.MAC,
+		Details: []string{"Its settings are lost. If it PXE-boots again it comes back as a new discovered machine with boot policy tui."}}
+	s.render(w, r, http.StatusOK, "confirm", uiPage{Title: "Delete machine", Nav: "machines", LoggedIn: true, Data: d})
+}
+
+func (s *Server) uiMachineDelete(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	if err := s.deleteMachine(r.Context(), m.MAC); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.uiInternal(w, r, err)
+		return
+	}
+	s.log.Info("machine deleted", "mac", m.MAC, "client", clientAddr(r))
+	s.setFlash(w, "Deleted machine "+m.MAC+".")
+	redirect(w, r, "/ui/machines")
+}
