@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -96,10 +97,13 @@ type browser struct {
 	js  *jsErrors
 }
 
-// jsErrors collects the uncaught JavaScript exceptions of the pages.
+// jsErrors collects the errors the pages report: uncaught exceptions and
+// browser log errors other than HTTP statuses fail the test;
+// console.error calls are logged.
 type jsErrors struct {
-	mu   sync.Mutex
-	list []string
+	mu      sync.Mutex
+	list    []string
+	console map[string]int // console.error messages and their counts
 }
 
 // on returns the browser for a subtest: same tab, failures reported to t.
@@ -126,7 +130,7 @@ func newBrowser(t *testing.T, ts *testServer) *browser {
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	tabCtx, cancelTab := chromedp.NewContext(allocCtx)
-	b := &browser{t: t, ctx: tabCtx, ts: ts, js: &jsErrors{}}
+	b := &browser{t: t, ctx: tabCtx, ts: ts, js: &jsErrors{console: map[string]int{}}}
 	t.Cleanup(func() {
 		cancelTab()
 		cancelAlloc()
@@ -134,7 +138,10 @@ func newBrowser(t *testing.T, ts *testServer) *browser {
 		b.js.mu.Lock()
 		defer b.js.mu.Unlock()
 		for _, e := range b.js.list {
-			t.Errorf("uncaught JavaScript exception in a page: %s", e)
+			t.Errorf("page error: %s", e)
+		}
+		for m, n := range b.js.console {
+			t.Logf("console.error (%d times): %s", n, m)
 		}
 	})
 	start := time.Now()
@@ -143,14 +150,40 @@ func newBrowser(t *testing.T, ts *testServer) *browser {
 	}
 	t.Logf("chromium %s up in %s", exe, time.Since(start).Round(time.Millisecond))
 	if err := chromedp.Listen(tabCtx, func(ev any) {
-		if ev, ok := ev.(*runtime.EventExceptionThrown); ok {
+		// This runs in the tab's event loop: record and return.
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
 			d := ev.ExceptionDetails
-			msg := d.Text
+			msg = d.Text
 			if d.Exception != nil && d.Exception.Description != "" {
 				msg += " " + d.Exception.Description
 			}
+			msg = fmt.Sprintf("uncaught exception at %s:%d: %s", d.URL, d.LineNumber+1, msg)
+		case *runtime.EventConsoleAPICalled:
+			// console.error is logged, not failed: htmx reports harmless
+			// conditions there too.
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				b.js.mu.Lock()
+				b.js.console[strings.Join(args, " ")]++
+				b.js.mu.Unlock()
+			}
+		case *cdplog.EventEntryAdded:
+			// Error responses the tests provoke (401, 400, 404) are
+			// logged by the network source; anything else at error
+			// level (a CSP violation, a script that failed to load) is
+			// a bug of the page.
+			if e := ev.Entry; e.Level == cdplog.EntryLevelError && e.Source != cdplog.EntrySourceNetwork {
+				msg = fmt.Sprintf("browser log (%s) at %s: %s", e.Source, e.URL, e.Text)
+			}
+		}
+		if msg != "" {
 			b.js.mu.Lock()
-			b.js.list = append(b.js.list, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
+			b.js.list = append(b.js.list, msg)
 			b.js.mu.Unlock()
 		}
 	}); err != nil {
@@ -723,16 +756,20 @@ func TestBrowserFlow(t *testing.T) {
 		macs := func() []string {
 			return js[[]string](b, `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).map(r => r.dataset.mac)`)
 		}
+		// The filter applies as one types or picks (no submit button
+		// with scripts on); wait for the rows and for htmx to be idle.
+		visible := `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).length`
+		idle := `!document.querySelector(".htmx-request, .htmx-swapping, .htmx-settling")`
 		b.fill("#q", "alpha2")
-		js[bool](b, `(document.querySelector("#machine-filter").requestSubmit(), true)`)
-		b.poll("the text filter", `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).length === 1`)
+		b.poll("the text filter", visible+` === 1 && `+idle)
 		if got := macs(); len(got) != 1 || got[0] != macSeed {
 			t.Errorf("filter q=alpha2 shows %v, want [%s]", got, macSeed)
 		}
 		b.fill("#q", "")
 		b.choose("#policy-filter", "tui")
-		js[bool](b, `(document.querySelector("#machine-filter").requestSubmit(), true)`)
-		b.poll("the policy filter", `Array.from(document.querySelectorAll("#machine-rows tr[data-mac]")).filter(r => r.offsetParent !== null).length === 2`)
+		b.poll("the policy filter", visible+` === 2 && `+idle)
+		time.Sleep(400 * time.Millisecond) // past the search field's 300 ms delay
+		b.poll("the policy filter", visible+` === 2 && `+idle)
 		if got := macs(); !slices.Contains(got, macDisc) || !slices.Contains(got, macLive) {
 			t.Errorf("policy filter tui shows %v, want %s and %s", got, macDisc, macLive)
 		}
@@ -889,11 +926,19 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		b.choose("#bulk-action", "policy")
 		b.choose("#bulk-policy", "tui")
-		b.clickHere("#bulk-apply")
-		b.poll("the bulk result", `(document.querySelector("#flash")?.textContent.trim() ?? "") !== ""`)
-		t.Logf("bulk policy says: %s", b.text("#flash"))
+		if code := b.click("#bulk-apply"); code != 200 {
+			t.Errorf("bulk apply: HTTP %d", code)
+		}
+		b.wantPath("/ui/machines")
 		for _, mac := range []string{macSeed, macLive} {
 			b.poll("policy tui in the row of "+mac, fmt.Sprintf(`document.querySelector(%s)?.textContent.includes("tui")`, jsq(macRow(mac)+" td.policy")))
+		}
+		if f := b.text("#flash"); !strings.Contains(f, "2") {
+			t.Errorf("#flash after the bulk change is %q, want the count of machines changed", f)
+		} else {
+			t.Logf("bulk policy says: %s", f)
+		}
+		for _, mac := range []string{macSeed, macLive} {
 			var m store.Machine
 			ts.do(t, "GET", "/machines/"+mac, nil, h).json(t, &m)
 			if m.BootPolicy != "tui" {
