@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean
+.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots
 
 all: build
 
@@ -28,6 +28,16 @@ deps:
 test: deps build
 	$(GO) test -race -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory vmtest-run
+
+## screenshots: refresh the README's browser UI screenshots (docs/screenshots) from the browser tests
+screenshots: deps
+	rm -rf .cache/screenshots && mkdir -p .cache/screenshots docs/screenshots
+	BTY_SCREENSHOT_DIR=$(CURDIR)/.cache/screenshots $(GO) test -count=1 -run 'TestBrowserFlow' ./internal/server
+	cp .cache/screenshots/02-dashboard.png docs/screenshots/dashboard.png
+	cp .cache/screenshots/03-machines.png docs/screenshots/machines.png
+	cp .cache/screenshots/04-machine-detail.png docs/screenshots/machine.png
+	cp .cache/screenshots/05-images.png docs/screenshots/images.png
+	cp .cache/screenshots/phone-03-machines.png docs/screenshots/phone-machines.png
 
 ## test-unit: go test alone: no packages installed, no race detector (tests needing a missing tool or root skip)
 test-unit:

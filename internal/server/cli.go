@@ -31,7 +31,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		Long: `bty-web serves a fleet: every PXE boot asks GET /pxe/{mac} what to do
 (boot the local disk, flash the assigned image, or start the TUI), images
 and live-env artifacts are served over HTTP with Range, and operators manage
-machines through the authenticated API (bty-ctl) or the browser.
+machines through the authenticated API (bty-ctl) or the browser UI at
+http://HOST:PORT/ui (log in with the admin password).
 
 Configuration (environment):
   BTY_STATE_DIR        state directory, holds state.db   (/var/lib/bty)
@@ -161,7 +162,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, console io.Writer) e
 	if srv.tls() {
 		scheme = "https"
 	}
-	log.Info("bty-web listening", "url", scheme+"://"+l.Addr().String(), "state", cfg.DBPath(),
+	log.Info("bty-web listening", "url", scheme+"://"+l.Addr().String(), "ui", scheme+"://"+l.Addr().String()+"/ui", "state", cfg.DBPath(),
 		"images", cfg.ImageRoot, "boot", cfg.BootDir, "version", version.Version)
 	return srv.Serve(ctx, l, 10*time.Second)
 }
