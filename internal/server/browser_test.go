@@ -815,6 +815,49 @@ func TestBrowserFlow(t *testing.T) {
 	})
 
 	detail := "/ui/machines/" + macLive
+	step("MachineRecord", func(t *testing.T, b *browser) {
+		// Every field of the record is on the page, and free text is
+		// shown as text, never as markup.
+		markup := `<img id="xss" src="/nope" onerror="window.__xss=1">`
+		if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(fmt.Sprintf(`{"cijoe_workflow_ref":%q,"provisioning_mode":"cloud-init","last_known_good":%q}`, markup, seedName)), h); r.code != 200 {
+			t.Fatalf("API update: %d %s", r.code, r.body)
+		}
+		var m store.Machine
+		ts.do(t, "GET", "/machines/"+macSeed, nil, h).json(t, &m)
+		if code := b.open("/ui/machines/" + macSeed); code != 200 {
+			t.Fatalf("machine page: HTTP %d", code)
+		}
+		fields := b.text("dl#machine-fields")
+		for name, v := range map[string]string{"mac": m.MAC, "hostname": m.Hostname, "image": m.Image, "provisioning_mode": m.ProvisioningMode,
+			"cijoe_workflow_ref": m.CijoeWorkflowRef, "last_known_good": m.LastKnownGood, "boot_policy": m.BootPolicy} {
+			if !strings.Contains(fields, v) {
+				t.Errorf("dl#machine-fields does not show %s %q:\n%s", name, v, fields)
+			}
+		}
+		for name, v := range map[string]*time.Time{"discovered_at": m.DiscoveredAt, "last_seen_at": m.LastSeenAt, "last_flashed_at": m.LastFlashedAt,
+			"last_workflow_run_at": m.LastWorkflowRunAt, "created_at": &m.CreatedAt, "updated_at": &m.UpdatedAt} {
+			if v == nil {
+				continue
+			}
+			if sel := fmt.Sprintf(`dl#machine-fields time[datetime=%q]`, v.UTC().Format(time.RFC3339)); b.count(sel) == 0 {
+				t.Errorf("dl#machine-fields has no %s for %s (%s)", sel, name, v)
+			}
+		}
+		if b.count("#xss") != 0 || js[bool](b, `!!window.__xss`) {
+			t.Error("the workflow reference was rendered as markup")
+		}
+		if opts := b.options("select#last_known_good"); !slices.Contains(opts, seedName) {
+			t.Errorf("select#last_known_good options %q", opts)
+		}
+		if v, _ := run(b, chromedp.Value(chromedp.CSS("#cijoe_workflow_ref"))); v != markup {
+			t.Errorf("input#cijoe_workflow_ref value %q, want %q", v, markup)
+		}
+		// Policy local: the script boots the disk.
+		if s := b.text("pre#ipxe-script"); !strings.Contains(s, "sanboot") || !strings.Contains(s, "exit") || strings.Contains(s, "kernel ") {
+			t.Errorf("pre#ipxe-script for policy local:\n%s", s)
+		}
+	})
+
 	step("MachineEdit", func(t *testing.T, b *browser) {
 		b.open("/ui/machines")
 		b.waitLiveTable()
@@ -1080,6 +1123,41 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(ts.cfg.ImageRoot, "x.img.zst")); !os.IsNotExist(err) {
 			t.Errorf("the deleted image is still on disk: %v", err)
+		}
+
+		// The name field overrides the file's name.
+		b.fill("#image-name", "custom.img.zst")
+		b.must("choosing the file", chromedp.SetUploadFiles(chromedp.CSS("#image-file"), []string{src}))
+		b.clickHere("#upload")
+		b.poll("the named upload to finish", `/uploaded/i.test(document.querySelector("#upload-status")?.textContent ?? "")`)
+		if st := b.text("#upload-status"); !strings.Contains(st, "custom.img.zst") {
+			t.Errorf("#upload-status %q does not name custom.img.zst", st)
+		}
+		if got, err := os.ReadFile(filepath.Join(ts.cfg.ImageRoot, "custom.img.zst")); err != nil || sha(got) != sha(zst) {
+			t.Errorf("custom.img.zst on disk: %v", err)
+		}
+		// A file that is not what its name says is refused, with the
+		// reason on the page, and nothing is kept.
+		bad := filepath.Join(dir, "bad.img.zst")
+		if err := os.WriteFile(bad, randomBytes(t, 64<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.must("choosing the bad file", chromedp.SetUploadFiles(chromedp.CSS("#image-file"), []string{bad}))
+		b.clickHere("#upload")
+		b.poll("the refused upload to end", `/fail|refus|error/i.test(document.querySelector("#upload-status")?.textContent ?? "")`)
+		if st := b.text("#upload-status"); strings.Contains(strings.ToLower(st), "uploaded bad") || !strings.Contains(st, "400") && !strings.Contains(strings.ToLower(st), "not") {
+			t.Errorf("#upload-status after a refused upload: %q", st)
+		} else {
+			t.Logf("refused upload says: %s", st)
+		}
+		if _, err := os.Stat(filepath.Join(ts.cfg.ImageRoot, "bad.img.zst")); !os.IsNotExist(err) {
+			t.Errorf("a refused upload was kept: %v", err)
+		}
+		b.screenshot("05c-images-upload-refused.png")
+		b.open("/ui/images")
+		if b.count(`#images tr[data-name="bad.img.zst"]`) != 0 || b.count(`#images tr[data-name="custom.img.zst"]`) != 1 {
+			t.Errorf("after the uploads the rows are %v, want custom.img.zst and no bad.img.zst",
+				js[[]string](b, `Array.from(document.querySelectorAll("#images tr[data-name]")).map(r => r.dataset.name)`))
 		}
 	})
 
