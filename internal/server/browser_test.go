@@ -477,7 +477,6 @@ func (b *browser) rowText(mac, cell string) string {
 // screenshot saves a full-page PNG of the current page at the desktop
 // width.
 func (b *browser) screenshot(name string) {
-	b.t.Helper()
 	buf, err := run(b, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Errorf("screenshot %s: %v", name, err)
@@ -488,28 +487,35 @@ func (b *browser) screenshot(name string) {
 
 // phoneScreenshot reloads the current page at a 390 px wide mobile
 // viewport, saves a full-page PNG, and goes back to the desktop size.
+// It reports problems without stopping the test, so it can run deferred
+// after a failure.
 func (b *browser) phoneScreenshot(name string) {
-	b.t.Helper()
-	b.must("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)), chromedp.Reload())
-	if w := js[int](b, `document.documentElement.clientWidth`); w != 390 {
-		b.t.Errorf("phone viewport is %d px wide, want 390", w)
+	defer func() {
+		if err := b.step(chromedp.EmulateViewport(desktopWidth, desktopHeight), chromedp.Reload()); err != nil {
+			b.t.Errorf("back to the desktop viewport: %v", err)
+		}
+	}()
+	if err := b.step(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)), chromedp.Reload()); err != nil {
+		b.t.Errorf("phone viewport: %v", err)
+		return
+	}
+	if w, err := run(b, chromedp.Evaluate[int](`document.documentElement.clientWidth`)); err != nil || w != 390 {
+		b.t.Errorf("phone viewport is %d px wide (%v), want 390", w, err)
 	}
 	// Nothing may be wider than the phone: no horizontal scrolling of
 	// the whole page (wide tables scroll inside their own container).
-	if sw := js[int](b, `document.documentElement.scrollWidth`); sw > 390 {
-		b.t.Errorf("%s: the page is %d px wide at a 390 px viewport (horizontal scrolling)", name, sw)
+	if sw, err := run(b, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || sw > 390 {
+		b.t.Errorf("%s: the page is %d px wide at a 390 px viewport (horizontal scrolling) (%v)", name, sw, err)
 	}
 	buf, err := run(b, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Errorf("phone screenshot %s: %v", name, err)
-	} else {
-		b.saveShot(name, buf)
+		return
 	}
-	b.must("desktop viewport", chromedp.EmulateViewport(desktopWidth, desktopHeight), chromedp.Reload())
+	b.saveShot(name, buf)
 }
 
 func (b *browser) saveShot(name string, png []byte) {
-	b.t.Helper()
 	dir := screenshotDir(b.t)
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, png, 0o644); err != nil {
@@ -571,7 +577,15 @@ func TestBrowserFlow(t *testing.T) {
 
 	step := func(name string, f func(t *testing.T, b *browser)) bool {
 		t.Helper()
-		return t.Run(name, func(t *testing.T) { f(t, b.on(t)) })
+		return t.Run(name, func(t *testing.T) {
+			b := b.on(t)
+			defer func() {
+				if t.Failed() {
+					b.screenshot("fail-" + name + ".png")
+				}
+			}()
+			f(t, b)
+		})
 	}
 	var cookie string // the session cookie's value after login
 
@@ -733,6 +747,10 @@ func TestBrowserFlow(t *testing.T) {
 		if got := b.rowText(macLive, "policy"); !strings.Contains(got, "tui") {
 			t.Errorf("live row td.policy %q, want tui", got)
 		}
+		// Screenshots at the end (also after a failure): taking one here
+		// would let the next change miss the window this checks.
+		defer b.phoneScreenshot("phone-03-machines.png")
+		defer b.screenshot("03-machines.png")
 		// A change made elsewhere shows up too, even when it comes right
 		// after the previous update (the table must not drop the last of
 		// a quick series of events).
@@ -746,8 +764,6 @@ func TestBrowserFlow(t *testing.T) {
 		if n := b.count("#machine-rows tr[data-mac]"); n != 3 {
 			t.Errorf("%d rows after the live updates, want 3", n)
 		}
-		b.screenshot("03-machines.png")
-		b.phoneScreenshot("phone-03-machines.png")
 	})
 
 	step("MachinesFilterSort", func(t *testing.T, b *browser) {
