@@ -1075,8 +1075,23 @@ func TestBrowserFlow(t *testing.T) {
 		if b.count("progress#upload-progress") != 1 {
 			t.Error("no progress#upload-progress")
 		}
+		// Throttle the upload (about 2 MB/s for this one URL) so the bar
+		// can be seen part-way.
+		if _, err := chromedp.Call(b.ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+			MatchedNetworkConditions: []*network.Conditions{{URLPattern: ts.URL + "/images/x.img.zst", UploadThroughput: 2e6, DownloadThroughput: -1}},
+		}); err != nil {
+			t.Fatalf("throttling: %v", err)
+		}
 		b.clickHere("#upload")
+		b.poll("the progress bar part-way", `(p => p && p.max > 1 && p.value > 0 && p.value < p.max)(document.querySelector("#upload-progress"))
+			&& /\d+ ?%/.test(document.querySelector("#upload-status")?.textContent ?? "")`)
+		t.Logf("during the upload: %s", b.text("#upload-status"))
+		b.screenshot("05a-images-uploading.png")
 		b.poll("the upload to finish", `/uploaded/i.test(document.querySelector("#upload-status")?.textContent ?? "")`)
+		if _, err := chromedp.Call(b.ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+			MatchedNetworkConditions: []*network.Conditions{}}); err != nil {
+			t.Fatalf("unthrottling: %v", err)
+		}
 		status := b.text("#upload-status")
 		if !strings.Contains(status, "x.img.zst") {
 			t.Errorf("#upload-status %q does not name x.img.zst", status)
