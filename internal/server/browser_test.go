@@ -705,19 +705,27 @@ func TestBrowserFlow(t *testing.T) {
 	}
 
 	step("Dashboard", func(t *testing.T, b *browser) {
-		if code := b.open("/ui/dashboard"); code != 200 {
-			t.Fatalf("/ui/dashboard: HTTP %d", code)
-		}
-		for _, href := range []string{"/ui/dashboard", "/ui/machines", "/ui/images", "/ui/boot", "/ui/settings"} {
-			if b.count(`nav a[href="`+href+`"]`) == 0 {
-				t.Errorf("no nav link to %s", href)
+		// Every page has the navigation and the logout form.
+		pages := []string{"/ui/dashboard", "/ui/machines", "/ui/images", "/ui/boot", "/ui/settings"}
+		for _, p := range append(pages, "/ui/machines/"+macSeed) {
+			if code := b.open(p); code != 200 {
+				t.Errorf("%s: HTTP %d", p, code)
+				continue
+			}
+			for _, href := range pages {
+				if b.count(`nav a[href="`+href+`"]`) == 0 {
+					t.Errorf("%s: no nav link to %s", p, href)
+				}
+			}
+			if b.count("form#logout-form button#logout") != 1 {
+				t.Errorf("%s: no form#logout-form with button#logout", p)
+			}
+			if a := b.attr("form#logout-form", "action"); a != "/ui/logout" {
+				t.Errorf("%s: form#logout-form action %q", p, a)
 			}
 		}
-		if b.count("form#logout-form button#logout") != 1 {
-			t.Error("no form#logout-form with button#logout")
-		}
-		if a := b.attr("form#logout-form", "action"); a != "/ui/logout" {
-			t.Errorf("form#logout-form action %q", a)
+		if code := b.open("/ui/dashboard"); code != 200 {
+			t.Fatalf("/ui/dashboard: HTTP %d", code)
 		}
 		for sel, want := range map[string]string{
 			"#count-machines": "2", "#count-discovered": "1", "#count-flashed-24h": "1", "#count-images": "1",
@@ -1150,10 +1158,24 @@ func TestBrowserFlow(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("throttling: %v", err)
 		}
+		requests := chromedp.Events(b.ctx, network.RequestWillBeSent)
 		b.clickHere("#upload")
 		b.poll("the progress bar part-way", `(p => p && p.max > 1 && p.value > 0 && p.value < p.max)(document.querySelector("#upload-progress"))
 			&& /\d+ ?%/.test(document.querySelector("#upload-status")?.textContent ?? "")`)
 		t.Logf("during the upload: %s", b.text("#upload-status"))
+		// The file goes by XHR PUT straight to the API.
+		for ev, err := range requests {
+			if err != nil {
+				t.Errorf("no request for the upload seen: %v", err)
+				break
+			}
+			if strings.HasSuffix(ev.Request.URL, "x.img.zst") {
+				if ev.Request.Method != "PUT" || ev.Request.URL != ts.URL+"/images/x.img.zst" || ev.Type != network.ResourceTypeXHR {
+					t.Errorf("the upload went as %s %s (%s), want an XHR PUT to /images/x.img.zst", ev.Request.Method, ev.Request.URL, ev.Type)
+				}
+				break
+			}
+		}
 		b.screenshot("05a-images-uploading.png")
 		b.poll("the upload to finish", `/uploaded/i.test(document.querySelector("#upload-status")?.textContent ?? "")`)
 		if _, err := chromedp.Call(b.ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
