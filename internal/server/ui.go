@@ -97,7 +97,9 @@ type uiPage struct {
 // render writes page with status code; a template failure is logged
 // and answered 500 (the buffer keeps half a page from going out).
 func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, page string, p uiPage) {
-	if p.Flash == "" {
+	// htmx's partial refreshes (the live table) never consume the
+	// one-shot message: it belongs to the page the user navigates to.
+	if p.Flash == "" && r.Header.Get("HX-Request") == "" {
 		p.Flash = takeFlash(w, r)
 	}
 	var buf bytes.Buffer

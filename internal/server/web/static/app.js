@@ -108,6 +108,33 @@
     sync();
   }
 
+  // Live table: every machine event (relayed by the SSE extension as
+  // sse:machine on #live-signal) asks for one refresh of the table. Events
+  // are coalesced: at most one refresh in flight, and one more after it
+  // when anything changed meanwhile, so the last change always shows.
+  var liveTimer = null, liveBusy = false, livePending = false;
+  function refreshTable() {
+    liveTimer = null;
+    var table = document.getElementById('machines-table');
+    if (!table || !window.htmx) return;
+    if (liveBusy) { livePending = true; return; }
+    liveBusy = true; livePending = false;
+    // The same view (filter, sort) with the checked rows kept checked.
+    var url = table.getAttribute('data-refresh');
+    var checked = table.querySelectorAll('input.select-row:checked');
+    for (var i = 0; i < checked.length; i++) url += '&mac=' + encodeURIComponent(checked[i].value);
+    var done = function () {
+      liveBusy = false;
+      if (livePending) scheduleRefresh();
+    };
+    htmx.ajax('GET', url, { target: '#machines-table', select: '#machines-table', swap: 'outerHTML' }).then(done, done);
+  }
+  function scheduleRefresh() {
+    if (!liveTimer) liveTimer = setTimeout(refreshTable, 250);
+  }
+  document.addEventListener('sse:machine', scheduleRefresh);
+  document.addEventListener('sse:snapshot', scheduleRefresh);
+
   // Live updates replace the table; keep keyboard focus where it was.
   var focusId = null;
   document.addEventListener('htmx:beforeSwap', function () {
