@@ -276,22 +276,10 @@ func (b *browser) read(sel, expr string) string {
 	}
 }
 
-// exists reports whether sel matches now (no waiting).
-func (b *browser) exists(sel string) bool {
-	b.t.Helper()
-	return js[bool](b, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
-}
-
 // waitFor waits until sel matches an element.
 func (b *browser) waitFor(sel string) {
 	b.t.Helper()
 	b.must("waiting for "+sel, chromedp.WaitReady(chromedp.CSS(sel)))
-}
-
-// waitGone waits until nothing matches sel.
-func (b *browser) waitGone(sel string) {
-	b.t.Helper()
-	b.must("waiting for "+sel+" to go", chromedp.WaitNotPresent(chromedp.CSS(sel)))
 }
 
 // poll waits until the JavaScript expression is truthy. It evaluates
