@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/btyproject/bty/internal/provision"
 
 	"github.com/btyproject/bty/internal/store"
 )
@@ -69,6 +72,39 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	writeJSON(w, code, m)
+}
+
+// machineUpdateErrors checks every field of u, so a form can show each
+// problem next to its field.
+func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
+	var errs []*store.ValidationError
+	add := func(err error) {
+		var ve *store.ValidationError
+		if errors.As(err, &ve) {
+			errs = append(errs, ve)
+		}
+	}
+	add(store.ValidateUpdate(store.MachineUpdate{BootPolicy: u.BootPolicy}))
+	add(store.ValidateUpdate(store.MachineUpdate{ProvisioningMode: u.ProvisioningMode}))
+	if u.Hostname != nil && *u.Hostname != "" {
+		if err := provision.CheckHostname(*u.Hostname); err != nil {
+			errs = append(errs, &store.ValidationError{Field: "hostname", Msg: err.Error()})
+		}
+	}
+	for _, f := range []struct {
+		field string
+		v     *string
+	}{{"image", u.Image}, {"last_known_good", u.LastKnownGood}} {
+		if f.v != nil && *f.v != "" {
+			if err := checkName(*f.v); err != nil {
+				errs = append(errs, &store.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})
+			}
+		}
+	}
+	if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
+		errs = append(errs, &store.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
+	}
+	return errs
 }
 
 // updateMachine validates u (a *store.ValidationError names the field)
