@@ -182,7 +182,7 @@ func runFlash(cmd *cobra.Command, e *env, o flash.Options, progress string, asJS
 		}
 		sink = ts
 	case progressNDJSON:
-		sink = newNDJSONSink(e.stdout)
+		sink = event.NewNDJSON(e.stdout)
 	}
 	o.Sink = sink
 	o.Logger = e.log

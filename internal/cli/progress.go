@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -17,20 +16,6 @@ const (
 	progressNDJSON = "ndjson"
 	progressNone   = "none"
 )
-
-// ndjsonSink writes one JSON object per event and line.
-type ndjsonSink struct {
-	mu  sync.Mutex
-	enc *json.Encoder
-}
-
-func newNDJSONSink(w io.Writer) *ndjsonSink { return &ndjsonSink{enc: json.NewEncoder(w)} }
-
-func (s *ndjsonSink) Emit(e event.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_ = s.enc.Encode(e)
-}
 
 // textSink writes a line per lifecycle event and, on a terminal, a live
 // progress bar redrawn in place; elsewhere a plain progress line every

@@ -86,7 +86,7 @@ func TestTextSinkTerminal(t *testing.T) {
 
 func TestNDJSONSink(t *testing.T) {
 	var b bytes.Buffer
-	s := newNDJSONSink(&b)
+	s := event.NewNDJSON(&b)
 	evs := progressEvents()
 	for _, e := range evs {
 		s.Emit(e)

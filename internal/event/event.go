@@ -4,6 +4,8 @@
 package event
 
 import (
+	"encoding/json"
+	"io"
 	"sync"
 	"time"
 )
@@ -100,4 +102,21 @@ func (r *Recorder) Types() []Type {
 		out = append(out, e.Event)
 	}
 	return out
+}
+
+// NDJSON writes one JSON object per event and line (bty flash
+// --progress ndjson, bty-tui --json-events).
+type NDJSON struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+// NewNDJSON returns a sink writing to w.
+func NewNDJSON(w io.Writer) *NDJSON { return &NDJSON{enc: json.NewEncoder(w)} }
+
+// Emit writes e as one line.
+func (s *NDJSON) Emit(e Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.enc.Encode(e)
 }
