@@ -1,18 +1,19 @@
-// Command bty-tui is not built yet; see the project's issues.
+// Command bty-tui flashes images from a terminal or serial console; all
+// logic lives in internal/tui.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/btyproject/bty/internal/version"
+	"github.com/btyproject/bty/internal/tui"
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("bty-tui", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "bty-tui: not yet built in this version of bty; use the bty command")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
+	code := tui.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
