@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/image"
@@ -56,7 +57,9 @@ func (c LocalCatalog) List(ctx context.Context) ([]Image, error) {
 	}
 	out := make([]Image, 0, len(infos))
 	for _, in := range infos {
-		out = append(out, Image{Name: in.Name, Format: string(in.Format), Size: in.SizeBytes, Virtual: in.VirtualSizeBytes, Ref: in.Path, Err: in.Error})
+		// The row names the file already: drop its path from the reason.
+		reason := strings.ReplaceAll(in.Error, in.Path+": ", "")
+		out = append(out, Image{Name: in.Name, Format: string(in.Format), Size: in.SizeBytes, Virtual: in.VirtualSizeBytes, Ref: in.Path, Err: reason})
 	}
 	return out, nil
 }

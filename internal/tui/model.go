@@ -294,7 +294,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case flashedMsg:
 		m.result, m.flashErr = msg.res, msg.err
 		m.elapsed = m.cfg.Now().Sub(m.started)
-		m.step, m.askAbort = stepResult, false
+		m.step, m.askAbort, m.status = stepResult, false, ""
 		if m.cancel != nil {
 			m.cancel()
 		}
@@ -464,7 +464,7 @@ func (m Model) onDisksKey(key string) (tea.Model, tea.Cmd) {
 		}
 		d := m.disks[m.diskCursor]
 		if p := d.Problems(); len(p) > 0 {
-			m.status = d.Path + " cannot be flashed: " + strings.Join(p, "; ")
+			m.status = "Pick another disk: " + d.Path + " cannot be flashed (the reason is shown above)."
 			return m, nil
 		}
 		m.step, m.editing = stepProvision, false
@@ -612,7 +612,7 @@ var _ tea.Model = Model{}
 
 func describeErr(err error) string {
 	if errors.Is(err, context.Canceled) {
-		return "aborted: " + err.Error()
+		return "aborted at your request (Ctrl-C) before the image was complete"
 	}
 	return err.Error()
 }
