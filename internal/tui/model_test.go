@@ -41,7 +41,6 @@ type fixture struct {
 	release  chan struct{} // closes to let the stand-in flash finish
 	flashErr error
 	done     []string
-	doneErr  error
 }
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
