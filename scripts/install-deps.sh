@@ -15,7 +15,7 @@ declare -A pkg=(
   [cryptsetup]=cryptsetup-bin [pvcreate]=lvm2 [blkid]=util-linux
   [debugfs]=e2fsprogs [mkswap]=util-linux
   [curl]=curl [ip]=iproute2 [dnsmasq]=dnsmasq-base [/usr/lib/ipxe/ipxe.efi]=ipxe
-  [chromium]=chromium
+  [chromium]=chromium [tmux]=tmux
 )
 case $what in
   test) ;;
