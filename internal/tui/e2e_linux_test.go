@@ -959,7 +959,7 @@ func TestE2EAbort(t *testing.T) {
 	// The contract's progress screen: bar, percentage, bytes of the
 	// total, rate, ETA, phase. The server's catalog knows the decoded
 	// size, so the total and the percentage are known.
-	for _, re := range []string{`^\[#+\.+\] +[0-9]+%$`, `^[0-9.]+ [KM]iB of 64 MiB`, `[0-9.]+ [KM]?i?B/s`, `ETA [0-9]`, `Phase: writing zst`} {
+	for _, re := range []string{`^\[#*\.*\] +[0-9]+%$`, `^[0-9.]+ [KM]iB of 64 MiB`, `[0-9.]+ [KM]?i?B/s`, `ETA [0-9]`, `Phase: writing zst`} {
 		if !matchesLine(scr, re) {
 			t.Errorf("the progress screen lacks %s:\n%s", re, s.frame(scr))
 		}
