@@ -242,6 +242,10 @@ func (m *Model) startFlash() tea.Cmd {
 	m.flashOpts = o
 	m.step, m.started, m.phase = stepFlashing, m.cfg.Now(), "starting"
 	m.total, m.written, m.rate, m.output = 0, 0, 0, nil
+	if v := m.images[m.imgCursor].Virtual; v != nil {
+		// A stream may not know its decoded size; the catalog may.
+		m.total = *v
+	}
 	m.askAbort, m.aborting, m.result, m.flashErr, m.status = false, false, nil, nil, ""
 	m.reporting, m.reportOK, m.reportErr = false, false, nil
 	run := m.cfg.Flash
@@ -331,7 +335,10 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *Model) onEvent(e event.Event) {
 	switch e.Event {
 	case event.Started:
-		m.total, m.phase = e.TotalBytes, "starting"
+		if e.TotalBytes > 0 {
+			m.total = e.TotalBytes
+		}
+		m.phase = "starting"
 	case event.Writing:
 		m.phase = "writing " + e.Format
 	case event.Progress:

@@ -338,7 +338,10 @@ func (m Model) flashingBody(w int) []string {
 	}
 	barW := max(10, min(60, w-8))
 	out := []string{m.drawBar(frac, barW) + " " + pct(m.written, m.total), ""}
-	line := fmt.Sprintf("%s of %s", ibytes(m.written), ibytes(m.total))
+	line := ibytes(m.written) + " written (size not known before decoding)"
+	if m.total > 0 {
+		line = fmt.Sprintf("%s of %s", ibytes(m.written), ibytes(m.total))
+	}
 	if m.rate > 0 {
 		line += fmt.Sprintf(" · %s/s", ibytes(int64(m.rate)))
 		if m.total > m.written {
