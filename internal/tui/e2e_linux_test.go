@@ -117,11 +117,16 @@ func removeStaleBinaries(dir string) {
 
 // tuiSession is bty-tui running in a detached tmux session "s" on a
 // private socket, 80x24, status line off (the pane is the whole 80x24),
-// remain-on-exit on (a crash's last screen and the exit status stay).
+// remain-on-exit on (a crash's last screen stays). The pane's shell
+// writes bty-tui's exit status to a file: tmux 3.3a marks a pane dead
+// when its pty closes and sometimes never reaps the process, so
+// #{pane_dead_status} can stay empty.
 type tuiSession struct {
-	t    *testing.T
-	sock string
-	pid  int
+	t       *testing.T
+	sock    string
+	pid     int    // bty-tui's
+	status  string // file the pane's shell writes bty-tui's exit status to
+	logFile string // --log-file, shown when the test fails
 }
 
 func requireE2E(t *testing.T) {
@@ -148,38 +153,89 @@ func startTUI(t *testing.T, args ...string) *tuiSession {
 	}
 	conf := filepath.Join(dir, "tmux.conf")
 	// In the config, so they hold before the pane's process can exit.
-	if err := os.WriteFile(conf, []byte("set -g status off\nset -wg remain-on-exit on\nset -g history-limit 100\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("set -g status off\nset -wg remain-on-exit on\nset -g history-limit 100\nset -g default-shell /bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &tuiSession{t: t, sock: filepath.Join(dir, "sock")}
-	cmdline := "exec env TERM=vt100 NO_COLOR=1 " + shellQuote(bin)
+	s := &tuiSession{t: t, sock: filepath.Join(dir, "sock"), status: filepath.Join(dir, "status")}
+	for i, a := range args {
+		if a == "--log-file" && i+1 < len(args) {
+			s.logFile = args[i+1]
+		}
+	}
+	cmdline := "env TERM=vt100 NO_COLOR=1 " + shellQuote(bin)
 	for _, a := range args {
 		cmdline += " " + shellQuote(a)
 	}
+	cmdline += "; echo $? >" + shellQuote(s.status)
 	t.Logf("tmux: %s", cmdline)
 	s.tmuxOK("-f", conf, "new-session", "-d", "-s", "s", "-x", strconv.Itoa(e2eCols), "-y", strconv.Itoa(e2eRows),
 		"-e", "NO_COLOR=1", cmdline)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last screen:\n%s", s.frame(s.capture()))
+			if s.logFile != "" {
+				b, err := os.ReadFile(s.logFile)
+				t.Logf("bty-tui's log %s (%v):\n%s", s.logFile, err, b)
+			}
 		}
 		exec.Command("tmux", "-S", s.sock, "kill-server").Run()
 		// The loop device is detached by an earlier-registered cleanup:
 		// let bty-tui (SIGHUP from tmux) let go of it first.
 		if s.pid > 0 {
 			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) && syscall.Kill(s.pid, 0) == nil {
+			for time.Now().Before(deadline) && running(s.pid) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
 		os.RemoveAll(dir)
 	})
-	dead, _, pid := s.paneState()
-	s.pid = pid
-	if dead {
-		t.Fatalf("bty-tui exited at once:\n%s", s.frame(s.capture()))
+	out := strings.TrimSpace(s.tmuxOK("display-message", "-p", "-t", "s", "#{pane_pid}"))
+	shell, err := strconv.Atoi(out)
+	if err != nil {
+		t.Fatalf("pane_pid %q: %v", out, err)
+	}
+	deadline := time.Now().Add(shortWait)
+	for s.pid == 0 {
+		if st, exited := s.exitStatus(); exited {
+			t.Fatalf("bty-tui exited at once with status %d:\n%s", st, s.frame(s.capture()))
+		}
+		if s.pid = childOf(shell); s.pid == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no bty-tui process under the pane's shell (pid %d)", shell)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	return s
+}
+
+// childOf returns a child process of pid, 0 when it has none.
+func childOf(pid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parens.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			n, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+			return n
+		}
+	}
+	return 0
+}
+
+// running reports whether pid is alive and not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
 func (s *tuiSession) tmux(args ...string) (string, error) {
@@ -224,21 +280,18 @@ func (s *tuiSession) captureEscapes() string {
 	return s.tmuxOK("capture-pane", "-p", "-e", "-t", "s")
 }
 
-// paneState reports whether bty-tui has exited, its exit status and pid.
-func (s *tuiSession) paneState() (dead bool, status, pid int) {
-	s.t.Helper()
-	out := strings.Fields(s.tmuxOK("display-message", "-p", "-t", "s", "#{pane_dead} #{pane_dead_status} #{pane_pid}"))
-	if len(out) == 0 {
-		s.t.Fatalf("display-message answered nothing")
+// exitStatus reports whether bty-tui has exited and its exit status
+// (128+N when signal N killed it).
+func (s *tuiSession) exitStatus() (int, bool) {
+	b, err := os.ReadFile(s.status)
+	if err != nil || !strings.HasSuffix(string(b), "\n") {
+		return 0, false
 	}
-	dead = out[0] == "1"
-	if len(out) == 3 {
-		status, _ = strconv.Atoi(out[1])
-		pid, _ = strconv.Atoi(out[2])
-	} else if len(out) == 2 {
-		pid, _ = strconv.Atoi(out[1])
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		s.t.Fatalf("exit status file: %q", b)
 	}
-	return dead, status, pid
+	return n, true
 }
 
 // frame draws a screen with a ruler, for failure messages.
@@ -263,7 +316,7 @@ func (s *tuiSession) waitFor(what string, timeout time.Duration, ok func(screen 
 		if ok(scr) {
 			return scr
 		}
-		if dead, status, _ := s.paneState(); dead {
+		if status, exited := s.exitStatus(); exited {
 			scr = s.capture()
 			if ok(scr) {
 				return scr
@@ -288,15 +341,29 @@ func (s *tuiSession) waitExit(timeout time.Duration) int {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		dead, status, _ := s.paneState()
-		if dead {
-			return status
+		if status, exited := s.exitStatus(); exited {
+			// remain-on-exit keeps the pane, dead, once the shell is gone.
+			if strings.TrimSpace(s.tmuxOK("display-message", "-p", "-t", "s", "#{pane_dead}")) == "1" {
+				return status
+			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("bty-tui still runs %v later; screen:\n%s", timeout, s.frame(s.capture()))
+			s.t.Fatalf("bty-tui has not ended %v later (%s); screen:\n%s", timeout, s.procState(), s.frame(s.capture()))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// procState describes bty-tui's process for failure messages.
+func (s *tuiSession) procState() string {
+	if s.pid <= 0 {
+		return "pid unknown"
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+	if err != nil {
+		return fmt.Sprintf("pid %d: %v", s.pid, err)
+	}
+	return fmt.Sprintf("pid %d: %s", s.pid, strings.TrimSpace(string(st)))
 }
 
 func contains(scr []string, text string) bool {
@@ -984,11 +1051,10 @@ func TestE2EAbort(t *testing.T) {
 	if !contains(scr, "abort") {
 		t.Errorf("the failure does not say it was aborted:\n%s", s.frame(scr))
 	}
-	dead, _, pid := s.paneState()
-	if dead {
+	if _, exited := s.exitStatus(); exited || !running(s.pid) {
 		t.Fatal("bty-tui exited after the abort")
 	}
-	checkReleased(t, dev.Path, pid)
+	checkReleased(t, dev.Path, s.pid)
 	// The engine zeroes the first MiB before anything else and writes
 	// the image's there last: an aborted disk has neither the old nor the
 	// new partition table, so it never looks bootable.
