@@ -375,6 +375,16 @@ func contains(scr []string, text string) bool {
 	return false
 }
 
+// containsWrapped reports whether text is on the screen, also when the
+// UI wrapped it over several rows (long paths do).
+func containsWrapped(scr []string, text string) bool {
+	var rows []string
+	for _, l := range scr {
+		rows = append(rows, strings.TrimSpace(l))
+	}
+	return strings.Contains(strings.Join(rows, " "), strings.Join(strings.Fields(text), " "))
+}
+
 // lineWith returns the first row containing text, or "".
 func lineWith(scr []string, text string) string {
 	for _, l := range scr {
@@ -1121,7 +1131,7 @@ func TestE2EUnselectable(t *testing.T) {
 	if !strings.Contains(row, "not selectable") || !strings.Contains(row, "mounted") {
 		t.Errorf("the mounted disk's row %q: want not selectable: mounted ...", row)
 	}
-	if !contains(scr, dev.Path+" cannot be flashed: mounted at "+mnt) {
+	if !containsWrapped(scr, dev.Path+" cannot be flashed: mounted at "+mnt) {
 		t.Errorf("the screen does not give the reason (mounted at %s):\n%s", mnt, s.frame(scr))
 	}
 	s.keys("Enter")
