@@ -86,6 +86,15 @@ func (c *Client) PXEDone(ctx context.Context, mac string) (Machine, error) {
 	return m, err
 }
 
+// PXEFailed reports that the live env could not flash the machine
+// (open route, like done); the reason shows on the machine's record.
+func (c *Client) PXEFailed(ctx context.Context, mac, reason string) (Machine, error) {
+	var m Machine
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac, "failed"),
+		body: map[string]string{"reason": reason}}, &m)
+	return m, err
+}
+
 // Images lists the server's image catalog (open route).
 func (c *Client) Images(ctx context.Context) ([]Image, error) {
 	var out []Image

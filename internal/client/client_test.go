@@ -205,6 +205,31 @@ func TestPXEDone(t *testing.T) {
 	}
 }
 
+func TestPXEFailed(t *testing.T) {
+	t.Parallel()
+	ts, c := loggedIn(t)
+	cx := ctx(t)
+	anon, _ := client.New(ts.URL)
+	if _, err := anon.PXEFailed(cx, "52:54:00:12:34:57", "x"); !client.IsNotFound(err) {
+		t.Fatalf("PXEFailed for an unknown machine: %v, want 404", err)
+	}
+	resp, err := http.Get(ts.URL + "/pxe/52:54:00:12:34:57")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	m, err := anon.PXEFailed(cx, "52:54:00:12:34:57", "no disk\nfound\x1b[2J")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.LastFailure != "no disk found [2J" || m.LastFailedAt == nil || m.LastFlashedAt != nil {
+		t.Errorf("PXEFailed answered %+v", m)
+	}
+	if got, err := c.Machine(cx, m.MAC); err != nil || got.LastFailure != m.LastFailure {
+		t.Errorf("Machine after failed = %+v, %v", got, err)
+	}
+}
+
 // zstdImage makes a real .img.zst with the zstd CLI and returns its path
 // and bytes.
 func zstdImage(t *testing.T, dir string) (string, []byte) {

@@ -10,11 +10,12 @@ import (
 
 // metrics are bty-web's Prometheus series.
 type metrics struct {
-	requests    *prometheus.CounterVec
-	pxeContacts *prometheus.CounterVec
-	flashesDone prometheus.Counter
-	bytesServed *prometheus.CounterVec
-	subscribers prometheus.Gauge
+	requests      *prometheus.CounterVec
+	pxeContacts   *prometheus.CounterVec
+	flashesDone   prometheus.Counter
+	flashesFailed prometheus.Counter
+	bytesServed   *prometheus.CounterVec
+	subscribers   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,6 +29,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		flashesDone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bty_flashes_done_total", Help: "Flashes reported done (POST /pxe/{mac}/done).",
 		}),
+		flashesFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bty_flashes_failed_total", Help: "Flashes reported failed (POST /pxe/{mac}/failed).",
+		}),
 		bytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bty_bytes_served_total", Help: "Bytes of images and boot artifacts served, by kind.",
 		}, []string{"kind"}),
@@ -35,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bty_sse_subscribers", Help: "Clients connected to GET /events/machines.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.bytesServed, m.subscribers,
+	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)

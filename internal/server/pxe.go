@@ -2,10 +2,16 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/btyproject/bty/internal/netboot"
 	"github.com/btyproject/bty/internal/store"
@@ -103,6 +109,70 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
 	s.publishMachine(m)
 	writeJSON(w, http.StatusOK, m)
+}
+
+// maxFailureBody caps a failure report's body.
+const maxFailureBody = 16 << 10
+
+// handlePXEFailed records the live env's report of a failed flash: the
+// reason goes on the record (and the dashboard's warnings); the boot
+// policy is untouched, so a flash machine tries again on its next boot.
+// The body is {"reason": "..."} or plain text.
+func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
+	mac, ok := pathMAC(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFailureBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the failure report is larger than %d bytes: send a shorter reason", maxFailureBody))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "reading the failure report: "+err.Error())
+		return
+	}
+	reason := string(body)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var doc struct {
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			writeError(w, http.StatusBadRequest, `send {"reason": "..."} as JSON, or the reason as plain text: `+err.Error())
+			return
+		}
+		reason = doc.Reason
+	}
+	reason = cleanReason(reason)
+	m, err := s.store.FlashFailed(r.Context(), mac, reason, time.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports")
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.metrics.flashesFailed.Inc()
+	s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)
+	s.publishMachine(m)
+	writeJSON(w, http.StatusOK, m)
+}
+
+// cleanReason makes a reported reason one line of printable text.
+func cleanReason(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if s == "" {
+		return "no reason given"
+	}
+	return s
 }
 
 func (s *Server) handleBootstrap(w http.ResponseWriter, r *http.Request) {

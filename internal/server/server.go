@@ -75,6 +75,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.Handle("GET /metrics", metricsHandler(reg))
 	m.HandleFunc("GET /pxe/{mac}", s.handlePXE)
 	m.HandleFunc("POST /pxe/{mac}/done", s.handlePXEDone)
+	m.HandleFunc("POST /pxe/{mac}/failed", s.handlePXEFailed)
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
 	m.HandleFunc("GET /images", s.handleImages)
 	m.HandleFunc("GET /images/{name}", s.handleImageGet)

@@ -19,6 +19,9 @@ type machineRow struct {
 	Selected     bool
 	Unassigned   bool
 	NextBootText string
+	// FailedSinceFlash: the last report is a failure, newer than the
+	// last done.
+	FailedSinceFlash bool
 }
 
 type uiColumn struct {
@@ -155,7 +158,8 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 		slices.Reverse(shown)
 	}
 	for _, m := range shown {
-		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: unassigned(m), NextBootText: nextBootText(m)})
+		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: unassigned(m), NextBootText: nextBootText(m),
+			FailedSinceFlash: m.LastFailedAt != nil && (m.LastFlashedAt == nil || m.LastFailedAt.After(*m.LastFlashedAt))})
 	}
 	d.Shown = len(d.Rows)
 

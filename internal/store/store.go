@@ -60,7 +60,14 @@ type Machine struct {
 	// NextBoot is what the next PXE contact of a flash-policy machine
 	// gets: NextFlash or NextLocal.
 	NextBoot string `json:"next_boot"`
+	// LastFailedAt and LastFailure are the live env's last failure report
+	// (POST /pxe/{mac}/failed): when, and why in its own words.
+	LastFailedAt *time.Time `json:"last_failed_at"`
+	LastFailure  string     `json:"last_failure"`
 }
+
+// MaxFailureLen caps a failure reason; longer ones are cut.
+const MaxFailureLen = 2000
 
 // MachineUpdate is the settable part of a machine (PUT /machines/{mac});
 // nil fields are left as they are (on create: defaults).
@@ -116,6 +123,11 @@ type Store interface {
 	// NextBoot = NextLocal; the boot policy never changes. ErrNotFound
 	// for an unknown MAC.
 	FlashDone(ctx context.Context, mac string, now time.Time) (Machine, error)
+	// FlashFailed records a failure report: last_failed_at = now and
+	// last_failure = reason (cut to MaxFailureLen); the boot policy and
+	// next_boot are left as they are, so a flash machine retries.
+	// ErrNotFound for an unknown MAC.
+	FlashFailed(ctx context.Context, mac, reason string, now time.Time) (Machine, error)
 
 	// CreateSession stores a session token's SHA-256 with its expiry.
 	CreateSession(ctx context.Context, tokenHash []byte, expires, now time.Time) error

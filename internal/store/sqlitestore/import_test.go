@@ -19,7 +19,8 @@ func TestImportMachinesRoundTrip(t *testing.T) {
 	in := []store.Machine{
 		{MAC: "52:54:00:00:00:01", Image: "a.img", ProvisioningMode: "cloud-init", Hostname: "n1", BootPolicy: store.PolicyFlash,
 			NextBoot: store.NextLocal, DiscoveredAt: &t0, LastSeenAt: &t0, LastSeenIP: "10.0.0.5", LastFlashedAt: &t0,
-			LastWorkflowRunAt: &t0, LastWorkflowStatus: &status, LastWorkflowOutputPath: "/x", CreatedAt: t0, UpdatedAt: t0},
+			LastWorkflowRunAt: &t0, LastWorkflowStatus: &status, LastWorkflowOutputPath: "/x", CreatedAt: t0, UpdatedAt: t0,
+			LastFailedAt: &t0, LastFailure: "writing /dev/sda: input/output error"},
 		{MAC: "52:54:00:00:00:02", BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0},
 	}
 	// An existing record with the same MAC is replaced.

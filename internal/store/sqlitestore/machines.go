@@ -13,7 +13,8 @@ import (
 // machineCols is the column list scanMachine reads, in its order.
 const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref, last_known_good,
 	discovered_at, last_seen_at, last_seen_ip, boot_policy, next_boot, last_flashed_at,
-	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at`
+	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
+	last_failed_at, last_failure`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -21,18 +22,19 @@ func scanMachine(sc scanner) (store.Machine, error) {
 	var (
 		m                                          store.Machine
 		discovered, seen, flashed, wfRun, wfStatus sql.NullString
+		failed                                     sql.NullString
 		created, updated                           string
 	)
 	if err := sc.Scan(&m.MAC, &m.Image, &m.ProvisioningMode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &m.BootPolicy, &m.NextBoot, &flashed,
-		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated); err != nil {
+		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure); err != nil {
 		return store.Machine{}, err
 	}
 	var err error
 	for _, f := range []struct {
 		dst **time.Time
 		src sql.NullString
-	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}} {
+	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}, {&m.LastFailedAt, failed}} {
 		if *f.dst, err = parseNullTime(f.src); err != nil {
 			return store.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 		}
@@ -98,11 +100,11 @@ func (s *SQLite) getMachine(ctx context.Context, q queryer, mac string) (store.M
 // insertMachine writes a new record, every column from m.
 func insertMachine(ctx context.Context, tx dbtx, m store.Machine) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.MAC, m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
 		nullTime(m.DiscoveredAt), nullTime(m.LastSeenAt), m.LastSeenIP, m.BootPolicy, m.NextBoot, nullTime(m.LastFlashedAt),
 		nullTime(m.LastWorkflowRunAt), nullString(m.LastWorkflowStatus), m.LastWorkflowOutputPath,
-		formatTime(m.CreatedAt), formatTime(m.UpdatedAt))
+		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure)
 	return err
 }
 
@@ -260,6 +262,31 @@ func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (stor
 	})
 	if err != nil {
 		return store.Machine{}, s.dbError("recording flash done of "+mac, err)
+	}
+	return m, nil
+}
+
+// FlashFailed records a failure report (see store.Store).
+func (s *SQLite) FlashFailed(ctx context.Context, mac, reason string, now time.Time) (store.Machine, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Machine{}, err
+	}
+	if r := []rune(reason); len(r) > store.MaxFailureLen {
+		reason = string(r[:store.MaxFailureLen])
+	}
+	now = now.UTC()
+	var m store.Machine
+	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
+		var err error
+		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET last_failed_at = ?, last_failure = ?, updated_at = ?
+			WHERE mac = ? RETURNING `+machineCols, formatTime(now), reason, formatTime(now), mac))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return store.Machine{}, s.dbError("recording the flash failure of "+mac, err)
 	}
 	return m, nil
 }

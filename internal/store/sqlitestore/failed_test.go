@@ -1,0 +1,80 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+func TestFlashFailed(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	const mac = "52:54:00:00:00:0f"
+	pol, img := store.PolicyFlash, "a.img"
+	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: &pol, Image: &img}, t0); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Minute)
+	m, err := s.FlashFailed(ctx, mac, "no disk found", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.LastFailure != "no disk found" || m.LastFailedAt == nil || !m.LastFailedAt.Equal(at) || !m.UpdatedAt.Equal(at) {
+		t.Fatalf("after FlashFailed: %+v", m)
+	}
+	// The cadence is untouched: the next contact flashes again.
+	if m.BootPolicy != store.PolicyFlash || m.NextBoot != store.NextFlash || m.LastFlashedAt != nil {
+		t.Fatalf("FlashFailed changed the cadence: %+v", m)
+	}
+	got, err := s.GetMachine(ctx, mac)
+	if err != nil || got.LastFailure != "no disk found" || !got.LastFailedAt.Equal(at) {
+		t.Fatalf("stored: %+v, %v", got, err)
+	}
+	// Long reasons are cut.
+	m, err = s.FlashFailed(ctx, mac, strings.Repeat("é", store.MaxFailureLen+50), at)
+	if err != nil || len([]rune(m.LastFailure)) != store.MaxFailureLen {
+		t.Fatalf("long reason: %d runes, %v", len([]rune(m.LastFailure)), err)
+	}
+	if _, err := s.FlashFailed(ctx, "52:54:00:00:00:99", "x", at); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown MAC: %v", err)
+	}
+}
+
+// TestMigrationFromV1 opens a schema-1 database (no failure columns): the
+// migration adds them and keeps the records.
+func TestMigrationFromV1(t *testing.T) {
+	s, path := openTest(t)
+	ctx := context.Background()
+	if _, _, err := s.PutMachine(ctx, "52:54:00:00:00:01", store.MachineUpdate{Hostname: ptr("old")}, t0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE machines DROP COLUMN last_failure`, `ALTER TABLE machines DROP COLUMN last_failed_at`,
+		`DELETE FROM schema_version WHERE version >= 2`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s2, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	m, err := s2.GetMachine(ctx, "52:54:00:00:00:01")
+	if err != nil || m.Hostname != "old" || m.LastFailure != "" || m.LastFailedAt != nil {
+		t.Fatalf("after upgrading: %+v, %v", m, err)
+	}
+	if _, err := s2.FlashFailed(ctx, "52:54:00:00:00:01", "boom", t0); err != nil {
+		t.Fatalf("FlashFailed after upgrading: %v", err)
+	}
+}
