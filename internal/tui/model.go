@@ -102,6 +102,7 @@ type Model struct {
 	editing    bool // typing into inputs
 
 	checking bool
+	planSeq  int // which check the shown plan belongs to
 	plan     *flash.Plan
 	planErr  error
 	confirm  textinput.Model
@@ -156,6 +157,7 @@ type (
 		err   error
 	}
 	planMsg struct {
+		seq  int
 		plan *flash.Plan
 		err  error
 	}
@@ -212,10 +214,10 @@ func (m Model) options() flash.Options {
 }
 
 func (m Model) checkPlan() tea.Cmd {
-	o, ctx, check := m.options(), m.ctx, m.cfg.Check
+	o, ctx, check, seq := m.options(), m.ctx, m.cfg.Check, m.planSeq
 	return func() tea.Msg {
 		p, err := check(ctx, o)
-		return planMsg{p, err}
+		return planMsg{seq, p, err}
 	}
 }
 
@@ -289,6 +291,9 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.diskCursor = firstSelectable(m.disks, m.diskCursor)
 		return m, nil
 	case planMsg:
+		if msg.seq != m.planSeq {
+			return m, nil // a plan for choices since changed
+		}
 		m.checking = false
 		m.plan, m.planErr = msg.plan, msg.err
 		return m, nil
@@ -545,6 +550,7 @@ func (m Model) onProvisionKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 
 func (m Model) toConfirm() (tea.Model, tea.Cmd) {
 	m.step, m.editing, m.checking, m.plan, m.planErr = stepConfirm, false, true, nil, nil
+	m.planSeq++
 	m.confirm.Reset()
 	return m, tea.Batch(m.checkPlan(), m.confirm.Focus())
 }

@@ -440,3 +440,69 @@ func TestASCIITerminal(t *testing.T) {
 		t.Fatalf("no ASCII progress bar:\n%s", v)
 	}
 }
+
+// TestConfirmNamesProvisioningInputs: the plan screen shows what the
+// chosen mode will use, and only that (cijoe has no hostname).
+func TestConfirmNamesProvisioningInputs(t *testing.T) {
+	f := newFixture(t)
+	tm := f.start()
+	waitText(t, tm, "debian-12.img")
+	tm.Send(key("down"))
+	tm.Send(key("enter"))
+	waitText(t, tm, "/dev/sda")
+	tm.Send(key("enter"))
+	waitText(t, tm, "Step 3/5")
+	tm.Send(key("down"))
+	tm.Send(key("down"))
+	tm.Send(key("enter"))
+	waitText(t, tm, "Workflow file")
+	tm.Type("/w.yaml")
+	tm.Send(key("tab"))
+	tm.Type("/c.toml")
+	tm.Send(key("enter"))
+	waitText(t, tm, "Type yes")
+	_, v := f.screen(tm)
+	if !strings.Contains(v, "Provisioning: cijoe, workflow /w.yaml, config /c.toml") || strings.Contains(v, "hostname") {
+		t.Fatalf("confirm screen:\n%s", v)
+	}
+}
+
+// TestStalePlanIgnored: a plan that arrives after the user went back and
+// chose again is not shown for the new choice.
+func TestStalePlanIgnored(t *testing.T) {
+	f := newFixture(t)
+	first := make(chan struct{})
+	var calls int
+	var mu sync.Mutex
+	check := f.cfg.Check
+	f.cfg.Check = func(ctx context.Context, o flash.Options) (*flash.Plan, error) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n == 1 {
+			<-first // the first check is slow, and refuses
+			return &flash.Plan{OK: false, Errors: []string{"stale refusal"}}, nil
+		}
+		return check(ctx, o)
+	}
+	tm := f.start()
+	waitText(t, tm, "debian-12.img")
+	tm.Send(key("down"))
+	tm.Send(key("enter"))
+	waitText(t, tm, "/dev/sda")
+	tm.Send(key("enter"))
+	waitText(t, tm, "Step 3/5")
+	tm.Send(key("enter"))
+	waitText(t, tm, "checking the image")
+	tm.Send(key("esc")) // back while the first check still runs
+	waitText(t, tm, "Step 3/5")
+	tm.Send(key("enter"))
+	waitText(t, tm, "Type yes")
+	close(first)
+	time.Sleep(300 * time.Millisecond) // let the stale answer arrive
+	m, v := f.screen(tm)
+	if strings.Contains(v, "stale refusal") || m.plan == nil || !m.plan.OK {
+		t.Fatalf("the stale plan replaced the current one:\n%s", v)
+	}
+}

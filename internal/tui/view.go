@@ -298,9 +298,12 @@ func (m Model) confirmBody(w int) []string {
 		}
 	}
 	out = append(out, fit(tgt+")", w))
+	o := m.options()
 	prov := "Provisioning: " + p.Provisioning
-	if m.flashOpts.Hostname != "" || (len(m.inputs) > 1 && strings.TrimSpace(m.inputs[1].Value()) != "") {
-		prov += ", hostname " + strings.TrimSpace(m.inputs[1].Value())
+	for _, kv := range [][2]string{{"user-data", o.UserData}, {"hostname", o.Hostname}, {"workflow", o.CijoeWorkflow}, {"config", o.CijoeConfig}} {
+		if kv[1] != "" {
+			prov += ", " + kv[0] + " " + kv[1]
+		}
 	}
 	out = append(out, fit(prov, w))
 	if img.SHA256 != "" {
