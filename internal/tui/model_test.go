@@ -210,6 +210,14 @@ func (f *fixture) toConfirm(tm *teatest.TestModel) {
 	waitText(f.t, tm, "Type yes")
 }
 
+// confirmWith walks to the confirm step and types word, then Enter.
+func (f *fixture) confirmWith(tm *teatest.TestModel, word string) {
+	f.t.Helper()
+	f.toConfirm(tm)
+	tm.Type(word)
+	tm.Send(key("enter"))
+}
+
 func TestScreenImages(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start()
@@ -265,9 +273,7 @@ func TestScreenProvisioning(t *testing.T) {
 func TestScreenConfirm(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start()
-	f.toConfirm(tm)
-	tm.Type("no")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "no")
 	waitText(t, tm, "Not flashing")
 	_, v := f.screen(tm)
 	if len(f.flashes) != 0 {
@@ -279,9 +285,7 @@ func TestScreenConfirm(t *testing.T) {
 func TestScreenFlashingAndAbort(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start()
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "50%")
 	tm.Send(key("q")) // ignored while flashing
 	tm.Send(key("ctrl+c"))
@@ -304,9 +308,7 @@ func TestScreenFlashingAndAbort(t *testing.T) {
 func TestScreenProgress(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start()
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "50%")
 	_, v := f.screen(tm)
 	close(f.release)
@@ -324,9 +326,7 @@ func TestScreenResultReportsDone(t *testing.T) {
 			return nil
 		}
 	})
-	f.toConfirm(tm)
-	tm.Type("YES")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "YES")
 	waitText(t, tm, "50%")
 	close(f.release)
 	waitText(t, tm, "Reported done")
@@ -349,9 +349,7 @@ func TestScreenFailedReportAndBack(t *testing.T) {
 		c.Done = func(context.Context, string) error { t.Error("done reported for a failed flash"); return nil }
 		c.LogPath = "/var/log/bty/bty-tui.log"
 	})
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "input/output error")
 	_, v := f.screen(tm)
 	golden.RequireEqual(t, []byte(v))
@@ -364,9 +362,7 @@ func TestReportFailureShown(t *testing.T) {
 		c.MAC = "52:54:00:12:34:56"
 		c.Done = func(context.Context, string) error { return errors.New("no machine 52:54:00:12:34:56") }
 	})
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "Could not report done")
 	// Enter starts over at the images; R asks before rebooting.
 	tm.Send(key("R"))
@@ -386,9 +382,7 @@ func TestRebootAsked(t *testing.T) {
 	close(f.release)
 	rebooted := make(chan struct{}, 1)
 	tm := f.start(func(c *Config) { c.Reboot = func() error { rebooted <- struct{}{}; return nil } })
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "Flashed")
 	tm.Send(key("R"))
 	waitText(t, tm, "Reboot now?")
@@ -425,9 +419,7 @@ func TestASCIITerminal(t *testing.T) {
 	t.Setenv("TERM", "vt100")
 	f := newFixture(t)
 	tm := f.start()
-	f.toConfirm(tm)
-	tm.Type("yes")
-	tm.Send(key("enter"))
+	f.confirmWith(tm, "yes")
 	waitText(t, tm, "50%")
 	_, v := f.screen(tm)
 	close(f.release)
