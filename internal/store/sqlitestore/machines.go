@@ -246,47 +246,40 @@ func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) 
 // local (the next contact boots the disk once). The boot policy is left
 // as it is. store.ErrNotFound for an unknown MAC.
 func (s *SQLite) FlashDone(ctx context.Context, mac string, now time.Time) (store.Machine, error) {
-	if err := store.CheckMAC(mac); err != nil {
-		return store.Machine{}, err
-	}
 	now = now.UTC()
-	var m store.Machine
-	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
-		var err error
-		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET last_flashed_at = ?, next_boot = ?, updated_at = ?
-			WHERE mac = ? RETURNING `+machineCols, formatTime(now), store.NextLocal, formatTime(now), mac))
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
-		}
-		return err
-	})
-	if err != nil {
-		return store.Machine{}, s.dbError("recording flash done of "+mac, err)
-	}
-	return m, nil
+	return s.updateMachine(ctx, mac, "recording flash done of "+mac,
+		`last_flashed_at = ?, next_boot = ?, updated_at = ?`, formatTime(now), store.NextLocal, formatTime(now))
 }
 
 // FlashFailed records a failure report (see store.Store).
 func (s *SQLite) FlashFailed(ctx context.Context, mac, reason string, now time.Time) (store.Machine, error) {
-	if err := store.CheckMAC(mac); err != nil {
-		return store.Machine{}, err
-	}
 	if r := []rune(reason); len(r) > store.MaxFailureLen {
 		reason = string(r[:store.MaxFailureLen])
 	}
 	now = now.UTC()
+	return s.updateMachine(ctx, mac, "recording the flash failure of "+mac,
+		`last_failed_at = ?, last_failure = ?, updated_at = ?`, formatTime(now), reason, formatTime(now))
+}
+
+// updateMachine runs UPDATE machines SET <set> for one MAC and returns
+// the updated record; store.ErrNotFound when there is none. what names
+// the operation in errors.
+func (s *SQLite) updateMachine(ctx context.Context, mac, what, set string, args ...any) (store.Machine, error) {
+	if err := store.CheckMAC(mac); err != nil {
+		return store.Machine{}, err
+	}
 	var m store.Machine
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		var err error
-		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET last_failed_at = ?, last_failure = ?, updated_at = ?
-			WHERE mac = ? RETURNING `+machineCols, formatTime(now), reason, formatTime(now), mac))
+		m, err = scanMachine(tx.QueryRowContext(ctx, `UPDATE machines SET `+set+` WHERE mac = ? RETURNING `+machineCols,
+			append(args, mac)...))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("machine %s: %w", mac, store.ErrNotFound)
 		}
 		return err
 	})
 	if err != nil {
-		return store.Machine{}, s.dbError("recording the flash failure of "+mac, err)
+		return store.Machine{}, s.dbError(what, err)
 	}
 	return m, nil
 }
