@@ -337,14 +337,24 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
-	n, err := s.store.RevokeAllSessions(r.Context())
+	n, err := s.revokeAll(w, r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": n})
+}
+
+// revokeAll ends every session, this one included, and drops the
+// caller's cookie.
+func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request) (int, error) {
+	n, err := s.store.RevokeAllSessions(r.Context())
+	if err != nil {
+		return 0, err
+	}
 	s.log.Info("all sessions revoked", "count", n, "client", clientAddr(r))
 	s.clearCookie(w)
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": n})
+	return n, nil
 }
 
 // clearCookie drops the session cookie (HttpOnly, SameSite=Strict,

@@ -97,18 +97,27 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := s.store.FlashDone(r.Context(), mac, time.Now())
+	if s.answerReport(w, r, mac, "done", m, err) {
+		s.metrics.flashesDone.Inc()
+		s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
+	}
+}
+
+// answerReport answers a live env's report (done, failed) with the
+// updated record, publishing it; an unknown machine is a 404 saying it
+// must PXE-boot first. It reports whether the report was recorded.
+func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac, what string, m store.Machine, err error) bool {
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports done")
-		return
+		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports "+what)
+		return false
 	}
 	if err != nil {
 		s.internalError(w, r, err)
-		return
+		return false
 	}
-	s.metrics.flashesDone.Inc()
-	s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
 	s.publishMachine(m)
 	writeJSON(w, http.StatusOK, m)
+	return true
 }
 
 // maxFailureBody caps a failure report's body.
@@ -146,18 +155,10 @@ func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
 	}
 	reason = cleanReason(reason)
 	m, err := s.store.FlashFailed(r.Context(), mac, reason, time.Now())
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports")
-		return
+	if s.answerReport(w, r, mac, "failed", m, err) {
+		s.metrics.flashesFailed.Inc()
+		s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)
 	}
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	s.metrics.flashesFailed.Inc()
-	s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)
-	s.publishMachine(m)
-	writeJSON(w, http.StatusOK, m)
 }
 
 // cleanReason makes a reported reason one line of printable text.

@@ -63,13 +63,7 @@ func (s *Server) StartPXEServices(ctx context.Context, reg *prometheus.Registry,
 			}
 		}()
 		s.log.Info("TFTP serving iPXE binaries", "addr", conn.LocalAddr().String(), "dir", s.cfg.IPXEDir)
-		var missing []string
-		for _, f := range ipxeBinaries {
-			if _, err := os.Stat(filepath.Join(s.cfg.IPXEDir, f)); err != nil {
-				missing = append(missing, f)
-			}
-		}
-		if len(missing) > 0 {
+		if missing := missingIPXE(s.cfg.IPXEDir); len(missing) > 0 {
 			s.log.Warn("iPXE binaries missing: PXE clients asking for them get 'file not found'; install Debian's ipxe package or set BTY_IPXE_DIR",
 				"dir", s.cfg.IPXEDir, "missing", strings.Join(missing, ","))
 		}
@@ -169,3 +163,14 @@ func ifaceAddr(iface, subnet string) (net.IP, error) {
 
 // ipxeBinaries are the files TFTP serves from IPXEDir.
 var ipxeBinaries = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+
+// missingIPXE lists the iPXE binaries dir lacks.
+func missingIPXE(dir string) []string {
+	var missing []string
+	for _, f := range ipxeBinaries {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	return missing
+}

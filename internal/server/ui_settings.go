@@ -3,8 +3,6 @@ package server
 import (
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -33,13 +31,7 @@ func (s *Server) renderSettings(w http.ResponseWriter, r *http.Request, code int
 		d.Iface, d.Subnet = iface, subnet
 	}
 	if s.cfg.TFTPPort != 0 {
-		var missing []string
-		for _, n := range ipxeBinaries {
-			if _, err := os.Stat(filepath.Join(s.cfg.IPXEDir, n)); err != nil {
-				missing = append(missing, n)
-			}
-		}
-		d.IPXEMissing = strings.Join(missing, ", ")
+		d.IPXEMissing = strings.Join(missingIPXE(s.cfg.IPXEDir), ", ")
 	}
 	s.render(w, r, code, "settings", uiPage{Title: "Settings", Nav: "settings", LoggedIn: true, Data: d})
 }
@@ -70,13 +62,11 @@ func (s *Server) uiProxyDHCP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) uiRevokeAll(w http.ResponseWriter, r *http.Request) {
-	n, err := s.store.RevokeAllSessions(r.Context())
+	n, err := s.revokeAll(w, r)
 	if err != nil {
 		s.uiInternal(w, r, err)
 		return
 	}
-	s.log.Info("all sessions revoked", "count", n, "client", clientAddr(r))
-	s.clearCookie(w)
 	s.setFlash(w, "Revoked every session ("+strconv.Itoa(n)+"). Log in again.")
 	redirect(w, r, "/ui/login")
 }
