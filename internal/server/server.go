@@ -53,7 +53,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		store:      st,
 		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
 		recent:     recent,
-		ui:         mustParseUI(),
+		ui:         parsedUI(),
 		mux:        http.NewServeMux(),
 		loginLimit: newLimiter(10, 6*time.Second),
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -32,6 +33,10 @@ type uiTemplates struct {
 
 // uiPages are the page templates; each is parsed with layout.html.
 var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "images", "boot", "settings", "error"}
+
+// parsedUI parses the embedded templates once per process; every server
+// shares them (they are read-only after parsing).
+var parsedUI = sync.OnceValue(mustParseUI)
 
 func mustParseUI() *uiTemplates {
 	t := &uiTemplates{pages: map[string]*template.Template{}}
@@ -182,7 +187,7 @@ func (s *Server) uiAuth(h http.HandlerFunc) http.HandlerFunc {
 
 func (s *Server) uiRoutes() {
 	m := s.mux
-	m.Handle("GET /ui/static/", s.staticHandler())
+	m.Handle("GET /ui/static/", staticHandler())
 	m.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { redirect(w, r, "/ui/dashboard") })
 	m.HandleFunc("GET /ui/{$}", func(w http.ResponseWriter, r *http.Request) { redirect(w, r, "/ui/dashboard") })
 	m.HandleFunc("GET /ui/login", s.uiLoginPage)
@@ -204,16 +209,17 @@ func (s *Server) uiRoutes() {
 	m.HandleFunc("POST /ui/settings/proxydhcp", s.uiAuth(s.uiProxyDHCP))
 }
 
-// staticHandler serves the embedded assets with an ETag of their
-// content, so browsers revalidate cheaply and never run stale code.
-func (s *Server) staticHandler() http.Handler {
+// asset is one embedded static file with the ETag of its content.
+type asset struct {
+	body []byte
+	etag string
+}
+
+// staticAssets reads and hashes the embedded assets once per process.
+var staticAssets = sync.OnceValue(func() map[string]asset {
 	sub, err := fs.Sub(webFS, "web/static")
 	if err != nil {
-		panic(err)
-	}
-	type asset struct {
-		body []byte
-		etag string
+		panic(err) // the embed pattern guarantees the directory
 	}
 	assets := map[string]asset{}
 	_ = fs.WalkDir(sub, ".", func(p string, d fs.DirEntry, err error) error {
@@ -228,6 +234,13 @@ func (s *Server) staticHandler() http.Handler {
 		assets[p] = asset{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 		return nil
 	})
+	return assets
+})
+
+// staticHandler serves the embedded assets with an ETag of their
+// content, so browsers revalidate cheaply and never run stale code.
+func staticHandler() http.Handler {
+	assets := staticAssets()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(path.Clean(r.URL.Path), "/ui/static/")
 		a, ok := assets[name]
