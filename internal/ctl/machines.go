@@ -98,13 +98,9 @@ malformed one exit 2 (checked before asking the server).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-get"
-			mac, err := parseMAC(args[0])
+			mac, c, err := e.macClient(name, args[0])
 			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": args[0]})
-			}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": mac})
+				return err
 			}
 			m, err := c.Machine(cmd.Context(), mac)
 			if err != nil {
@@ -265,13 +261,9 @@ rediscovered with boot policy tui. An unknown MAC is exit 1.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-delete"
-			mac, err := parseMAC(args[0])
+			mac, c, err := e.macClient(name, args[0])
 			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": args[0]})
-			}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": mac})
+				return err
 			}
 			if err := c.DeleteMachine(cmd.Context(), mac); err != nil {
 				return e.fail(name, e.apiErr("deleting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
@@ -283,4 +275,18 @@ rediscovered with boot policy tui. An unknown MAC is exit 1.`,
 			return nil
 		},
 	}
+}
+
+// macClient checks a MAC argument and opens a logged-in client; errors
+// come back already reported as command name's failure.
+func (e *env) macClient(name, arg string) (string, *client.Client, error) {
+	mac, err := parseMAC(arg)
+	if err != nil {
+		return "", nil, e.fail(name, err, map[string]any{"mac": arg})
+	}
+	c, err := e.authClient()
+	if err != nil {
+		return "", nil, e.fail(name, err, map[string]any{"mac": mac})
+	}
+	return mac, c, nil
 }
