@@ -1,0 +1,129 @@
+package live
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/event"
+)
+
+func TestParseCmdlineFlash(t *testing.T) {
+	// What internal/netboot's flash script puts on the kernel line.
+	line := `bty-live-x86_64.vmlinuz initrd=bty-live-x86_64.initrd bty.server=http://192.0.2.1:8080 bty.mac=52-54-00-B7-70-01 ` +
+		`bty.image_url=http://192.0.2.1:8080/images/debian%2013.img.zst bty.provisioning=cloud-init ` +
+		`bty.sha256=ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789 bty.hostname=vm-1 bty.retry_delay=7 ` +
+		`bty.frobnicate=1 console=tty0 console=ttyS0,115200n8 panic=10`
+	p, err := ParseCmdline(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Params{Mode: ModeFlash, Server: "http://192.0.2.1:8080", MAC: "52:54:00:b7:70:01",
+		ImageURL: "http://192.0.2.1:8080/images/debian%2013.img.zst", Provisioning: "cloud-init",
+		SHA256:   "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
+		Hostname: "vm-1", RetryDelay: 7 * time.Second, Unknown: []string{"bty.frobnicate"}}
+	if p.Mode != want.Mode || p.Server != want.Server || p.MAC != want.MAC || p.ImageURL != want.ImageURL ||
+		p.Provisioning != want.Provisioning || p.SHA256 != want.SHA256 || p.Hostname != want.Hostname ||
+		p.RetryDelay != want.RetryDelay || strings.Join(p.Unknown, ",") != "bty.frobnicate" {
+		t.Errorf("got  %+v\nwant %+v", p, want)
+	}
+}
+
+func TestParseCmdlineModesAndErrors(t *testing.T) {
+	for _, tc := range []struct {
+		line, mode, err string
+	}{
+		{`bty.mode=usb console=ttyS0`, ModeUSB, ""},
+		{`bty.mode=server`, ModeServer, ""},
+		{`bty.mode=interactive bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff`, ModeInteractive, ""},
+		{`bty.mode=interactive`, ModeInteractive, "needs bty.server"},
+		{`bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff`, ModeFlash, "bty.image_url is missing"},
+		{`bty.image_url=http://h/x.img`, ModeFlash, "bty.server and bty.mac"},
+		{`bty.mode=wild`, ModeFlash, `bty.mode="wild"`},
+		{`bty.mode=usb bty.mac=zz`, ModeUSB, `bty.mac="zz"`},
+		{`bty.mode=usb bty.retry_delay=0`, ModeUSB, "bty.retry_delay"},
+		{`bty.mode=usb bty.server=ftp://x`, ModeUSB, "want an http(s) URL"},
+		{`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`, ModeUSB, ""},
+	} {
+		p, err := ParseCmdline(tc.line)
+		if p.Mode != tc.mode {
+			t.Errorf("%s: mode %q, want %q", tc.line, p.Mode, tc.mode)
+		}
+		if tc.err == "" && err != nil {
+			t.Errorf("%s: unexpected error %v", tc.line, err)
+		}
+		if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: error %v, want one containing %q", tc.line, err, tc.err)
+		}
+	}
+	p, _ := ParseCmdline(`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`)
+	if p.Target != "/dev/disk/by-id/ata-X Y" {
+		t.Errorf("quoted value: %q", p.Target)
+	}
+}
+
+func TestPickTarget(t *testing.T) {
+	disks := []disk.Disk{
+		{Path: "/dev/loop0", Name: "loop0", Type: "loop", SizeBytes: 1 << 30},
+		{Path: "/dev/nvme0n1", Name: "nvme0n1", Type: "disk", SizeBytes: 1 << 40, Serial: "S1", Mountpoints: []string{"/mnt"}},
+		{Path: "/dev/sda", Name: "sda", Type: "disk", SizeBytes: 1 << 34, Removable: true, Serial: "USB1"},
+		{Path: "/dev/sdb", Name: "sdb", Type: "disk", SizeBytes: 1 << 35, Serial: "SATA2"},
+		{Path: "/dev/vda", Name: "vda", Type: "disk", SizeBytes: 1 << 32},
+	}
+	d, err := PickTarget(disks, "")
+	if err != nil || d.Path != "/dev/sdb" {
+		t.Errorf("primary disk: %v %v, want /dev/sdb (the mounted nvme and the removable sda are passed over)", d.Path, err)
+	}
+	for want, path := range map[string]string{"vda": "/dev/vda", "/dev/vda": "/dev/vda", "USB1": "/dev/sda", "SATA2": "/dev/sdb"} {
+		d, err := PickTarget(disks, want)
+		if err != nil || d.Path != path {
+			t.Errorf("bty.target=%s: %v %v, want %s", want, d.Path, err, path)
+		}
+	}
+	if _, err := PickTarget(disks, "S1"); err == nil || !strings.Contains(err.Error(), "mounted at /mnt") {
+		t.Errorf("a mounted target: %v", err)
+	}
+	if _, err := PickTarget(disks, "nope"); err == nil || !strings.Contains(err.Error(), "matches no disk") {
+		t.Errorf("an unknown target: %v", err)
+	}
+	_, err = PickTarget(disks[:3], "")
+	if err == nil {
+		t.Fatal("no usable disk, no error")
+	}
+	for _, want := range []string{"/dev/loop0 (is a loop device)", "/dev/nvme0n1 serial S1 (mounted at /mnt", "/dev/sda serial USB1 (removable)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestConsoleSinkThrottles(t *testing.T) {
+	var b bytes.Buffer
+	s := newConsoleSink(&b)
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	total := int64(1000 << 20)
+	emit := func(written int64) {
+		s.Emit(event.Event{Event: event.Progress, BytesWritten: written, TotalBytes: total, Rate: 100 << 20})
+	}
+	emit(10 << 20) // 1 %: first line
+	emit(20 << 20) // same 10 % step, same instant: dropped
+	emit(110 << 20)
+	now = now.Add(6 * time.Second)
+	emit(120 << 20) // 12 %: time has passed
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines, want 3:\n%s", len(lines), b.String())
+	}
+	if want := "bty-live: flash 11% (110 MiB of 1000 MiB, 100 MiB/s, ETA 9s)"; lines[1] != want {
+		t.Errorf("line %q, want %q", lines[1], want)
+	}
+	b.Reset()
+	now = now.Add(6 * time.Second)
+	s.Emit(event.Event{Event: event.Progress, BytesWritten: 5 << 20, Rate: 1 << 20})
+	if got := strings.TrimSpace(b.String()); got != "bty-live: flash 5.0 MiB written, 1.0 MiB/s" {
+		t.Errorf("unknown size: %q", got)
+	}
+}

@@ -1,0 +1,356 @@
+package live
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"golang.org/x/sys/unix"
+
+	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/flash"
+)
+
+const (
+	tuiBinary = "/bin/bty-tui"
+	webBinary = "/bin/bty-web"
+	ipxeDir   = "/usr/lib/ipxe"
+)
+
+// flashMode flashes the assigned image onto the primary disk, reports
+// done and reboots; on failure it reports why, waits and reboots.
+func (s *system) flashMode(ctx context.Context) {
+	s.ensureNetwork(ctx)
+	start := time.Now()
+	if err := s.flashOnce(ctx); err != nil {
+		s.say("FLASH FAILED: %v", err)
+		s.reportFailed(ctx, err.Error())
+		s.retryLater(ctx)
+	}
+	s.reportDone(ctx)
+	s.log.Info("live env finished", "since_boot", time.Since(s.started), "flash", time.Since(start))
+	s.reboot()
+}
+
+func (s *system) flashOnce(ctx context.Context) error {
+	p := s.params
+	target, err := s.waitTarget(p.Target)
+	if err != nil {
+		return err
+	}
+	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
+		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
+		Sink: newConsoleSink(s.out), Logger: s.log}
+	if p.Provisioning == flash.ModeCloudInit {
+		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx); err != nil {
+			return err
+		}
+	}
+	what := humanize.IBytes(uint64(target.SizeBytes))
+	if target.Model != "" {
+		what = strings.TrimSpace(target.Model) + ", " + what
+	}
+	s.say("flashing %s onto %s (%s)", p.ImageURL, target.Path, what)
+	res, err := flash.Run(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if p.SHA256 != "" {
+		s.say("verified sha256 %s", res.SHA256)
+	}
+	for _, n := range res.Notes {
+		s.log.Info("flash note", "note", n)
+	}
+	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
+		humanize.IBytes(uint64(res.TotalBytes)), humanize.IBytes(uint64(res.Rate)))
+	return nil
+}
+
+// waitTarget picks the disk to flash, giving slow storage drivers (NVMe,
+// USB, a RAID HBA) time to show their disks.
+func (s *system) waitTarget(want string) (disk.Disk, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		disks, err := disk.List()
+		if err != nil {
+			return disk.Disk{}, fmt.Errorf("listing disks: %w", err)
+		}
+		d, err := PickTarget(disks, want)
+		if err == nil || time.Now().After(deadline) {
+			return d, err
+		}
+		if s.mods != nil {
+			s.mods.probe()
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// fetchSeed fetches the machine's cloud-init user-data and meta-data
+// from the server into files (meta-data is optional).
+func (s *system) fetchSeed(ctx context.Context) (userData, metaData string, err error) {
+	ud, err := s.fetchPXE(ctx, "user-data")
+	if err != nil {
+		return "", "", err
+	}
+	if ud == nil {
+		return "", "", fmt.Errorf("provisioning cloud-init: the server has no user-data for %s; set it with bty-ctl machines set %s --user-data FILE", s.params.MAC, s.params.MAC)
+	}
+	md, err := s.fetchPXE(ctx, "meta-data")
+	if err != nil {
+		return "", "", err
+	}
+	_ = os.MkdirAll(runDir, 0o700)
+	userData = filepath.Join(runDir, "user-data")
+	if err := os.WriteFile(userData, ud, 0o600); err != nil {
+		return "", "", err
+	}
+	if md != nil {
+		metaData = filepath.Join(runDir, "meta-data")
+		if err := os.WriteFile(metaData, md, 0o600); err != nil {
+			return "", "", err
+		}
+	}
+	return userData, metaData, nil
+}
+
+// fetchPXE GETs SERVER/pxe/MAC/what; nil without error on 404.
+func (s *system) fetchPXE(ctx context.Context, what string) ([]byte, error) {
+	u := strings.TrimRight(s.params.Server, "/") + "/pxe/" + url.PathEscape(strings.ReplaceAll(s.params.MAC, ":", "-")) + "/" + what
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetching %s: %s: %s", what, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// reportDone tells the server the flash is done (so its next PXE contact
+// boots the disk), trying for a minute: the flash is good either way,
+// and a machine whose report was lost is flashed again next boot.
+func (s *system) reportDone(ctx context.Context) {
+	c, err := client.New(s.params.Server)
+	if err != nil {
+		s.say("cannot report done: %v", err)
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.PXEDone(ctx, s.params.MAC)
+		if err == nil {
+			s.say("reported done to %s", s.params.Server)
+			return
+		}
+		if time.Now().After(deadline) {
+			s.say("could not report done to %s: %v (the next PXE boot flashes again)", s.params.Server, err)
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
+}
+
+// reportFailed tells the server why the flash failed; it shows on the
+// machine's record. Best effort.
+func (s *system) reportFailed(ctx context.Context, reason string) {
+	if s.params.Server == "" || s.params.MAC == "" {
+		return
+	}
+	c, err := client.New(s.params.Server)
+	if err != nil {
+		return
+	}
+	for try := 0; try < 3; try++ {
+		if _, err = c.PXEFailed(ctx, s.params.MAC, reason); err == nil {
+			s.say("reported the failure to %s", s.params.Server)
+			return
+		}
+		time.Sleep(3 * time.Second)
+	}
+	s.say("could not report the failure to %s: %v", s.params.Server, err)
+}
+
+// interactiveMode runs bty-tui against the server on every console.
+func (s *system) interactiveMode(ctx context.Context) {
+	s.ensureNetwork(ctx)
+	args := []string{"--server", s.params.Server}
+	if s.params.MAC != "" {
+		args = append(args, "--mac", s.params.MAC)
+	}
+	s.tuiOnConsoles(ctx, args...)
+}
+
+// usbMode mounts the stick's BTY_IMAGES partition and runs bty-tui on
+// the local catalog. The stick's live env partition is never mounted.
+func (s *system) usbMode(ctx context.Context) {
+	dev, parent, err := s.waitPartition("BTY_IMAGES", 30*time.Second)
+	if err != nil {
+		s.say("%v; bty-tui starts with an empty catalog", err)
+	} else {
+		// The stick carries the live env: never a flash target.
+		_ = os.Setenv(disk.LiveDiskEnv, "/dev/"+parent)
+		if err := s.mount(dev, imagesDir, "exfat", unix.MS_RDONLY|unix.MS_NOATIME|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
+			s.say("mounting %s (BTY_IMAGES) at %s: %v; bty-tui starts with an empty catalog", dev, imagesDir, err)
+		} else {
+			s.say("images partition BTY_IMAGES mounted at %s (read-only)", imagesDir)
+		}
+	}
+	s.tuiOnConsoles(ctx, "--image-root", imagesDir)
+}
+
+// serverMode mounts BTY_STATE and runs bty-web on it with TFTP and
+// proxy-DHCP on the interface that got the network.
+func (s *system) serverMode(ctx context.Context) {
+	dev, _, err := s.waitPartition("BTY_STATE", 30*time.Second)
+	if err != nil {
+		s.rescue(err.Error() + "; bty-web needs its state partition")
+	}
+	if err := s.mount(dev, stateDir, "ext4", unix.MS_NOATIME|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
+		s.rescue(fmt.Sprintf("mounting %s (BTY_STATE) at %s: %v", dev, stateDir, err))
+	}
+	s.say("state partition BTY_STATE mounted at %s", stateDir)
+	for _, d := range []string{"images", "boot"} {
+		_ = os.MkdirAll(filepath.Join(stateDir, d), 0o755)
+	}
+	l := s.ensureNetwork(ctx)
+	go s.keepLease(ctx, l)
+	go s.shellOnEnter(ctx)
+	for {
+		cmd := exec.CommandContext(ctx, webBinary)
+		cmd.Stdout, cmd.Stderr = s.out, s.out
+		cmd.Env = append(os.Environ(),
+			"BTY_STATE_DIR="+stateDir,
+			"BTY_IMAGE_ROOT="+filepath.Join(stateDir, "images"),
+			"BTY_BOOT_DIR="+filepath.Join(stateDir, "boot"),
+			"BTY_IPXE_DIR="+ipxeDir,
+			"BTY_PROXYDHCP_IFACE="+l.Iface)
+		if err := cmd.Start(); err != nil {
+			s.rescue("starting bty-web: " + err.Error())
+		}
+		s.say("bty-web running on http://%s:8080 (browser UI at /ui; press Enter for a shell)", l.Addr.IP)
+		err := cmd.Wait()
+		s.say("bty-web exited: %v; starting it again in 5 s", err)
+		time.Sleep(5 * time.Second)
+	}
+}
+
+// shellOnEnter gives a shell on the console where someone presses Enter.
+func (s *system) shellOnEnter(ctx context.Context) {
+	for ctx.Err() == nil {
+		if tty := s.out.waitEnter(time.Hour); tty != "" {
+			s.runShell(ctx, tty)
+		}
+	}
+}
+
+// tuiOnConsoles runs bty-tui with args on every console, again after it
+// ends (or a shell, if the human asks for one). It never returns.
+func (s *system) tuiOnConsoles(ctx context.Context, args ...string) {
+	if _, err := os.Stat(tuiBinary); err != nil {
+		s.rescue("no bty-tui in this live env")
+	}
+	for _, tty := range s.out.ttys {
+		go func() {
+			for {
+				err := s.runOn(ctx, tty, append([]string{tuiBinary}, args...))
+				if err != nil {
+					s.log.Info("bty-tui ended", "tty", tty, "err", err)
+				}
+				if s.askOn(tty, "bty-tui ended. Enter starts it again; type sh and Enter for a shell: ") == "sh" {
+					s.runShell(ctx, tty)
+				}
+			}
+		}()
+	}
+	select {}
+}
+
+// askOn prints prompt on tty and reads one line.
+func (s *system) askOn(tty, prompt string) string {
+	f, err := os.OpenFile(tty, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		time.Sleep(time.Second)
+		return ""
+	}
+	defer f.Close()
+	fmt.Fprint(f, "\r\n"+prompt)
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// mount mounts dev on dir as fstype, loading the filesystem's module.
+func (s *system) mount(dev, dir, fstype string, flags uintptr) error {
+	if s.mods != nil {
+		if mods := s.mods.ix.Resolve("fs-" + fstype); len(mods) > 0 {
+			if _, err := s.mods.load(mods...); err != nil {
+				s.log.Warn("loading the filesystem's module", "fs", fstype, "err", err)
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return unix.Mount(dev, dir, fstype, flags, "")
+}
+
+// waitPartition finds the partition whose GPT name is name (the USB
+// stick or the appliance's disk may take a while to appear) and returns
+// its device and its disk's kernel name.
+func (s *system) waitPartition(name string, max time.Duration) (dev, parent string, err error) {
+	deadline := time.Now().Add(max)
+	for {
+		if dev, parent, ok := findPartition(name); ok {
+			return dev, parent, nil
+		}
+		if time.Now().After(deadline) {
+			return "", "", errors.New("no partition named " + name + " found (is the stick or disk attached, and its driver in the live env?)")
+		}
+		if s.mods != nil {
+			s.mods.probe()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func findPartition(name string) (dev, parent string, ok bool) {
+	entries, _ := os.ReadDir("/sys/class/block")
+	for _, e := range entries {
+		dir := filepath.Join("/sys/class/block", e.Name())
+		for _, l := range strings.Split(readFile(filepath.Join(dir, "uevent")), "\n") {
+			if l == "PARTNAME="+name {
+				real, err := filepath.EvalSymlinks(dir)
+				if err != nil {
+					continue
+				}
+				return "/dev/" + e.Name(), filepath.Base(filepath.Dir(real)), true
+			}
+		}
+	}
+	return "", "", false
+}

@@ -1,0 +1,153 @@
+// Package live is the live environment's init: the bty binary runs as
+// PID 1 of the netboot, USB and server initramfs (bty-media builds them),
+// mounts the kernel's filesystems, loads the modules the hardware needs,
+// brings the network up and then, by the bty.* kernel parameters, flashes
+// the machine's primary disk and reports to bty-web, starts bty-tui on
+// the consoles, or runs bty-web as an appliance.
+package live
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/btyproject/bty/internal/store"
+)
+
+// Modes of the live environment (bty.mode=).
+const (
+	ModeFlash       = "flash"       // the default: flash, report done, reboot
+	ModeInteractive = "interactive" // bty-tui against the server
+	ModeUSB         = "usb"         // bty-tui on the stick's BTY_IMAGES partition
+	ModeServer      = "server"      // bty-web appliance on BTY_STATE
+)
+
+// DefaultRetryDelay is how long a failed flash waits before the machine
+// reboots to ask its server again (bty.retry_delay= in seconds).
+const DefaultRetryDelay = 60 * time.Second
+
+// Params are the bty.* kernel parameters the iPXE script (or the USB or
+// server image's boot entry) passed.
+type Params struct {
+	Mode         string
+	Server       string // bty.server: bty-web's base URL
+	MAC          string // bty.mac: the MAC this machine PXE-booted with, aa:bb:...
+	ImageURL     string // bty.image_url
+	SHA256       string // bty.sha256: the decoded image's sha256
+	Provisioning string // bty.provisioning: none, cloud-init, cijoe
+	Hostname     string // bty.hostname
+	Target       string // bty.target: a device path or a disk serial
+	RetryDelay   time.Duration
+	// Shell starts a shell on the consoles before anything else
+	// (bty.shell=1), for debugging a machine by hand.
+	Shell bool
+	// Unknown lists bty.* keys this version does not know.
+	Unknown []string
+}
+
+// ParseCmdline reads the bty.* parameters from a kernel command line
+// (/proc/cmdline). Values may be double-quoted. Parameters that do not
+// start with "bty." are the kernel's and are ignored.
+func ParseCmdline(cmdline string) (Params, error) {
+	p := Params{Mode: ModeFlash, Provisioning: "none", RetryDelay: DefaultRetryDelay}
+	var errs []error
+	for _, f := range splitCmdline(cmdline) {
+		key, val, _ := strings.Cut(f, "=")
+		if !strings.HasPrefix(key, "bty.") {
+			continue
+		}
+		switch key {
+		case "bty.mode":
+			switch val {
+			case ModeFlash, "auto":
+				p.Mode = ModeFlash
+			case ModeInteractive, "tui":
+				p.Mode = ModeInteractive
+			case ModeUSB, ModeServer:
+				p.Mode = val
+			default:
+				errs = append(errs, fmt.Errorf("bty.mode=%q: want flash, interactive, usb or server", val))
+			}
+		case "bty.server":
+			p.Server = val
+		case "bty.mac":
+			mac, err := store.NormalizeMAC(val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bty.mac=%q: %w", val, err))
+				continue
+			}
+			p.MAC = mac
+		case "bty.image_url":
+			p.ImageURL = val
+		case "bty.sha256":
+			p.SHA256 = strings.ToLower(val)
+		case "bty.provisioning":
+			p.Provisioning = val
+		case "bty.hostname":
+			p.Hostname = val
+		case "bty.target":
+			p.Target = val
+		case "bty.retry_delay":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				errs = append(errs, fmt.Errorf("bty.retry_delay=%q: want a whole number of seconds, at least 1", val))
+				continue
+			}
+			p.RetryDelay = time.Duration(n) * time.Second
+		case "bty.shell":
+			p.Shell = val == "" || val == "1" || val == "yes"
+		default:
+			p.Unknown = append(p.Unknown, key)
+		}
+	}
+	if p.Server != "" {
+		u, err := url.Parse(p.Server)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("bty.server=%q: want an http(s) URL such as http://10.0.0.1:8080", p.Server))
+		}
+	}
+	switch p.Mode {
+	case ModeFlash:
+		if p.ImageURL == "" {
+			errs = append(errs, errors.New("bty.image_url is missing: the server assigned no image (assign one, or boot with bty.mode=interactive)"))
+		}
+		if p.Server == "" || p.MAC == "" {
+			errs = append(errs, errors.New("bty.server and bty.mac are needed to report to the server: boot through bty-web's iPXE script"))
+		}
+	case ModeInteractive:
+		if p.Server == "" {
+			errs = append(errs, errors.New("bty.mode=interactive needs bty.server"))
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+// splitCmdline splits a kernel command line on spaces outside double
+// quotes and drops the quotes, as the kernel's own parser does.
+func splitCmdline(s string) []string {
+	var out []string
+	var b strings.Builder
+	inQuote, any := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote, any = !inQuote, true
+		case (r == ' ' || r == '\t' || r == '\n') && !inQuote:
+			if any {
+				out = append(out, b.String())
+				b.Reset()
+				any = false
+			}
+		default:
+			b.WriteRune(r)
+			any = true
+		}
+	}
+	if any {
+		out = append(out, b.String())
+	}
+	return out
+}
