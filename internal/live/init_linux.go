@@ -157,6 +157,25 @@ func (s *system) boot() {
 		n := mods.settle(3*time.Second, nil)
 		s.log.Info("modules loaded for the devices present", "count", n)
 	}
+	s.waitRandom()
+}
+
+// waitRandom waits until the kernel's random number generator is ready:
+// DHCP and TLS draw from it and would otherwise fail with "could not get
+// random number". CPUs with RDRAND (and VMs with a virtio-rng device)
+// have it at once; a VM without either can wait long.
+func (s *system) waitRandom() {
+	b := make([]byte, 1)
+	if _, err := unix.Getrandom(b, unix.GRND_NONBLOCK); err == nil {
+		return
+	}
+	s.say("waiting for the kernel's random number generator (a VM needs a CPU with RDRAND, e.g. QEMU -cpu max, or -device virtio-rng-pci)")
+	start := time.Now()
+	if _, err := unix.Getrandom(b, 0); err != nil {
+		s.say("the random number generator failed: %v", err)
+		return
+	}
+	s.say("random number generator ready after %s", time.Since(start).Round(time.Second))
 }
 
 // say prints one "bty-live: ..." line on every console and logs it.

@@ -14,7 +14,7 @@ func TestParseCmdlineFlash(t *testing.T) {
 	// What internal/netboot's flash script puts on the kernel line.
 	line := `bty-live-x86_64.vmlinuz initrd=bty-live-x86_64.initrd bty.server=http://192.0.2.1:8080 bty.mac=52-54-00-B7-70-01 ` +
 		`bty.image_url=http://192.0.2.1:8080/images/debian%2013.img.zst bty.provisioning=cloud-init ` +
-		`bty.sha256=ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789 bty.hostname=vm-1 bty.retry_delay=7 ` +
+		`bty.sha256=ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789 bty.hostname=vm-1 bty.retry_delay=7 bty.image_size=2147483648 ` +
 		`bty.frobnicate=1 console=tty0 console=ttyS0,115200n8 panic=10`
 	p, err := ParseCmdline(line)
 	if err != nil {
@@ -26,7 +26,7 @@ func TestParseCmdlineFlash(t *testing.T) {
 		Hostname: "vm-1", RetryDelay: 7 * time.Second, Unknown: []string{"bty.frobnicate"}}
 	if p.Mode != want.Mode || p.Server != want.Server || p.MAC != want.MAC || p.ImageURL != want.ImageURL ||
 		p.Provisioning != want.Provisioning || p.SHA256 != want.SHA256 || p.Hostname != want.Hostname ||
-		p.RetryDelay != want.RetryDelay || strings.Join(p.Unknown, ",") != "bty.frobnicate" {
+		p.RetryDelay != want.RetryDelay || p.ImageSize != 2<<30 || strings.Join(p.Unknown, ",") != "bty.frobnicate" {
 		t.Errorf("got  %+v\nwant %+v", p, want)
 	}
 }
@@ -43,6 +43,7 @@ func TestParseCmdlineModesAndErrors(t *testing.T) {
 		{`bty.image_url=http://h/x.img`, ModeFlash, "bty.server and bty.mac"},
 		{`bty.mode=wild`, ModeFlash, `bty.mode="wild"`},
 		{`bty.mode=usb bty.mac=zz`, ModeUSB, `bty.mac="zz"`},
+		{`bty.mode=usb bty.image_size=-1`, ModeUSB, "bty.image_size"},
 		{`bty.mode=usb bty.retry_delay=0`, ModeUSB, "bty.retry_delay"},
 		{`bty.mode=usb bty.server=ftp://x`, ModeUSB, "want an http(s) URL"},
 		{`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`, ModeUSB, ""},
@@ -125,5 +126,14 @@ func TestConsoleSinkThrottles(t *testing.T) {
 	s.Emit(event.Event{Event: event.Progress, BytesWritten: 5 << 20, Rate: 1 << 20})
 	if got := strings.TrimSpace(b.String()); got != "bty-live: flash 5.0 MiB written, 1.0 MiB/s" {
 		t.Errorf("unknown size: %q", got)
+	}
+	// The server's bty.image_size stands in for a size the stream does
+	// not tell.
+	b.Reset()
+	s.size = 10 << 20
+	now = now.Add(6 * time.Second)
+	s.Emit(event.Event{Event: event.Progress, BytesWritten: 5 << 20, Rate: 1 << 20})
+	if got := strings.TrimSpace(b.String()); got != "bty-live: flash 50% (5.0 MiB of 10 MiB, 1.0 MiB/s, ETA 5s)" {
+		t.Errorf("size from the server: %q", got)
 	}
 }

@@ -49,9 +49,11 @@ func (s *system) flashOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sink := newConsoleSink(s.out)
+	sink.size = p.ImageSize
 	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
-		Sink: newConsoleSink(s.out), Logger: s.log}
+		Sink: sink, Logger: s.log}
 	if p.Provisioning == flash.ModeCloudInit {
 		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx); err != nil {
 			return err

@@ -37,6 +37,7 @@ type Params struct {
 	MAC          string // bty.mac: the MAC this machine PXE-booted with, aa:bb:...
 	ImageURL     string // bty.image_url
 	SHA256       string // bty.sha256: the decoded image's sha256
+	ImageSize    int64  // bty.image_size: the decoded image's size, for progress
 	Provisioning string // bty.provisioning: none, cloud-init, cijoe
 	Hostname     string // bty.hostname
 	Target       string // bty.target: a device path or a disk serial
@@ -84,6 +85,13 @@ func ParseCmdline(cmdline string) (Params, error) {
 			p.ImageURL = val
 		case "bty.sha256":
 			p.SHA256 = strings.ToLower(val)
+		case "bty.image_size":
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 {
+				errs = append(errs, fmt.Errorf("bty.image_size=%q: want a size in bytes", val))
+				continue
+			}
+			p.ImageSize = n
 		case "bty.provisioning":
 			p.Provisioning = val
 		case "bty.hostname":

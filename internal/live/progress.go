@@ -25,6 +25,9 @@ type consoleSink struct {
 	now  func() time.Time
 	last time.Time
 	pct  int
+	// size is the decoded size the server gave, for a stream whose own
+	// header does not say.
+	size int64
 }
 
 func newConsoleSink(w io.Writer) *consoleSink {
@@ -36,6 +39,12 @@ func (s *consoleSink) Emit(e event.Event) {
 	defer s.mu.Unlock()
 	switch e.Event {
 	case event.Progress:
+		if e.BytesWritten == 0 {
+			return
+		}
+		if e.TotalBytes <= 0 && s.size > 0 {
+			e.TotalBytes = s.size
+		}
 		now := s.now()
 		pct := -1
 		if e.TotalBytes > 0 {
@@ -48,7 +57,7 @@ func (s *consoleSink) Emit(e event.Event) {
 		s.last, s.pct = now, pct
 		fmt.Fprintf(s.w, "bty-live: %s\n", progressLine(e))
 	case event.Verified:
-		fmt.Fprintf(s.w, "bty-live: verified: the disk reads back as written (sha256 %s)\n", e.SHA256)
+		fmt.Fprintf(s.w, "bty-live: read back: the disk holds what was written\n")
 	case event.Provisioning:
 		if e.Note != "" {
 			fmt.Fprintf(s.w, "bty-live: provisioning (%s): %s\n", e.Mode, e.Note)

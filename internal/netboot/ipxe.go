@@ -53,6 +53,9 @@ type Params struct {
 	ImageURL string
 	// ImageSHA256 is the image's sha256 (64 hex digits), if known.
 	ImageSHA256 string
+	// ImageSize is the decoded image's size in bytes, if known: the live
+	// env shows progress against it when the stream does not say.
+	ImageSize int64
 	// Provisioning is the provisioning mode ("none" when empty).
 	Provisioning string
 	// Hostname is the machine's hostname (RFC 1123), if any.
@@ -202,6 +205,9 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 			return nil, err
 		}
 		args = append(args, "bty.sha256="+sum)
+	}
+	if p.ImageSize > 0 {
+		args = append(args, fmt.Sprintf("bty.image_size=%d", p.ImageSize))
 	}
 	if p.Hostname != "" {
 		if err := checkHostname(p.Hostname); err != nil {

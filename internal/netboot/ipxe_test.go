@@ -381,3 +381,23 @@ func TestScriptNote(t *testing.T) {
 		t.Errorf("the note changed more than its own line:\n%s", got)
 	}
 }
+
+// TestScriptImageSize: a known decoded size goes on the kernel line so
+// the live env shows a percentage for streams that do not tell it.
+func TestScriptImageSize(t *testing.T) {
+	p := Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/x.img.zst"}
+	s, err := Script(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(s), "bty.image_size") {
+		t.Errorf("unknown size on the kernel line:\n%s", s)
+	}
+	p.ImageSize = 2147483648
+	if s, err = Script(p); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(s), " bty.image_size=2147483648 ") {
+		t.Errorf("no bty.image_size on the kernel line:\n%s", s)
+	}
+}

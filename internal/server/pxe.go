@@ -63,9 +63,14 @@ func (s *Server) bootScript(ctx context.Context, m store.Machine, serve, base st
 			p.Policy, p.Note = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned, booting the local disk"
 		} else {
 			p.ImageURL = imageURL(p.ServerURL, m.Image)
-			if e, ok := s.catalog.get(ctx, m.Image); ok && e.DecodedSHA256 != nil {
+			e, ok := s.catalog.get(ctx, m.Image)
+			if ok && e.DecodedSHA256 != nil {
 				p.ImageSHA256 = *e.DecodedSHA256
-			} else if !ok && !preview {
+			}
+			if ok && e.VirtualSizeBytes != nil {
+				p.ImageSize = *e.VirtualSizeBytes
+			}
+			if !ok && !preview {
 				s.log.Warn("flash: assigned image is not in the catalog", "mac", mac, "image", m.Image)
 			}
 		}
