@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -55,7 +56,7 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var u store.MachineUpdate
-	if !decodeJSON(w, r, &u, 1<<20) {
+	if !decodeJSON(w, r, &u, 4*store.MaxSeedBytes) {
 		return
 	}
 	m, created, err := s.updateMachine(r.Context(), mac, u)
@@ -103,6 +104,23 @@ func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
 	}
 	if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
 		errs = append(errs, &store.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
+	}
+	// The seed is checked as bty flash checks --user-data/--meta-data:
+	// a #cloud-config that is not YAML is refused with its line.
+	for _, f := range []struct {
+		field string
+		v     *string
+		check func([]byte) error
+	}{{"user_data", u.UserData, provision.CheckUserData}, {"meta_data", u.MetaData, provision.CheckMetaData}} {
+		switch {
+		case f.v == nil || *f.v == "":
+		case len(*f.v) > store.MaxSeedBytes:
+			errs = append(errs, &store.ValidationError{Field: f.field, Msg: fmt.Sprintf("is %d bytes; the limit is %d", len(*f.v), store.MaxSeedBytes)})
+		default:
+			if err := f.check([]byte(*f.v)); err != nil {
+				errs = append(errs, &store.ValidationError{Field: f.field, Msg: err.Error()})
+			}
+		}
 	}
 	return errs
 }

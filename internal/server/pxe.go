@@ -121,7 +121,8 @@ func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac, what 
 		return false
 	}
 	s.publishMachine(m)
-	writeJSON(w, http.StatusOK, m)
+	// An open route: the answer never carries the seed.
+	writeJSON(w, http.StatusOK, m.Redacted())
 	return true
 }
 

@@ -76,6 +76,8 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /pxe/{mac}", s.handlePXE)
 	m.HandleFunc("POST /pxe/{mac}/done", s.handlePXEDone)
 	m.HandleFunc("POST /pxe/{mac}/failed", s.handlePXEFailed)
+	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
+	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
 	m.HandleFunc("GET /images", s.handleImages)
 	m.HandleFunc("GET /images/{name}", s.handleImageGet)

@@ -325,9 +325,9 @@ func TestMachinesAPI(t *testing.T) {
 			t.Errorf("%s %s %s: %d %s; want %d with %q", e.method, e.path, e.body, r.code, r.body, e.code, e.want)
 		}
 	}
-	big := `{"hostname":"` + strings.Repeat("a", 2<<20) + `"}`
+	big := `{"hostname":"` + strings.Repeat("a", 4*store.MaxSeedBytes) + `"}`
 	if r := ts.do(t, "PUT", "/machines/aa:bb:cc:dd:ee:0f", strings.NewReader(big), h); r.code != 413 {
-		t.Errorf("2 MiB body: %d", r.code)
+		t.Errorf("oversized body: %d", r.code)
 	}
 	if r := ts.do(t, "DELETE", "/machines/AA:BB:CC:DD:EE:0F", nil, h); r.code != 204 {
 		t.Errorf("delete: %d %s", r.code, r.body)

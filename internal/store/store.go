@@ -64,6 +64,35 @@ type Machine struct {
 	// (POST /pxe/{mac}/failed): when, and why in its own words.
 	LastFailedAt *time.Time `json:"last_failed_at"`
 	LastFailure  string     `json:"last_failure"`
+	// UserData and MetaData are the machine's cloud-init seed, which the
+	// live env fetches (GET /pxe/{mac}/user-data, meta-data) during a
+	// flash cycle. Secrets may be in them: only authenticated callers
+	// see them (Redacted strips them for the open routes).
+	UserData string `json:"user_data"`
+	MetaData string `json:"meta_data"`
+	// LastServed is the boot policy the last PXE contact was served
+	// (local, flash, tui; "" before the first contact).
+	LastServed string `json:"last_served"`
+}
+
+// MaxSeedBytes caps user_data and meta_data each: they live in the
+// state database and are sent on every flash.
+const MaxSeedBytes = 1 << 20
+
+// Redacted is m without its cloud-init seed, for answers on open routes.
+func (m Machine) Redacted() Machine {
+	m.UserData, m.MetaData = "", ""
+	return m
+}
+
+// InFlashCycle reports whether the machine's last PXE contact was served
+// the flash live env and no done has come since: the window in which the
+// live env may fetch the machine's seed.
+func InFlashCycle(m Machine) bool {
+	if m.LastServed != PolicyFlash || m.LastSeenAt == nil {
+		return false
+	}
+	return m.LastFlashedAt == nil || m.LastFlashedAt.Before(*m.LastSeenAt)
 }
 
 // MaxFailureLen caps a failure reason; longer ones are cut.
@@ -78,6 +107,8 @@ type MachineUpdate struct {
 	CijoeWorkflowRef *string `json:"cijoe_workflow_ref"`
 	LastKnownGood    *string `json:"last_known_good"`
 	BootPolicy       *string `json:"boot_policy"`
+	UserData         *string `json:"user_data"`
+	MetaData         *string `json:"meta_data"`
 }
 
 // Contact is the outcome of one PXE contact.

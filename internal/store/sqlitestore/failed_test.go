@@ -59,6 +59,7 @@ func TestMigrationFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{`ALTER TABLE machines DROP COLUMN last_failure`, `ALTER TABLE machines DROP COLUMN last_failed_at`,
+		`ALTER TABLE machines DROP COLUMN user_data`, `ALTER TABLE machines DROP COLUMN meta_data`, `ALTER TABLE machines DROP COLUMN last_served`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)

@@ -14,7 +14,7 @@ import (
 const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref, last_known_good,
 	discovered_at, last_seen_at, last_seen_ip, boot_policy, next_boot, last_flashed_at,
 	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
-	last_failed_at, last_failure`
+	last_failed_at, last_failure, user_data, meta_data, last_served`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -27,7 +27,8 @@ func scanMachine(sc scanner) (store.Machine, error) {
 	)
 	if err := sc.Scan(&m.MAC, &m.Image, &m.ProvisioningMode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &m.BootPolicy, &m.NextBoot, &flashed,
-		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure); err != nil {
+		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
+		&m.UserData, &m.MetaData, &m.LastServed); err != nil {
 		return store.Machine{}, err
 	}
 	var err error
@@ -100,11 +101,12 @@ func (s *SQLite) getMachine(ctx context.Context, q queryer, mac string) (store.M
 // insertMachine writes a new record, every column from m.
 func insertMachine(ctx context.Context, tx dbtx, m store.Machine) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.MAC, m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
 		nullTime(m.DiscoveredAt), nullTime(m.LastSeenAt), m.LastSeenIP, m.BootPolicy, m.NextBoot, nullTime(m.LastFlashedAt),
 		nullTime(m.LastWorkflowRunAt), nullString(m.LastWorkflowStatus), m.LastWorkflowOutputPath,
-		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure)
+		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure,
+		m.UserData, m.MetaData, m.LastServed)
 	return err
 }
 
@@ -150,10 +152,11 @@ func (s *SQLite) PutMachine(ctx context.Context, mac string, u store.MachineUpda
 		applyUpdate(&m, u)
 		m.UpdatedAt = now
 		_, err = tx.ExecContext(ctx, `UPDATE machines SET image = ?, provisioning_mode = ?, hostname = ?,
-			cijoe_workflow_ref = ?, last_known_good = ?, boot_policy = ?, next_boot = ?, updated_at = ?
+			cijoe_workflow_ref = ?, last_known_good = ?, boot_policy = ?, next_boot = ?, updated_at = ?,
+			user_data = ?, meta_data = ?
 			WHERE mac = ?`,
 			m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood, m.BootPolicy, m.NextBoot,
-			formatTime(m.UpdatedAt), mac)
+			formatTime(m.UpdatedAt), m.UserData, m.MetaData, mac)
 		return err
 	})
 	if err != nil {
@@ -174,6 +177,8 @@ func applyUpdate(m *store.Machine, u store.MachineUpdate) {
 	set(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
 	set(&m.LastKnownGood, u.LastKnownGood)
 	set(&m.BootPolicy, u.BootPolicy)
+	set(&m.UserData, u.UserData)
+	set(&m.MetaData, u.MetaData)
 }
 
 // DeleteMachine removes a machine; store.ErrNotFound when there is none.
@@ -219,7 +224,7 @@ func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) 
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			m = store.Machine{MAC: mac, BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash,
-				DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now}
+				DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now, LastServed: store.PolicyTUI}
 			c = store.Contact{Machine: m, Serve: store.PolicyTUI, Discovered: true}
 			return insertMachine(ctx, tx, m)
 		case err != nil:
@@ -230,10 +235,10 @@ func (s *SQLite) PXEContact(ctx context.Context, mac, ip string, now time.Time) 
 			m.NextBoot = store.NextFlash
 			m.UpdatedAt = now
 		}
-		m.LastSeenAt, m.LastSeenIP = &now, ip
+		m.LastSeenAt, m.LastSeenIP, m.LastServed = &now, ip, serve
 		c = store.Contact{Machine: m, Serve: serve}
-		_, err = tx.ExecContext(ctx, `UPDATE machines SET last_seen_at = ?, last_seen_ip = ?, next_boot = ?, updated_at = ?
-			WHERE mac = ?`, formatTime(now), ip, m.NextBoot, formatTime(m.UpdatedAt), mac)
+		_, err = tx.ExecContext(ctx, `UPDATE machines SET last_seen_at = ?, last_seen_ip = ?, next_boot = ?, updated_at = ?,
+			last_served = ? WHERE mac = ?`, formatTime(now), ip, m.NextBoot, formatTime(m.UpdatedAt), serve, mac)
 		return err
 	})
 	if err != nil {

@@ -327,7 +327,7 @@ func TestPXEContactDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := store.Machine{MAC: mac, BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
-		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0}
+		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0, LastServed: store.PolicyTUI}
 	if diff := cmp.Diff(store.Contact{Machine: want, Serve: store.PolicyTUI, Discovered: true}, c); diff != "" {
 		t.Errorf("first contact (-want +got):\n%s", diff)
 	}
