@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -585,4 +586,43 @@ func TestHelp(t *testing.T) {
 	r := h.run("", "--version")
 	h.want(r, 0, "bty-ctl ")
 	envelope(t, h.run("", "--version", "--json"), "version")
+}
+
+// TestMachinesSeed: --user-data and --meta-data send the files' bytes,
+// a file that cloud-init would reject is exit 2 before the server is
+// asked, and "" clears.
+func TestMachinesSeed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.login()
+	dir := t.TempDir()
+	ud := filepath.Join(dir, "user-data.yaml")
+	ud1 := "#cloud-config\nhostname: n9\nruncmd:\n  - [sh, -c, 'echo BTY-PROOF > /dev/ttyS0']\n"
+	bad := filepath.Join(dir, "bad.yaml")
+	md := filepath.Join(dir, "meta-data")
+	for p, b := range map[string]string{ud: ud1, bad: "#cloud-config\nruncmd:\n  - [a,\n", md: "instance-id: n9-1\n"} {
+		if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const mac = "52:54:00:00:5e:09"
+	r := h.run("", "machines", "set", mac, "--user-data", bad)
+	h.want(r, 2, "line 3")
+	r = h.run("", "machines", "set", mac, "--user-data", filepath.Join(dir, "missing"))
+	h.want(r, 2, "no such file")
+	r = h.run("", "machines", "get", mac)
+	h.want(r, 1, "no machine")
+
+	r = h.run("", "machines", "set", mac, "--provisioning", "cloud-init", "--user-data", ud, "--meta-data", md, "--json")
+	m := envelope(t, r, "machines-set")["machine"].(map[string]any)
+	if r.code != 0 || m["user_data"] != ud1 || m["meta_data"] != "instance-id: n9-1\n" {
+		t.Fatalf("set with the seed: exit %d %v", r.code, m)
+	}
+	r = h.run("", "machines", "get", mac)
+	h.want(r, 0, "user-data:             "+strconv.Itoa(len(ud1))+" bytes (#cloud-config)")
+	r = h.run("", "machines", "set", mac, "--user-data", "", "--meta-data", "")
+	h.want(r, 0, "meta-data:             made by the server")
+	if !strings.Contains(r.stdout, "user-data:             none") {
+		t.Errorf("cleared user-data shows as:\n%s", r.stdout)
+	}
 }

@@ -3,6 +3,7 @@ package ctl
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -135,6 +137,8 @@ func printMachine(w io.Writer, m client.Machine) {
 		{"provisioning", dash(m.ProvisioningMode)},
 		{"hostname", dash(m.Hostname)},
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
+		{"user-data", seedSize(m.UserData, "none")},
+		{"meta-data", seedSize(m.MetaData, "made by the server (hostname, new instance-id each flash)")},
 		{"last known good", dash(m.LastKnownGood)},
 		{"discovered", localTime(m.DiscoveredAt)},
 		{"last seen", localTime(m.LastSeenAt)},
@@ -152,9 +156,9 @@ func printMachine(w io.Writer, m client.Machine) {
 }
 
 func newMachinesSetCmd(e *env) *cobra.Command {
-	var image, policy, hostname, provisioning, workflow string
+	var image, policy, hostname, provisioning, workflow, userData, metaData string
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF]",
+		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--user-data FILE] [--meta-data FILE]",
 		Short: "Register a machine or change its record",
 		Long: `Create the machine if it is new (boot policy local unless --policy says
 otherwise), else change only the fields given. An empty value clears a
@@ -164,13 +168,23 @@ field (--image "" unassigns the image).
   --provisioning  none | cloud-init | cijoe | cijoe-online
   --image         a name from "bty-ctl images list"
   --hostname      an RFC 1123 host name, for cloud-init's local-hostname
+  --user-data     a cloud-init user-data file (#cloud-config YAML, a #!
+                  script, ...): the live env provisions the flashed disk
+                  with it when --provisioning is cloud-init
+  --meta-data     a NoCloud meta-data file; without one the server makes
+                  one with the hostname and an instance-id that changes
+                  on every flash, so cloud-init runs again each time
 
-A malformed MAC, policy or provisioning mode is exit 2 before the server
-is asked; what the server refuses (a bad hostname or image name) exit 1.
+The seed is served only to the machine itself while it flashes, and
+only shown to logged-in callers. --user-data "" clears it.
+
+A malformed MAC, policy, provisioning mode or seed file is exit 2
+before the server is asked; what the server refuses (a bad hostname or image name) exit 1.
 Policy flash reflashes the machine on every PXE boot; set it back to
 local to stop.`,
 		Example: `  bty-ctl machines set AA-BB-CC-DD-EE-FF --image debian-12.img.zst --policy flash
   bty-ctl machines set aa:bb:cc:dd:ee:ff --hostname node7 --provisioning cloud-init
+  bty-ctl machines set aa:bb:cc:dd:ee:ff --provisioning cloud-init --user-data node7.yaml
   bty-ctl machines set aa:bb:cc:dd:ee:ff --policy local`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -208,8 +222,23 @@ local to stop.`,
 					return e.fail(name, err, map[string]any{"mac": mac})
 				}
 			}
+			for _, s := range []struct {
+				flag  string
+				path  string
+				dst   **string
+				check func([]byte) error
+			}{{"user-data", userData, &u.UserData, provision.CheckUserData}, {"meta-data", metaData, &u.MetaData, provision.CheckMetaData}} {
+				if !f.Changed(s.flag) {
+					continue
+				}
+				v, err := readSeed(s.flag, s.path, s.check)
+				if err != nil {
+					return e.fail(name, err, map[string]any{"mac": mac})
+				}
+				*s.dst = &v
+			}
 			if u == (client.MachineUpdate{}) {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow (to only register the machine: --policy local)"),
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -238,7 +267,39 @@ local to stop.`,
 	f.StringVar(&hostname, "hostname", "", "host name for provisioning (\"\" clears)")
 	f.StringVar(&provisioning, "provisioning", "", "provisioning mode: none, cloud-init, cijoe or cijoe-online")
 	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
+	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
+	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
 	return cmd
+}
+
+// readSeed reads a --user-data/--meta-data file and checks it as bty
+// flash does; "" clears the field.
+func readSeed(flag, path string, check func([]byte) error) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usageErr("--%s: %v", flag, err)
+	}
+	if len(b) > store.MaxSeedBytes {
+		return "", usageErr("--%s %s is %d bytes; the server keeps at most %d", flag, path, len(b), store.MaxSeedBytes)
+	}
+	if err := check(b); err != nil {
+		return "", usageErr("--%s %s: %v", flag, path, err)
+	}
+	return string(b), nil
+}
+
+func seedSize(v, none string) string {
+	if v == "" {
+		return none
+	}
+	first, _, _ := strings.Cut(v, "\n")
+	if len(first) > 40 {
+		first = first[:40] + "..."
+	}
+	return fmt.Sprintf("%d bytes (%s)", len(v), first)
 }
 
 func nonEmpty(ss []string) []string {
