@@ -375,11 +375,26 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		v := strings.TrimSpace(f.Get(k))
 		return &v
 	}
+	// A textarea's text as typed, with the browser's CRLF line ends made
+	// LF (cloud-init's own) and nothing else changed; blank is empty.
+	text := func(k string) *string {
+		v := strings.ReplaceAll(f.Get(k), "\r\n", "\n")
+		if strings.TrimSpace(v) == "" {
+			v = ""
+		}
+		return &v
+	}
 	u := store.MachineUpdate{Image: get("image"), ProvisioningMode: get("provisioning_mode"), Hostname: get("hostname"),
 		CijoeWorkflowRef: get("cijoe_workflow_ref"), LastKnownGood: get("last_known_good"), BootPolicy: get("boot_policy")}
+	if _, ok := f["user_data"]; ok {
+		u.UserData, u.MetaData = text("user_data"), text("meta_data")
+	}
 	form := m
 	form.Image, form.ProvisioningMode, form.Hostname = *u.Image, *u.ProvisioningMode, *u.Hostname
 	form.CijoeWorkflowRef, form.LastKnownGood, form.BootPolicy = *u.CijoeWorkflowRef, *u.LastKnownGood, *u.BootPolicy
+	if u.UserData != nil {
+		form.UserData, form.MetaData = *u.UserData, *u.MetaData
+	}
 	if errs := machineUpdateErrors(u); len(errs) > 0 {
 		fields := map[string]string{}
 		for _, e := range errs {

@@ -243,3 +243,57 @@ func TestUIDashboardShowsErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestUISeedForm: the machine form's user-data textarea: a #cloud-config
+// that is not YAML is refused with its line next to the field, the text
+// typed is kept and nothing is saved; a good one is saved with LF line
+// ends, and an empty textarea clears it.
+func TestUISeedForm(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	mac := "52:54:00:00:5e:0a"
+	if _, _, err := ts.st.PutMachine(t.Context(), mac, store.MachineUpdate{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	base := url.Values{"boot_policy": {"flash"}, "provisioning_mode": {"cloud-init"}, "hostname": {"n10"}}
+	with := func(ud, md string) url.Values {
+		v := url.Values{}
+		for k, vs := range base {
+			v[k] = vs
+		}
+		v.Set("user_data", ud)
+		v.Set("meta_data", md)
+		return v
+	}
+	res := ts.form(t, "/ui/machines/"+mac, with("#cloud-config\r\nruncmd:\r\n  - [a,\r\n", ""), cookie)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(res.body, `id="user_data-error"`) || !strings.Contains(res.body, "line 3") {
+		t.Fatalf("bad user-data: %d, error shown %v", res.StatusCode, strings.Contains(res.body, "user_data-error"))
+	}
+	if !strings.Contains(res.body, "  - [a,\n") {
+		t.Error("the refused form lost the user-data typed")
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "" || m.BootPolicy != store.PolicyLocal {
+		t.Fatalf("a refused form saved: %+v", m)
+	}
+	res = ts.form(t, "/ui/machines/"+mac, with("#cloud-config", "instance-id: [\r\n"), cookie)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(res.body, `id="meta_data-error"`) {
+		t.Fatalf("bad meta-data: %d", res.StatusCode)
+	}
+	good := "#cloud-config\r\nhostname: n10\r\n"
+	if res = ts.form(t, "/ui/machines/"+mac, with(good, ""), cookie); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("good user-data: %d %s", res.StatusCode, res.body)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "#cloud-config\nhostname: n10\n" || m.MetaData != "" {
+		t.Fatalf("saved %q %q", m.UserData, m.MetaData)
+	}
+	page := string(ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body)
+	if !strings.Contains(page, "user-data 28 bytes") || !strings.Contains(page, ">#cloud-config\nhostname: n10\n</textarea>") {
+		t.Errorf("the machine page does not show the saved user-data:\n%s", page)
+	}
+	if res = ts.form(t, "/ui/machines/"+mac, with("  \r\n", ""), cookie); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("clearing: %d", res.StatusCode)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "" {
+		t.Fatalf("not cleared: %q", m.UserData)
+	}
+}
