@@ -622,6 +622,9 @@ func TestMachinesSeed(t *testing.T) {
 	h.want(r, 0, "user-data:             "+strconv.Itoa(len(ud1))+" bytes (#cloud-config)")
 	r = h.run("", "machines", "set", mac, "--user-data", "", "--meta-data", "")
 	h.want(r, 0, "meta-data:             made by the server")
+	if !strings.Contains(r.stdout, "last failure:          -") {
+		t.Errorf("no last failure row:\n%s", r.stdout)
+	}
 	if !strings.Contains(r.stdout, "user-data:             none") {
 		t.Errorf("cleared user-data shows as:\n%s", r.stdout)
 	}

@@ -144,6 +144,8 @@ func printMachine(w io.Writer, m client.Machine) {
 		{"last seen", localTime(m.LastSeenAt)},
 		{"last seen from", dash(m.LastSeenIP)},
 		{"last flashed", localTime(m.LastFlashedAt)},
+		{"last failed", localTime(m.LastFailedAt)},
+		{"last failure", dash(m.LastFailure)},
 		{"last workflow run", localTime(m.LastWorkflowRunAt)},
 		{"last workflow status", status},
 		{"last workflow output", dash(m.LastWorkflowOutputPath)},
