@@ -16,6 +16,7 @@ declare -A pkg=(
   [debugfs]=e2fsprogs [mkswap]=util-linux
   [curl]=curl [ip]=iproute2 [dnsmasq]=dnsmasq-base [/usr/lib/ipxe/ipxe.efi]=ipxe
   [chromium]=chromium [tmux]=tmux
+  [mkfs.exfat]=exfatprogs [mcopy]=mtools [cpio]=cpio
 )
 case $what in
   test) ;;
@@ -26,6 +27,7 @@ case $what in
     pkg+=([wrk]=wrk [nginx]=nginx [curl]=curl) ;;
   vm)
     pkg+=([debootstrap]=debootstrap [mcopy]=mtools [mkfs.vfat]=dosfstools
+          [mkfs.exfat]=exfatprogs
           [qemu-system-x86_64]=qemu-system-x86 [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
           [mountpoint]=util-linux [flock]=util-linux) ;;
   *) echo "usage: $0 test|bench|bench-web|vm" >&2; exit 2 ;;

@@ -1,18 +1,22 @@
-// Command bty-media is not built yet; see the project's issues.
+// Command bty-media builds bty's live environment: the netboot kernel and
+// initrd, a USB stick image and a server appliance image. All logic lives
+// in internal/media.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/btyproject/bty/internal/version"
+	"github.com/btyproject/bty/internal/media"
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("bty-media", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "bty-media: not yet built in this version of bty; use the bty command")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C stops the build cleanly; a second one kills at once.
+	go func() { <-ctx.Done(); stop() }()
+	code := media.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
