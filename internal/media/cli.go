@@ -99,7 +99,7 @@ func newRoot(e *cliEnv) *cobra.Command {
 	pf.StringVar(&e.cacheDir, "cache", "", "download cache `DIR` (default $XDG_CACHE_HOME/bty-media or ~/.cache/bty-media)")
 	pf.StringVar(&e.binDir, "bin-dir", "", "`DIR` holding static bty, bty-tui, bty-web (default: bty-media's own directory)")
 	pf.StringVar(&e.kernelDeb, "kernel-deb", "", "use this Debian linux-image-<version> `FILE`.deb instead of linux-image-amd64's current kernel")
-	pf.BoolVarP(&e.verbose, "verbose", "v", false, "log more (cache hits, tool runs)")
+	pf.BoolVarP(&e.verbose, "verbose", "v", false, "log more (cache hits)")
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "log warnings and errors only")
 	root.AddCommand(newNetbootCmd(e), newUSBCmd(e), newServerCmd(e))
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
