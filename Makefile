@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots
+.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots media
 
 all: build
 
@@ -26,7 +26,7 @@ deps:
 
 ## test: install test dependencies, build, run every test with the race detector (root: loop devices too), then the VM test
 test: deps build
-	$(GO) test -race -count=1 -timeout 30m ./...
+	BTY_MEDIA_TEST=1 $(GO) test -race -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory vmtest-run
 
 ## screenshots: refresh the README's browser UI screenshots (docs/screenshots) from the browser tests
@@ -72,6 +72,14 @@ vmtest-run:
 	@scripts/install-deps.sh vm
 	BTY_VMTEST=1 $(GO) test -count=1 -timeout 40m -v -run . ./e2e/
 	BTY_VMTEST=1 $(GO) test -count=1 -timeout 10m -v -run TestPXEChainOVMF ./internal/netboot/
+	BTY_VMTEST=1 BTY_MEDIA_TEST=1 $(GO) test -count=1 -timeout 10m -v -run TestBoot ./internal/media/
+
+## media: the netboot live env (out/netboot), a live USB image and a bty-web appliance image (out/), with bty-media
+media: build
+	@scripts/install-deps.sh media
+	bin/bty-media netboot --out out/netboot
+	bin/bty-media usb --out out/bty-usb.img --force
+	bin/bty-media server --out out/bty-server.img --force
 
 clean:
 	rm -rf bin

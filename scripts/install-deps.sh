@@ -19,7 +19,7 @@ declare -A pkg=(
   [mkfs.exfat]=exfatprogs [mcopy]=mtools [cpio]=cpio
 )
 case $what in
-  test) ;;
+  test|media) ;;
   bench)
     pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
           [/usr/bin/time]=time) ;;
@@ -30,7 +30,7 @@ case $what in
           [mkfs.exfat]=exfatprogs
           [qemu-system-x86_64]=qemu-system-x86 [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
           [mountpoint]=util-linux [flock]=util-linux) ;;
-  *) echo "usage: $0 test|bench|bench-web|vm" >&2; exit 2 ;;
+  *) echo "usage: $0 test|media|bench|bench-web|vm" >&2; exit 2 ;;
 esac
 
 missing=()
