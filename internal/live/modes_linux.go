@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -255,8 +256,20 @@ func (s *system) serverMode(ctx context.Context) {
 		if err := cmd.Start(); err != nil {
 			s.rescue("starting bty-web: " + err.Error())
 		}
-		s.say("bty-web running on http://%s:8080 (browser UI at /ui; press Enter for a shell)", l.Addr.IP)
-		err := cmd.Wait()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		// Say where it is once it answers, not before.
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if c, err := net.DialTimeout("tcp", "127.0.0.1:8080", time.Second); err == nil {
+				c.Close()
+				s.say("bty-web running on http://%s:8080 (browser UI at /ui; press Enter for a shell)", l.Addr.IP)
+				break
+			}
+			if len(exited) > 0 {
+				break
+			}
+		}
+		err := <-exited
 		s.say("bty-web exited: %v; starting it again in 5 s", err)
 		time.Sleep(5 * time.Second)
 	}
