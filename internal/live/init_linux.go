@@ -51,7 +51,6 @@ type system struct {
 	started  time.Time
 	netMu    sync.Mutex
 	network  *lease
-	children sync.WaitGroup
 }
 
 // Main is PID 1 of the live environment. It never returns while it is
