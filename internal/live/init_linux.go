@@ -43,14 +43,14 @@ type Info struct {
 
 // system is the running live env: its consoles, log and modules.
 type system struct {
-	out      *consoles
-	log      *slog.Logger
-	info     Info
-	mods     *modules
-	params   Params
-	started  time.Time
-	netMu    sync.Mutex
-	network  *lease
+	out     *consoles
+	log     *slog.Logger
+	info    Info
+	mods    *modules
+	params  Params
+	started time.Time
+	netMu   sync.Mutex
+	network *lease
 }
 
 // Main is PID 1 of the live environment. It never returns while it is
