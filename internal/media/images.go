@@ -82,22 +82,12 @@ func USB(ctx context.Context, o USBOptions) error {
 	}
 	defer os.RemoveAll(work)
 
-	initrd, err := writeInitrd(ctx, work, in, KindUSB, log)
+	esp, espSize, err := liveESP(ctx, work, in, KindUSB, USBCmdline, "bty live (USB)", o.CacheDir, log)
 	if err != nil {
 		return err
 	}
-	done := step(log, "ESP")
-	esp := filepath.Join(work, "esp.img")
-	if err := BuildESP(ctx, esp, ESPOptions{Kernel: in.kernel.Vmlinuz, Initrd: initrd, Cmdline: USBCmdline, Title: "bty live (USB)"}, o.CacheDir, log); err != nil {
-		return err
-	}
-	espSize, err := fileSize(esp)
-	if err != nil {
-		return err
-	}
-	done("bytes", espSize)
 
-	done = step(log, "exFAT images partition")
+	done := step(log, "exFAT images partition")
 	images := filepath.Join(work, "images.img")
 	if err := sparseFile(images, size); err != nil {
 		return err
@@ -156,22 +146,12 @@ func Server(ctx context.Context, o ServerOptions) error {
 	if _, err := writeNetboot(ctx, filepath.Join(state, "boot"), in, KindNetboot, false, log); err != nil {
 		return err
 	}
-	initrd, err := writeInitrd(ctx, work, in, KindServer, log)
+	esp, espSize, err := liveESP(ctx, work, in, KindServer, ServerCmdline, "bty server", o.CacheDir, log)
 	if err != nil {
 		return err
 	}
-	done := step(log, "ESP")
-	esp := filepath.Join(work, "esp.img")
-	if err := BuildESP(ctx, esp, ESPOptions{Kernel: in.kernel.Vmlinuz, Initrd: initrd, Cmdline: ServerCmdline, Title: "bty server"}, o.CacheDir, log); err != nil {
-		return err
-	}
-	espSize, err := fileSize(esp)
-	if err != nil {
-		return err
-	}
-	done("bytes", espSize)
 
-	done = step(log, "ext4 state partition")
+	done := step(log, "ext4 state partition")
 	stateImg := filepath.Join(work, "state.img")
 	if err := sparseFile(stateImg, size); err != nil {
 		return err
@@ -288,4 +268,24 @@ func fileSize(p string) (int64, error) {
 		return 0, err
 	}
 	return st.Size(), nil
+}
+
+// liveESP builds, in work, the initramfs of kind and an ESP booting it
+// with cmdline; it returns the ESP file and its size.
+func liveESP(ctx context.Context, work string, in *liveInputs, kind Kind, cmdline, title, cacheDir string, log *slog.Logger) (string, int64, error) {
+	initrd, err := writeInitrd(ctx, work, in, kind, log)
+	if err != nil {
+		return "", 0, err
+	}
+	done := step(log, "ESP")
+	esp := filepath.Join(work, "esp.img")
+	if err := BuildESP(ctx, esp, ESPOptions{Kernel: in.kernel.Vmlinuz, Initrd: initrd, Cmdline: cmdline, Title: title}, cacheDir, log); err != nil {
+		return "", 0, err
+	}
+	size, err := fileSize(esp)
+	if err != nil {
+		return "", 0, err
+	}
+	done("bytes", size)
+	return esp, size, nil
 }
