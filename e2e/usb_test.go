@@ -111,10 +111,10 @@ func TestUSBBootTUI(t *testing.T) {
 		v.send(t, "j")
 	}
 	step(`Step 3/5 [-·] Provisioning`, "\r", 30*time.Second)
-	step(`Step 4/5 [-·] Confirm`, "\r", 30*time.Second) // the cursor starts on none
-	time.Sleep(2 * time.Second)                         // the plan check
-	v.send(t, "yes")
-	time.Sleep(time.Second)
+	// The cursor starts on none; the confirm screen shows the plan once
+	// it is checked, then takes "yes".
+	step(`(?s)Step 4/5 [-·] Confirm.*This will ERASE /dev/vda`, "\r", time.Minute)
+	step(`Type yes to flash: yes`, "yes", 30*time.Second)
 	flashStart := time.Since(v.start)
 	step(`Flashed `+regexp.QuoteMeta(usbImageName)+` onto /dev/vda`, "\r", 3*time.Minute)
 	phases = append(phases, phase{"usb-tui-flash", time.Since(v.start) - flashStart})
