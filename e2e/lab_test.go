@@ -706,15 +706,8 @@ func (v *vm) exited() bool {
 // (always, when set) or, when the test failed, a new temporary directory
 // that outlives the test, and logs where and the log's tail.
 func (v *vm) keepLog(t *testing.T) {
-	dir := os.Getenv("BTY_VMTEST_SERIAL_DIR")
-	if dir == "" {
-		d, err := os.MkdirTemp("", "bty-e2e-serial-")
-		if err != nil {
-			t.Logf("keeping the serial log: %v", err)
-			return
-		}
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := serialDir(t)
+	if err != nil {
 		t.Logf("keeping the serial log: %v", err)
 		return
 	}
@@ -728,6 +721,30 @@ func (v *vm) keepLog(t *testing.T) {
 	}
 	t.Logf("QEMU %s (%s): serial log kept in %s.serial.log (raw: .serial.raw); QEMU's stderr: %q; tail:\n%s",
 		v.name, v.status(), base, v.stderr.String(), tail(v.serial.Timed(), 5000))
+}
+
+var (
+	serialDirsMu sync.Mutex
+	serialDirs   = map[string]string{}
+)
+
+// serialDir is where a test's serial logs are kept:
+// $BTY_VMTEST_SERIAL_DIR, else one new temporary directory per test.
+func serialDir(t *testing.T) (string, error) {
+	if dir := os.Getenv("BTY_VMTEST_SERIAL_DIR"); dir != "" {
+		return dir, os.MkdirAll(dir, 0o755)
+	}
+	serialDirsMu.Lock()
+	defer serialDirsMu.Unlock()
+	if d, ok := serialDirs[t.Name()]; ok {
+		return d, nil
+	}
+	d, err := os.MkdirTemp("", "bty-e2e-serial-")
+	if err != nil {
+		return "", err
+	}
+	serialDirs[t.Name()] = d
+	return d, nil
 }
 
 func (v *vm) status() string {
