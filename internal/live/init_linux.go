@@ -148,6 +148,9 @@ func (s *system) boot() {
 		}
 	}
 	_ = os.WriteFile("/proc/sys/kernel/printk", []byte("4 4 1 7"), 0o644)
+	if err := loopbackUp(); err != nil {
+		s.log.Warn("bringing up the loopback interface", "err", err)
+	}
 	mods, err := openModules(kernel, s.log)
 	if err != nil {
 		s.say("no kernel modules: %v (only the kernel's built-in drivers work)", err)

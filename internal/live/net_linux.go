@@ -224,3 +224,13 @@ func (s *system) keepLease(ctx context.Context, l *lease) {
 		l = nl
 	}
 }
+
+// loopbackUp brings lo up (the kernel gives it 127.0.0.1/8 then): local
+// services (the appliance's bty-web) are reached on it.
+func loopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(lo)
+}

@@ -142,9 +142,11 @@ func Bootstrap(serverURL string) ([]byte, error) {
 	b.WriteString("# bty: fetch this machine's boot script by its MAC\n")
 	fmt.Fprintf(&b, "chain %s/pxe/${net0/mac:hexhyp} || goto failed\n", server)
 	// A boot script that returns (policy local on UEFI exits to hand the
-	// machine back to the firmware) ends iPXE too, so the firmware boots
-	// its next boot device.
-	b.WriteString("exit\n")
+	// machine back to the firmware) ends iPXE too, with a failure status:
+	// a UEFI boot manager stops at its menu when a boot option returns
+	// success (EDK2's BdsEntry.c), and goes on to the next one, the disk,
+	// only after a failure.
+	b.WriteString("exit 1\n")
 	b.WriteString(":failed\n")
 	fmt.Fprintf(&b, "echo bty: no boot script from %s, leaving iPXE\n", server)
 	b.WriteString("exit 1\n")
