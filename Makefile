@@ -65,7 +65,7 @@ bench: build
 	@scripts/install-deps.sh bench
 	scripts/bench.sh
 
-## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU; PXE-boot an OVMF guest through bty's proxy-DHCP, TFTP and iPXE scripts (root; builds the image once into .cache/, minutes)
+## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU; the full PXE reflash cycle through bty-web and the live env; the USB stick and the server appliance booted (root; builds the image once into .cache/, minutes)
 vmtest: deps build vmtest-run
 
 vmtest-run:

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -473,6 +474,25 @@ type machine struct {
 	LastSeenIP    string     `json:"last_seen_ip"`
 	DiscoveredAt  *time.Time `json:"discovered_at"`
 	LastFailure   string     `json:"last_failure"`
+	// ProvisioningMode and UserData: bty-ctl is logged in, so the record
+	// carries the seed.
+	ProvisioningMode string `json:"provisioning_mode"`
+	UserData         string `json:"user_data"`
+}
+
+// getStatus is the HTTP status of an unauthenticated GET of path on w,
+// from inside the server namespace (curl).
+func (w *btyWeb) getStatus(t *testing.T, path string) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", w.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", w.url+path).Output()
+	if err != nil {
+		t.Fatalf("curl %s: %v", path, err)
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("curl %s: status %q", path, out)
+	}
+	return code
 }
 
 // machineGet is `bty-ctl machines get MAC --json`.

@@ -18,6 +18,12 @@ package e2e
 // /pxe/MAC serves local once, iPXE leaves to the firmware, which boots
 // the flashed disk: the Debian image prints BTY-BOOTED. The record's next
 // PXE boot is a reflash again.
+//
+// Runs 3 and 4: the operator gives the record a hostname and cloud-init
+// user-data (bty-ctl machines set --user-data); the next PXE boot
+// reflashes the used disk, the live env fetches the seed from the
+// server's flash-cycle-only routes and provisions the disk, and the OS
+// boots with that hostname and prints the file the user-data wrote.
 
 import (
 	"bufio"
@@ -43,7 +49,7 @@ const (
 )
 
 func TestPXEReflashCycle(t *testing.T) {
-	needVMTest(t, "PXE-boots a UEFI guest from the real bty-web, flashes the Debian image with the live env, then boots it (about 5 minutes)",
+	needVMTest(t, "PXE-boots a UEFI guest from the real bty-web, flashes the Debian image with the live env, then boots it, twice: plain and with the record's cloud-init seed (about 9 minutes)",
 		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd)
 	repo := repoRoot(t)
 	tmp := t.TempDir()
@@ -184,6 +190,55 @@ func TestPXEReflashCycle(t *testing.T) {
 	if f := v2.serial.all(regexp.MustCompile(`bty-live: starting`)); len(f) > 0 {
 		t.Errorf("run 2 started the live env (%q): policy flash must boot the disk once after a done", f[0].text)
 	}
+
+	// Runs 3 and 4: the next job reflashes the used disk with the
+	// machine's own cloud-init seed, kept on its record: the live env
+	// fetches it from /pxe/MAC/user-data and meta-data (served only in
+	// the flash cycle, only to the machine's address) and provisions the
+	// flashed disk; the OS boots with the record's hostname and a file
+	// the user-data wrote.
+	token := fmt.Sprintf("seed-%d", time.Now().UnixNano())
+	userData := filepath.Join(tmp, "user-data.yaml")
+	ud := "#cloud-config\nwrite_files:\n  - path: /etc/bty-seed-proof\n    content: \"" + token + "\\n\"\n" +
+		"runcmd:\n  - [sh, -c, 'echo \"BTY-PROOF $(cat /etc/bty-seed-proof)\" > /dev/ttyS0']\n"
+	if err := os.WriteFile(userData, []byte(ud), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.ctlRun(t, "", "machines", "set", pxeMAC, "--provisioning", "cloud-init", "--hostname", "pxe-seeded", "--user-data", userData)
+	if m := w.machineGet(t, pxeMAC); m.UserData != ud || m.ProvisioningMode != "cloud-init" {
+		t.Fatalf("after machines set --user-data: provisioning %q, user_data %q", m.ProvisioningMode, m.UserData)
+	}
+	logMark = w.log.mark()
+	v3 := startVM(t, "run3-seeded-flash", l.ns, vars, 1024, 9*time.Minute, guest...)
+	v3.expect(t, `bty-live: starting \(netboot`, 6*time.Minute)
+	v3.expect(t, `bty-live: flashing `+regexp.QuoteMeta(imageURL)+` onto /dev/vda\b`, 3*time.Minute)
+	prov := v3.expect(t, `bty-live: provisioning \(cloud-init\): wrote /var/lib/cloud/seed/nocloud-net/user-data \(\d+ bytes\) and meta-data \(instance-id bty-525400b7e201-\S+, local-hostname pxe-seeded\)`, 8*time.Minute)
+	t.Logf("QEMU run3 [%6.1fs] %s", prov.at.Seconds(), prov.text)
+	v3.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 2*time.Minute)
+	if err := v3.waitExit(2 * time.Minute); err != nil {
+		t.Fatalf("QEMU did not end after the seeded flash: %v", err)
+	}
+	if f := v3.serial.all(failedRE); len(f) > 0 {
+		t.Errorf("the seeded flash reported a failure: %q", f[0].text)
+	}
+	checkChain(t, w, logMark, v3.start, []chainStep{
+		{"the live env fetches the user-data", `msg="seed served" mac=` + pxeMAC + ` what=user-data`},
+		{"the live env fetches the meta-data", `msg="seed served" mac=` + pxeMAC + ` what=meta-data`},
+		{"the live env reports done", `method=POST path=/pxe/` + pxeMAC + `/done status=200|method=POST path=/pxe/` + strings.ReplaceAll(pxeMAC, ":", "-") + `/done status=200`},
+	})
+	// The cycle is over: the seed is no longer served, even to the lab.
+	if code := w.getStatus(t, "/pxe/"+pxeMAC+"/user-data"); code != 404 {
+		t.Errorf("GET /pxe/MAC/user-data after done: %d, want 404", code)
+	}
+	v4 := startVM(t, "run4-seeded-boot", l.ns, vars, 1024, 8*time.Minute, guest...)
+	v4.expect(t, `bty: booting from the local disk`, 4*time.Minute)
+	seeded := v4.expect(t, `BTY-BOOTED hostname=\S+ state=\S*`, 7*time.Minute)
+	if marker := markerRE.FindStringSubmatch(seeded.text); marker == nil || marker[1] != "pxe-seeded" {
+		t.Errorf("the seeded OS booted as %q, want hostname pxe-seeded from the record", seeded.text)
+	}
+	v4.expect(t, `BTY-PROOF `+token, 2*time.Minute)
+	v4.stop()
+	t.Logf("the reflashed OS booted with the record's hostname and its user-data's file (%s)", token)
 }
 
 // checkNetbootArtifacts checks bty-media netboot's output: the kernel and

@@ -2,7 +2,9 @@
 # Installs the Debian packages bty's tests (or benchmarks, or the VM test)
 # use, only when a tool is missing. Usage: scripts/install-deps.sh test|bench|vm
 #   vm: the test tools plus what scripts/vm-image.sh and scripts/vm-boot.sh
-#       need (debootstrap, mtools, dosfstools, QEMU, OVMF).
+#       need (debootstrap, mtools, dosfstools, QEMU, OVMF) and exfat-fuse
+#       (the USB test puts an image on the stick's exFAT partition).
+#   media: what bty-media needs (the test tools cover it).
 set -euo pipefail
 what=${1:-test}
 
@@ -27,7 +29,7 @@ case $what in
     pkg+=([wrk]=wrk [nginx]=nginx [curl]=curl) ;;
   vm)
     pkg+=([debootstrap]=debootstrap [mcopy]=mtools [mkfs.vfat]=dosfstools
-          [mkfs.exfat]=exfatprogs
+          [mkfs.exfat]=exfatprogs [mount.exfat-fuse]=exfat-fuse
           [qemu-system-x86_64]=qemu-system-x86 [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
           [mountpoint]=util-linux [flock]=util-linux) ;;
   *) echo "usage: $0 test|media|bench|bench-web|vm" >&2; exit 2 ;;

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 )
@@ -143,7 +144,7 @@ func requestLease(ctx context.Context, iface string) (*lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DHCP on %s: %w", iface, err)
 		}
-		l, err := c.Request(ctx)
+		l, err := c.Request(ctx, clientID(iface)...)
 		c.Close()
 		if err == nil {
 			ack := l.ACK
@@ -168,6 +169,19 @@ func requestLease(ctx context.Context, iface string) (*lease, error) {
 		last = ctx.Err()
 	}
 	return nil, fmt.Errorf("DHCP on %s: no lease: %w", iface, last)
+}
+
+// clientID identifies the live env to the DHCP server as PXE firmware
+// and iPXE do (option 61: hardware type 1 and the MAC), so a server that
+// keys its leases by client identifier (dnsmasq does) gives it the
+// address iPXE had, the one bty-web saw the PXE contact from; without
+// it the lease may follow the installed OS's identifier instead.
+func clientID(iface string) []dhcpv4.Modifier {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil || len(ifi.HardwareAddr) != 6 {
+		return nil
+	}
+	return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{1}, ifi.HardwareAddr...)))}
 }
 
 // configure puts the lease on its interface: address, default route,
