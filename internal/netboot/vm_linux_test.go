@@ -157,8 +157,9 @@ func TestPXEChainOVMF(t *testing.T) {
 }
 
 // pxeChainOVMF boots the guest with /pxe/MAC serving policy: flash must
-// reach the kernel's /init; local must run in iPXE without an error and
-// fetch nothing more.
+// reach the kernel's /init; local must run in iPXE, fetch nothing more and
+// end iPXE with the bootstrap's failure status (so a UEFI boot manager
+// goes on to the disk), with no other error on the way.
 func pxeChainOVMF(t *testing.T, policy Policy) {
 	ovmfCode, ovmfVars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	kernelPath := findKernel()
@@ -310,12 +311,12 @@ func pxeChainOVMF(t *testing.T, policy Policy) {
 	}
 	qdone := make(chan error, 1)
 	go func() { qdone <- qemu.Wait() }()
-	// local: iPXE runs the script, which exits (UEFI), and iPXE ends
-	// its boot attempt ("Press Ctrl-B" once more before it returns to
-	// the firmware); then stop. (What the firmware does next is its own
-	// business: Debian's 2019 ipxe.efi under this OVMF prints nothing
-	// more, the firmware's next boot option never shows on the serial
-	// console, with "exit" and "exit 1" alike.)
+	// local: iPXE runs the script, which exits (UEFI), the bootstrap
+	// ends iPXE with "exit 1", which iPXE reports as "Could not boot
+	// image: Error 0x00000001", and iPXE ends its boot attempt ("Press
+	// Ctrl-B" once more before it returns to the firmware); then stop.
+	// (That the firmware then boots the disk is e2e's TestPXEReflashCycle,
+	// which has a disk to boot.)
 	localDone := regexp.MustCompile(`bty: booting from the local disk(?s:.*)Press Ctrl-B for the iPXE command line`)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -359,10 +360,17 @@ wait:
 		if !localDone.MatchString(out) {
 			t.Errorf("iPXE did not finish after the local script")
 		}
-		// What iPXE printed after the script's echo: no error.
+		// What iPXE printed after the script's echo: the bootstrap's exit
+		// status 1 (a success would stop a UEFI boot manager at its
+		// menu), and no other error.
 		seg := localDone.FindString(out)
+		const exitStatus = "Could not boot image: Error 0x00000001"
+		if !strings.Contains(seg, exitStatus) {
+			t.Errorf("iPXE did not end with the bootstrap's failure status (no %q after the local script)", exitStatus)
+		}
+		rest := strings.Replace(seg, exitStatus, "", 1)
 		for _, bad := range []string{"no boot script", "Could not", "not found", "Invalid", "No such", "rror"} {
-			if strings.Contains(seg, bad) {
+			if strings.Contains(rest, bad) {
 				t.Errorf("iPXE reported %q running the local script", bad)
 			}
 		}
