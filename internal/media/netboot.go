@@ -54,10 +54,7 @@ func Netboot(ctx context.Context, o NetbootOptions) (*Artifacts, error) {
 	if o.OutDir == "" {
 		return nil, exitcode.New(exitcode.Usage, "no output directory: give --out DIR")
 	}
-	in, err := gather(ctx, gatherOptions{cacheDir: o.CacheDir, binDir: o.BinDir, kernelDeb: o.KernelDeb, log: log})
-	if err != nil {
-		return nil, err
-	}
+	// The output directory first: a bad --out fails before the downloads.
 	created := false
 	if _, err := os.Stat(o.OutDir); err != nil {
 		created = true
@@ -65,11 +62,19 @@ func Netboot(ctx context.Context, o NetbootOptions) (*Artifacts, error) {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating the output directory: %w (choose another with --out DIR)", err)
 	}
-	a, err := writeNetboot(ctx, o.OutDir, in, KindNetboot, true, log)
-	if err != nil {
+	removeIfCreated := func() {
 		if created {
 			os.Remove(o.OutDir) // only if empty
 		}
+	}
+	in, err := gather(ctx, gatherOptions{cacheDir: o.CacheDir, binDir: o.BinDir, kernelDeb: o.KernelDeb, log: log})
+	if err != nil {
+		removeIfCreated()
+		return nil, err
+	}
+	a, err := writeNetboot(ctx, o.OutDir, in, KindNetboot, true, log)
+	if err != nil {
+		removeIfCreated()
 		return nil, err
 	}
 	return a, nil
