@@ -10,7 +10,9 @@
 # pattern has appeared too); exit 1 with the tail of the serial log on
 # timeout or when QEMU exits first. QEMU is always killed on exit.
 #
-# Env: VM_ACCEL (default tcg; e.g. kvm on real hosts), VM_MEM (MiB,
+# Env: VM_ACCEL (default tcg,thread=single: multi-threaded TCG livelocked
+#      a Debian boot here, see accel() in e2e/lab_test.go; e.g. kvm on
+#      real hosts), VM_MEM (MiB,
 #      default 1536), VM_SNAPSHOT (default 1: guest writes go to a
 #      temporary overlay and DISK is not modified; 0 writes to DISK),
 #      VM_LOG (serial log path; default a temp file, removed on success),
@@ -28,7 +30,7 @@ die() { log "error: $*"; exit 2; }
 disk=$1
 timeout_s=${2:-600}
 [ -f "$disk" ] || [ -b "$disk" ] || die "no such disk: $disk"
-accel=${VM_ACCEL:-tcg}
+accel=${VM_ACCEL:-tcg,thread=single}
 mem=${VM_MEM:-1536}
 marker=${VM_MARKER:-BTY-BOOTED}
 grace=${VM_EXPECT_GRACE:-60}
