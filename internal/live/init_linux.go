@@ -69,6 +69,9 @@ func Main() int {
 	for _, k := range p.Unknown {
 		s.say("ignoring unknown kernel parameter %s", k)
 	}
+	for _, n := range p.Notes {
+		s.say("%s", n)
+	}
 	ctx := context.Background()
 	if p.Shell {
 		s.shellOnConsoles(ctx)

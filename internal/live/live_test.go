@@ -47,6 +47,8 @@ func TestParseCmdlineModesAndErrors(t *testing.T) {
 		{`bty.mode=usb bty.retry_delay=0`, ModeUSB, "bty.retry_delay"},
 		{`bty.mode=usb bty.server=ftp://x`, ModeUSB, "want an http(s) URL"},
 		{`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`, ModeUSB, ""},
+		{`bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img bty.provisioning=cijoe`, ModeFlash, "set the machine's provisioning to cloud-init"},
+		{`bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img bty.provisioning=magic`, ModeFlash, `bty.provisioning="magic"`},
 	} {
 		p, err := ParseCmdline(tc.line)
 		if p.Mode != tc.mode {
@@ -135,5 +137,19 @@ func TestConsoleSinkThrottles(t *testing.T) {
 	s.Emit(event.Event{Event: event.Progress, BytesWritten: 5 << 20, Rate: 1 << 20})
 	if got := strings.TrimSpace(b.String()); got != "bty-live: flash 50% (5.0 MiB of 10 MiB, 1.0 MiB/s, ETA 5s)" {
 		t.Errorf("size from the server: %q", got)
+	}
+}
+
+// TestParseCmdlineCijoeOnline: a record with cijoe-online flashes without
+// provisioning (bty-web runs the workflow after the boot) and says so;
+// bty flash itself refuses the mode, so passing it on would fail every
+// flash.
+func TestParseCmdlineCijoeOnline(t *testing.T) {
+	p, err := ParseCmdline(`bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img bty.provisioning=cijoe-online`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Provisioning != "none" || len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "bty-web runs the workflow") {
+		t.Errorf("provisioning %q, notes %q; want none and a note", p.Provisioning, p.Notes)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/flash"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -47,6 +48,8 @@ type Params struct {
 	Shell bool
 	// Unknown lists bty.* keys this version does not know.
 	Unknown []string
+	// Notes say how a parameter was taken (for the consoles).
+	Notes []string
 }
 
 // ParseCmdline reads the bty.* parameters from a kernel command line
@@ -119,6 +122,18 @@ func ParseCmdline(cmdline string) (Params, error) {
 	}
 	switch p.Mode {
 	case ModeFlash:
+		// The provisioning modes a machine record can hold, as the live
+		// env can apply them; checked here, before anything is written.
+		switch p.Provisioning {
+		case "none", flash.ModeCloudInit:
+		case "cijoe-online":
+			p.Provisioning = "none"
+			p.Notes = append(p.Notes, "provisioning cijoe-online: bty-web runs the workflow once the flashed OS is up; the live env flashes without provisioning")
+		case flash.ModeCijoe:
+			errs = append(errs, errors.New("bty.provisioning=cijoe: the live env carries no cijoe and no workflow to run on the flashed disk; set the machine's provisioning to cloud-init (with user-data on its record), cijoe-online or none"))
+		default:
+			errs = append(errs, fmt.Errorf("bty.provisioning=%q: the live env knows none, cloud-init and cijoe-online", p.Provisioning))
+		}
 		if p.ImageURL == "" {
 			errs = append(errs, errors.New("bty.image_url is missing: the server assigned no image (assign one, or boot with bty.mode=interactive)"))
 		}
