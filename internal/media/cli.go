@@ -56,7 +56,7 @@ bty with nothing on its disks. Three outputs:
 
 The static programs come from --bin-dir (default: the directory bty-media
 runs from, which is bin/ after 'make build'). The kernel, busybox,
-systemd-boot and iPXE are Debian packages fetched with apt-get download
+systemd-boot, SYSLINUX and iPXE are Debian packages fetched with apt-get download
 and unpacked with dpkg-deb (nothing is installed) into --cache (default
 $XDG_CACHE_HOME/bty-media or ~/.cache/bty-media), and reused from there;
 delete the cache any time to reclaim its space.

@@ -16,9 +16,10 @@ func newServerCmd(e *cliEnv) *cobra.Command {
 		Short: "Build a disk image for a bty appliance: bty-web, PXE boot files, state partition",
 		Long: `Builds a disk image for a bty server appliance at --out FILE:
 
-  partition 1  BTY_LIVE   EFI system partition (FAT32): systemd-boot and
-                          the server live env (bty-web, iPXE boot files;
-                          kernel command line bty.mode=server)
+  partition 1  BTY_LIVE   EFI system partition (FAT32): the server live
+                          env (bty-web, iPXE boot files; kernel command
+                          line bty.mode=server), booted by systemd-boot on
+                          UEFI and SYSLINUX on legacy BIOS
   partition 2  BTY_STATE  ext4, --state-size (default 8GiB): boot/ holds
                           the netboot kernel and initrd the appliance
                           hands to PXE clients (built in the same run),
@@ -26,7 +27,7 @@ func newServerCmd(e *cliEnv) *cobra.Command {
 
 Flash it onto the server's own disk ('bty flash --image bty-server.img
 --target /dev/sdX', from a USB live env or another system) and boot it
-(UEFI). On first boot it prints the admin password on the console.
+(UEFI or legacy BIOS). On first boot it prints the admin password on the console.
 
 The image is sparse. --out must not exist unless --force. Needs apt-get,
 dpkg-deb, mkfs.vfat, mtools and mkfs.ext4 (e2fsprogs).`,

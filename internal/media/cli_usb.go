@@ -16,20 +16,22 @@ func newUSBCmd(e *cliEnv) *cobra.Command {
 		Short: "Build a USB stick image: the live env plus an exFAT partition for images",
 		Long: `Builds a disk image for a USB stick at --out FILE:
 
-  partition 1  BTY_LIVE    EFI system partition (FAT32): systemd-boot and
-                           the live env (kernel command line bty.mode=usb)
+  partition 1  BTY_LIVE    EFI system partition (FAT32): the live env
+                           (kernel command line bty.mode=usb), booted by
+                           systemd-boot on UEFI and SYSLINUX on legacy BIOS
   partition 2  BTY_IMAGES  exFAT, --images-size (default 4GiB): put the
                            images to flash here
 
 Write it to a stick with 'bty flash --image bty-usb.img --target /dev/sdX'
 (or any raw writer), then copy images (.img, .img.zst, .qcow2, ...) onto
 the BTY_IMAGES partition from Linux, Windows or macOS. Boot a machine from
-the stick (UEFI; there is no BIOS boot code, legacy boot is not
-supported): bty-tui offers the stick's images and the machine's disks.
+the stick (UEFI, or legacy BIOS through the GPT boot code in its MBR):
+bty-tui offers the stick's images and the machine's disks. Booting never
+writes to the stick.
 
 The image is sparse (mostly holes until written to a stick). --out must
 not exist unless --force. Needs apt-get, dpkg-deb, mkfs.vfat, mtools and
-mkfs.exfat (exfatprogs).`,
+mkfs.exfat (exfatprogs); SYSLINUX comes as Debian packages like the kernel.`,
 		Example: `  bin/bty-media usb --out bty-usb.img --images-size 16GiB
   sudo bin/bty flash --image bty-usb.img --target /dev/sdX --yes`,
 		Args: cobra.NoArgs,

@@ -17,7 +17,13 @@ type Partition struct {
 	Type  string // "esp", "linux" or "basicdata"
 	Size  int64  // bytes, rounded up to MiB; 0 on the last partition: the rest of the disk
 	Image string // host file whose bytes go at the partition's start; "" for none
+	// LegacyBoot sets the GPT attribute "legacy BIOS bootable" (bit 2),
+	// which SYSLINUX's GPT MBR code looks for.
+	LegacyBoot bool
 }
+
+// legacyBIOSBootable is GPT partition attribute bit 2 (UEFI spec 5.3.3).
+const legacyBIOSBootable = 1 << 2
 
 const mib = 1 << 20
 
@@ -30,8 +36,13 @@ var partTypes = map[string]gpt.Type{
 // WriteGPTDisk creates path as a sparse file of size bytes holding a GPT
 // (protective MBR, primary and backup) with parts one after the other
 // from 1 MiB, each aligned to 1 MiB, then copies each partition's Image at
-// its offset (only its data: holes stay holes).
-func WriteGPTDisk(path string, size int64, parts []Partition) error {
+// its offset (only its data: holes stay holes). bootCode, when not nil,
+// goes into the protective MBR's boot code area (at most 440 bytes) for
+// legacy BIOS boot.
+func WriteGPTDisk(path string, size int64, parts []Partition, bootCode []byte) error {
+	if len(bootCode) > 440 {
+		return fmt.Errorf("MBR boot code of %d bytes: at most 440 fit before the disk signature", len(bootCode))
+	}
 	layout, err := planGPT(size, parts)
 	if err != nil {
 		return err
@@ -52,16 +63,25 @@ func WriteGPTDisk(path string, size int64, parts []Partition) error {
 	}
 	table := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true}
 	for i, p := range parts {
-		table.Partitions = append(table.Partitions, &gpt.Partition{
+		gp := &gpt.Partition{
 			Index: i + 1,
 			Start: uint64(layout[i].start / 512),
 			Size:  uint64(layout[i].size),
 			Type:  partTypes[p.Type],
 			Name:  p.Name,
-		})
+		}
+		if p.LegacyBoot {
+			gp.Attributes |= legacyBIOSBootable
+		}
+		table.Partitions = append(table.Partitions, gp)
 	}
 	if err := table.Write(f, size); err != nil {
 		return fmt.Errorf("writing the partition table of %s: %w", path, err)
+	}
+	if len(bootCode) > 0 {
+		if _, err := f.WriteAt(bootCode, 0); err != nil {
+			return fmt.Errorf("writing the MBR boot code of %s: %w", path, err)
+		}
 	}
 	for i, p := range parts {
 		if p.Image == "" {

@@ -4,7 +4,8 @@
 // bty-media command line.
 //
 // Inputs: Debian's kernel (the package linux-image-amd64 depends on, or
-// --kernel-deb), busybox-static, systemd-boot-efi and ipxe, fetched with
+// --kernel-deb), busybox-static, systemd-boot-efi, syslinux and
+// syslinux-common (legacy BIOS boot of the disk images) and ipxe, fetched with
 // `apt-get download` and unpacked with `dpkg-deb -x` into a cache
 // (FetchKernel, FetchDebFile; nothing is installed), and the static bty,
 // bty-tui and bty-web binaries of `make build`.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -20,6 +21,12 @@ type ESPOptions struct {
 	Size           int64  // bytes; 0: the contents plus 32 MiB, at least 64 MiB
 	// Extra files: path on the ESP ("EFI/tools/x.efi") -> host file.
 	Extra map[string]string
+	// BIOS also makes the ESP boot on legacy BIOS: SYSLINUX (Debian's
+	// syslinux, installed with its mtools installer, nothing mounted)
+	// in /syslinux with a syslinux.cfg booting the same kernel, initrd
+	// and command line. The disk then needs SYSLINUX's GPT MBR code
+	// (BIOSBootCode) and the ESP the legacy BIOS bootable attribute.
+	BIOS bool
 }
 
 // espSlack is the free room left on an ESP sized automatically.
@@ -31,7 +38,40 @@ const minESP = 64 * mib
 const (
 	loaderConf = "default bty.conf\ntimeout 0\nconsole-mode keep\n"
 	entryFmt   = "title   %s\nlinux   /bty/vmlinuz\ninitrd  /bty/initrd\noptions %s\n"
+	// SYSLINUX's: boot at once, and say so on COM1 too (a lab's serial
+	// console sees the boot loader as it does systemd-boot's kernel).
+	syslinuxFmt = "# bty: legacy BIOS boot (UEFI boots loader/entries/bty.conf)\n" +
+		"SERIAL 0 115200\nDEFAULT bty\nPROMPT 0\nTIMEOUT 0\n" +
+		"LABEL bty\n  MENU LABEL %s\n  LINUX /bty/vmlinuz\n  INITRD /bty/initrd\n  APPEND %s\n"
+	syslinuxDir = "syslinux"
 )
+
+// The Debian packages and files of the legacy BIOS boot.
+const (
+	syslinuxPkg       = "syslinux" // the mtools installer
+	syslinuxBin       = "usr/bin/syslinux"
+	syslinuxCommonPkg = "syslinux-common" // the GPT MBR code
+	gptMBR            = "usr/lib/syslinux/mbr/gptmbr.bin"
+)
+
+// BIOSBootCode is the boot code for the first 440 bytes of a GPT disk
+// whose ESP was built with ESPOptions.BIOS: SYSLINUX's gptmbr.bin, which
+// loads the boot sector of the partition with the legacy BIOS bootable
+// attribute.
+func BIOSBootCode(ctx context.Context, cacheDir string, log *slog.Logger) ([]byte, error) {
+	p, err := fetchDebFile(ctx, cacheDir, syslinuxCommonPkg, orDiscard(log), gptMBR)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 || len(b) > 440 {
+		return nil, fmt.Errorf("%s is %d bytes, want at most 440: the Debian package changed, report this to bty's developers", gptMBR, len(b))
+	}
+	return b, nil
+}
 
 // BuildESP creates img as a FAT32 filesystem image (mkfs.vfat, filled
 // with mtools; nothing is mounted) holding systemd-boot as the removable
@@ -71,6 +111,22 @@ func BuildESP(ctx context.Context, img string, o ESPOptions, cacheDir string, lo
 	}
 	if err := os.WriteFile(ec, []byte(fmt.Sprintf(entryFmt, title, o.Cmdline)), 0o644); err != nil {
 		return err
+	}
+	var installer string
+	if o.BIOS {
+		if installer, err = fetchDebFile(ctx, cacheDir, syslinuxPkg, log, syslinuxBin); err != nil {
+			return err
+		}
+		sc := filepath.Join(tmp, "syslinux.cfg")
+		if err := os.WriteFile(sc, []byte(fmt.Sprintf(syslinuxFmt, title, o.Cmdline)), 0o644); err != nil {
+			return err
+		}
+		extra := maps.Clone(o.Extra)
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[syslinuxDir+"/syslinux.cfg"] = sc
+		o.Extra = extra
 	}
 
 	// ESP path -> host file.
@@ -160,8 +216,15 @@ func BuildESP(ctx context.Context, img string, o ESPOptions, cacheDir string, lo
 			return fmt.Errorf("copying %s onto the ESP: %w", p, err)
 		}
 	}
+	if o.BIOS {
+		// SYSLINUX's installer writes its boot sector and ldlinux.sys and
+		// ldlinux.c32 into /syslinux through mtools, on the image file.
+		if _, err := runTool(ctx, "", installer, "--install", "--directory", "/"+syslinuxDir, img); err != nil {
+			return fmt.Errorf("installing SYSLINUX on the ESP: %w", err)
+		}
+	}
 	ok = true
-	log.Info("ESP built", "bytes", size, "content_bytes", content)
+	log.Info("ESP built", "bytes", size, "content_bytes", content, "bios", o.BIOS)
 	return nil
 }
 

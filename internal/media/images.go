@@ -82,7 +82,7 @@ func USB(ctx context.Context, o USBOptions) error {
 	}
 	defer os.RemoveAll(work)
 
-	esp, espSize, err := liveESP(ctx, work, in, KindUSB, USBCmdline, "bty live (USB)", o.CacheDir, log)
+	esp, espSize, bootCode, err := liveESP(ctx, work, in, KindUSB, USBCmdline, "bty live (USB)", o.CacheDir, log)
 	if err != nil {
 		return err
 	}
@@ -98,9 +98,9 @@ func USB(ctx context.Context, o USBOptions) error {
 	done("bytes", size)
 
 	return finishDisk(work, o.Out, o.Force, 2*mib+espSize+size, []Partition{
-		{Name: LiveLabel, Type: "esp", Size: espSize, Image: esp},
+		{Name: LiveLabel, Type: "esp", Size: espSize, Image: esp, LegacyBoot: true},
 		{Name: ImagesLabel, Type: "basicdata", Image: images},
-	}, log)
+	}, bootCode, log)
 }
 
 // Server builds a disk image for a bty appliance at Out: GPT, partition 1
@@ -146,7 +146,7 @@ func Server(ctx context.Context, o ServerOptions) error {
 	if _, err := writeNetboot(ctx, filepath.Join(state, "boot"), in, KindNetboot, false, log); err != nil {
 		return err
 	}
-	esp, espSize, err := liveESP(ctx, work, in, KindServer, ServerCmdline, "bty server", o.CacheDir, log)
+	esp, espSize, bootCode, err := liveESP(ctx, work, in, KindServer, ServerCmdline, "bty server", o.CacheDir, log)
 	if err != nil {
 		return err
 	}
@@ -162,9 +162,9 @@ func Server(ctx context.Context, o ServerOptions) error {
 	done("bytes", size)
 
 	return finishDisk(work, o.Out, o.Force, 2*mib+espSize+size, []Partition{
-		{Name: LiveLabel, Type: "esp", Size: espSize, Image: esp},
+		{Name: LiveLabel, Type: "esp", Size: espSize, Image: esp, LegacyBoot: true},
 		{Name: StateLabel, Type: "linux", Image: stateImg},
-	}, log)
+	}, bootCode, log)
 }
 
 // writeInitrd writes the kind initramfs into work and returns its path.
@@ -188,10 +188,10 @@ func writeInitrd(ctx context.Context, work string, in *liveInputs, kind Kind, lo
 }
 
 // finishDisk assembles the disk image in work and moves it to out.
-func finishDisk(work, out string, force bool, size int64, parts []Partition, log *slog.Logger) error {
+func finishDisk(work, out string, force bool, size int64, parts []Partition, bootCode []byte, log *slog.Logger) error {
 	done := step(log, "disk image")
 	disk := filepath.Join(work, "disk.img")
-	if err := WriteGPTDisk(disk, size, parts); err != nil {
+	if err := WriteGPTDisk(disk, size, parts, bootCode); err != nil {
 		return err
 	}
 	if err := placeOut(disk, out, force); err != nil {
@@ -272,20 +272,22 @@ func fileSize(p string) (int64, error) {
 
 // liveESP builds, in work, the initramfs of kind and an ESP booting it
 // with cmdline; it returns the ESP file and its size.
-func liveESP(ctx context.Context, work string, in *liveInputs, kind Kind, cmdline, title, cacheDir string, log *slog.Logger) (string, int64, error) {
+func liveESP(ctx context.Context, work string, in *liveInputs, kind Kind, cmdline, title, cacheDir string, log *slog.Logger) (esp string, size int64, bootCode []byte, err error) {
 	initrd, err := writeInitrd(ctx, work, in, kind, log)
 	if err != nil {
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	done := step(log, "ESP")
-	esp := filepath.Join(work, "esp.img")
-	if err := BuildESP(ctx, esp, ESPOptions{Kernel: in.kernel.Vmlinuz, Initrd: initrd, Cmdline: cmdline, Title: title}, cacheDir, log); err != nil {
-		return "", 0, err
+	esp = filepath.Join(work, "esp.img")
+	if err := BuildESP(ctx, esp, ESPOptions{Kernel: in.kernel.Vmlinuz, Initrd: initrd, Cmdline: cmdline, Title: title, BIOS: true}, cacheDir, log); err != nil {
+		return "", 0, nil, err
 	}
-	size, err := fileSize(esp)
-	if err != nil {
-		return "", 0, err
+	if bootCode, err = BIOSBootCode(ctx, cacheDir, log); err != nil {
+		return "", 0, nil, err
+	}
+	if size, err = fileSize(esp); err != nil {
+		return "", 0, nil, err
 	}
 	done("bytes", size)
-	return esp, size, nil
+	return esp, size, bootCode, nil
 }

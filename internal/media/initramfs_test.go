@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -200,12 +201,19 @@ func TestWriteGPTDisk(t *testing.T) {
 	}
 	disk := filepath.Join(dir, "disk.img")
 	size := int64(64 * mib)
+	bootCode := bytes.Repeat([]byte("boot"), 110) // 440 bytes, all of the MBR's boot code area
 	if err := WriteGPTDisk(disk, size, []Partition{
-		{Name: "BTY_LIVE", Type: "esp", Size: 5*mib + 1, Image: img1}, // rounds up to 6 MiB
+		{Name: "BTY_LIVE", Type: "esp", Size: 5*mib + 1, Image: img1, LegacyBoot: true}, // rounds up to 6 MiB
 		{Name: "SCRATCH", Type: "linux", Size: 10 * mib},
 		{Name: "BTY_IMAGES", Type: "basicdata", Image: img2},
-	}); err != nil {
+	}, bootCode); err != nil {
 		t.Fatal(err)
+	}
+	for i, want := range []string{"legacy BIOS bootable", "", ""} {
+		got := run(t, "sgdisk", "-A", fmt.Sprintf("%d:show", i+1), disk)
+		if want != "" && !strings.Contains(got, want) || want == "" && strings.Contains(got, "legacy") {
+			t.Errorf("partition %d attributes: %q, want %q", i+1, got, want)
+		}
 	}
 	out := run(t, "sgdisk", "-v", disk)
 	if !strings.Contains(out, "No problems found") {
@@ -238,6 +246,9 @@ func TestWriteGPTDisk(t *testing.T) {
 	if b[510] != 0x55 || b[511] != 0xaa || b[450] != 0xee {
 		t.Error("no protective MBR")
 	}
+	if !bytes.Equal(b[:440], bootCode) {
+		t.Error("the MBR's first 440 bytes are not the boot code")
+	}
 	// Holes stay holes: far less than 64 MiB allocated.
 	st := statBlocks(t, disk)
 	if st > 2*mib {
@@ -253,10 +264,15 @@ func TestWriteGPTDisk(t *testing.T) {
 		{"size 0 not last", []Partition{{Name: "A", Type: "esp"}, {Name: "B", Type: "linux", Size: mib}}, "only the last partition"},
 		{"too big for the disk", []Partition{{Name: "A", Type: "esp", Size: 63 * mib}}, "do not fit"},
 		{"bad type", []Partition{{Name: "A", Type: "ntfs", Size: mib}}, "not one of"},
+		{"boot code too big", []Partition{{Name: "A", Type: "esp", Size: mib}}, "at most 440"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(dir, "bad.img")
-			err := WriteGPTDisk(p, size, tc.parts)
+			var code []byte
+			if tc.name == "boot code too big" {
+				code = make([]byte, 441)
+			}
+			err := WriteGPTDisk(p, size, tc.parts, code)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error = %v, want one containing %q", err, tc.want)
 			}

@@ -217,7 +217,7 @@ func checkLive(t *testing.T, es []cpioEntry, kind Kind, kver, bins string) {
 }
 
 func TestUSBImage(t *testing.T) {
-	mediaTest(t, "systemd-boot-efi_*")
+	mediaTest(t, "systemd-boot-efi_*", "syslinux_*", "syslinux-common_*")
 	needTools(t, "sgdisk", "mtype", "mcopy", "mkfs.vfat", "fsck.vfat", "mkfs.exfat", "fsck.exfat", "exfatlabel")
 	t.Setenv("SOURCE_DATE_EPOCH", testEpoch)
 	ctx := context.Background()
@@ -298,16 +298,50 @@ func checkESP(t *testing.T, img string, p gptPart, cmdline string) string {
 	part := extract(t, img, p.start, p.size)
 	run(t, "fsck.vfat", "-n", part)
 	// The FAT32 boot sector: file system type at 82, volume label at 71.
-	if bs := readFile(t, part)[:512]; string(bs[82:90]) != "FAT32   " || string(bs[71:82]) != fmt.Sprintf("%-11s", LiveLabel) {
+	bs := readFile(t, part)[:512]
+	if string(bs[82:90]) != "FAT32   " || string(bs[71:82]) != fmt.Sprintf("%-11s", LiveLabel) {
 		t.Errorf("the ESP is not FAT32 labelled %s: type %q label %q", LiveLabel, bs[82:90], bs[71:82])
 	}
+	checkBIOSBoot(t, img, at, bs, cmdline)
 	return dir
+}
+
+// checkBIOSBoot checks the legacy BIOS boot path of a disk image whose
+// ESP is at (mtools' IMG@@OFFSET) with boot sector bs: SYSLINUX's boot
+// sector and files on the ESP, its config booting the same kernel,
+// initrd and command line as systemd-boot, the ESP marked legacy BIOS
+// bootable, and SYSLINUX's GPT MBR code in the disk's first 440 bytes.
+// (TestBootUSBImageBIOS boots it.)
+func checkBIOSBoot(t *testing.T, img, at string, bs []byte, cmdline string) {
+	t.Helper()
+	if string(bs[3:11]) != "SYSLINUX" {
+		t.Errorf("the ESP's boot sector is not SYSLINUX's: OEM name %q", bs[3:11])
+	}
+	cfg := run(t, "mtype", "-i", at, "::/syslinux/syslinux.cfg")
+	for _, want := range []string{"\nDEFAULT bty\n", "\n  LINUX /bty/vmlinuz\n", "\n  INITRD /bty/initrd\n", "\n  APPEND " + cmdline + "\n", "SERIAL 0 115200"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("syslinux/syslinux.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+	if got := run(t, "mdir", "-a", "-i", at, "::/syslinux"); !strings.Contains(got, "ldlinux  sys") || !strings.Contains(got, "ldlinux  c32") {
+		t.Errorf("SYSLINUX's ldlinux.sys and ldlinux.c32 are not in /syslinux:\n%s", got)
+	}
+	if got := run(t, "sgdisk", "-A", "1:show", img); !strings.Contains(got, "legacy BIOS bootable") {
+		t.Errorf("the ESP is not marked legacy BIOS bootable: %q", got)
+	}
+	code, err := BIOSBootCode(context.Background(), testCache(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mbr := readFile(t, img)[:512]; !bytes.Equal(mbr[:len(code)], code) || mbr[450] != 0xee || mbr[510] != 0x55 || mbr[511] != 0xaa {
+		t.Error("the disk's MBR is not SYSLINUX's gptmbr.bin code in a protective MBR")
+	}
 }
 
 var reDebugfsLs = regexp.MustCompile(`(?m)^\s*\d+\s+\d+\s+\(\d+\)\s+\d+\s+\d+\s+(\d+)\s+\S+\s+\S+\s+(\S+)\s*$`)
 
 func TestServerImage(t *testing.T) {
-	mediaTest(t, "systemd-boot-efi_*", "ipxe_*")
+	mediaTest(t, "systemd-boot-efi_*", "ipxe_*", "syslinux_*", "syslinux-common_*")
 	needTools(t, "sgdisk", "mtype", "mcopy", "mkfs.vfat", "fsck.vfat", "mkfs.ext4", "e2fsck", "debugfs")
 	t.Setenv("SOURCE_DATE_EPOCH", testEpoch)
 	ctx := context.Background()

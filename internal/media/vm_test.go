@@ -159,9 +159,12 @@ func TestBootNetboot(t *testing.T) {
 	}
 }
 
-// TestBootUSBImage boots the USB image the way a PC boots a stick: UEFI
-// firmware (OVMF), removable-media loader EFI/BOOT/BOOTX64.EFI
-// (systemd-boot), its bty entry, the kernel with the usb initramfs.
+// TestBootUSBImage boots the USB image the way a PC boots a stick, once
+// per firmware: UEFI (OVMF) takes the removable-media loader
+// EFI/BOOT/BOOTX64.EFI (systemd-boot) and its bty entry; legacy BIOS
+// (SeaBIOS, QEMU's default) runs the MBR's GPT boot code, which loads
+// SYSLINUX from the ESP (marked legacy BIOS bootable) and its bty label.
+// Both must reach the usb initramfs's /init with the entry's command line.
 func TestBootUSBImage(t *testing.T) {
 	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	vmTest(t, code, vars)
@@ -174,18 +177,32 @@ func TestBootUSBImage(t *testing.T) {
 	if err := os.WriteFile(myVars, readFile(t, vars), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got, serial := runQEMU(t, 4*time.Minute, []string{
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + myVars,
-		"-drive", "file=" + img + ",format=raw,if=virtio",
-	}, "Run /init as init process", "Kernel panic", "Unable to mount root")
-	if got != "Run /init as init process" {
-		t.Fatalf("the USB image did not boot into its initramfs (%q); serial console:\n%s", got, serial)
-	}
-	if !strings.Contains(serial, "Kernel command line: ") || !strings.Contains(serial, USBCmdline) {
-		t.Errorf("the kernel did not get the entry's command line %q:\n%s", USBCmdline, serial)
-	}
-	if strings.Contains(serial, "Initramfs unpacking failed") {
-		t.Errorf("the kernel could not unpack the initramfs:\n%s", serial)
+	stick := []string{"-device", "qemu-xhci", "-drive", "if=none,id=stick,format=raw,readonly=on,file=" + img,
+		"-device", "usb-storage,drive=stick,removable=on,bootindex=1"}
+	for _, fw := range []struct {
+		name, loader string
+		args         []string
+	}{
+		{"uefi", "BdsDxe: starting", []string{
+			"-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+			"-drive", "if=pflash,format=raw,file=" + myVars}},
+		{"bios", "SYSLINUX 6", nil},
+	} {
+		t.Run(fw.name, func(t *testing.T) {
+			got, serial := runQEMU(t, 4*time.Minute, append(append([]string{"-nic", "none"}, fw.args...), stick...),
+				"Run /init as init process", "Kernel panic", "Unable to mount root", "Boot failed", "No bootable device")
+			if got != "Run /init as init process" {
+				t.Fatalf("the USB image did not boot into its initramfs (%q); serial console:\n%s", got, serial)
+			}
+			if !strings.Contains(serial, fw.loader) {
+				t.Errorf("no %q on the serial console: not booted the %s way?\n%s", fw.loader, fw.name, serial)
+			}
+			if !strings.Contains(serial, "Kernel command line: ") || !strings.Contains(serial, USBCmdline) {
+				t.Errorf("the kernel did not get the entry's command line %q:\n%s", USBCmdline, serial)
+			}
+			if strings.Contains(serial, "Initramfs unpacking failed") {
+				t.Errorf("the kernel could not unpack the initramfs:\n%s", serial)
+			}
+		})
 	}
 }
