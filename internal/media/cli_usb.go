@@ -59,7 +59,7 @@ mkfs.exfat (exfatprogs); SYSLINUX comes as Debian packages like the kernel.`,
 // printImage prints a disk image's size and sha256.
 func printImage(e *cliEnv, out string, t0 time.Time) error {
 	done := step(e.log, "sha256 of the image")
-	sum, err := sha256File(out)
+	sum, err := fileSHA256(out)
 	if err != nil {
 		return fmt.Errorf("hashing %s: %w", out, err)
 	}

@@ -55,7 +55,7 @@ type ServerOptions struct {
 // "BTY_LIVE" (FAT32, systemd-boot, the usb live env), partition 2
 // "BTY_IMAGES" (Microsoft basic data, exFAT labelled BTY_IMAGES, readable
 // and writable from Linux, Windows and macOS) for the images to flash.
-// UEFI only: there is no BIOS boot code.
+// It boots on UEFI (systemd-boot) and legacy BIOS (SYSLINUX).
 func USB(ctx context.Context, o USBOptions) error {
 	log := orDiscard(o.Log)
 	size := o.ImagesSize

@@ -232,6 +232,3 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
-// sha256File hashes a file (for the summary of disk images).
-func sha256File(p string) (string, error) { return fileSHA256(p) }
