@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -627,5 +628,45 @@ func TestMachinesSeed(t *testing.T) {
 	}
 	if !strings.Contains(r.stdout, "user-data:             none") {
 		t.Errorf("cleared user-data shows as:\n%s", r.stdout)
+	}
+}
+
+// TestMachinesSetWarnings: machines set saves the record and warns about
+// what will make the machine's next flash fail: an image the catalog
+// lacks, cloud-init without user-data, cijoe (which the live env cannot
+// run); a complete record gets no warning.
+func TestMachinesSetWarnings(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.login()
+	if err := os.WriteFile(filepath.Join(h.srv.Config.ImageRoot, "good.img"), bytes.Repeat([]byte{0xb7}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "aa:bb:cc:dd:ee:01"
+	r := h.run("", "machines", "set", mac, "--policy", "flash", "--image", "nope.img", "--provisioning", "cloud-init")
+	h.want(r, 0, "created machine "+mac)
+	for _, want := range []string{"warning: image nope.img is not in the server's catalog", "warning: provisioning cloud-init with no user-data"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("machines set: no %q on stderr:\n%s", want, r.stderr)
+		}
+	}
+	// The record was saved all the same.
+	if m, err := h.srv.Store.GetMachine(context.Background(), mac); err != nil || m.Image != "nope.img" {
+		t.Fatalf("the record: %+v, %v", m, err)
+	}
+	r = h.run("", "machines", "set", mac, "--provisioning", "cijoe", "--json")
+	doc := envelope(t, r, "machines-set")
+	ws, _ := doc["warnings"].([]any)
+	if r.code != 0 || len(ws) != 2 || !strings.Contains(fmt.Sprint(ws[1]), "provisioning cijoe") {
+		t.Errorf("machines set --json warnings: exit %d, %v", r.code, doc["warnings"])
+	}
+	ud := filepath.Join(t.TempDir(), "user-data")
+	if err := os.WriteFile(ud, []byte("#cloud-config\nhostname: n1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = h.run("", "machines", "set", mac, "--image", "good.img", "--provisioning", "cloud-init", "--user-data", ud)
+	h.want(r, 0, "updated machine "+mac)
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("a complete record was warned about:\n%s", r.stderr)
 	}
 }

@@ -251,14 +251,23 @@ local to stop.`,
 			if err != nil {
 				return e.fail(name, e.apiErr("setting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
 			}
+			var catalog []client.Image
+			if m.Image != "" {
+				// Best effort: the record is saved either way.
+				catalog, _ = c.Images(cmd.Context())
+			}
+			warnings := setWarnings(m, catalog)
 			if e.asJSON {
-				return writeJSON(e, name, map[string]any{"server": c.Server(), "created": created, "machine": m})
+				return writeJSON(e, name, map[string]any{"server": c.Server(), "created": created, "machine": m, "warnings": warnings})
 			}
 			verb := "updated"
 			if created {
 				verb = "created"
 			}
 			fmt.Fprintf(e.stderr, "%s machine %s\n", verb, m.MAC)
+			for _, w := range warnings {
+				fmt.Fprintf(e.stderr, "warning: %s\n", w)
+			}
 			printMachine(e.stdout, m)
 			return nil
 		},
@@ -272,6 +281,36 @@ local to stop.`,
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
 	return cmd
+}
+
+// setWarnings says what in a saved record will make its machine's next
+// flash fail, so the operator hears it now and not from the machine:
+// an image the catalog (when it could be listed) does not have, or
+// cannot flash; cloud-init with no user-data; cijoe, which the live env
+// cannot run.
+func setWarnings(m client.Machine, catalog []client.Image) []string {
+	warnings := []string{}
+	if m.Image != "" && catalog != nil {
+		i := slices.IndexFunc(catalog, func(im client.Image) bool { return im.Name == m.Image })
+		switch {
+		case i < 0:
+			warnings = append(warnings, fmt.Sprintf("image %s is not in the server's catalog (bty-ctl images list): a flash fails until it is uploaded", m.Image))
+		case catalog[i].Error != "":
+			warnings = append(warnings, fmt.Sprintf("image %s cannot be flashed: %s", m.Image, catalog[i].Error))
+		}
+	}
+	if m.BootPolicy != store.PolicyFlash {
+		return warnings
+	}
+	switch m.ProvisioningMode {
+	case "cloud-init":
+		if m.UserData == "" {
+			warnings = append(warnings, "provisioning cloud-init with no user-data on the record: the live env's flash fails until you give --user-data FILE")
+		}
+	case "cijoe":
+		warnings = append(warnings, "provisioning cijoe runs a workflow offline, which the PXE live env cannot (no cijoe, no workflow file): use cloud-init or cijoe-online")
+	}
+	return warnings
 }
 
 // readSeed reads a --user-data/--meta-data file and checks it as bty
