@@ -1000,6 +1000,37 @@ func TestBrowserFlow(t *testing.T) {
 			!strings.Contains(s, "bty.hostname=node-a1") {
 			t.Errorf("pre#ipxe-script for flash with an image:\n%s", s)
 		}
+		// The cloud-init seed in its textarea: a #cloud-config that is not
+		// YAML is refused with its line beside the field and kept in the
+		// textarea, nothing saved; a good one (typed with CRLF, as a
+		// browser on Windows sends it) is saved with LF.
+		badUD := "#cloud-config\nusers:\n  - name: a\n   bad: [\n"
+		b.fill("#user_data", badUD)
+		if code := b.click("#save"); code != 400 {
+			t.Errorf("saving a broken #cloud-config: HTTP %d, want 400", code)
+		}
+		if msg := b.text("#user_data-error"); !strings.Contains(msg, "line 4") {
+			t.Errorf("#user_data-error %q, want the YAML error's line 4", msg)
+		}
+		if v, _ := run(b, chromedp.Value(chromedp.CSS("#user_data"))); v != badUD {
+			t.Errorf("the re-rendered form lost the user-data typed: %q", v)
+		}
+		ts.do(t, "GET", "/machines/"+macLive, nil, h).json(t, &m)
+		if m.UserData != "" {
+			t.Errorf("a refused form saved user_data %q", m.UserData)
+		}
+		b.fill("#user_data", "#cloud-config\r\nhostname: node-a1\r\n")
+		if code := b.click("#save"); code != 200 {
+			t.Errorf("saving good user-data: HTTP %d, want 200 after the redirect", code)
+		}
+		ts.do(t, "GET", "/machines/"+macLive, nil, h).json(t, &m)
+		if m.UserData != "#cloud-config\nhostname: node-a1\n" {
+			t.Errorf("saved user_data %q, want the LF text", m.UserData)
+		}
+		if f := b.text("dl#machine-fields"); !strings.Contains(f, "user-data 32 bytes") {
+			t.Errorf("dl#machine-fields does not show the seed's size: %q", f)
+		}
+
 		// Back in the table.
 		if code := b.click(`nav a[href="/ui/machines"]`); code != 200 {
 			t.Fatalf("/ui/machines: HTTP %d", code)
