@@ -51,7 +51,9 @@ func TestBrowserKeyboard(t *testing.T) {
 	}
 	press(testPassword)
 	press(kb.Enter)
-	b.poll("the machines page after a keyboard login", `location.pathname === "/ui/machines"`)
+	// Loaded, not only navigated: a Tab pressed while the new document
+	// still loads lands on its body (seen on a busy machine).
+	b.poll("the machines page after a keyboard login", `location.pathname === "/ui/machines" && document.readyState === "complete" && !!document.querySelector("a.skip-link")`)
 
 	// The first Tab reaches the skip link, which shows itself and jumps
 	// to the content.
