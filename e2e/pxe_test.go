@@ -7,6 +7,10 @@ package e2e
 // builds, the cached Debian test image as .img.zst, and a UEFI QEMU guest
 // whose firmware PXE-boots (no option ROM) with a blank disk.
 //
+// Run 0: an image the catalog lacks: the live env fails, reports why (the
+// record's last_failure), offers a shell and waits to retry; nothing is
+// written.
+//
 // Run 1: the operator assigns the image with policy flash (bty-ctl); the
 // guest PXE-boots (proxy-DHCP, TFTP ipxe.efi, /pxe-bootstrap.ipxe,
 // /pxe/MAC, /boot/...), the live env flashes the image onto /dev/vda,
@@ -33,6 +37,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,7 +54,7 @@ const (
 )
 
 func TestPXEReflashCycle(t *testing.T) {
-	needVMTest(t, "PXE-boots a UEFI guest from the real bty-web, flashes the Debian image with the live env, then boots it, twice: plain and with the record's cloud-init seed (about 9 minutes)",
+	needVMTest(t, "PXE-boots a UEFI guest from the real bty-web, flashes the Debian image with the live env, then boots it, twice: plain and with the record's cloud-init seed, after a failed flash (about 11 minutes)",
 		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd)
 	repo := repoRoot(t)
 	tmp := t.TempDir()
@@ -80,13 +85,7 @@ func TestPXEReflashCycle(t *testing.T) {
 	w := startBtyWeb(t, repo, l, tmp, bootDir, imageRoot)
 	waitImageHashed(t, w, pxeImageName, sum)
 
-	// The operator's part, with the real bty-ctl.
 	w.ctlRun(t, w.password+"\n", "login", "--password-stdin")
-	w.ctlRun(t, "", "machines", "set", strings.ReplaceAll(strings.ToUpper(pxeMAC), ":", "-"), "--image", pxeImageName, "--policy", "flash")
-	if m := w.machineGet(t, pxeMAC); m.BootPolicy != "flash" || m.Image != pxeImageName || m.LastFlashedAt != nil {
-		t.Fatalf("after machines set: %+v, want policy flash, image %s, never flashed", m, pxeImageName)
-	}
-
 	disk := filepath.Join(tmp, "target.raw")
 	sparseFile(t, disk, targetSize)
 	vars := copyVars(t, tmp)
@@ -104,6 +103,34 @@ func TestPXEReflashCycle(t *testing.T) {
 		// and Debian's ipxe.efi hangs when it exits (see run 2).
 		"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
 		"-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no",
+	}
+
+	// Run 0: the operator's typo, an image the catalog lacks. The live
+	// env's flash fails before a byte is written, it reports why (the
+	// record's last_failure) and says it retries after the delay, with a
+	// shell on offer meanwhile; the record stays a flash that never
+	// happened.
+	const missing = "no-such-image.img.zst"
+	w.ctlRun(t, "", "machines", "set", pxeMAC, "--image", missing, "--policy", "flash")
+	v0 := startVM(t, "run0-failure", l.ns, vars, 1024, 5*time.Minute, guest...)
+	v0.expect(t, `bty-live: starting \(netboot`, 4*time.Minute)
+	v0.expect(t, `bty-live: FLASH FAILED: .*`+regexp.QuoteMeta(missing)+`.*404`, 2*time.Minute)
+	v0.expect(t, `bty-live: reported the failure to `+regexp.QuoteMeta(w.url), time.Minute)
+	v0.expect(t, `bty-live: retrying in 1m0s: .*press Enter for a shell`, 30*time.Second)
+	v0.stop()
+	if m := w.machineGet(t, pxeMAC); !strings.Contains(m.LastFailure, missing) || !strings.Contains(m.LastFailure, "404") ||
+		m.LastFlashedAt != nil || m.NextBoot != "flash" {
+		t.Errorf("after the failed flash: last_failure %q, last_flashed_at %v, next_boot %q; want the reason (the image, 404), never flashed, flash again",
+			m.LastFailure, m.LastFlashedAt, m.NextBoot)
+	}
+	if n := allocatedBytes(t, disk); n != 0 {
+		t.Errorf("the failed flash wrote %d bytes to the disk", n)
+	}
+
+	// The operator's part, with the real bty-ctl.
+	w.ctlRun(t, "", "machines", "set", strings.ReplaceAll(strings.ToUpper(pxeMAC), ":", "-"), "--image", pxeImageName, "--policy", "flash")
+	if m := w.machineGet(t, pxeMAC); m.BootPolicy != "flash" || m.Image != pxeImageName || m.LastFlashedAt != nil {
+		t.Fatalf("after machines set: %+v, want policy flash, image %s, never flashed", m, pxeImageName)
 	}
 
 	// Run 1: PXE, the live env, the flash, done, reboot.
@@ -334,4 +361,14 @@ func checkChain(t *testing.T, w *btyWeb, mark int, poweredOn time.Time, steps []
 		from = i + 1
 		t.Logf("chain [%6.1fs] %s", (w.log.start.Add(ln.at)).Sub(poweredOn).Seconds(), s.what)
 	}
+}
+
+// allocatedBytes is how much of the sparse file path holds data.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }
