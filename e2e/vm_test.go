@@ -247,7 +247,7 @@ func withPath(dir string) []string {
 }
 
 // loopDisk attaches a loop device over a sparse 2.5 GiB file (larger than
-// the 2 GiB image) and detaches it when the test ends.
+// the 1.25 GiB image) and detaches it when the test ends.
 func loopDisk(t *testing.T) string {
 	t.Helper()
 	backing := filepath.Join(t.TempDir(), "target.raw")

@@ -6,7 +6,7 @@
 #   OUT_DIR defaults to <repo>/.cache/vm-image (git-ignored).
 #
 # Output in OUT_DIR:
-#   disk.img          raw GPT disk, 2 GiB virtual, sparse
+#   disk.img          raw GPT disk, 1.25 GiB virtual, sparse
 #   disk.img.sha256   sha256 of disk.img (the hash alone)
 #   rootfs/           the root tree (kept so rebuilding the disk is quick)
 #
@@ -52,7 +52,7 @@ out=${1:-$repo/.cache/vm-image}
 suite=bookworm
 
 # Partition geometry, in MiB. The last MiB is left for the backup GPT.
-disk_mib=2048
+disk_mib=1280
 esp_start=1
 esp_size=256
 root_start=$((esp_start + esp_size))
