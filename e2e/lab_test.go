@@ -100,6 +100,18 @@ func accel() string {
 	return "tcg,thread=single"
 }
 
+// cpuModel is QEMU's CPU model: VM_CPU, else max, every feature TCG
+// emulates: the live env's sha256, XXH3 and zstd then take the SHA-NI
+// and AVX2 paths they take on hardware, and a flash of the Debian image
+// took 65 s instead of 114 s with TCG's default qemu64 (the OS boots
+// alike either way).
+func cpuModel() string {
+	if c := os.Getenv("VM_CPU"); c != "" {
+		return c
+	}
+	return "max"
+}
+
 var (
 	binMu    sync.Mutex
 	binCache = map[string]string{}
@@ -669,7 +681,7 @@ func startVM(t *testing.T, name, ns, vars string, mem int, limit time.Duration, 
 			t.Fatalf("no time left for QEMU run %s before the test deadline", name)
 		}
 	}
-	qargs := []string{"-machine", "q35", "-accel", accel(), "-m", fmt.Sprint(mem), "-smp", "2",
+	qargs := []string{"-machine", "q35", "-accel", accel(), "-cpu", cpuModel(), "-m", fmt.Sprint(mem), "-smp", "2",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars}

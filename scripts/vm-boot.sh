@@ -12,7 +12,9 @@
 #
 # Env: VM_ACCEL (default tcg,thread=single: multi-threaded TCG livelocked
 #      a Debian boot here, see accel() in e2e/lab_test.go; e.g. kvm on
-#      real hosts), VM_MEM (MiB,
+#      real hosts), VM_CPU (default max: every CPU feature TCG has, so
+#      the guest's hashing and decoding use SHA-NI/AVX2 as on hardware),
+#      VM_MEM (MiB,
 #      default 1536), VM_SNAPSHOT (default 1: guest writes go to a
 #      temporary overlay and DISK is not modified; 0 writes to DISK),
 #      VM_LOG (serial log path; default a temp file, removed on success),
@@ -31,6 +33,7 @@ disk=$1
 timeout_s=${2:-600}
 [ -f "$disk" ] || [ -b "$disk" ] || die "no such disk: $disk"
 accel=${VM_ACCEL:-tcg,thread=single}
+cpu=${VM_CPU:-max}
 mem=${VM_MEM:-1536}
 marker=${VM_MARKER:-BTY-BOOTED}
 grace=${VM_EXPECT_GRACE:-60}
@@ -69,7 +72,7 @@ snap=on
 
 log "booting $disk (accel=$accel, mem=${mem}M, timeout ${timeout_s}s, serial log $serial)"
 qemu-system-x86_64 \
-  -machine q35 -accel "$accel" -m "$mem" -smp 2 \
+  -machine q35 -accel "$accel" -cpu "$cpu" -m "$mem" -smp 2 \
   -drive if=pflash,format=raw,unit=0,readonly=on,file="$ovmf_code" \
   -drive if=pflash,format=raw,unit=1,file="$tmp/OVMF_VARS.fd" \
   -drive file="$disk",format=raw,if=virtio,snapshot="$snap" \
