@@ -14,8 +14,7 @@
 #      a Debian boot here, see accel() in e2e/lab_test.go; e.g. kvm on
 #      real hosts), VM_CPU (default max: every CPU feature TCG has, so
 #      the guest's hashing and decoding use SHA-NI/AVX2 as on hardware),
-#      VM_MEM (MiB,
-#      default 1536), VM_SNAPSHOT (default 1: guest writes go to a
+#      VM_MEM (MiB, default 1536), VM_SNAPSHOT (default 1: guest writes go to a
 #      temporary overlay and DISK is not modified; 0 writes to DISK),
 #      VM_LOG (serial log path; default a temp file, removed on success),
 #      VM_MARKER (default BTY-BOOTED),
