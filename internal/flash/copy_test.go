@@ -276,3 +276,43 @@ func TestReadFullKeepsTruncation(t *testing.T) {
 		t.Fatalf("readFull at a clean end = %d, %v; want 10, io.EOF", n, err)
 	}
 }
+
+// shortTail is a random-access image whose ReadAt returns fewer bytes
+// than asked, with io.EOF, for reads that reach into its last MiB: what a
+// decoder does when the file ends early. Its extent map calls everything
+// data.
+type shortTail struct {
+	size int64
+}
+
+func (s *shortTail) Format() image.Format { return image.Raw }
+func (s *shortTail) Size() int64          { return s.size }
+func (s *shortTail) Close() error         { return nil }
+func (s *shortTail) Extent(start, length int64) (image.Extent, error) {
+	return image.Extent{Start: start, Length: min(length, s.size-start)}, nil
+}
+func (s *shortTail) ReadAt(p []byte, off int64) (int, error) {
+	n := int64(len(p))
+	if off+n > s.size-1<<20 {
+		n = max(0, s.size-1<<20-off)
+	}
+	for i := range p[:n] {
+		p[i] = 0xa5
+	}
+	if n == int64(len(p)) && off+n < s.size {
+		return int(n), nil
+	}
+	return int(n), io.EOF
+}
+
+// TestCopyShortReadInLastRun: a short read in the image's last run of
+// data is an error, not the end of the image (it used to flash the rest
+// as whatever the buffer held, exit 0).
+func TestCopyShortReadInLastRun(t *testing.T) {
+	const size = 20 << 20
+	dev := newGarbageDevice(t, size)
+	_, err := copyImage(context.Background(), &shortTail{size: size}, dev, copyOptions{})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", size-1<<20)) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("copyImage = %v, want an error naming offset %d", err, size-1<<20)
+	}
+}

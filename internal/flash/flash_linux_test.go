@@ -3,6 +3,7 @@ package flash
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -129,5 +130,33 @@ func TestRunBuffered(t *testing.T) {
 	}
 	if got := dev.SHA256(t, set.Size); got != set.RawSHA256 {
 		t.Fatalf("device sha256 %s, want %s", got, set.RawSHA256)
+	}
+}
+
+// TestRunRefusesQcow2TailPastEOF: a qcow2 whose last run of data has a
+// cluster past the end of the file (a normal and a compressed one) used to
+// flash with exit 0 and "verified"; it fails with exit 1, before anything
+// is written.
+func TestRunRefusesQcow2TailPastEOF(t *testing.T) {
+	looptest.RequireRoot(t)
+	dir := t.TempDir()
+	raw := imagetest.TailImage(t, dir, 4<<20+3*512)
+	for _, compressed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "normal", true: "compressed"}[compressed], func(t *testing.T) {
+			p, guest, _ := imagetest.Qcow2TailPastEOF(t, t.TempDir(), raw, compressed)
+			dev := looptest.New(t, 8<<20)
+			before := dev.SHA256(t, dev.Size)
+			var rec event.Recorder
+			res, err := Run(context.Background(), Options{Image: p, Target: dev.Path, Verify: true, Sink: &rec})
+			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), fmt.Sprintf("guest offset %d", guest)) {
+				t.Fatalf("err = %v (exit %d), want exit 1 naming guest offset %d", err, code, guest)
+			}
+			if res.Verified || slices.Contains(rec.Types(), event.Verified) {
+				t.Error("a corrupt image was reported verified")
+			}
+			if after := dev.SHA256(t, dev.Size); after != before {
+				t.Error("the refused image changed the target")
+			}
+		})
 	}
 }
