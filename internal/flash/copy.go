@@ -205,7 +205,7 @@ func (c *copier) copyRandom(ctx context.Context, img image.RandomAccess) (string
 	if size < 0 {
 		return "", fmt.Errorf("image size unknown for a random-access image")
 	}
-	if err := c.checkFits(size); err != nil {
+	if err := c.checkFits(size, false); err != nil {
 		return "", err
 	}
 	if err := c.zeroHead(min(size, headSize)); err != nil {
@@ -334,7 +334,7 @@ func readFullAt(img image.RandomAccess, b []byte, off int64) error {
 // hashes, in order), workers scan and write.
 func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, error) {
 	if size := img.Size(); size >= 0 {
-		if err := c.checkFits(size); err != nil {
+		if err := c.checkFits(size, false); err != nil {
 			return "", err
 		}
 	}
@@ -374,7 +374,7 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 			}
 			n, err := readFull(img, buf)
 			if n > 0 {
-				if err := c.checkFits(decoded + int64(n)); err != nil {
+				if err := c.checkFits(decoded+int64(n), img.Size() < 0); err != nil {
 					return err
 				}
 				if h != nil {
@@ -469,17 +469,29 @@ func (e *interruptedError) Error() string {
 
 func (e *interruptedError) Unwrap() error { return e.err }
 
-func (c *copier) checkFits(n int64) error {
+// checkFits fails when n bytes of image do not fit the target; decoded
+// says n is only what a stream of unknown size has decoded so far.
+func (c *copier) checkFits(n int64, decoded bool) error {
 	if size := c.dev.Size(); n > size {
-		return &TooLargeError{Image: n, Target: size}
+		return &TooLargeError{Image: n, Target: size, AtLeast: decoded}
 	}
 	return nil
 }
 
 // TooLargeError reports an image whose decoded size exceeds the target.
-type TooLargeError struct{ Image, Target int64 }
+type TooLargeError struct {
+	Image, Target int64
+	// AtLeast says Image is not the image's size but how far decoding
+	// got (the format does not declare the size) when it passed the
+	// target's end.
+	AtLeast bool
+}
 
 func (e *TooLargeError) Error() string {
+	if e.AtLeast {
+		return fmt.Sprintf("the image decodes to more than the %s (%d bytes) the target holds (its size is not known before decoding; decoding stopped there): choose a larger disk",
+			formatBytes(e.Target), e.Target)
+	}
 	return fmt.Sprintf("the image is %s (%d bytes) but the target holds only %s (%d bytes): choose a larger disk",
 		formatBytes(e.Image), e.Image, formatBytes(e.Target), e.Target)
 }

@@ -88,6 +88,15 @@ func TestRunTooSmallTarget(t *testing.T) {
 			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), "choose a larger disk") {
 				t.Fatalf("err = %v (exit %d), want exit 1 saying the image does not fit", err, code)
 			}
+			// gz declares no size: the message must not state how far
+			// decoding got as the image's size.
+			want := fmt.Sprintf("the image is %s", formatBytes(set.Size))
+			if name == "gz" {
+				want = "decodes to more than the"
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to say %q", err, want)
+			}
 		})
 	}
 }

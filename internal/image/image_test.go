@@ -549,7 +549,12 @@ func TestTruncatedStreams(t *testing.T) {
 				if err == nil {
 					t.Fatal("a truncated file decoded without error")
 				}
-				if !offsetsRE.MatchString(err.Error()) && !strings.Contains(err.Error(), "compressed offset") {
+				// A local xz file's index and a local zstd file's
+				// frames are read before decoding starts: the cut is
+				// found there.
+				walked := (strings.HasPrefix(c, "xz") || strings.HasPrefix(c, "zst")) &&
+					strings.Contains(err.Error(), "it is truncated") && strings.Contains(err.Error(), "corrupt")
+				if !offsetsRE.MatchString(err.Error()) && !strings.Contains(err.Error(), "compressed offset") && !walked {
 					t.Errorf("error %q names no compressed/decoded offsets", err)
 				}
 			})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sort"
@@ -114,11 +115,17 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 		}
 	case Xz:
 		if ra != nil && src.Size() > 0 {
-			if idx, err := readXzIndex(ra, src.Size()); err == nil && len(idx.blocks) > 1 && (opts.Workers != 1) {
+			// The index at the end describes every block: a file whose
+			// index breaks the format is refused before anything is
+			// decoded (or written).
+			idx, err := readXzIndex(ra, src.Size())
+			if err != nil {
+				closeRC()
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if len(idx.blocks) > 1 && opts.Workers != 1 {
 				closeRC()
 				return newParallelXz(ctx, name, ra, idx, opts), nil
-			} else if err != nil {
-				opts.logger().Debug("xz index unreadable, decoding sequentially", "image", name, "err", err)
 			}
 		}
 	}
@@ -128,9 +135,15 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 		size = src.Size()
 	case Zstd:
 		if ra != nil && file != nil {
-			if zi, err := walkZstd(ra, src.Size()); err == nil {
-				size = zi.total
+			// A local file's frames are walked first: a cut, appended
+			// bytes or an oversized window are refused before anything
+			// is decoded (or written).
+			zi, err := walkZstd(ra, src.Size(), name)
+			if err != nil {
+				closeRC()
+				return nil, err
 			}
+			size = zi.total
 		}
 	case Xz:
 		if ra != nil && src.Size() > 0 {
@@ -183,6 +196,27 @@ func zstdFrameHeader(b []byte) (int, int64, error) {
 	return p + fcsLen, content, nil
 }
 
+// zstdWindow returns the window size a zstd frame header (at the start
+// of b, already parsed by zstdFrameHeader) declares: what the decoder
+// must keep in memory.
+func zstdWindow(b []byte, content int64) uint64 {
+	if b[4]&0x20 != 0 { // single segment: the window is the content
+		return uint64(max(content, 0))
+	}
+	wd := b[5]
+	base := uint64(1) << (10 + wd>>3)
+	return base + base/8*uint64(wd&7)
+}
+
+// zstdWindowError is the error for a frame whose window bty does not
+// allocate.
+func zstdWindowError(name string, window uint64, off int64) error {
+	return &formatError{kind: ErrUnsupported, msg: fmt.Sprintf(
+		"%s: the zstd frame at compressed offset %d needs a %d MiB window (made with zstd --long=%d or a high level); bty decodes windows up to %d MiB: "+
+			"recompress it with: zstd -dc --long=31 %s | zstd -T0 --long=27 -o NEW.img.zst",
+		name, off, window>>20, bits.Len64(window-1), zstdMaxWindow>>20, filepath.Base(name))}
+}
+
 // zstdFrames is what walking the frame headers tells.
 type zstdFrames struct {
 	frames int
@@ -191,15 +225,20 @@ type zstdFrames struct {
 }
 
 // walkZstd walks the frame and block headers of a zstd file (a few bytes
-// per 128 KiB block, so it is only done for local files).
-func walkZstd(ra io.ReaderAt, size int64) (*zstdFrames, error) {
+// per 128 KiB block, so it is only done for local files). A frame whose
+// window bty would not allocate is ErrUnsupported; anything that breaks
+// the frame format (trailing bytes included) is ErrCorrupt.
+func walkZstd(ra io.ReaderAt, size int64, name string) (*zstdFrames, error) {
+	corrupt := func(format string, args ...any) error {
+		return &formatError{kind: ErrCorrupt, msg: fmt.Sprintf("%s: corrupt zstd file: ", name) + fmt.Sprintf(format, args...)}
+	}
 	z := &zstdFrames{first: -1}
 	var hdr [18]byte
 	off := int64(0)
 	for off < size {
 		n, _ := ra.ReadAt(hdr[:], off)
 		if n < 8 {
-			return nil, fmt.Errorf("zstd frame header cut short at offset %d", off)
+			return nil, corrupt("the file ends inside the frame header at offset %d: it is truncated (an incomplete copy or download?)", off)
 		}
 		magic := binary.LittleEndian.Uint32(hdr[:4])
 		if magic&0xfffffff0 == 0x184d2a50 { // skippable frame
@@ -207,11 +246,20 @@ func walkZstd(ra io.ReaderAt, size int64) (*zstdFrames, error) {
 			continue
 		}
 		if magic != 0xfd2fb528 {
-			return nil, fmt.Errorf("no zstd frame magic at offset %d", off)
+			if z.frames > 0 {
+				return nil, corrupt("%d bytes after the last frame (which ends at offset %d) are not a zstd frame: the file has something appended", size-off, off)
+			}
+			return nil, corrupt("no zstd frame magic at offset %d", off)
 		}
 		p, content, err := zstdFrameHeader(hdr[:n])
 		if err != nil {
-			return nil, fmt.Errorf("%w at offset %d", err, off)
+			return nil, corrupt("%v at offset %d", err, off)
+		}
+		if hdr[4]&0x08 != 0 {
+			return nil, corrupt("the frame header at offset %d has its reserved bit set", off)
+		}
+		if w := zstdWindow(hdr[:n], content); w > zstdMaxWindow {
+			return nil, zstdWindowError(name, w, off)
 		}
 		fhd := hdr[4]
 		if z.frames == 0 {
@@ -228,7 +276,7 @@ func walkZstd(ra io.ReaderAt, size int64) (*zstdFrames, error) {
 		for {
 			var bh [3]byte
 			if _, err := ra.ReadAt(bh[:], off); err != nil {
-				return nil, fmt.Errorf("zstd block header cut short at offset %d", off)
+				return nil, corrupt("the file ends inside the block header at offset %d: it is truncated (an incomplete copy or download?)", off)
 			}
 			v := uint32(bh[0]) | uint32(bh[1])<<8 | uint32(bh[2])<<16
 			last, typ, bsize := v&1 != 0, (v>>1)&3, int64(v>>3)
@@ -237,7 +285,7 @@ func walkZstd(ra io.ReaderAt, size int64) (*zstdFrames, error) {
 			case 1: // RLE: one byte
 				off++
 			case 3:
-				return nil, fmt.Errorf("reserved zstd block type at offset %d", off-3)
+				return nil, corrupt("reserved block type at offset %d", off-3)
 			default:
 				off += bsize
 			}
@@ -250,7 +298,7 @@ func walkZstd(ra io.ReaderAt, size int64) (*zstdFrames, error) {
 		}
 	}
 	if off != size {
-		return nil, fmt.Errorf("zstd frames end at %d, the file at %d", off, size)
+		return nil, corrupt("the file ends at offset %d, inside its last frame (which would end at offset %d): it is truncated (an incomplete copy or download?)", size, off)
 	}
 	return z, nil
 }
@@ -314,9 +362,9 @@ func Inspect(ctx context.Context, src source.Source) (Info, error) {
 		info.Detail = d
 	case Zstd:
 		if ra != nil && file != nil {
-			z, err := walkZstd(ra, src.Size())
+			z, err := walkZstd(ra, src.Size(), src.Name())
 			if err != nil {
-				return info, fmt.Errorf("%s: %w", src.Name(), err)
+				return info, err
 			}
 			d := &ZstdDetail{Frames: z.frames}
 			if z.first >= 0 {

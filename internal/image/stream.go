@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 
 	xi2xz "github.com/btyproject/bty/internal/image/internal/xz"
 	dbzip2 "github.com/dsnet/compress/bzip2"
@@ -32,7 +34,8 @@ var zstdConcurrency = 4
 // xzDictMax admits `xz -9` (64 MiB dictionaries).
 const xzDictMax = 1 << 26
 
-// countReader counts the bytes read from the source.
+// countReader counts the bytes read from the source and marks its
+// errors (other than io.EOF) as the source's, not the decoder's.
 type countReader struct {
 	r io.Reader
 	n int64
@@ -41,8 +44,18 @@ type countReader struct {
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &sourceError{err}
+	}
 	return n, err
 }
+
+// sourceError is an error reading the encoded bytes (a file or a
+// download), as opposed to an error in them.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
 
 // stream decodes a compressed source sequentially. Every early end or
 // corrupt byte becomes a sticky error naming the compressed and decoded
@@ -58,6 +71,7 @@ type stream struct {
 	close  func()
 	out    int64
 	err    error
+	rle    *zstdRLEAsRaw // zstd only
 }
 
 var _ Stream = (*stream)(nil)
@@ -73,17 +87,63 @@ func (s *stream) compressedOffset() int64 {
 	return s.count.n - int64(s.br.Buffered())
 }
 
+// fail makes err the stream's sticky error, saying what it means for the
+// user: an error of the source as it is, something the decoder does not
+// support as ErrUnsupported with what to do, anything else about the
+// bytes as ErrCorrupt (truncated or corrupt) naming the offsets.
 func (s *stream) fail(err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	what := "corrupt"
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		what = "truncated"
+	var se *sourceError
+	switch {
+	case errors.As(err, &se):
+		s.err = fmt.Errorf("%s: reading the %s data at compressed offset %d (decoded offset %d): %w",
+			s.name, describe[s.format], s.compressedOffset(), s.out, se.err)
+	case s.unsupported(err) != "":
+		s.err = &formatError{kind: ErrUnsupported, cause: err, msg: fmt.Sprintf("%s: %s (at compressed offset %d)",
+			s.name, s.unsupported(err), s.compressedOffset())}
+	default:
+		what := "corrupt"
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			what = "truncated"
+		}
+		s.err = &formatError{kind: ErrCorrupt, cause: err, msg: fmt.Sprintf("%s: %s %s data at compressed offset %d (decoded offset %d): %v",
+			s.name, what, describe[s.format], s.compressedOffset(), s.out, err)}
 	}
-	s.err = fmt.Errorf("%s: %s %s data at compressed offset %d (decoded offset %d): %w",
-		s.name, what, describe[s.format], s.compressedOffset(), s.out, err)
 	return s.err
+}
+
+// unsupported says what bty does not decode in a valid stream that
+// failed with err, and what to do instead; "" when err is not that.
+func (s *stream) unsupported(err error) string {
+	switch {
+	case s.rle != nil && s.rle.bigWindow > 0 && errors.Is(err, zstd.ErrWindowSizeExceeded):
+		return strings.TrimPrefix(zstdWindowError(s.name, s.rle.bigWindow, s.compressedOffset()).Error(), s.name+": ")
+	}
+	return xzUnsupported(s.name, err)
+}
+
+// xzUnsupported says what an xz error means when the file is valid but
+// uses something the decoder lacks, with the command that makes a file
+// bty reads; "" for other errors.
+func xzUnsupported(name string, err error) string {
+	recompress := fmt.Sprintf("recompress it with xz's defaults, which bty decodes: xz -dc %s | xz -T0 > NEW.img.xz", filepath.Base(name))
+	var fe *xi2xz.FilterError
+	switch {
+	case errors.As(err, &fe) && fe.Name != "":
+		return fmt.Sprintf("uses the xz %s filter (ID 0x%02x), which bty does not decode: %s", fe.Name, fe.ID, recompress)
+	case errors.As(err, &fe):
+		return fmt.Sprintf("uses an xz filter (ID 0x%02x) the .xz format does not define, which bty does not decode: %s", fe.ID, recompress)
+	case errors.Is(err, xi2xz.ErrOptions):
+		return "uses xz options bty does not decode: " + recompress
+	case errors.Is(err, xi2xz.ErrMemlimit):
+		return fmt.Sprintf("needs an LZMA2 dictionary larger than %d MiB, which bty does not allocate: recompress it with at most xz -9: xz -dc %s | xz -T0 -9 > NEW.img.xz",
+			xzDictMax>>20, filepath.Base(name))
+	case errors.Is(err, xi2xz.ErrUnsupportedCheck):
+		return "uses an integrity check type bty cannot verify (only none, CRC32, CRC64 and SHA-256): " + recompress
+	}
+	return ""
 }
 
 func (s *stream) Read(p []byte) (int, error) {
@@ -220,7 +280,8 @@ func newStream(f Format, name string, rc io.ReadCloser, size int64) (*stream, er
 		return s, nil
 	case Zstd:
 		var d *zstd.Decoder
-		d, err = zstd.NewReader(newZstdRLEAsRaw(s.br), zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(zstdConcurrency))
+		s.rle = newZstdRLEAsRaw(s.br)
+		d, err = zstd.NewReader(s.rle, zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderConcurrency(zstdConcurrency))
 		if err == nil {
 			s.dec, s.close = d, d.Close
 		}

@@ -95,7 +95,12 @@ func TestWriteToTruncatedCorrupt(t *testing.T) {
 				if err == nil {
 					t.Fatal("decoded without error")
 				}
-				if !strings.Contains(err.Error(), "compressed offset") {
+				// A local xz file's index and a local zstd file's
+				// frames are read first: a cut there is refused before
+				// decoding.
+				walked := (strings.HasPrefix(c, "xz") || strings.HasPrefix(c, "zst")) &&
+					strings.Contains(err.Error(), "it is truncated") && strings.Contains(err.Error(), "corrupt")
+				if !strings.Contains(err.Error(), "compressed offset") && !walked {
 					t.Errorf("error %q names no compressed offset", err)
 				}
 			})

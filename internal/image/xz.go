@@ -44,19 +44,45 @@ func readUvarint(b []byte) (uint64, int, error) {
 	return v, n, nil
 }
 
+// xzIndexError is the error of readXzIndex: the file breaks a rule of
+// the .xz format (its section numbers in the messages).
+func xzIndexError(format string, args ...any) error {
+	return &formatError{kind: ErrCorrupt, msg: "corrupt xz file: " + fmt.Sprintf(format, args...)}
+}
+
+// checkXzStreamFlags checks the Stream Flags of a header or footer
+// (2.1.1.2): the reserved bits must be zero.
+func checkXzStreamFlags(f []byte, what string, off int64) error {
+	if f[0] != 0 || f[1]&0xf0 != 0 {
+		return xzIndexError("the stream %s at offset %d has reserved stream flag bits set (%02x %02x)", what, off, f[0], f[1])
+	}
+	return nil
+}
+
+// xzMaxVLI is the largest value a variable-length integer of the .xz
+// format may hold (1.2).
+const xzMaxVLI = 1<<63 - 1
+
 // readXzIndex walks the file backwards from its end, stream by stream,
-// and reads each stream's index. fileSize must be the encoded size.
+// and reads each stream's index. fileSize must be the encoded size. Every
+// rule of the format that the blocks' own decoding (which the parallel
+// decoder runs on a stream it rebuilds per block, with this index's
+// records) does not check is checked here: stream padding, footer and
+// header (magic, reserved flags, CRC32, matching flags), the backward
+// size, the index (indicator, record count, record values, padding,
+// CRC32) and that the blocks fill the stream exactly.
 func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 	var streams []struct {
 		hdr    [12]byte
 		blocks []xzBlock
 	}
 	end := fileSize
+	var total int64 // uncompressed bytes of the streams read so far
 	for end > 0 {
-		// Stream padding: zero bytes in multiples of 4.
+		// Stream padding: zero bytes in multiples of 4 (2.2).
 		var word [4]byte
 		for end >= 4 {
-			if _, err := ra.ReadAt(word[:], end-4); err != nil {
+			if err := readFullAt(ra, word[:], end-4); err != nil {
 				return nil, err
 			}
 			if word != [4]byte{} {
@@ -64,65 +90,97 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 			}
 			end -= 4
 		}
-		if end < 24 {
-			return nil, fmt.Errorf("no xz stream footer before offset %d", end)
-		}
 		var foot [12]byte
-		if _, err := ra.ReadAt(foot[:], end-12); err != nil {
-			return nil, err
+		if end >= 12 {
+			if err := readFullAt(ra, foot[:], end-12); err != nil {
+				return nil, err
+			}
 		}
-		if foot[10] != 'Y' || foot[11] != 'Z' {
-			return nil, fmt.Errorf("no xz stream footer magic at offset %d", end-12)
+		if end%4 != 0 || end < 24 || foot[10] != 'Y' || foot[11] != 'Z' {
+			if len(streams) == 0 {
+				return nil, xzIndexError("the file ends (at byte %d) without a stream footer: it is truncated (an incomplete copy or download?) or has something else appended", fileSize)
+			}
+			return nil, xzIndexError("no stream footer ends at offset %d, before the stream that starts there", end)
 		}
 		if crc32.ChecksumIEEE(foot[4:10]) != binary.LittleEndian.Uint32(foot[0:4]) {
-			return nil, fmt.Errorf("bad xz stream footer checksum at offset %d", end-12)
+			return nil, xzIndexError("bad CRC32 of the stream footer at offset %d", end-12)
+		}
+		if err := checkXzStreamFlags(foot[8:10], "footer", end-12); err != nil {
+			return nil, err
 		}
 		indexSize := (int64(binary.LittleEndian.Uint32(foot[4:8])) + 1) * 4
 		indexStart := end - 12 - indexSize
-		if indexStart < 12 || indexSize > 1<<30 {
-			return nil, fmt.Errorf("xz index size %d at offset %d does not fit the file", indexSize, end-12)
+		if indexStart < 12 {
+			return nil, xzIndexError("the backward size of the stream footer at offset %d (%d bytes of index) does not fit the file", end-12, indexSize)
 		}
 		idx := make([]byte, indexSize)
-		if _, err := ra.ReadAt(idx, indexStart); err != nil {
+		if err := readFullAt(ra, idx, indexStart); err != nil {
 			return nil, err
 		}
-		if idx[0] != 0 || crc32.ChecksumIEEE(idx[:len(idx)-4]) != binary.LittleEndian.Uint32(idx[len(idx)-4:]) {
-			return nil, fmt.Errorf("bad xz index at offset %d", indexStart)
+		if idx[0] != 0 {
+			return nil, xzIndexError("no index indicator at offset %d (the stream footer's backward size points there)", indexStart)
 		}
-		count, n, err := readUvarint(idx[1:])
-		if err != nil || count > uint64(indexSize) {
-			return nil, fmt.Errorf("bad xz index record count at offset %d", indexStart)
+		if crc32.ChecksumIEEE(idx[:len(idx)-4]) != binary.LittleEndian.Uint32(idx[len(idx)-4:]) {
+			return nil, xzIndexError("bad CRC32 of the index at offset %d", indexStart)
+		}
+		body := idx[:len(idx)-4]
+		count, n, err := readUvarint(body[1:])
+		if err != nil || count > uint64(len(body))/2 {
+			return nil, xzIndexError("bad number of records in the index at offset %d", indexStart)
 		}
 		p := 1 + n
 		var blocks []xzBlock
-		var total int64
-		for i := uint64(0); i < count; i++ {
-			unpadded, n1, err := readUvarint(idx[p:])
+		var data, uncompressedSum int64 // this stream's blocks (padded) and their decoded bytes
+		for i := range count {
+			unpadded, n1, err := readUvarint(body[p:])
 			if err != nil {
-				return nil, fmt.Errorf("xz index at offset %d: %w", indexStart, err)
+				return nil, xzIndexError("index record %d at offset %d: %v", i, indexStart+int64(p), err)
 			}
 			p += n1
-			uncompressed, n2, err := readUvarint(idx[p:])
+			uncompressed, n2, err := readUvarint(body[p:])
 			if err != nil {
-				return nil, fmt.Errorf("xz index at offset %d: %w", indexStart, err)
+				return nil, xzIndexError("index record %d at offset %d: %v", i, indexStart+int64(p), err)
 			}
 			p += n2
-			if unpadded < 5 || unpadded > 1<<50 || uncompressed > 1<<50 {
-				return nil, fmt.Errorf("xz index at offset %d: implausible block sizes", indexStart)
+			if unpadded < 5 || unpadded > xzMaxVLI&^3 || uncompressed > xzMaxVLI {
+				return nil, xzIndexError("index record %d at offset %d: unpadded size %d or uncompressed size %d out of range", i, indexStart+int64(p-n1-n2), unpadded, uncompressed)
 			}
+			data += (int64(unpadded) + 3) &^ 3
+			if data > indexStart-12 {
+				return nil, xzIndexError("the index at offset %d lists more blocks than the stream holds", indexStart)
+			}
+			if int64(uncompressed) > xzMaxVLI-uncompressedSum-total {
+				return nil, xzIndexError("the index at offset %d sums to more than the largest size xz allows", indexStart)
+			}
+			uncompressedSum += int64(uncompressed)
 			blocks = append(blocks, xzBlock{unpadded: int64(unpadded), uncompressed: int64(uncompressed)})
-			total += (int64(unpadded) + 3) &^ 3
 		}
-		streamStart := indexStart - total - 12
-		if streamStart < 0 {
-			return nil, fmt.Errorf("xz index at offset %d lists more blocks than the file holds", indexStart)
+		// Index padding: zeros up to a multiple of four, then the CRC32.
+		pad := (4 - p%4) % 4
+		if p+pad != len(body) {
+			return nil, xzIndexError("the index at offset %d is %d bytes long but its records end at %d", indexStart, len(idx), p+pad+4)
 		}
+		for k := p; k < p+pad; k++ {
+			if body[k] != 0 {
+				return nil, xzIndexError("non-zero index padding at offset %d", indexStart+int64(k))
+			}
+		}
+		streamStart := indexStart - data - 12
 		var hdr [12]byte
-		if _, err := ra.ReadAt(hdr[:], streamStart); err != nil {
+		if err := readFullAt(ra, hdr[:], streamStart); err != nil {
 			return nil, err
 		}
-		if !bytes.Equal(hdr[:6], xzMagic) || [2]byte(hdr[6:8]) != [2]byte(foot[8:10]) {
-			return nil, fmt.Errorf("no xz stream header matching the index at offset %d", streamStart)
+		if !bytes.Equal(hdr[:6], xzMagic) {
+			return nil, xzIndexError("no stream header at offset %d, where the index at %d says its stream starts", streamStart, indexStart)
+		}
+		if crc32.ChecksumIEEE(hdr[6:8]) != binary.LittleEndian.Uint32(hdr[8:12]) {
+			return nil, xzIndexError("bad CRC32 of the stream header at offset %d", streamStart)
+		}
+		if err := checkXzStreamFlags(hdr[6:8], "header", streamStart); err != nil {
+			return nil, err
+		}
+		if [2]byte(hdr[6:8]) != [2]byte(foot[8:10]) {
+			return nil, xzIndexError("the stream header at offset %d and its footer at %d have different flags", streamStart, end-12)
 		}
 		off := streamStart + 12
 		for i := range blocks {
@@ -133,6 +191,7 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 			hdr    [12]byte
 			blocks []xzBlock
 		}{hdr, blocks})
+		total += uncompressedSum
 		end = streamStart
 	}
 	x := &xzIndex{}
@@ -370,9 +429,11 @@ func (p *parallelXz) work() {
 			err = p.decode(i, job, dec)
 		}
 		p.mu.Lock()
-		if err != nil {
-			job.err = fmt.Errorf("%s: corrupt xz block at compressed offset %d (decoded offset %d..%d): %w",
-				p.name, b.offset, b.decodedStart, b.decodedStart+b.uncompressed, err)
+		if msg := xzUnsupported(p.name, err); err != nil && msg != "" {
+			job.err = &formatError{kind: ErrUnsupported, cause: err, msg: fmt.Sprintf("%s: the xz block at compressed offset %d %s", p.name, b.offset, msg)}
+		} else if err != nil {
+			job.err = &formatError{kind: ErrCorrupt, cause: err, msg: fmt.Sprintf("%s: corrupt xz block at compressed offset %d (decoded offset %d..%d): %v",
+				p.name, b.offset, b.decodedStart, b.decodedStart+b.uncompressed, err)}
 		}
 		job.done = true
 		p.cond.Broadcast()

@@ -30,6 +30,10 @@ type zstdRLEAsRaw struct {
 	copyLeft int64 // bytes to pass through unchanged
 	state    int
 	checksum bool // the current frame ends with a content checksum
+	// bigWindow is the window of the last frame header that declared one
+	// larger than zstdMaxWindow (0 if none did): the decoder refuses
+	// such a frame, and the error then says why.
+	bigWindow uint64
 }
 
 const (
@@ -97,9 +101,12 @@ func (z *zstdRLEAsRaw) advance() bool {
 			z.copyLeft = 8 + int64(binary.LittleEndian.Uint32(b[4:8]))
 			return true
 		}
-		hlen, _, err := zstdFrameHeader(b)
+		hlen, content, err := zstdFrameHeader(b)
 		if err != nil {
 			return z.pass()
+		}
+		if w := zstdWindow(b, content); w > zstdMaxWindow {
+			z.bigWindow = w
 		}
 		z.checksum = b[4]&4 != 0
 		z.copyLeft = int64(hlen)

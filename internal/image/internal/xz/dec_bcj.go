@@ -264,6 +264,37 @@ func bcjSPARCFilter(s *xzDecBCJ, buf []byte) int {
 	return i
 }
 
+// bcjARM64Filter undoes the ARM64 filter of xz 5.4 (the .xz format
+// specification, section 5.3.3, filter ID 0x0A): the 26-bit immediates of
+// BL instructions and the 21-bit page immediates of ADRP instructions
+// were made absolute by the encoder (ADRP only when the value fits
+// +-512 MiB, the range the encoder converts); here they become relative
+// to the instruction's position again.
+func bcjARM64Filter(s *xzDecBCJ, buf []byte) int {
+	i := 0
+	for ; i+4 <= len(buf); i += 4 {
+		pc := uint32(s.pos + i)
+		instr := getLE32(buf[i:])
+		switch {
+		case instr>>26 == 0x25: // BL
+			instr = 0x94000000 | (instr-pc>>2)&0x03ffffff
+			putLE32(instr, buf[i:])
+		case instr&0x9f000000 == 0x90000000: // ADRP
+			src := (instr>>29)&3 | (instr>>3)&0x001ffffc
+			if (src+0x00020000)&0x001c0000 != 0 {
+				continue // outside the converted range: left as is
+			}
+			dest := src - pc>>12
+			instr &= 0x9000001f
+			instr |= (dest & 3) << 29
+			instr |= (dest & 0x0003fffc) << 3
+			instr |= (0 - dest&0x00020000) & 0x00e00000
+			putLE32(instr, buf[i:])
+		}
+	}
+	return i
+}
+
 /*
  * Apply the selected BCJ filter. Update *pos and s.pos to match the amount
  * of data that got filtered.
@@ -284,6 +315,8 @@ func bcjApply(s *xzDecBCJ, buf []byte, pos *int) {
 		filtered = bcjARMThumbFilter(s, buf)
 	case idBCJSPARC:
 		filtered = bcjSPARCFilter(s, buf)
+	case idBCJARM64:
+		filtered = bcjARM64Filter(s, buf)
 	default:
 		/* Never reached */
 	}
@@ -432,13 +465,14 @@ func xzDecBCJReset(s *xzDecBCJ, id xzFilterID, offset int) xzRet {
 	case idBCJARM:
 	case idBCJARMThumb:
 	case idBCJSPARC:
+	case idBCJARM64:
 	default:
 		/* Unsupported Filter ID */
 		return xzOptionsError
 	}
 	// check offset is a multiple of alignment
 	switch id {
-	case idBCJPowerPC, idBCJARM, idBCJSPARC:
+	case idBCJPowerPC, idBCJARM, idBCJSPARC, idBCJARM64:
 		if offset%4 != 0 {
 			return xzOptionsError
 		}

@@ -173,6 +173,9 @@ type xzDec struct {
 	// number of currently in use BCJ/Delta filters from the above
 	bcjsUsed   int
 	deltasUsed int
+	// unsupportedFilter is the filter ID that made the last block
+	// header fail with xzOptionsError (0 when it was something else).
+	unsupportedFilter xzFilterID
 }
 
 /* Sizes of the Check field with different Check IDs */
@@ -570,7 +573,7 @@ func decBlockHeader(s *xzDec) xzRet {
 				props uint32
 			}{id: id, props: props}
 		case idBCJX86, idBCJPowerPC, idBCJIA64,
-			idBCJARM, idBCJARMThumb, idBCJSPARC:
+			idBCJARM, idBCJARMThumb, idBCJSPARC, idBCJARM64:
 			// bcj filter
 			var props uint32
 			switch s.temp.buf[s.temp.pos-1] {
@@ -590,6 +593,7 @@ func decBlockHeader(s *xzDec) xzRet {
 				props uint32
 			}{id: id, props: props}
 		default:
+			s.unsupportedFilter = id
 			return xzOptionsError
 		}
 	}
@@ -600,7 +604,8 @@ func decBlockHeader(s *xzDec) xzRet {
 		return xzDataError
 	}
 	/* Filter ID = LZMA2 */
-	if xzFilterID(s.temp.buf[s.temp.pos]) != idLZMA2 {
+	if id := xzFilterID(s.temp.buf[s.temp.pos]); id != idLZMA2 {
+		s.unsupportedFilter = id
 		return xzOptionsError
 	}
 	s.temp.pos++
@@ -656,7 +661,7 @@ func decBlockHeader(s *xzDec) xzRet {
 				return xzDecDeltaRun(delta, b, chain)
 			}
 		case idBCJX86, idBCJPowerPC, idBCJIA64,
-			idBCJARM, idBCJARMThumb, idBCJSPARC:
+			idBCJARM, idBCJARMThumb, idBCJSPARC, idBCJARM64:
 			// bcj filter
 			var bcj *xzDecBCJ
 			if s.bcjsUsed < len(s.bcjs) {
@@ -906,6 +911,7 @@ func xzDecInit(dictMax uint32, header *Header) *xzDec {
  * reallocating memory with xzDecInit.
  */
 func xzDecReset(s *xzDec) {
+	s.unsupportedFilter = 0
 	s.sequence = seqStreamHeader
 	s.allowBufError = false
 	s.pos = 0

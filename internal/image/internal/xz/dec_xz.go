@@ -84,8 +84,17 @@ const (
 	idBCJARM      xzFilterID = 0x07
 	idBCJARMThumb xzFilterID = 0x08
 	idBCJSPARC    xzFilterID = 0x09
+	idBCJARM64    xzFilterID = 0x0a // xz 5.4
+	idBCJRISCV    xzFilterID = 0x0b // xz 5.6; not decoded here
 	idLZMA2       xzFilterID = 0x21
 )
+
+// filterNames names the filters of the .xz format (for messages).
+var filterNames = map[xzFilterID]string{
+	idDelta: "Delta", idBCJX86: "x86 BCJ", idBCJPowerPC: "PowerPC BCJ", idBCJIA64: "IA-64 BCJ",
+	idBCJARM: "ARM BCJ", idBCJARMThumb: "ARM-Thumb BCJ", idBCJSPARC: "SPARC BCJ",
+	idBCJARM64: "ARM64 BCJ", idBCJRISCV: "RISC-V BCJ", idLZMA2: "LZMA2",
+}
 
 // CheckID is the type of the data integrity check in an XZ stream
 // calculated from the uncompressed data.

@@ -11,6 +11,7 @@ package xz
 
 import (
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -23,6 +24,22 @@ var (
 	ErrData             = errors.New("xz: data is corrupt")
 	ErrBuf              = errors.New("xz: data is truncated or corrupt")
 )
+
+// FilterError is the error for a block that uses a filter this package
+// does not decode. It matches ErrOptions with errors.Is.
+type FilterError struct {
+	ID   int64
+	Name string // "" for an ID the .xz format does not define
+}
+
+func (e *FilterError) Error() string {
+	if e.Name != "" {
+		return fmt.Sprintf("xz: the %s filter (ID 0x%02x) is not supported", e.Name, e.ID)
+	}
+	return fmt.Sprintf("xz: unknown filter ID 0x%02x", e.ID)
+}
+
+func (e *FilterError) Is(target error) bool { return target == ErrOptions }
 
 // DefaultDictMax is the default maximum dictionary size in bytes used
 // by the decoder. This value is sufficient to decompress files
@@ -185,6 +202,9 @@ func (z *Reader) Read(p []byte) (n int, err error) {
 			err = ErrFormat
 		case xzOptionsError:
 			err = ErrOptions
+			if id := z.dec.unsupportedFilter; id != 0 {
+				err = &FilterError{ID: int64(id), Name: filterNames[id]}
+			}
 		case xzDataError:
 			err = ErrData
 		case xzBufError:
