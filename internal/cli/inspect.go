@@ -41,8 +41,19 @@ frame content size when present.`,
 			ref := args[0]
 			info, err := inspect(cmd, ref)
 			if err != nil {
+				// What was recognised is shown with the reason the image
+				// cannot be used (a corrupt qcow2, a VMDK, ...).
 				if asJSON {
-					return jsonError(e.stdout, "inspect-image", err, map[string]any{"path": ref})
+					extra := map[string]any{"path": ref}
+					if info.Format != "" {
+						extra["format"] = info.Format
+					}
+					return jsonError(e.stdout, "inspect-image", err, extra)
+				}
+				if info.Format != "" {
+					fmt.Fprintf(e.stdout, "path:          %s\n", ref)
+					fmt.Fprintf(e.stdout, "format:        %s (not flashable)\n", info.Format)
+					fmt.Fprintf(e.stdout, "size:          %s (%d bytes)\n", ibytes(info.SizeBytes), info.SizeBytes)
 				}
 				return err
 			}
@@ -92,7 +103,7 @@ func inspect(cmd *cobra.Command, ref string) (image.Info, error) {
 	defer src.Close()
 	info, err := image.Inspect(ctx, src)
 	if err != nil {
-		return image.Info{}, fmt.Errorf("inspecting %s: %w", ref, err)
+		return info, fmt.Errorf("inspecting %s: %w", ref, err)
 	}
 	return info, nil
 }

@@ -86,6 +86,10 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 		return nil, fmt.Errorf("%s is empty", name)
 	}
 	f := Detect(h)
+	if ff := detectRaw(src, h, f); ff != "" {
+		closeRC()
+		return nil, foreignError(name, ff)
+	}
 	if err := checkName(name, f); err != nil {
 		closeRC()
 		return nil, err
@@ -158,6 +162,16 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 		}
 	}
 	return newStream(f, name, rc, size)
+}
+
+// detectRaw looks closer at what Detect calls raw (f): a foreign format
+// bty must refuse, by its magic or (with random access) its footer. It
+// returns "" for a raw image and for every format Detect recognises.
+func detectRaw(src source.Source, head []byte, f Format) Format {
+	if f != Raw {
+		return ""
+	}
+	return detectForeign(head, readTail(src.ReaderAt(), src.Size()), src.Name())
 }
 
 // zstdFrameHeader parses a zstd frame header at the start of b: its
@@ -319,6 +333,10 @@ func Inspect(ctx context.Context, src source.Source) (Info, error) {
 		return info, fmt.Errorf("%s is empty", src.Name())
 	}
 	info.Format = Detect(h)
+	if ff := detectRaw(src, h, info.Format); ff != "" {
+		info.Format = ff
+		return info, foreignError(src.Name(), ff)
+	}
 	if err := checkName(src.Name(), info.Format); err != nil {
 		return info, err
 	}
@@ -455,7 +473,7 @@ func List(root string) ([]Info, error) {
 		}
 		if !known {
 			h, _, _ := head(context.Background(), src)
-			if Detect(h) == Raw {
+			if f := Detect(h); f == Raw && detectRaw(src, h, f) == "" {
 				src.Close()
 				continue
 			}
