@@ -3,6 +3,7 @@ module github.com/btyproject/bty
 go 1.26.8
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/charmbracelet/bubbles v1.0.0
 	github.com/charmbracelet/bubbletea v1.3.10
 	github.com/charmbracelet/lipgloss v1.1.0

@@ -549,6 +549,11 @@ func (q *qcowImage) decompress(dst []byte, r qcowRun) error {
 		if derr = d.Reset(struct{ io.Reader }{src}); derr == nil {
 			_, derr = io.ReadFull(d, dst)
 		}
+		if derr == nil {
+			// qemu writes clusters without a content checksum: the
+			// corruption the decoder lets through is looked for here.
+			derr = zstdCheckFrame((*in)[:m])
+		}
 		d.Reset(nil)
 		zstdPool.Put(d)
 	default:

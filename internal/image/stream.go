@@ -97,6 +97,10 @@ func (s *stream) fail(err error) error {
 	}
 	var se *sourceError
 	switch {
+	case s.rle != nil && s.rle.err != nil:
+		s.err = &formatError{kind: ErrCorrupt, cause: s.rle.err, msg: fmt.Sprintf(
+			"%s: corrupt zstd data in the block at compressed offset %d: %v; the frame has no content checksum, and zstd 1.5.6 and later refuse it too",
+			s.name, s.rle.blockOff, s.rle.err)}
 	case errors.As(err, &se):
 		s.err = fmt.Errorf("%s: reading the %s data at compressed offset %d (decoded offset %d): %w",
 			s.name, describe[s.format], s.compressedOffset(), s.out, se.err)
@@ -159,6 +163,9 @@ func (s *stream) Read(p []byte) (int, error) {
 	case err == nil:
 		return n, nil
 	case err == io.EOF:
+		if s.rle != nil && s.rle.finish() != nil {
+			return n, s.fail(s.rle.err)
+		}
 		if s.size >= 0 && s.out != s.size {
 			return n, s.fail(fmt.Errorf("ends after %d of the %d bytes it declares", s.out, s.size))
 		}
@@ -258,6 +265,9 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 }
 
 func (s *stream) Close() error {
+	if s.rle != nil {
+		s.rle.finish() // stops the sequence check's goroutine
+	}
 	if s.close != nil {
 		s.close()
 		s.close = nil

@@ -34,6 +34,25 @@ type zstdRLEAsRaw struct {
 	// larger than zstdMaxWindow (0 if none did): the decoder refuses
 	// such a frame, and the error then says why.
 	bigWindow uint64
+	// seq follows the sequences of frames without a content checksum
+	// (checkSeq), for the corruption the decoder lets through; started
+	// with the first such frame.
+	seq      *zstdSeqWorker
+	checkSeq bool
+	// err is the corruption seq found, with blockOff the compressed
+	// offset of its block (read counts the bytes taken from br).
+	err      error
+	blockOff int64
+	read     int64
+}
+
+// finish waits for the sequence check and returns what it found (and
+// keeps it in err and blockOff); nil without checksum-less frames.
+func (z *zstdRLEAsRaw) finish() error {
+	if z.seq != nil && z.err == nil {
+		z.err, z.blockOff = z.seq.finish()
+	}
+	return z.err
 }
 
 const (
@@ -66,6 +85,7 @@ func (z *zstdRLEAsRaw) Read(p []byte) (int, error) {
 		case z.copyLeft > 0:
 			k, err := z.br.Read(p[n : n+int(min(int64(len(p)-n), z.copyLeft))])
 			z.copyLeft -= int64(k)
+			z.read += int64(k)
 			n += k
 			// One read from the source per call: return what there
 			// is rather than block for more.
@@ -78,6 +98,14 @@ func (z *zstdRLEAsRaw) Read(p []byte) (int, error) {
 				// A clean end between frames, or the source's error.
 				_, err := z.br.Peek(1)
 				return 0, err
+			}
+			if z.seq != nil && z.err == nil {
+				if err := z.seq.failed(); err != nil {
+					z.finish()
+				}
+			}
+			if z.err != nil {
+				return n, z.err
 			}
 		}
 	}
@@ -109,6 +137,13 @@ func (z *zstdRLEAsRaw) advance() bool {
 			z.bigWindow = w
 		}
 		z.checksum = b[4]&4 != 0
+		z.checkSeq = !z.checksum
+		if z.checkSeq {
+			if z.seq == nil {
+				z.seq = newZstdSeqWorker()
+			}
+			z.seq.frame()
+		}
 		z.copyLeft = int64(hlen)
 		z.state = zrBlock
 		return true
@@ -126,6 +161,14 @@ func (z *zstdRLEAsRaw) advance() bool {
 			z.pend = [3]byte{byte(v), byte(v >> 8), byte(v >> 16)}
 			z.pendOff = 0
 			z.br.Discard(4)
+			z.read += 4
+		case typ == 2 && z.checkSeq:
+			// A compressed block is at most 128 KiB: it is in the
+			// buffer already or fits it.
+			if blk, _ := z.br.Peek(3 + size); len(blk) == 3+size {
+				z.seq.block(blk[3:], z.read)
+			}
+			z.copyLeft = 3 + int64(size)
 		case typ == 0 || typ == 2:
 			z.copyLeft = 3 + int64(size)
 		default:
