@@ -81,6 +81,10 @@ type copyStats struct {
 // the expected sha256.
 var ErrChecksum = errors.New("checksum mismatch")
 
+// ErrEmptyImage is returned when the image decodes to no bytes at all: a
+// flash would write nothing (and the target is left as it was).
+var ErrEmptyImage = errors.New("the image decodes to 0 bytes: there is nothing to flash (the target was not touched)")
+
 // copier writes one image onto one device.
 type copier struct {
 	dev  Device
@@ -204,6 +208,9 @@ func (c *copier) copyRandom(ctx context.Context, img image.RandomAccess) (string
 	size := img.Size()
 	if size < 0 {
 		return "", fmt.Errorf("image size unknown for a random-access image")
+	}
+	if size == 0 {
+		return "", ErrEmptyImage
 	}
 	if err := c.checkFits(size, false); err != nil {
 		return "", err
@@ -338,13 +345,6 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 			return "", err
 		}
 	}
-	headLen := min(c.dev.Size(), headSize)
-	if size := img.Size(); size >= 0 {
-		headLen = min(size, headSize)
-	}
-	if err := c.zeroHead(headLen); err != nil {
-		return "", err
-	}
 	type chunk struct {
 		off int64
 		buf []byte
@@ -356,6 +356,23 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 	for i := 0; i < nbuf; i++ {
 		pool <- alignedBuf(chunkSize)
 	}
+	// The first chunk is decoded before the target is touched: an image
+	// that decodes to nothing, or fails at once, leaves it as it was.
+	first := <-pool
+	firstN, firstErr := readFull(img, first)
+	if firstN == 0 && firstErr == io.EOF {
+		return "", ErrEmptyImage
+	}
+	if firstErr != nil && firstErr != io.EOF {
+		return "", fmt.Errorf("decoding %s image: %w", img.Format(), firstErr)
+	}
+	headLen := min(c.dev.Size(), headSize)
+	if size := img.Size(); size >= 0 {
+		headLen = min(size, headSize)
+	}
+	if err := c.zeroHead(headLen); err != nil {
+		return "", err
+	}
 	var h hash.Hash
 	if c.opts.Hash {
 		h = sha256.New()
@@ -366,13 +383,21 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 	g.Go(func() error {
 		defer close(jobs)
 		for {
-			var buf []byte
-			select {
-			case buf = <-pool:
-			case <-ctx.Done():
-				return ctx.Err()
+			var (
+				buf []byte
+				n   int
+				err error
+			)
+			if first != nil {
+				buf, n, err, first = first, firstN, firstErr, nil
+			} else {
+				select {
+				case buf = <-pool:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				n, err = readFull(img, buf)
 			}
-			n, err := readFull(img, buf)
 			if n > 0 {
 				if err := c.checkFits(decoded+int64(n), img.Size() < 0); err != nil {
 					return err

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -165,6 +167,35 @@ func TestRunRefusesQcow2TailPastEOF(t *testing.T) {
 			}
 			if after := dev.SHA256(t, dev.Size); after != before {
 				t.Error("the refused image changed the target")
+			}
+		})
+	}
+}
+
+// TestRunEmptyImage: an image that decodes to nothing is refused and
+// leaves the target as it was, whether its size is declared (xz, a raw
+// file) or only found by decoding (gzip, which used to zero the first MiB
+// and report success).
+func TestRunEmptyImage(t *testing.T) {
+	looptest.RequireRoot(t)
+	imagetest.RequireTools(t, "gzip", "xz")
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.img")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	imagetest.Run(t, dir, "gzip", "-k", empty)
+	imagetest.Run(t, dir, "xz", "-k", empty)
+	for _, p := range []string{empty + ".gz", empty + ".xz"} {
+		t.Run(filepath.Ext(p), func(t *testing.T) {
+			dev := looptest.New(t, 4<<20)
+			before := dev.SHA256(t, dev.Size)
+			_, err := Run(context.Background(), Options{Image: p, Target: dev.Path})
+			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), "decodes to 0 bytes") {
+				t.Fatalf("err = %v (exit %d), want exit 1: decodes to 0 bytes", err, code)
+			}
+			if dev.SHA256(t, dev.Size) != before {
+				t.Error("the target changed")
 			}
 		})
 	}

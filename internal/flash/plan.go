@@ -94,6 +94,8 @@ func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
 		switch size := p.img.Size(); {
 		case size < 0:
 			plan.note("the %s image's decoded size is not known before decoding; the flash stops with an error if it does not fit the target", p.img.Format())
+		case size == 0:
+			plan.fail(exitcode.Failed, "%s", ErrEmptyImage.Error())
 		case size > plan.Target.SizeBytes:
 			plan.fail(exitcode.Failed, "%s", (&TooLargeError{Image: size, Target: plan.Target.SizeBytes}).Error())
 		case size < plan.Target.SizeBytes:

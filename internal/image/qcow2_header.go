@@ -136,6 +136,12 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 		return nil, corrupt("virtual size %d (header offset 24) is impossibly large", rawSize)
 	}
 	h.size = int64(rawSize)
+	if h.size%512 != 0 {
+		// qemu counts a disk in 512-byte sectors and drops the rest:
+		// flashing all of it would give other bytes than qemu-img.
+		return nil, qcowUnsupported(name, "the qcow2 virtual size %d (header offset 24) is not a whole number of 512-byte sectors, "+
+			"so qemu reads only its first %d bytes: convert it with %s to flash what qemu sees", h.size, h.size&^511, convertHint(name))
+	}
 	switch crypt := be.Uint32(b[32:]); crypt {
 	case 0:
 	case 1, 2:
@@ -266,10 +272,8 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 	if l1Size < need {
 		return nil, corrupt("the L1 table has %d entries (l1_size, header offset 36) but a %d-byte disk needs %d", l1Size, h.size, need)
 	}
-	if l1Size > 0 {
-		if err := checkQcowTable(l1Offset, l1Size*8, cs, fileSize); err != "" {
-			return nil, corrupt("the L1 table (l1_table_offset %d, header offset 40; %d entries) %s", l1Offset, l1Size, err)
-		}
+	if err := checkQcowTable(l1Offset, l1Size*8, cs, fileSize); err != "" {
+		return nil, corrupt("the L1 table (l1_table_offset %d, header offset 40; %d entries) %s", l1Offset, l1Size, err)
 	}
 	h.l1Size, h.l1Offset = l1Size, int64(l1Offset)
 
@@ -291,10 +295,8 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 	if nbSnapshots > qcowMaxSnapshots {
 		return nil, corrupt("%d snapshots (nb_snapshots, header offset 60), more than qemu's limit of %d", nbSnapshots, qcowMaxSnapshots)
 	}
-	if nbSnapshots > 0 {
-		if err := checkQcowSnapshots(ra, snapOffset, nbSnapshots, h, fileSize, name); err != nil {
-			return nil, err
-		}
+	if err := checkQcowSnapshots(ra, snapOffset, nbSnapshots, h, fileSize, name); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
@@ -351,17 +353,18 @@ func readQcowExtensions(head []byte, start, backingOff int64, h *qcowHeader, nam
 	return features, nil
 }
 
-// checkQcowTable checks a table's offset (cluster-aligned, past the
-// header) and that its size bytes lie inside the file. It returns what is
-// wrong, or "".
+// checkQcowTable checks a table's offset (cluster-aligned, as qemu
+// requires even of an empty table; past the header) and that its size
+// bytes lie inside the file. It returns what is wrong, or "".
 func checkQcowTable(off uint64, size, cs, fileSize int64) string {
 	switch {
 	case off%uint64(cs) != 0:
 		return fmt.Sprintf("is not aligned to the %d-byte cluster size", cs)
-	case off == 0:
-		return "overlaps the header"
 	case off >= qcowMaxHostOffset:
 		return "lies beyond the largest offset qcow2 can address"
+	case size == 0:
+	case off == 0:
+		return "overlaps the header"
 	case fileSize >= 0 && int64(off)+size > fileSize:
 		return fmt.Sprintf("ends at %d, past the end of the %d-byte file", int64(off)+size, fileSize)
 	}
@@ -375,6 +378,9 @@ func checkQcowSnapshots(ra io.ReaderAt, off uint64, count int64, h *qcowHeader, 
 	cs := h.clusterSize
 	if err := checkQcowTable(off, count*40, cs, fileSize); err != "" {
 		return corrupt("the snapshot table (snapshots_offset %d, header offset 64; %d snapshots) %s", off, count, err)
+	}
+	if count == 0 {
+		return nil
 	}
 	// Read the table in one piece, bounded by qemu's limit and the file.
 	limit := int64(qcowMaxSnapshotBytes)
