@@ -366,9 +366,14 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 	if firstErr != nil && firstErr != io.EOF {
 		return "", fmt.Errorf("decoding %s image: %w", img.Format(), firstErr)
 	}
+	// The head is zeroed while the copy runs; only as much of it as the
+	// image covers (a small image of unknown size ends in the first
+	// chunk: then its size is known), so the bytes after the image stay.
 	headLen := min(c.dev.Size(), headSize)
 	if size := img.Size(); size >= 0 {
 		headLen = min(size, headSize)
+	} else if firstErr == io.EOF {
+		headLen = min(int64(firstN), headSize)
 	}
 	if err := c.zeroHead(headLen); err != nil {
 		return "", err

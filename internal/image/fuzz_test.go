@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/source"
 )
 
@@ -110,10 +111,10 @@ func reference(f Format, b []byte, path string) (out []byte, err error, ok bool)
 	case Raw:
 		return b, nil, true
 	case Zstd:
-		if !haveZstdReference {
+		if !imagetest.HaveZstdReference {
 			return nil, nil, false
 		}
-		out, err := zstdReference(b)
+		out, err := imagetest.ZstdReference(b)
 		return out, err, true
 	case Gzip:
 		r, err := gzip.NewReader(bytes.NewReader(b))

@@ -797,3 +797,29 @@ func TestUnsupportedFilterNamed(t *testing.T) {
 		t.Fatalf("error %v, want ErrOptions naming the RISC-V filter", err)
 	}
 }
+
+// TestRangeCoderFirstByte: the first byte of an LZMA chunk's range coder
+// data must be 0x00. It carries nothing (the output is the same with any
+// value), so only this rule refuses such a file; xz-utils does, and the
+// fuzzer found this decoder did not.
+func TestRangeCoderFirstByte(t *testing.T) {
+	b, err := readTestFile("good-1-lzma2-1.xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stream header, block header, then the LZMA2 chunk: control byte
+	// (LZMA with a dictionary reset: >= 0xe0), 2+2 size bytes, the
+	// properties byte, and the range coder's first byte.
+	off := 12 + (int(b[12])+1)*4
+	if b[off] < 0xe0 || b[off+6] != 0 {
+		t.Fatalf("unexpected chunk start % x", b[off:off+7])
+	}
+	b[off+6] = 0x15
+	r, err := xz.NewReader(bytes.NewReader(b), 0)
+	if err == nil {
+		_, err = io.ReadAll(r)
+	}
+	if err != xz.ErrData {
+		t.Fatalf("error %v, want ErrData", err)
+	}
+}
