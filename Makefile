@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots media
+.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots media fuzz
 
 all: build
 
@@ -24,10 +24,20 @@ build:
 deps:
 	@scripts/install-deps.sh test
 
-## test: install test dependencies, build, run every test with the race detector (root: loop devices too), then the VM test
+## test: install test dependencies, build, run every test with the race detector (root: loop devices too; the decoder conformance test), a short fuzz run, then the VM test
 test: deps build
 	BTY_MEDIA_TEST=1 $(GO) test -race -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory vmtest-run
+
+## fuzz: each decoder fuzz target for FUZZTIME (default 10s): bty's output equals the reference decoder's, or bty fails (internal/image/fuzz_test.go)
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzOpen FuzzQcow2 FuzzXzIndex
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$f for $(FUZZTIME)"; \
+		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 50x ./internal/image/ || exit 1; \
+	done
 
 ## screenshots: refresh the README's browser UI screenshots (docs/screenshots) from the browser tests
 screenshots: deps

@@ -29,6 +29,20 @@ from a local path or an http(s) URL (streamed, resumed with Range if the
 connection drops). Only data is written; zero ranges are zeroed by ioctl.
 The first MiB (the partition table) is written last, so an interrupted
 flash never looks bootable. After writing: fsync, partition table re-read.
+VMDK, VHD, VHDX, VDI and other formats bty does not decode are refused
+with the qemu-img convert command that makes a qcow2 of them.
+
+What proves the bytes: every check a format carries is made while
+decoding (zstd and xz checksums, gzip CRC32, bzip2 block CRCs, qcow2
+metadata checked as qemu checks it); a corrupt, truncated or foreign
+image fails (exit 1), a local xz, zstd or qcow2 before anything is
+written. Raw, qcow2 and zstd written with --no-check carry no checksum of
+their content: only --sha256 (the decoded image's sha256, from whoever
+made it) proves such an image decoded to the intended bytes.
+--verify proves the disk, not the decoding: it reads the written ranges
+back (bypassing the page cache) and compares them with hashes of the
+decoded bytes taken as they were written, so it catches a device that
+loses or garbles writes, never a wrong decode.
 
 Checks before writing: the image exists and has a known format, it fits
 the target, the target is a whole block device that is not mounted, not
@@ -91,8 +105,8 @@ over --yes).`,
 	f.StringVar(&o.CijoeConfig, "cijoe-config", "", "cijoe config file (passed as -c)")
 	f.StringVar(&o.LogDir, "log-dir", "", "directory for the cijoe log (default $BTY_LOG_DIR, else /var/log/bty)")
 	f.StringVar(&progress, "progress", progressText, "progress output: text (stderr), ndjson (stdout) or none")
-	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image; a mismatch fails the flash")
-	f.BoolVar(&o.Verify, "verify", false, "read the written data back from the disk and compare")
+	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image: proves the decoded bytes; a mismatch fails the flash")
+	f.BoolVar(&o.Verify, "verify", false, "read the written ranges back from the disk and compare with what was decoded: proves the disk, not the decoding")
 	f.BoolVar(&dryRun, "dry-run", false, "validate and print the plan; write nothing")
 	f.BoolVar(&yes, "yes", false, "really write the target (needs root)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON document with the plan or the result")

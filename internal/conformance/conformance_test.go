@@ -379,6 +379,9 @@ func zstdMadeCases(t *testing.T, dir string) []testCase {
 	if _, err := exec.LookPath("pzstd"); err == nil {
 		made["pzstd"] = compress(t, data, "pzstd", "-p", "2", "-q", "-c")
 	}
+	for name, b := range zstdHandMade() {
+		made[name] = b
+	}
 	made["frames"] = append(bytes.Clone(made["level-1"]), made["no-check"]...)
 	skip := []byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'b', 't', 'y'}
 	made["skippable"] = append(append(bytes.Clone(skip), made["level-1"]...), skip...)
@@ -395,6 +398,58 @@ func zstdMadeCases(t *testing.T, dir string) []testCase {
 		out = append(out, testCase{group: "zstd-made", name: name, path: p, verdict: v, want: want})
 	}
 	return out
+}
+
+// zstdFrame makes a zstd frame (no checksum, no content size) with
+// window descriptor wd and the given blocks (header fields and content).
+func zstdFrame(wd byte, blocks ...zstdBlock) []byte {
+	f := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, wd}
+	for i, b := range blocks {
+		size := len(b.content)
+		if b.typ == 1 {
+			size = b.rle
+		}
+		v := uint32(size)<<3 | uint32(b.typ)<<1
+		if i == len(blocks)-1 {
+			v |= 1
+		}
+		f = append(f, byte(v), byte(v>>8), byte(v>>16))
+		f = append(f, b.content...)
+	}
+	return f
+}
+
+type zstdBlock struct {
+	typ     int // 0 raw, 1 RLE, 2 compressed
+	content []byte
+	rle     int // RLE: regenerated size
+}
+
+// zstdHandMade builds the structural cases of zstd's own golden test
+// files (tests/golden-decompression and golden-decompression-errors in
+// facebook/zstd), which are not on this machine: made here by hand from
+// RFC 8878, judged by libzstd like every other case.
+func zstdHandMade() map[string][]byte {
+	hello := []byte("Hello World!\n")
+	lits := append([]byte{byte(len(hello)) << 3}, hello...) // raw literals, 1-byte header
+	win128k := byte(7 << 3)                                 // window 128 KiB
+	return map[string][]byte{
+		// A compressed block of literals only, its sequence count 0
+		// written in one byte and in the two-byte form (zeroSeq_2B).
+		"hand-zero-seq-1B": zstdFrame(0, zstdBlock{typ: 2, content: append(bytes.Clone(lits), 0x00)}),
+		"hand-zero-seq-2B": zstdFrame(0, zstdBlock{typ: 2, content: append(bytes.Clone(lits), 0x80, 0x00)}),
+		// A byte after a sequence count of 0 (zeroSeq_extraneous).
+		"hand-zero-seq-extraneous": zstdFrame(0, zstdBlock{typ: 2, content: append(bytes.Clone(lits), 0x00, 0x00)}),
+		// An RLE first block, then a raw one (rle-first-block).
+		"hand-rle-first": zstdFrame(win128k, zstdBlock{typ: 1, content: []byte{'a'}, rle: 100000}, zstdBlock{typ: 0, content: hello}),
+		// An empty raw block between two others (empty-block).
+		"hand-empty-block": zstdFrame(0, zstdBlock{typ: 0, content: hello}, zstdBlock{typ: 0}, zstdBlock{typ: 0, content: hello}),
+		// A block of exactly the 128 KiB maximum (block-128k), and one
+		// byte more.
+		"hand-block-128k":      zstdFrame(win128k, zstdBlock{typ: 0, content: bytes.Repeat([]byte{7}, 128<<10)}),
+		"hand-block-128k+1":    zstdFrame(win128k, zstdBlock{typ: 0, content: bytes.Repeat([]byte{7}, 128<<10+1)}),
+		"hand-rle-over-window": zstdFrame(0, zstdBlock{typ: 1, content: []byte{'a'}, rle: 5000}),
+	}
 }
 
 // gzipWrap makes a gzip member of a raw deflate stream of data.

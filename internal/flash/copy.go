@@ -364,6 +364,9 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 		return "", ErrEmptyImage
 	}
 	if firstErr != nil && firstErr != io.EOF {
+		if errors.Is(firstErr, context.Canceled) {
+			return "", &interruptedError{done: int64(firstN), untouched: true, err: firstErr}
+		}
 		return "", fmt.Errorf("decoding %s image: %w", img.Format(), firstErr)
 	}
 	// The head is zeroed while the copy runs; only as much of it as the
@@ -486,13 +489,18 @@ func (c *copier) interrupted(err error) error {
 }
 
 // interruptedError reads as a sentence for the user and still matches
-// context.Canceled with errors.Is.
+// context.Canceled with errors.Is. untouched says nothing was written yet
+// (done then counts decoded bytes).
 type interruptedError struct {
-	done int64
-	err  error
+	done      int64
+	untouched bool
+	err       error
 }
 
 func (e *interruptedError) Error() string {
+	if e.untouched {
+		return fmt.Sprintf("interrupted after %s of the image were decoded, before anything was written: the target is unchanged", formatBytes(e.done))
+	}
 	return fmt.Sprintf("interrupted after %s of the image were written; the disk is incomplete "+
 		"(its first MiB is zeroed so it will not boot): flash it again", formatBytes(e.done))
 }
