@@ -145,9 +145,11 @@ func inspect(path, name string, st os.FileInfo) (ImageEntry, bool) {
 	}
 	defer src.Close()
 	info, err := image.Inspect(context.Background(), src)
-	if !known && (err != nil || info.Format == image.Raw) {
+	if !known && (info.Format == "" || info.Format == image.Raw) {
 		return e, false // not an image: no suffix, no magic
 	}
+	// A recognised format that cannot be flashed (a VMDK, a corrupt
+	// qcow2) is listed with the reason.
 	e.Format = string(info.Format)
 	if e.Format == "" {
 		e.Format = string(fmtName)

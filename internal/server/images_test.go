@@ -120,6 +120,8 @@ func TestImageUploadAndCatalog(t *testing.T) {
 		{"empty", "/images/other.img", nil, 400, "empty"},
 		{"too large", "/images/other.img", randomBytes(t, 9<<20), 413, "limit"},
 		{"bad qcow2", "/images/other.qcow2", append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4096)...), 400, "not a usable qcow2"},
+		// A VMDK named as a raw image: refused, with the conversion.
+		{"vmdk as raw", "/images/other.img", append([]byte("KDMV\x01\x00\x00\x00"), make([]byte, 4096)...), 400, "qemu-img convert -f vmdk"},
 	}
 	for _, c := range refused {
 		r := ts.do(t, "PUT", c.path, bytes.NewReader(c.body), h)
@@ -144,6 +146,24 @@ func TestImageUploadAndCatalog(t *testing.T) {
 	if len(list) != 2 {
 		t.Errorf("catalog after refusals: %+v", list)
 	}
+	// A VMDK copied into the image root is listed with the reason it
+	// cannot be flashed, not hidden and not offered as raw.
+	vmdk := append([]byte("KDMV\x01\x00\x00\x00"), make([]byte, 4096)...)
+	if err := os.WriteFile(filepath.Join(ts.cfg.ImageRoot, "appliance.vmdk"), vmdk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list = nil
+	ts.do(t, "GET", "/images", nil, nil).json(t, &list)
+	found := false
+	for _, e := range list {
+		if e.Name == "appliance.vmdk" {
+			found = e.Format == "vmdk" && strings.Contains(e.Error, "qemu-img convert")
+		}
+	}
+	if !found {
+		t.Errorf("catalog with a VMDK: %+v; want it listed as vmdk with the reason", list)
+	}
+	os.Remove(filepath.Join(ts.cfg.ImageRoot, "appliance.vmdk"))
 
 	// Bytes, ranges, If-Range, HEAD.
 	r = ts.do(t, "GET", "/images/disk.img", nil, nil)
