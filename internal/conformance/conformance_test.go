@@ -270,16 +270,16 @@ func xzMadeCases(t *testing.T, dir string) []testCase {
 	data := payload(t, 1<<20+12345, 1)
 	code := payload(t, 256<<10, 2)
 	made := map[string][]byte{
-		"preset-0":     compress(t, data, "xz", "-0", "-c"),
-		"preset-9e":    compress(t, data, "xz", "-9e", "-c"),
-		"check-none":   compress(t, data, "xz", "--check=none", "-c"),
-		"check-crc32":  compress(t, data, "xz", "--check=crc32", "-c"),
-		"check-sha256": compress(t, data, "xz", "--check=sha256", "-c"),
-		"multiblock":   compress(t, data, "xz", "-T2", "--block-size=128KiB", "-c"),
-		"block-list":   compress(t, data, "xz", "--block-list=1000,200000,0", "-c"),
-		"lzma2-opts":   compress(t, data, "xz", "--lzma2=dict=64KiB,lc=4,lp=0,pb=0", "-c"),
-		"delta":        compress(t, data, "xz", "--delta=dist=4", "--lzma2=preset=1", "-c"),
-		"empty":        compress(t, nil, "xz", "-c"),
+		"preset-0":    compress(t, data, "xz", "-0", "-c"),
+		"preset-9e":   compress(t, data, "xz", "-9e", "-c"),
+		"check-none":  compress(t, data, "xz", "--check=none", "-c"),
+		"check-crc32": compress(t, data, "xz", "--check=crc32", "-c"),
+		"sha256":      compress(t, data, "xz", "--check=sha256", "-c"),
+		"multiblock":  compress(t, data, "xz", "-T2", "--block-size=128KiB", "-c"),
+		"block-list":  compress(t, data, "xz", "--block-list=1000,200000,0", "-c"),
+		"lzma2-opts":  compress(t, data, "xz", "--lzma2=dict=64KiB,lc=4,lp=0,pb=0", "-c"),
+		"delta":       compress(t, data, "xz", "--delta=dist=4", "--lzma2=preset=1", "-c"),
+		"empty":       compress(t, nil, "xz", "-c"),
 	}
 	for _, f := range []string{"x86", "powerpc", "ia64", "arm", "armthumb", "sparc", "arm64"} {
 		made["bcj-"+f] = compress(t, code, "xz", "--"+f, "--lzma2=preset=1", "-c")
@@ -287,17 +287,26 @@ func xzMadeCases(t *testing.T, dir string) []testCase {
 	// Two streams with stream padding between them, one of them empty.
 	s1, s2 := made["multiblock"], compress(t, data[:5000], "xz", "-c")
 	made["streams-padded"] = append(append(append(bytes.Clone(s1), make([]byte, 8)...), s2...), append(made["empty"], make([]byte, 4)...)...)
-	for name, b := range corruptions(made["multiblock"]) {
-		made["multiblock-"+name] = b
+	addCorruptions(made, "multiblock", "sha256")
+	return madeCases(t, dir, "xz-made", ".img.xz", made, func(p string) (verdict, []byte) { return refDecode(t, "xz", "-dc", p) })
+}
+
+// addCorruptions adds corruptions of the named files to made.
+func addCorruptions(made map[string][]byte, names ...string) {
+	for _, n := range names {
+		for name, b := range corruptions(made[n]) {
+			made[n+"-"+name] = b
+		}
 	}
-	for name, b := range corruptions(made["check-sha256"]) {
-		made["sha256-"+name] = b
-	}
+}
+
+// madeCases writes the files in made under group and judges each.
+func madeCases(t *testing.T, dir, group, ext string, made map[string][]byte, judge func(string) (verdict, []byte)) []testCase {
 	var out []testCase
 	for name, b := range made {
-		p := writeCase(t, dir, "xz-made", name+".img.xz", b)
-		v, want := refDecode(t, "xz", "-dc", p)
-		out = append(out, testCase{group: "xz-made", name: name, path: p, verdict: v, want: want})
+		p := writeCase(t, dir, group, name+ext, b)
+		v, want := judge(p)
+		out = append(out, testCase{group: group, name: name, path: p, verdict: v, want: want})
 	}
 	return out
 }
@@ -385,19 +394,8 @@ func zstdMadeCases(t *testing.T, dir string) []testCase {
 	made["frames"] = append(bytes.Clone(made["level-1"]), made["no-check"]...)
 	skip := []byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'b', 't', 'y'}
 	made["skippable"] = append(append(bytes.Clone(skip), made["level-1"]...), skip...)
-	for name, b := range corruptions(made["level-1"]) {
-		made["level1-"+name] = b
-	}
-	for name, b := range corruptions(made["no-check"]) {
-		made["nocheck-"+name] = b
-	}
-	var out []testCase
-	for name, b := range made {
-		p := writeCase(t, dir, "zstd-made", name+".img.zst", b)
-		v, want := zstdVerdict(t, p)
-		out = append(out, testCase{group: "zstd-made", name: name, path: p, verdict: v, want: want})
-	}
-	return out
+	addCorruptions(made, "level-1", "no-check")
+	return madeCases(t, dir, "zstd-made", ".img.zst", made, func(p string) (verdict, []byte) { return zstdVerdict(t, p) })
 }
 
 // zstdFrame makes a zstd frame (no checksum, no content size) with

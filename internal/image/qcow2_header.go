@@ -179,7 +179,7 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 
 	// The first cluster holds the header, its extensions and the backing
 	// file name.
-	first := min(cs, 1<<20)
+	first := cs
 	if fileSize >= 0 {
 		first = min(first, fileSize)
 	}

@@ -265,12 +265,12 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 }
 
 func (s *stream) Close() error {
+	if s.close != nil {
+		s.close() // the zstd decoder waits for its goroutines, the last readers of rle
+		s.close = nil
+	}
 	if s.rle != nil {
 		s.rle.finish() // stops the sequence check's goroutine
-	}
-	if s.close != nil {
-		s.close()
-		s.close = nil
 	}
 	if s.err == nil {
 		s.err = errors.New("image closed")
