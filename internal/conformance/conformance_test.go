@@ -463,8 +463,11 @@ func gzipWrap(deflate, data []byte) []byte {
 // in gzip members), and compress/testdata's texts compressed by each
 // tool.
 func goVectorCases(t *testing.T, dir string) []testCase {
-	goroot := runtime.GOROOT()
-	src := filepath.Join(goroot, "src", "compress")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(goroot)), "src", "compress")
 	if _, err := os.Stat(src); err != nil {
 		t.Fatalf("Go's compress test vectors are not in %s: %v", src, err)
 	}

@@ -50,7 +50,7 @@ type zstdRLEAsRaw struct {
 // keeps it in err and blockOff); nil without checksum-less frames.
 func (z *zstdRLEAsRaw) finish() error {
 	if z.seq != nil && z.err == nil {
-		z.err, z.blockOff = z.seq.finish()
+		z.blockOff, z.err = z.seq.finish()
 	}
 	return z.err
 }

@@ -579,13 +579,13 @@ func (w *zstdSeqWorker) failed() error {
 	return w.err
 }
 
-// finish waits for the queued blocks and returns what the check found,
-// with its block's offset. It stops the goroutine; later calls return
-// the same.
-func (w *zstdSeqWorker) finish() (error, int64) {
+// finish waits for the queued blocks and returns the compressed offset
+// of the block the check found fault with, and what it found. It stops
+// the goroutine; later calls return the same.
+func (w *zstdSeqWorker) finish() (int64, error) {
 	w.once.Do(func() { close(w.ch) })
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.err, w.off
+	return w.off, w.err
 }

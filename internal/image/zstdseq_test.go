@@ -16,9 +16,8 @@ import (
 
 // testSeq is one zstd sequence by its codes and extra bits.
 type testSeq struct {
-	ll, of, ml          uint8  // codes
-	llX, ofX, mlX       uint32 // extra bits
-	llLen, offVal, mLen uint32 // what they mean (for the test's reading)
+	ll, of, ml    uint8  // codes
+	llX, ofX, mlX uint32 // extra bits
 }
 
 // statePath finds states of the predefined table t whose symbols are
@@ -95,7 +94,7 @@ func seqFrame(t *testing.T, lits []byte, seqs []testSeq) []byte {
 	for i := range be {
 		stream[i] = be[len(be)-1-i]
 	}
-	block := []byte{byte(len(lits)<<3) | 0} // raw literals, 1-byte header (< 32)
+	block := []byte{byte(len(lits) << 3)} // raw literals (type 0), 1-byte header (< 32)
 	block = append(block, lits...)
 	block = append(block, byte(len(seqs)), 0x00) // predefined tables
 	block = append(block, stream...)
