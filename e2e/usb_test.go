@@ -130,8 +130,8 @@ func TestUSBBootTUI(t *testing.T) {
 	checkUnchanged(t, stick, stickSum)
 }
 
-// checkUnchanged fails if booting the stick changed it (SPEC.md: the
-// stick is never changed by booting it).
+// checkUnchanged fails if booting the stick changed it (docs/reference.md,
+// "USB live layout": booting the stick never changes it).
 func checkUnchanged(t *testing.T, stick, before string) {
 	t.Helper()
 	if got := fileSHA256(t, stick, fileSize(t, stick)); got != before {

@@ -2,7 +2,7 @@
 # Flash benchmark: `bty flash` against the reference tools (dd, zstd|dd,
 # gzip|dd, xz|dd, qemu-img, bmaptool) on the image scripts/bench-image.sh
 # builds, flashed onto file-backed loop devices. Results are ratios against
-# `dd bs=4M conv=fsync` of the raw image in the same run (SPEC.md,
+# `dd bs=4M conv=fsync` of the raw image in the same run (docs/reference.md,
 # "Performance targets"); absolute times on this shared machine mean little.
 #
 # Two loop devices: REF takes every reference tool, BTY takes every bty
@@ -35,7 +35,7 @@ run_dir=""   # a fresh bench-run.XXXXXX under $bench_dir, removed on exit
 skip_bty=${BENCH_SKIP_BTY:-0}
 results=$cache/bench-results.md
 
-# Targets for bty, × dd in the same run (SPEC.md).
+# Targets for bty, × dd in the same run (docs/reference.md, "Performance targets").
 declare -A target=([raw]=0.22 [qcow2]=0.22 [zst]=0.35 [gz]=1.0 [xz]=2.5)
 rss_limit_mib=150
 verify_limit_pct=30

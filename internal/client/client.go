@@ -1,4 +1,4 @@
-// Package client is a typed HTTP client for bty-web (SPEC.md, "bty-web"):
+// Package client is a typed HTTP client for bty-web (docs/reference.md, "bty-web"):
 // sessions, machines, the image catalog and uploads, live-env artifacts,
 // settings and the live env's done signal. bty-ctl, bty-tui and the live
 // env all talk to the server through it.

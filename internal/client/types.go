@@ -7,8 +7,8 @@ import (
 	"github.com/btyproject/bty/internal/store"
 )
 
-// Machine and MachineUpdate are the store's types (SPEC.md's wire
-// shape); the store package holds no database code, so the client links
+// Machine and MachineUpdate are the store's types (the wire shape of
+// docs/reference.md, "Machine"); the store package holds no database code, so the client links
 // none.
 type (
 	Machine       = store.Machine

@@ -1,6 +1,7 @@
 // Package event defines the progress events every bty surface consumes:
 // the CLI prints them, the TUI draws them, the server and live env relay
-// them. One stream, one shape (SPEC.md, "Progress events").
+// them. One stream, one shape (docs/reference.md,
+// "Progress events").
 package event
 
 import (

@@ -1,7 +1,8 @@
 // Package exitcode carries bty's process exit codes from deep inside the
 // engine to the CLI boundary.
 //
-// The codes are part of the user contract (SPEC.md, "bty CLI"):
+// The codes are part of the user contract (docs/reference.md, "Exit
+// codes"):
 //
 //	0 success
 //	1 operation failed (plan rejected, write or provisioning failed)

@@ -57,7 +57,7 @@ type copyOptions struct {
 // the bytes that belong there. The hash is XXH3-128: it detects a device
 // that loses or garbles writes as surely as sha256 (nobody forges a
 // disk's read-back), at about twenty times the speed, which keeps
-// --verify cheap (SPEC: at most 30 % on top of a flash).
+// --verify cheap (docs/reference.md: at most 30 % on top of a flash).
 type segmentRecord struct {
 	Off, Len int64
 	Sum      [16]byte

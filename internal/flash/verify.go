@@ -16,7 +16,7 @@ import (
 // verify reads back every range the copy wrote data to, bypassing the page
 // cache (O_DIRECT), and compares its hash with the one taken from the
 // decoded stream as it was written. Ranges zeroed by ioctl are not re-read: the kernel
-// guarantees them (DESIGN.md: re-reading the whole disk doubles the time).
+// guarantees them (re-reading the whole disk would double the time).
 func verify(ctx context.Context, path string, segs []segmentRecord, workers int) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 // Policy is a machine's boot policy: what GET /pxe/{mac} serves.
 type Policy string
 
-// The boot policies of SPEC.md; the strings are the store's.
+// The boot policies of docs/reference.md; the strings are the store's.
 const (
 	PolicyLocal Policy = "local" // boot the local disk
 	PolicyFlash Policy = "flash" // chain the live env in auto-flash mode

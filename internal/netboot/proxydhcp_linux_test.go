@@ -432,8 +432,9 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestProxyDHCPMatchesDnsmasq sends the same DISCOVERs and port-4011
-// REQUESTs to bty's responder and to dnsmasq in proxy mode (the
-// reference DESIGN.md names) and compares what a client gets.
+// REQUESTs to bty's responder and to dnsmasq in proxy mode (a
+// well-known proxy-DHCP server, the reference) and compares what a client
+// gets.
 func TestProxyDHCPMatchesDnsmasq(t *testing.T) {
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
 		t.Skip("dnsmasq not installed (scripts/install-deps.sh test installs dnsmasq-base): it is the reference")

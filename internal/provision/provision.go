@@ -1,5 +1,5 @@
 // Package provision tunes the first boot of a freshly flashed disk
-// (SPEC.md, "Provisioning"): it parses the disk's partition table in Go,
+// (README, "First-boot tuning"): it parses the disk's partition table in Go,
 // reaches partitions through the kernel's nodes or loop devices it
 // attaches itself, recognises filesystems by their magic, and either
 // seeds cloud-init's NoCloud datasource or runs a cijoe workflow against

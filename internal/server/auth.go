@@ -24,7 +24,7 @@ import (
 // argon2id hash.
 const SettingAdminPassword = "admin_password_hash"
 
-// CookieName is the session cookie (SPEC.md).
+// CookieName is the session cookie (docs/reference.md, "Routes").
 const CookieName = "bty-token"
 
 // argon2id parameters (RFC 9106's second recommended option, with less

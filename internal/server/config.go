@@ -11,7 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// Config is bty-web's configuration, read from the environment (SPEC.md,
+// Config is bty-web's configuration, read from the environment (docs/reference.md,
 // "bty-web") with flags overriding it.
 type Config struct {
 	// StateDir holds state.db (BTY_STATE_DIR, default /var/lib/bty).
@@ -46,7 +46,7 @@ type Config struct {
 	AdminPassword string
 }
 
-// ConfigFromEnv reads Config from the environment with SPEC.md's
+// ConfigFromEnv reads Config from the environment with docs/reference.md's
 // defaults. Malformed values are errors naming the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if getenv == nil {

@@ -1,7 +1,7 @@
 // Package server is bty-web: the fleet's HTTP API (machines, images,
 // boot artifacts, sessions), the iPXE scripts every PXE boot asks for,
 // live machine events over SSE, Prometheus metrics, and the TFTP and
-// proxy-DHCP services that get bare machines to iPXE (SPEC.md,
+// proxy-DHCP services that get bare machines to iPXE (docs/reference.md,
 // "bty-web").
 package server
 

@@ -19,7 +19,7 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// The browser UI (SPEC.md, "Browser UI"): server-rendered pages under
+// The browser UI (docs/reference.md, "Routes"): server-rendered pages under
 // /ui, enhanced by htmx (live machine table over SSE) and a little
 // app.js (local times, uploads with progress). Assets are embedded.
 

@@ -6,7 +6,7 @@ import (
 
 // NormalizeMAC returns s as a lower-case, colon-separated MAC address
 // (aa:bb:cc:dd:ee:ff). It accepts six two-digit hex octets in any case
-// separated by ':' or '-' (one separator throughout), the forms SPEC.md
+// separated by ':' or '-' (one separator throughout), the forms docs/reference.md
 // names and iPXE's ${net0/mac} and ${net0/mac:hexhyp} produce.
 //
 // Hand-written rather than net.ParseMAC: that also accepts 8- and 20-byte

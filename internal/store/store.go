@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Boot policies (SPEC.md, "Boot policy").
+// Boot policies (docs/reference.md, "Boot policies").
 const (
 	PolicyLocal = "local"
 	PolicyFlash = "flash"
@@ -38,7 +38,8 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
-// Machine is one machine record; its JSON is the wire shape of SPEC.md
+// Machine is one machine record; its JSON is the wire shape of
+// docs/reference.md, "Machine"
 // (times in RFC 3339, null when unset).
 type Machine struct {
 	MAC                    string     `json:"mac"`

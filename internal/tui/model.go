@@ -1,5 +1,5 @@
 // Package tui is bty-tui: pick an image, a target disk and a provisioning
-// mode, confirm, watch the flash, see the result (SPEC.md, "bty-tui").
+// mode, confirm, watch the flash, see the result (README, "Terminal UI").
 // It drives the same engine and event stream as `bty flash`.
 package tui
 
