@@ -32,7 +32,7 @@ test: deps build
 
 ## fuzz: each decoder fuzz target for FUZZTIME (default 10s): bty's output equals the reference decoder's, or bty fails (internal/image/fuzz_test.go)
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzOpen FuzzQcow2 FuzzXzIndex
+FUZZ_TARGETS := FuzzOpen FuzzQcow2 FuzzXzIndex FuzzZstdSeq
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \
 		echo "fuzz: $$f for $(FUZZTIME)"; \

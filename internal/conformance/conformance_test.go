@@ -234,18 +234,6 @@ func payload(t *testing.T, size int64, seed uint64) []byte {
 	return b.Bytes()
 }
 
-// compress runs a compressor with args on in and returns its output.
-func compress(t *testing.T, in []byte, name string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Stdin = bytes.NewReader(in)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %v: %v", name, args, err)
-	}
-	return out
-}
-
 // corruptions returns copies of b with one byte flipped at a few places
 // and cut at a few lengths.
 func corruptions(b []byte) map[string][]byte {
@@ -270,22 +258,22 @@ func xzMadeCases(t *testing.T, dir string) []testCase {
 	data := payload(t, 1<<20+12345, 1)
 	code := payload(t, 256<<10, 2)
 	made := map[string][]byte{
-		"preset-0":    compress(t, data, "xz", "-0", "-c"),
-		"preset-9e":   compress(t, data, "xz", "-9e", "-c"),
-		"check-none":  compress(t, data, "xz", "--check=none", "-c"),
-		"check-crc32": compress(t, data, "xz", "--check=crc32", "-c"),
-		"sha256":      compress(t, data, "xz", "--check=sha256", "-c"),
-		"multiblock":  compress(t, data, "xz", "-T2", "--block-size=128KiB", "-c"),
-		"block-list":  compress(t, data, "xz", "--block-list=1000,200000,0", "-c"),
-		"lzma2-opts":  compress(t, data, "xz", "--lzma2=dict=64KiB,lc=4,lp=0,pb=0", "-c"),
-		"delta":       compress(t, data, "xz", "--delta=dist=4", "--lzma2=preset=1", "-c"),
-		"empty":       compress(t, nil, "xz", "-c"),
+		"preset-0":    imagetest.Pipe(t, data, "xz", "-0", "-c"),
+		"preset-9e":   imagetest.Pipe(t, data, "xz", "-9e", "-c"),
+		"check-none":  imagetest.Pipe(t, data, "xz", "--check=none", "-c"),
+		"check-crc32": imagetest.Pipe(t, data, "xz", "--check=crc32", "-c"),
+		"sha256":      imagetest.Pipe(t, data, "xz", "--check=sha256", "-c"),
+		"multiblock":  imagetest.Pipe(t, data, "xz", "-T2", "--block-size=128KiB", "-c"),
+		"block-list":  imagetest.Pipe(t, data, "xz", "--block-list=1000,200000,0", "-c"),
+		"lzma2-opts":  imagetest.Pipe(t, data, "xz", "--lzma2=dict=64KiB,lc=4,lp=0,pb=0", "-c"),
+		"delta":       imagetest.Pipe(t, data, "xz", "--delta=dist=4", "--lzma2=preset=1", "-c"),
+		"empty":       imagetest.Pipe(t, nil, "xz", "-c"),
 	}
 	for _, f := range []string{"x86", "powerpc", "ia64", "arm", "armthumb", "sparc", "arm64"} {
-		made["bcj-"+f] = compress(t, code, "xz", "--"+f, "--lzma2=preset=1", "-c")
+		made["bcj-"+f] = imagetest.Pipe(t, code, "xz", "--"+f, "--lzma2=preset=1", "-c")
 	}
 	// Two streams with stream padding between them, one of them empty.
-	s1, s2 := made["multiblock"], compress(t, data[:5000], "xz", "-c")
+	s1, s2 := made["multiblock"], imagetest.Pipe(t, data[:5000], "xz", "-c")
 	made["streams-padded"] = append(append(append(bytes.Clone(s1), make([]byte, 8)...), s2...), append(made["empty"], make([]byte, 4)...)...)
 	addCorruptions(made, "multiblock", "sha256")
 	return madeCases(t, dir, "xz-made", ".img.xz", made, func(p string) (verdict, []byte) { return refDecode(t, "xz", "-dc", p) })
@@ -375,18 +363,18 @@ func zstdGoldenCases(t *testing.T, dir string) []testCase {
 func zstdMadeCases(t *testing.T, dir string) []testCase {
 	data := payload(t, 1<<20+777, 3)
 	made := map[string][]byte{
-		"level-1":         compress(t, data, "zstd", "-1", "-c"),
-		"level-19":        compress(t, data, "zstd", "-19", "-c"),
-		"ultra-22":        compress(t, data[:300000], "zstd", "--ultra", "-22", "-c"),
-		"long-27":         compress(t, data, "zstd", "--long=27", "-c"),
-		"no-check":        compress(t, data, "zstd", "--no-check", "-c"),
-		"threads":         compress(t, data, "zstd", "-T2", "-B65536", "-c"),
-		"no-content-size": compress(t, data, "zstd", "--no-content-size", "-c"),
-		"rsyncable":       compress(t, data, "zstd", "--rsyncable", "-T2", "-c"),
-		"empty":           compress(t, nil, "zstd", "-c"),
+		"level-1":         imagetest.Pipe(t, data, "zstd", "-1", "-c"),
+		"level-19":        imagetest.Pipe(t, data, "zstd", "-19", "-c"),
+		"ultra-22":        imagetest.Pipe(t, data[:300000], "zstd", "--ultra", "-22", "-c"),
+		"long-27":         imagetest.Pipe(t, data, "zstd", "--long=27", "-c"),
+		"no-check":        imagetest.Pipe(t, data, "zstd", "--no-check", "-c"),
+		"threads":         imagetest.Pipe(t, data, "zstd", "-T2", "-B65536", "-c"),
+		"no-content-size": imagetest.Pipe(t, data, "zstd", "--no-content-size", "-c"),
+		"rsyncable":       imagetest.Pipe(t, data, "zstd", "--rsyncable", "-T2", "-c"),
+		"empty":           imagetest.Pipe(t, nil, "zstd", "-c"),
 	}
 	if _, err := exec.LookPath("pzstd"); err == nil {
-		made["pzstd"] = compress(t, data, "pzstd", "-p", "2", "-q", "-c")
+		made["pzstd"] = imagetest.Pipe(t, data, "pzstd", "-p", "2", "-q", "-c")
 	}
 	for name, b := range zstdHandMade() {
 		made[name] = b
@@ -516,10 +504,10 @@ func goVectorCases(t *testing.T, dir string) []testCase {
 	texts, _ := filepath.Glob(filepath.Join(src, "testdata", "*.txt"))
 	for _, f := range texts {
 		data, _ := os.ReadFile(f)
-		add(filepath.Base(f)+"-zst", ".img.zst", compress(t, data, "zstd", "-c"), "zstd", "-dcq")
-		add(filepath.Base(f)+"-gz", ".img.gz", compress(t, data, "gzip", "-c"), "gzip", "-dc")
-		add(filepath.Base(f)+"-xz", ".img.xz", compress(t, data, "xz", "-c"), "xz", "-dc")
-		add(filepath.Base(f)+"-bz2", ".img.bz2", compress(t, data, "bzip2", "-c"), "bzip2", "-dc")
+		add(filepath.Base(f)+"-zst", ".img.zst", imagetest.Pipe(t, data, "zstd", "-c"), "zstd", "-dcq")
+		add(filepath.Base(f)+"-gz", ".img.gz", imagetest.Pipe(t, data, "gzip", "-c"), "gzip", "-dc")
+		add(filepath.Base(f)+"-xz", ".img.xz", imagetest.Pipe(t, data, "xz", "-c"), "xz", "-dc")
+		add(filepath.Base(f)+"-bz2", ".img.bz2", imagetest.Pipe(t, data, "bzip2", "-c"), "bzip2", "-dc")
 	}
 	if len(cases) < 20 {
 		t.Fatalf("only %d Go test vectors found under %s", len(cases), src)

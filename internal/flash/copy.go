@@ -314,27 +314,12 @@ func (c *copier) readSegment(img image.RandomAccess, buf []byte, off int64) (all
 		b := buf[pos-off : pos-off+l]
 		if ext.Zero {
 			clear(b)
-		} else if err := readFullAt(img, b, pos); err != nil {
-			return false, err
+		} else if err := image.ReadFullAt(img, b, pos); err != nil {
+			return false, fmt.Errorf("reading the image: %w", err)
 		}
 		pos += l
 	}
 	return false, nil
-}
-
-// readFullAt fills b with the image bytes at off, which lie inside the
-// image. Every byte must arrive: a short read is an error wherever it
-// happens, also in the image's last run (io.ReaderAt may pair a full read
-// that ends at the image's end with io.EOF, which is fine).
-func readFullAt(img image.RandomAccess, b []byte, off int64) error {
-	n, err := img.ReadAt(b, off)
-	if n == len(b) && (err == nil || errors.Is(err, io.EOF)) {
-		return nil
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = fmt.Errorf("the image returned %d of %d bytes (%w)", n, len(b), io.ErrUnexpectedEOF)
-	}
-	return fmt.Errorf("reading the image at offset %d: %w", off+int64(n), err)
 }
 
 // copyStream copies a sequential stream: one goroutine decodes (and

@@ -118,7 +118,7 @@ func readTail(ra io.ReaderAt, size int64) []byte {
 		return nil
 	}
 	b := make([]byte, 512)
-	if err := readFullAt(ra, b, size-512); err != nil {
+	if err := ReadFullAt(ra, b, size-512); err != nil {
 		return nil
 	}
 	return b

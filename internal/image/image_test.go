@@ -117,21 +117,6 @@ func TestFormatFromName(t *testing.T) {
 	}
 }
 
-// headOf returns the first n bytes of a corpus case.
-func headOf(t *testing.T, path string, n int) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := io.ReadFull(f, b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestSuffixLies(t *testing.T) {
 	set := imagetest.Corpus(t)
 	tests := []struct {
@@ -150,7 +135,7 @@ func TestSuffixLies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file+"/"+tt.content, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), tt.file)
-			if err := os.WriteFile(p, headOf(t, set.Files[tt.content], 64<<10), 0o644); err != nil {
+			if err := os.WriteFile(p, imagetest.ReadAt(t, set.Files[tt.content], 0, 64<<10), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			src := openLocal(t, p)
@@ -170,7 +155,7 @@ func TestSuffixLies(t *testing.T) {
 	}
 	// An unknown suffix trusts the magic.
 	p := filepath.Join(t.TempDir(), "disk.bin")
-	if err := os.WriteFile(p, headOf(t, set.Files["gz"], 64<<10), 0o644); err != nil {
+	if err := os.WriteFile(p, imagetest.ReadAt(t, set.Files["gz"], 0, 64<<10), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	img, err := Open(context.Background(), openLocal(t, p), Options{})
@@ -461,9 +446,9 @@ func TestListGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not an image"), 0o644)
-	os.WriteFile(filepath.Join(dir, "mystery.bin"), headOf(t, set.Files["gz"], 1<<10), 0o644)
+	os.WriteFile(filepath.Join(dir, "mystery.bin"), imagetest.ReadAt(t, set.Files["gz"], 0, 1<<10), 0o644)
 	os.WriteFile(filepath.Join(dir, "empty.img"), nil, 0o644)
-	os.WriteFile(filepath.Join(dir, "lie.img.zst"), headOf(t, set.Files["gz"], 1<<10), 0o644)
+	os.WriteFile(filepath.Join(dir, "lie.img.zst"), imagetest.ReadAt(t, set.Files["gz"], 0, 1<<10), 0o644)
 	os.Mkdir(filepath.Join(dir, "sub.img"), 0o755)
 	list, err := List(dir)
 	if err != nil {
@@ -578,27 +563,6 @@ func TestCorruptStreams(t *testing.T) {
 	}
 }
 
-// l2EntryOffset returns the file offset of the L2 entry that maps guest
-// offset guest in the qcow2 file at path.
-func l2EntryOffset(t *testing.T, path string, guest int64) int64 {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	bits := be.Uint32(b[20:])
-	l1 := int64(be.Uint64(b[40:]))
-	cs := int64(1) << bits
-	perL2 := cs / 8
-	cluster := guest / cs
-	l1e := int64(be.Uint64(b[l1+8*(cluster/perL2):])) & 0x00fffffffffffe00
-	if l1e == 0 {
-		t.Fatalf("no L2 table for guest offset %d", guest)
-	}
-	return l1e + 8*(cluster%perL2)
-}
-
 func TestCorruptQcow2(t *testing.T) {
 	set := imagetest.Corpus(t)
 	const guest = 2 << 20     // random data, allocated in every case
@@ -606,8 +570,7 @@ func TestCorruptQcow2(t *testing.T) {
 	// compressedCluster returns the host offset of the compressed cluster
 	// holding textGuest (64 KiB clusters).
 	compressedCluster := func(p string) int64 {
-		e := l2EntryOffset(t, p, textGuest)
-		entry := binary.BigEndian.Uint64(headOf(t, p, int(e)+8)[e:])
+		_, entry := imagetest.Qcow2L2Entry(t, p, textGuest)
 		if entry&(1<<62) == 0 {
 			t.Fatalf("cluster at guest offset %d is not compressed", textGuest)
 		}
@@ -621,10 +584,10 @@ func TestCorruptQcow2(t *testing.T) {
 		data    []byte
 		want    string
 	}{
-		{"L2 entry beyond the file", "qcow2-v3", func(p string) int64 { return l2EntryOffset(t, p, guest) }, beyond,
+		{"L2 entry beyond the file", "qcow2-v3", func(p string) int64 { off, _ := imagetest.Qcow2L2Entry(t, p, guest); return off }, beyond,
 			"the L2 entry at file offset"},
 		{"L1 entry beyond the file", "qcow2-v2", func(p string) int64 {
-			b := headOf(t, p, 64)
+			b := imagetest.ReadAt(t, p, 0, 64)
 			return int64(binary.BigEndian.Uint64(b[40:]))
 		}, beyond, "L1 entry 0 (file offset"},
 		{"garbage compressed cluster", "qcow2-zlib", compressedCluster, bytes.Repeat([]byte{0xff}, 512), fmt.Sprintf("zlib-compressed cluster for guest offset %d", textGuest)},

@@ -117,6 +117,11 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 			}
 			return &rawFile{f: file, name: name, size: size}, nil
 		}
+	}
+	size := int64(-1)
+	switch f {
+	case Raw:
+		size = src.Size()
 	case Xz:
 		if ra != nil && src.Size() > 0 {
 			// The index at the end describes every block: a file whose
@@ -131,12 +136,8 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 				closeRC()
 				return newParallelXz(ctx, name, ra, idx, opts), nil
 			}
+			size = idx.size
 		}
-	}
-	size := int64(-1)
-	switch f {
-	case Raw:
-		size = src.Size()
 	case Zstd:
 		if ra != nil && file != nil {
 			// A local file's frames are walked first: a cut, appended
@@ -148,12 +149,6 @@ func Open(ctx context.Context, src source.Source, opts Options) (Image, error) {
 				return nil, err
 			}
 			size = zi.total
-		}
-	case Xz:
-		if ra != nil && src.Size() > 0 {
-			if idx, err := readXzIndex(ra, src.Size()); err == nil {
-				size = idx.size
-			}
 		}
 	}
 	if rc == nil {

@@ -135,7 +135,7 @@ func openQcowChain(name, localPath string, ra io.ReaderAt, fileSize int64, depth
 func (q *qcowImage) readL1() error {
 	h := q.header
 	raw := make([]byte, h.l1Size*8)
-	if err := readFullAt(q.ra, raw, h.l1Offset); err != nil {
+	if err := ReadFullAt(q.ra, raw, h.l1Offset); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return qcowCorrupt(q.name, "the L1 table at file offset %d is cut short by the end of the file", h.l1Offset)
 		}
@@ -200,7 +200,7 @@ func (q *qcowImage) l2Table(i int64) ([]uint64, error) {
 		return t, nil
 	}
 	raw := make([]byte, q.cluster)
-	if err := readFullAt(q.ra, raw, off); err != nil {
+	if err := ReadFullAt(q.ra, raw, off); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, qcowCorrupt(q.name, "the L2 table at file offset %d (L1 entry %d) is cut short by the end of the file", off, i)
 		}
@@ -420,7 +420,7 @@ func (q *qcowImage) read(p []byte, off int64) error {
 			return nil
 		}
 		b := p[pendStart : pendStart+pendLen]
-		if err := readFullAt(q.ra, b, pendHost); err != nil {
+		if err := ReadFullAt(q.ra, b, pendHost); err != nil {
 			guest := off + int64(pendStart)
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return qcowCorrupt(q.name, "the data for guest offset %d (%d bytes at file offset %d) is cut short by the end of the file", guest, len(b), pendHost)

@@ -36,7 +36,6 @@ const (
 	qcowIncompatDataFile    = 1 << 2
 	qcowIncompatCompression = 1 << 3
 	qcowIncompatExtendedL2  = 1 << 4
-	qcowIncompatKnown       = 1<<5 - 1
 )
 
 // Autoclear feature bits.
@@ -84,19 +83,6 @@ func qcowUnsupported(name, format string, args ...any) error {
 func convertHint(name string) string {
 	base := filepath.Base(name)
 	return fmt.Sprintf("qemu-img convert -O qcow2 %s %s", base, strings.TrimSuffix(base, filepath.Ext(base))+"-plain.qcow2")
-}
-
-// readFullAt reads exactly len(p) bytes at off. A short read is reported
-// as io.ErrUnexpectedEOF, never as a clean io.EOF.
-func readFullAt(ra io.ReaderAt, p []byte, off int64) error {
-	n, err := ra.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // readQcowHeader reads and checks the header of the qcow2 image in ra,
@@ -153,13 +139,12 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 	}
 
 	refcountOrder, headerLength := uint32(4), uint32(72)
-	var compat, autoclear uint64
+	var autoclear uint64 // compatible features (lazy refcounts) do not change reading
 	if h.version == 3 {
 		if n < 104 {
 			return nil, corrupt("the version 3 header is cut short (%d bytes, at least 104 needed)", n)
 		}
 		h.incompat = be.Uint64(b[72:])
-		compat = be.Uint64(b[80:])
 		autoclear = be.Uint64(b[88:])
 		refcountOrder = be.Uint32(b[96:])
 		headerLength = be.Uint32(b[100:])
@@ -175,7 +160,6 @@ func readQcowHeader(ra io.ReaderAt, fileSize int64, name string) (*qcowHeader, e
 			return nil, corrupt("refcount_order %d (header offset 96) exceeds 6 (64-bit refcounts)", refcountOrder)
 		}
 	}
-	_ = compat // compatible features (lazy refcounts) do not change reading
 
 	// The first cluster holds the header, its extensions and the backing
 	// file name.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 
 	xi2xz "github.com/btyproject/bty/internal/image/internal/xz"
 	dbzip2 "github.com/dsnet/compress/bzip2"
@@ -104,9 +103,11 @@ func (s *stream) fail(err error) error {
 	case errors.As(err, &se):
 		s.err = fmt.Errorf("%s: reading the %s data at compressed offset %d (decoded offset %d): %w",
 			s.name, describe[s.format], s.compressedOffset(), s.out, se.err)
-	case s.unsupported(err) != "":
+	case s.rle != nil && s.rle.bigWindow > 0 && errors.Is(err, zstd.ErrWindowSizeExceeded):
+		s.err = zstdWindowError(s.name, s.rle.bigWindow, s.compressedOffset())
+	case xzUnsupported(s.name, err) != "":
 		s.err = &formatError{kind: ErrUnsupported, cause: err, msg: fmt.Sprintf("%s: %s (at compressed offset %d)",
-			s.name, s.unsupported(err), s.compressedOffset())}
+			s.name, xzUnsupported(s.name, err), s.compressedOffset())}
 	default:
 		what := "corrupt"
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -116,16 +117,6 @@ func (s *stream) fail(err error) error {
 			s.name, what, describe[s.format], s.compressedOffset(), s.out, err)}
 	}
 	return s.err
-}
-
-// unsupported says what bty does not decode in a valid stream that
-// failed with err, and what to do instead; "" when err is not that.
-func (s *stream) unsupported(err error) string {
-	switch {
-	case s.rle != nil && s.rle.bigWindow > 0 && errors.Is(err, zstd.ErrWindowSizeExceeded):
-		return strings.TrimPrefix(zstdWindowError(s.name, s.rle.bigWindow, s.compressedOffset()).Error(), s.name+": ")
-	}
-	return xzUnsupported(s.name, err)
 }
 
 // xzUnsupported says what an xz error means when the file is valid but

@@ -82,7 +82,7 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 		// Stream padding: zero bytes in multiples of 4 (2.2).
 		var word [4]byte
 		for end >= 4 {
-			if err := readFullAt(ra, word[:], end-4); err != nil {
+			if err := ReadFullAt(ra, word[:], end-4); err != nil {
 				return nil, err
 			}
 			if word != [4]byte{} {
@@ -92,7 +92,7 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 		}
 		var foot [12]byte
 		if end >= 12 {
-			if err := readFullAt(ra, foot[:], end-12); err != nil {
+			if err := ReadFullAt(ra, foot[:], end-12); err != nil {
 				return nil, err
 			}
 		}
@@ -114,7 +114,7 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 			return nil, xzIndexError("the backward size of the stream footer at offset %d (%d bytes of index) does not fit the file", end-12, indexSize)
 		}
 		idx := make([]byte, indexSize)
-		if err := readFullAt(ra, idx, indexStart); err != nil {
+		if err := ReadFullAt(ra, idx, indexStart); err != nil {
 			return nil, err
 		}
 		if idx[0] != 0 {
@@ -167,7 +167,7 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 		}
 		streamStart := indexStart - data - 12
 		var hdr [12]byte
-		if err := readFullAt(ra, hdr[:], streamStart); err != nil {
+		if err := ReadFullAt(ra, hdr[:], streamStart); err != nil {
 			return nil, err
 		}
 		if !bytes.Equal(hdr[:6], xzMagic) {

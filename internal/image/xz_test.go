@@ -6,32 +6,17 @@ import (
 	"errors"
 	"hash/crc32"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/btyproject/bty/internal/imagetest"
 )
 
 // xzUtilsFile is a file of xz-utils' test suite (kept with the xz decoder
 // fork).
 func xzUtilsFile(name string) string {
 	return filepath.Join("internal", "xz", "testdata", "xz-utils", name)
-}
-
-// makeXz compresses data with the xz CLI and args (skipping t without
-// xz) and returns the file's bytes.
-func makeXz(t *testing.T, data []byte, args ...string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Skip("needs xz on PATH (make test installs it)")
-	}
-	cmd := exec.Command("xz", append(args, "-c")...)
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("xz %v: %v", args, err)
-	}
-	return out
 }
 
 // xzIndexAt returns the offset and length of the last stream's index.
@@ -60,8 +45,8 @@ func fixIndexCRC(t *testing.T, b []byte) {
 // decoded.
 func TestXzIndexRules(t *testing.T) {
 	data := bytes.Repeat([]byte("bty flashes images onto disks; "), 40000)
-	multi := makeXz(t, data, "-T2", "--block-size=256KiB", "-1")
-	empty := makeXz(t, nil)
+	multi := imagetest.Pipe(t, data, "xz", "-T2", "--block-size=256KiB", "-1", "-c")
+	empty := imagetest.Pipe(t, nil, "xz", "-c")
 	tests := []struct {
 		name string
 		file func() []byte
@@ -78,7 +63,7 @@ func TestXzIndexRules(t *testing.T) {
 			b := bytes.Clone(multi)
 			off, size := xzIndexAt(t, b)
 			if b[off+size-5] != 0 {
-				t.Skip("this index has no padding byte")
+				t.Fatal("the test file's index has no padding byte: change its input so it has one")
 			}
 			b[off+size-5] = 1
 			fixIndexCRC(t, b)

@@ -6,27 +6,12 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// makeZstd compresses data with the zstd CLI and args (skipping t
-// without zstd), reading stdin so the frame declares no content size.
-func makeZstd(t *testing.T, data []byte, args ...string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("zstd"); err != nil {
-		t.Skip("needs zstd on PATH (make test installs it)")
-	}
-	cmd := exec.Command("zstd", append([]string{"-q", "-c"}, args...)...)
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("zstd %v: %v", args, err)
-	}
-	return out
-}
+	"github.com/btyproject/bty/internal/imagetest"
+)
 
 // decodeBoth decodes the file b as a local file and as a stream (as from
 // a URL) and returns both errors.
@@ -51,7 +36,7 @@ func decodeBoth(t *testing.T, name string, b []byte) (local, stream error) {
 func TestZstdMessages(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	t.Run("long=31", func(t *testing.T) {
-		local, stream := decodeBoth(t, "long.img.zst", makeZstd(t, data, "--long=31"))
+		local, stream := decodeBoth(t, "long.img.zst", imagetest.Pipe(t, data, "zstd", "-q", "-c", "--long=31"))
 		for _, err := range []error{local, stream} {
 			if !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) ||
 				!strings.Contains(err.Error(), "needs a 2048 MiB window") || !strings.Contains(err.Error(), "--long=27") {
@@ -60,12 +45,12 @@ func TestZstdMessages(t *testing.T) {
 		}
 	})
 	t.Run("long=27", func(t *testing.T) {
-		if local, stream := decodeBoth(t, "long27.img.zst", makeZstd(t, data, "--long=27")); local != nil || stream != nil {
+		if local, stream := decodeBoth(t, "long27.img.zst", imagetest.Pipe(t, data, "zstd", "-q", "-c", "--long=27")); local != nil || stream != nil {
 			t.Errorf("a 128 MiB window is refused: %v, %v", local, stream)
 		}
 	})
 	t.Run("appended", func(t *testing.T) {
-		local, stream := decodeBoth(t, "app.img.zst", append(makeZstd(t, data), "GARBAGE!"...))
+		local, stream := decodeBoth(t, "app.img.zst", append(imagetest.Pipe(t, data, "zstd", "-q", "-c"), "GARBAGE!"...))
 		if !errors.Is(local, ErrCorrupt) || !strings.Contains(local.Error(), "8 bytes after the last frame") {
 			t.Errorf("local: %v, want ErrCorrupt naming the 8 appended bytes", local)
 		}

@@ -1,6 +1,7 @@
 package imagetest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -80,7 +81,7 @@ func Qcow2L1Entry(t testing.TB, path string, i int64) (int64, uint64) {
 	t.Helper()
 	g := ReadQcow2Geometry(t, path)
 	off := g.L1Offset + 8*i
-	return off, binary.BigEndian.Uint64(readAt(t, path, off, 8))
+	return off, binary.BigEndian.Uint64(ReadAt(t, path, off, 8))
 }
 
 // Qcow2L2Entry returns the file offset and value of the L2 entry that
@@ -101,7 +102,7 @@ func Qcow2L2Entry(t testing.TB, path string, guest int64) (int64, uint64) {
 		t.Fatalf("no L2 table maps guest offset %d of %s", guest, path)
 	}
 	off := table + entrySize*(cluster%perL2)
-	return off, binary.BigEndian.Uint64(readAt(t, path, off, 8))
+	return off, binary.BigEndian.Uint64(ReadAt(t, path, off, 8))
 }
 
 // Be64 returns v as 8 big-endian bytes.
@@ -112,10 +113,11 @@ func Be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 func readHead(t testing.TB, path string, n int) []byte {
 	t.Helper()
-	return readAt(t, path, 0, n)
+	return ReadAt(t, path, 0, n)
 }
 
-func readAt(t testing.TB, path string, off int64, n int) []byte {
+// ReadAt returns n bytes at off of the file at path.
+func ReadAt(t testing.TB, path string, off int64, n int) []byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -127,6 +129,20 @@ func readAt(t testing.TB, path string, off int64, n int) []byte {
 		t.Fatalf("reading %d bytes at %d of %s: %v", n, off, path, err)
 	}
 	return b
+}
+
+// Pipe runs a tool (a compressor) with args on stdin in and returns its
+// stdout, skipping t when the tool is missing.
+func Pipe(t testing.TB, in []byte, name string, args ...string) []byte {
+	t.Helper()
+	RequireTools(t, name)
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return out
 }
 
 // QemuImgRaw converts the image at path to raw with qemu-img and returns

@@ -140,7 +140,7 @@ func inspect(path, name string, st os.FileInfo) (ImageEntry, bool) {
 		if !known {
 			return e, false
 		}
-		e.Format, e.Error = string(fmtName), err.Error()
+		e.Format, e.Error = string(fmtName), catalogError(err, path, name)
 		return e, true
 	}
 	defer src.Close()
@@ -156,9 +156,15 @@ func inspect(path, name string, st os.FileInfo) (ImageEntry, bool) {
 	}
 	e.VirtualSizeBytes = info.VirtualSizeBytes
 	if err != nil {
-		e.Error = err.Error()
+		e.Error = catalogError(err, path, name)
 	}
 	return e, true
+}
+
+// catalogError is why an image cannot be flashed, as GET /images (an open
+// route) shows it: with the image's name, not its path on the server.
+func catalogError(err error, path, name string) string {
+	return strings.ReplaceAll(err.Error(), path, name)
 }
 
 func (c *catalog) enqueue(name string) {

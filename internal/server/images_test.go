@@ -164,6 +164,20 @@ func TestImageUploadAndCatalog(t *testing.T) {
 		t.Errorf("catalog with a VMDK: %+v; want it listed as vmdk with the reason", list)
 	}
 	os.Remove(filepath.Join(ts.cfg.ImageRoot, "appliance.vmdk"))
+	// A corrupt qcow2's reason names the image, not where the server
+	// keeps it (GET /images is open to the PXE network).
+	bad := append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4096)...)
+	if err := os.WriteFile(filepath.Join(ts.cfg.ImageRoot, "broken.qcow2"), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list = nil
+	ts.do(t, "GET", "/images", nil, nil).json(t, &list)
+	for _, e := range list {
+		if e.Name == "broken.qcow2" && (e.Error == "" || strings.Contains(e.Error, ts.cfg.ImageRoot)) {
+			t.Errorf("broken.qcow2's reason %q is empty or shows the image root %s", e.Error, ts.cfg.ImageRoot)
+		}
+	}
+	os.Remove(filepath.Join(ts.cfg.ImageRoot, "broken.qcow2"))
 
 	// Bytes, ranges, If-Range, HEAD.
 	r = ts.do(t, "GET", "/images/disk.img", nil, nil)
