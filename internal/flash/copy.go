@@ -354,6 +354,9 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 		}
 		return "", fmt.Errorf("decoding %s image: %w", img.Format(), firstErr)
 	}
+	if err := c.checkFits(int64(firstN), img.Size() < 0); err != nil {
+		return "", err
+	}
 	// The head is zeroed while the copy runs; only as much of it as the
 	// image covers (a small image of unknown size ends in the first
 	// chunk: then its size is known), so the bytes after the image stay.

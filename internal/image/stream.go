@@ -95,6 +95,7 @@ func (s *stream) fail(err error) error {
 		err = io.ErrUnexpectedEOF
 	}
 	var se *sourceError
+	xzMsg := xzUnsupported(s.name, err)
 	switch {
 	case s.rle != nil && s.rle.err != nil:
 		s.err = &formatError{kind: ErrCorrupt, cause: s.rle.err, msg: fmt.Sprintf(
@@ -105,9 +106,9 @@ func (s *stream) fail(err error) error {
 			s.name, describe[s.format], s.compressedOffset(), s.out, se.err)
 	case s.rle != nil && s.rle.bigWindow > 0 && errors.Is(err, zstd.ErrWindowSizeExceeded):
 		s.err = zstdWindowError(s.name, s.rle.bigWindow, s.compressedOffset())
-	case xzUnsupported(s.name, err) != "":
+	case xzMsg != "":
 		s.err = &formatError{kind: ErrUnsupported, cause: err, msg: fmt.Sprintf("%s: %s (at compressed offset %d)",
-			s.name, xzUnsupported(s.name, err), s.compressedOffset())}
+			s.name, xzMsg, s.compressedOffset())}
 	default:
 		what := "corrupt"
 		if errors.Is(err, io.ErrUnexpectedEOF) {

@@ -59,6 +59,9 @@ func checkXzStreamFlags(f []byte, what string, off int64) error {
 	return nil
 }
 
+// xzMaxIndex bounds the index bty reads of one stream.
+const xzMaxIndex = 64 << 20
+
 // xzMaxVLI is the largest value a variable-length integer of the .xz
 // format may hold (1.2).
 const xzMaxVLI = 1<<63 - 1
@@ -112,6 +115,14 @@ func readXzIndex(ra io.ReaderAt, fileSize int64) (*xzIndex, error) {
 		indexStart := end - 12 - indexSize
 		if indexStart < 12 {
 			return nil, xzIndexError("the backward size of the stream footer at offset %d (%d bytes of index) does not fit the file", end-12, indexSize)
+		}
+		if indexSize > xzMaxIndex {
+			// A few bytes a block: even 1 MiB blocks of a terabyte image
+			// need 8 MiB. The bound keeps a forged footer from making
+			// bty allocate gigabytes.
+			return nil, &formatError{kind: ErrUnsupported, msg: fmt.Sprintf(
+				"the xz index at offset %d is %d MiB, more than the %d MiB bty reads: recompress with larger blocks (xz -T0 --block-size=64MiB)",
+				indexStart, indexSize>>20, xzMaxIndex>>20)}
 		}
 		idx := make([]byte, indexSize)
 		if err := ReadFullAt(ra, idx, indexStart); err != nil {

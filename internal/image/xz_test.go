@@ -106,6 +106,15 @@ func TestXzIndexRules(t *testing.T) {
 			binary.LittleEndian.PutUint32(e[8:12], crc32.ChecksumIEEE(e[6:8]))
 			return append(e, multi...)
 		}, "different flags"},
+		{"index size forged past the bound", func() []byte {
+			// The footer's backward size (CRC32 fixed) on a file large
+			// enough to hold it, so only the bound stops the allocation.
+			b := append(append(bytes.Clone(empty), make([]byte, 90<<20)...), multi...)
+			foot := b[len(b)-12:]
+			binary.LittleEndian.PutUint32(foot[4:8], 20<<20) // (20 Mi + 1) * 4 bytes
+			binary.LittleEndian.PutUint32(foot[0:4], crc32.ChecksumIEEE(foot[4:10]))
+			return b
+		}, "more than the 64 MiB bty reads"},
 		{"stream padding not a multiple of four", func() []byte {
 			return append(bytes.Clone(multi), 0, 0)
 		}, "truncated"},
@@ -120,8 +129,8 @@ func TestXzIndexRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			err := decodeAll(t, p)
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %v, want ErrCorrupt saying %q", err, tt.want)
+			if !(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported)) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want ErrCorrupt or ErrUnsupported saying %q", err, tt.want)
 			}
 		})
 	}
