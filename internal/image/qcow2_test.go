@@ -152,16 +152,16 @@ func TestQcow2CorruptMetadata(t *testing.T) {
 	imagetest.RequireTools(t, "qemu-img")
 	dir := t.TempDir()
 	raw := tailRaw(t, dir)
-	make := func(name string, args ...string) string {
+	convert := func(name string, args ...string) string {
 		p := filepath.Join(dir, name+".qcow2")
 		qemuImg(t, dir, append(append([]string{"convert", "-O", "qcow2"}, args...), raw, p)...)
 		return p
 	}
-	v3 := make("v3")
-	v2 := make("v2", "-o", "compat=0.10")
-	zlib := make("zlib", "-c")
-	small := make("small", "-o", "cluster_size=512")
-	ext := make("ext", "-o", "extended_l2=on")
+	v3 := convert("v3")
+	v2 := convert("v2", "-o", "compat=0.10")
+	zlib := convert("zlib", "-c")
+	small := convert("small", "-o", "cluster_size=512")
+	ext := convert("ext", "-o", "extended_l2=on")
 	const textGuest = 1<<20 + 1<<19 // text: compressed by -c
 	const zeroGuest = 2<<20 + 1<<19 // zeros: unallocated
 	l2 := func(p string, guest int64) (int64, uint64) { return imagetest.Qcow2L2Entry(t, p, guest) }
