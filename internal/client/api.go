@@ -8,19 +8,22 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+
+	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // Login exchanges the admin password for a session and makes the client
 // use its token. A wrong password is an *APIError with status 401.
-func (c *Client) Login(ctx context.Context, password string) (Session, error) {
-	var s Session
+func (c *Client) Login(ctx context.Context, password string) (api.Session, error) {
+	var s api.Session
 	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("auth", "login"),
-		body: map[string]string{"password": password}}, &s)
+		body: api.LoginRequest{Password: password}}, &s)
 	if err != nil {
-		return Session{}, err
+		return api.Session{}, err
 	}
 	if s.Token == "" {
-		return Session{}, fmt.Errorf("%s answered the login without a token (is it a bty-web server?)", c.Server())
+		return api.Session{}, fmt.Errorf("%s answered the login without a token (is it a bty-web server?)", c.Server())
 	}
 	c.token = s.Token
 	return s, nil
@@ -34,73 +37,71 @@ func (c *Client) Logout(ctx context.Context) error {
 
 // RevokeAll revokes every session (this one too) and returns how many.
 func (c *Client) RevokeAll(ctx context.Context) (int, error) {
-	var out struct {
-		Revoked int `json:"revoked"`
-	}
+	var out api.Revoked
 	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("auth", "revoke-all"), auth: true}, &out)
 	return out.Revoked, err
 }
 
 // Version asks the server what it is (open route).
-func (c *Client) Version(ctx context.Context) (ServerVersion, error) {
-	var v ServerVersion
+func (c *Client) Version(ctx context.Context) (api.Version, error) {
+	var v api.Version
 	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("version")}, &v)
 	return v, err
 }
 
 // Machines lists every machine, by MAC.
-func (c *Client) Machines(ctx context.Context) ([]Machine, error) {
-	var ms []Machine
+func (c *Client) Machines(ctx context.Context) ([]api.Machine, error) {
+	var ms []api.Machine
 	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines"), auth: true}, &ms)
 	if ms == nil && err == nil {
-		ms = []Machine{}
+		ms = []api.Machine{}
 	}
 	return ms, err
 }
 
-// Machine returns one machine; an unknown MAC is a 404 *APIError. The
+// api.Machine returns one machine; an unknown MAC is a 404 *APIError. The
 // server accepts any case with ':' or '-'.
-func (c *Client) Machine(ctx context.Context, mac string) (Machine, error) {
-	var m Machine
-	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines", mac), auth: true}, &m)
+func (c *Client) Machine(ctx context.Context, mac fleet.MAC) (api.Machine, error) {
+	var m api.Machine
+	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines", mac.String()), auth: true}, &m)
 	return m, err
 }
 
 // PutMachine creates or updates a machine; created says which.
-func (c *Client) PutMachine(ctx context.Context, mac string, u MachineUpdate) (m Machine, created bool, err error) {
-	code, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("machines", mac), body: u, auth: true}, &m)
+func (c *Client) PutMachine(ctx context.Context, mac fleet.MAC, u api.MachineUpdate) (m api.Machine, created bool, err error) {
+	code, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("machines", mac.String()), body: u, auth: true}, &m)
 	return m, code == http.StatusCreated, err
 }
 
 // DeleteMachine deletes a machine; an unknown MAC is a 404 *APIError.
-func (c *Client) DeleteMachine(ctx context.Context, mac string) error {
-	_, err := c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("machines", mac), auth: true}, nil)
+func (c *Client) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
+	_, err := c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("machines", mac.String()), auth: true}, nil)
 	return err
 }
 
 // PXEDone is the live env's signal that it flashed the machine (open
 // route); the server records last_flashed_at and answers the record.
-func (c *Client) PXEDone(ctx context.Context, mac string) (Machine, error) {
-	var m Machine
-	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac, "done")}, &m)
+func (c *Client) PXEDone(ctx context.Context, mac fleet.MAC) (api.Machine, error) {
+	var m api.Machine
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "done")}, &m)
 	return m, err
 }
 
 // PXEFailed reports that the live env could not flash the machine
 // (open route, like done); the reason shows on the machine's record.
-func (c *Client) PXEFailed(ctx context.Context, mac, reason string) (Machine, error) {
-	var m Machine
-	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac, "failed"),
-		body: map[string]string{"reason": reason}}, &m)
+func (c *Client) PXEFailed(ctx context.Context, mac fleet.MAC, reason string) (api.Machine, error) {
+	var m api.Machine
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "failed"),
+		body: api.FailureReport{Reason: reason}}, &m)
 	return m, err
 }
 
 // Images lists the server's image catalog (open route).
-func (c *Client) Images(ctx context.Context) ([]Image, error) {
-	var out []Image
+func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
+	var out []api.Image
 	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("images")}, &out)
 	if out == nil && err == nil {
-		out = []Image{}
+		out = []api.Image{}
 	}
 	return out, err
 }
@@ -126,24 +127,24 @@ type UploadOptions struct {
 // The server checks the bytes' format against the name's suffix and
 // the optional sha256. replaced says whether an image of that name was
 // overwritten.
-func (c *Client) UploadImage(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (img Image, replaced bool, err error) {
+func (c *Client) UploadImage(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (img api.Image, replaced bool, err error) {
 	code, err := c.upload(ctx, c.endpoint("images", name), body, size, opt, &img)
 	return img, code == http.StatusOK, err
 }
 
 // BootFiles lists the live-env artifacts (open route): the required
 // ones, present or not, and any other file in the boot directory.
-func (c *Client) BootFiles(ctx context.Context) ([]BootFile, error) {
-	var out []BootFile
+func (c *Client) BootFiles(ctx context.Context) ([]api.BootFile, error) {
+	var out []api.BootFile
 	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("boot")}, &out)
 	if out == nil && err == nil {
-		out = []BootFile{}
+		out = []api.BootFile{}
 	}
 	return out, err
 }
 
 // UploadBoot stores body as the live-env artifact name.
-func (c *Client) UploadBoot(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (b BootUpload, replaced bool, err error) {
+func (c *Client) UploadBoot(ctx context.Context, name string, body io.Reader, size int64, opt UploadOptions) (b api.BootUpload, replaced bool, err error) {
 	code, err := c.upload(ctx, c.endpoint("boot", name), body, size, opt, &b)
 	return b, code == http.StatusOK, err
 }
@@ -181,17 +182,17 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Settings returns the server's settings (proxy-DHCP) and interfaces.
-func (c *Client) Settings(ctx context.Context) (Settings, error) {
-	var s Settings
+// api.Settings returns the server's settings (proxy-DHCP) and interfaces.
+func (c *Client) Settings(ctx context.Context) (api.Settings, error) {
+	var s api.Settings
 	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("settings"), auth: true}, &s)
 	return s, err
 }
 
 // PutSettings changes settings; the server applies them live and
 // refuses (keeping the old ones) what it cannot apply.
-func (c *Client) PutSettings(ctx context.Context, u SettingsUpdate) (Settings, error) {
-	var s Settings
+func (c *Client) PutSettings(ctx context.Context, u api.SettingsUpdate) (api.Settings, error) {
+	var s api.Settings
 	_, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("settings"), body: u, auth: true}, &s)
 	return s, err
 }

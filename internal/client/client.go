@@ -20,6 +20,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
 // Client talks to one bty-web server. It is safe for concurrent use once
@@ -251,9 +253,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 func apiError(method, u string, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &APIError{Method: method, URL: u, StatusCode: resp.StatusCode}
-	var doc struct {
-		Error string `json:"error"`
-	}
+	var doc api.Error
 	if json.Unmarshal(b, &doc) == nil && doc.Error != "" {
 		e.Message = doc.Error
 		return e

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
@@ -79,7 +81,7 @@ stderr as for images upload. A missing FILE is exit 2.`,
 				},
 				func(res uploadResult, _ string, answer any) string {
 					if res.sha256 == "" {
-						return ", sha256 " + answer.(client.BootUpload).SHA256
+						return ", sha256 " + answer.(api.BootUpload).SHA256
 					}
 					return ""
 				})

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client/clienttest"
@@ -182,7 +184,7 @@ func TestMachinesRoundTrip(t *testing.T) {
 
 	r = h.run("", "machines", "get", "AA-bb-CC-dd-EE-ff")
 	h.want(r, 0, "mac:                   aa:bb:cc:dd:ee:ff")
-	for _, want := range []string{"image:                 debian.img.zst", "next PXE boot:         flash the image", "provisioning:          cloud-init"} {
+	for _, want := range []string{"image:                 debian.img.zst", "next PXE boot:         flash debian.img.zst", "provisioning:          cloud-init"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("machines get lacks %q:\n%s", want, r.stdout)
 		}
@@ -651,7 +653,7 @@ func TestMachinesSetWarnings(t *testing.T) {
 		}
 	}
 	// The record was saved all the same.
-	if m, err := h.srv.Store.GetMachine(context.Background(), mac); err != nil || m.Image != "nope.img" {
+	if m, err := h.srv.Store.GetMachine(context.Background(), fleet.MustParseMAC(mac)); err != nil || m.Image != "nope.img" {
 		t.Fatalf("the record: %+v, %v", m, err)
 	}
 	r = h.run("", "machines", "set", mac, "--provisioning", "cijoe", "--json")

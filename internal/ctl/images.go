@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
@@ -97,7 +99,7 @@ an upload the server refuses exit 1 with the server's reason.`,
 					return c.UploadImage(ctx, name, body, size, opt)
 				},
 				func(_ uploadResult, name string, answer any) string {
-					if img := answer.(client.Image); img.Error != "" {
+					if img := answer.(api.Image); img.Error != "" {
 						fmt.Fprintf(e.stderr, "bty-ctl: warning: the server cannot flash %s: %s\n", name, img.Error)
 					}
 					return ""

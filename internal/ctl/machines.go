@@ -7,12 +7,15 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/btyproject/bty/internal/api"
+
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/provision"
-	"github.com/btyproject/bty/internal/store"
 )
 
 func newMachinesCmd(e *env) *cobra.Command {
@@ -29,10 +32,10 @@ interactive live env; what an unknown machine gets on first contact).`,
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
 // 2) without a round trip.
-func parseMAC(s string) (string, error) {
-	mac, err := store.NormalizeMAC(s)
+func parseMAC(s string) (fleet.MAC, error) {
+	mac, err := fleet.ParseMAC(s)
 	if err != nil {
-		return "", exitcode.Wrap(exitcode.Usage, err)
+		return fleet.MAC{}, exitcode.Wrap(exitcode.Usage, err)
 	}
 	return mac, nil
 }
@@ -69,12 +72,12 @@ flashed. Machines that registered themselves by PXE-booting are marked
 			tw := newTable(e.stdout)
 			fmt.Fprintln(tw, "MAC\tPOLICY\tIMAGE\tPROVISIONING\tHOSTNAME\tLAST SEEN\tFROM\tLAST FLASHED")
 			for _, m := range ms {
-				mac := m.MAC
+				mac := m.MAC.String()
 				if m.DiscoveredAt != nil {
 					mac += " (discovered)"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mac, policyString(m), dash(m.Image),
-					dash(m.ProvisioningMode), dash(m.Hostname), localTime(m.LastSeenAt), dash(m.LastSeenIP), localTime(m.LastFlashedAt))
+					dash(string(m.ProvisioningMode)), dash(m.Hostname), localTime(m.LastSeenAt), dash(m.LastSeenIP), localTime(m.LastFlashedAt))
 			}
 			return tw.Flush()
 		},
@@ -82,11 +85,11 @@ flashed. Machines that registered themselves by PXE-booting are marked
 }
 
 // policyString is the boot policy, with the next action for flash.
-func policyString(m client.Machine) string {
-	if m.BootPolicy == store.PolicyFlash && m.NextBoot == store.NextLocal {
+func policyString(m api.Machine) string {
+	if m.BootPolicy == fleet.PolicyFlash && m.NextBoot == fleet.NextLocal {
 		return "flash (next: local disk once)"
 	}
-	return dash(m.BootPolicy)
+	return dash(string(m.BootPolicy))
 }
 
 func newMachinesGetCmd(e *env) *cobra.Command {
@@ -106,7 +109,7 @@ malformed one exit 2 (checked before asking the server).`,
 			}
 			m, err := c.Machine(cmd.Context(), mac)
 			if err != nil {
-				return e.fail(name, e.apiErr("getting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+				return e.fail(name, e.apiErr("getting machine "+mac.String(), c, err), map[string]any{"server": c.Server(), "mac": mac})
 			}
 			if e.asJSON {
 				return writeJSON(e, name, map[string]any{"server": c.Server(), "machine": m})
@@ -117,24 +120,13 @@ malformed one exit 2 (checked before asking the server).`,
 	}
 }
 
-func printMachine(w io.Writer, m client.Machine) {
-	status := "-"
-	if m.LastWorkflowStatus != nil {
-		status = *m.LastWorkflowStatus
-	}
-	next := "-"
-	if m.BootPolicy == store.PolicyFlash {
-		next = map[string]string{store.NextFlash: "flash the image", store.NextLocal: "boot the local disk once"}[m.NextBoot]
-		if next == "" {
-			next = dash(m.NextBoot)
-		}
-	}
+func printMachine(w io.Writer, m api.Machine) {
 	rows := [][2]string{
-		{"mac", m.MAC},
-		{"boot policy", dash(m.BootPolicy)},
-		{"next PXE boot", next},
+		{"mac", m.MAC.String()},
+		{"boot policy", dash(string(m.BootPolicy))},
+		{"next PXE boot", fleet.Decide(m).Why},
 		{"image", dash(m.Image)},
-		{"provisioning", dash(m.ProvisioningMode)},
+		{"provisioning", dash(string(m.ProvisioningMode))},
 		{"hostname", dash(m.Hostname)},
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
 		{"user-data", seedSize(m.UserData, "none")},
@@ -146,9 +138,6 @@ func printMachine(w io.Writer, m client.Machine) {
 		{"last flashed", localTime(m.LastFlashedAt)},
 		{"last failed", localTime(m.LastFailedAt)},
 		{"last failure", dash(m.LastFailure)},
-		{"last workflow run", localTime(m.LastWorkflowRunAt)},
-		{"last workflow status", status},
-		{"last workflow output", dash(m.LastWorkflowOutputPath)},
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
@@ -196,33 +185,34 @@ local to stop.`,
 				return e.fail(name, err, map[string]any{"mac": args[0]})
 			}
 			f := cmd.Flags()
-			var u client.MachineUpdate
-			set := func(flag string, v string, dst **string, allowed []string) error {
-				if !f.Changed(flag) {
-					return nil
-				}
-				v = strings.TrimSpace(v)
-				if allowed != nil && !slices.Contains(allowed, v) {
-					return usageErr("--%s %q: want one of %s", flag, v, strings.Join(nonEmpty(allowed), ", "))
-				}
-				*dst = &v
-				return nil
-			}
+			var u api.MachineUpdate
 			for _, s := range []struct {
-				flag    string
-				v       string
-				dst     **string
-				allowed []string
+				flag string
+				v    string
+				dst  **string
 			}{
-				{"image", image, &u.Image, nil},
-				{"policy", policy, &u.BootPolicy, store.BootPolicies},
-				{"hostname", hostname, &u.Hostname, nil},
-				{"provisioning", provisioning, &u.ProvisioningMode, store.ProvisioningModes},
-				{"cijoe-workflow", workflow, &u.CijoeWorkflowRef, nil},
+				{"image", image, &u.Image},
+				{"hostname", hostname, &u.Hostname},
+				{"cijoe-workflow", workflow, &u.CijoeWorkflowRef},
 			} {
-				if err := set(s.flag, s.v, s.dst, s.allowed); err != nil {
-					return e.fail(name, err, map[string]any{"mac": mac})
+				if f.Changed(s.flag) {
+					v := strings.TrimSpace(s.v)
+					*s.dst = &v
 				}
+			}
+			if f.Changed("policy") {
+				p := fleet.Policy(strings.TrimSpace(policy))
+				if !p.Valid() {
+					return e.fail(name, usageErr("--policy %q: want one of %s", p, joinValues(fleet.Policies)), map[string]any{"mac": mac})
+				}
+				u.BootPolicy = &p
+			}
+			if f.Changed("provisioning") {
+				m := fleet.Mode(strings.TrimSpace(provisioning))
+				if !m.Valid() {
+					return e.fail(name, usageErr("--provisioning %q: want one of %s", m, joinValues(fleet.Modes)), map[string]any{"mac": mac})
+				}
+				u.ProvisioningMode = &m
 			}
 			for _, s := range []struct {
 				flag  string
@@ -239,7 +229,7 @@ local to stop.`,
 				}
 				*s.dst = &v
 			}
-			if u == (client.MachineUpdate{}) {
+			if u == (api.MachineUpdate{}) {
 				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
@@ -249,9 +239,9 @@ local to stop.`,
 			}
 			m, created, err := c.PutMachine(cmd.Context(), mac, u)
 			if err != nil {
-				return e.fail(name, e.apiErr("setting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+				return e.fail(name, e.apiErr("setting machine "+mac.String(), c, err), map[string]any{"server": c.Server(), "mac": mac})
 			}
-			var catalog []client.Image
+			var catalog []api.Image
 			if m.Image != "" {
 				// Best effort: the record is saved either way.
 				catalog, _ = c.Images(cmd.Context())
@@ -288,10 +278,10 @@ local to stop.`,
 // an image the catalog (when it could be listed) does not have, or
 // cannot flash; cloud-init with no user-data; cijoe, which the live env
 // cannot run.
-func setWarnings(m client.Machine, catalog []client.Image) []string {
+func setWarnings(m api.Machine, catalog []api.Image) []string {
 	warnings := []string{}
 	if m.Image != "" && catalog != nil {
-		i := slices.IndexFunc(catalog, func(im client.Image) bool { return im.Name == m.Image })
+		i := slices.IndexFunc(catalog, func(im api.Image) bool { return im.Name == m.Image })
 		switch {
 		case i < 0:
 			warnings = append(warnings, fmt.Sprintf("image %s is not in the server's catalog (bty-ctl images list): a flash fails until it is uploaded", m.Image))
@@ -299,16 +289,14 @@ func setWarnings(m client.Machine, catalog []client.Image) []string {
 			warnings = append(warnings, fmt.Sprintf("image %s cannot be flashed: %s", m.Image, catalog[i].Error))
 		}
 	}
-	if m.BootPolicy != store.PolicyFlash {
+	if m.BootPolicy != fleet.PolicyFlash {
 		return warnings
 	}
-	switch m.ProvisioningMode {
-	case "cloud-init":
-		if m.UserData == "" {
-			warnings = append(warnings, "provisioning cloud-init with no user-data on the record: the live env's flash fails until you give --user-data FILE")
-		}
-	case "cijoe":
-		warnings = append(warnings, "provisioning cijoe runs a workflow offline, which the PXE live env cannot (no cijoe, no workflow file): use cloud-init or cijoe-online")
+	if m.ProvisioningMode == fleet.ModeCloudInit && m.UserData == "" {
+		warnings = append(warnings, "provisioning cloud-init with no user-data on the record: the live env's flash fails until you give --user-data FILE")
+	}
+	if _, _, err := m.ProvisioningMode.InLiveEnv(); err != nil {
+		warnings = append(warnings, err.Error())
 	}
 	return warnings
 }
@@ -323,8 +311,8 @@ func readSeed(flag, path string, check func([]byte) error) (string, error) {
 	if err != nil {
 		return "", usageErr("--%s: %v", flag, err)
 	}
-	if len(b) > store.MaxSeedBytes {
-		return "", usageErr("--%s %s is %d bytes; the server keeps at most %d", flag, path, len(b), store.MaxSeedBytes)
+	if len(b) > fleet.MaxSeedBytes {
+		return "", usageErr("--%s %s is %d bytes; the server keeps at most %d", flag, path, len(b), fleet.MaxSeedBytes)
 	}
 	if err := check(b); err != nil {
 		return "", usageErr("--%s %s: %v", flag, path, err)
@@ -343,14 +331,15 @@ func seedSize(v, none string) string {
 	return fmt.Sprintf("%d bytes (%s)", len(v), first)
 }
 
-func nonEmpty(ss []string) []string {
+// joinValues lists the non-empty values of an enumeration for a message.
+func joinValues[T ~string](vs []T) string {
 	var out []string
-	for _, s := range ss {
-		if s != "" {
-			out = append(out, s)
+	for _, v := range vs {
+		if v != "" {
+			out = append(out, string(v))
 		}
 	}
-	return out
+	return strings.Join(out, ", ")
 }
 
 func newMachinesDeleteCmd(e *env) *cobra.Command {
@@ -368,7 +357,7 @@ rediscovered with boot policy tui. An unknown MAC is exit 1.`,
 				return err
 			}
 			if err := c.DeleteMachine(cmd.Context(), mac); err != nil {
-				return e.fail(name, e.apiErr("deleting machine "+mac, c, err), map[string]any{"server": c.Server(), "mac": mac})
+				return e.fail(name, e.apiErr("deleting machine "+mac.String(), c, err), map[string]any{"server": c.Server(), "mac": mac})
 			}
 			if e.asJSON {
 				return writeJSON(e, name, map[string]any{"ok": true, "server": c.Server(), "mac": mac})
@@ -381,14 +370,14 @@ rediscovered with boot policy tui. An unknown MAC is exit 1.`,
 
 // macClient checks a MAC argument and opens a logged-in client; errors
 // come back already reported as command name's failure.
-func (e *env) macClient(name, arg string) (string, *client.Client, error) {
+func (e *env) macClient(name, arg string) (fleet.MAC, *client.Client, error) {
 	mac, err := parseMAC(arg)
 	if err != nil {
-		return "", nil, e.fail(name, err, map[string]any{"mac": arg})
+		return fleet.MAC{}, nil, e.fail(name, err, map[string]any{"mac": arg})
 	}
 	c, err := e.authClient()
 	if err != nil {
-		return "", nil, e.fail(name, err, map[string]any{"mac": mac})
+		return fleet.MAC{}, nil, e.fail(name, err, map[string]any{"mac": mac})
 	}
 	return mac, c, nil
 }

@@ -5,9 +5,9 @@ import (
 	"net"
 	"strings"
 
-	"github.com/spf13/cobra"
+	"github.com/btyproject/bty/internal/api"
 
-	"github.com/btyproject/bty/internal/client"
+	"github.com/spf13/cobra"
 )
 
 func newSettingsCmd(e *env) *cobra.Command {
@@ -47,7 +47,7 @@ addresses (the choices for settings set --proxydhcp-iface).`,
 	}
 }
 
-func printSettings(e *env, s client.Settings) {
+func printSettings(e *env, s api.Settings) {
 	w := e.stdout
 	iface := s.ProxyDHCPIface
 	if iface == "" {
@@ -59,7 +59,7 @@ func printSettings(e *env, s client.Settings) {
 		fmt.Fprintf(w, "%-22s BTY_PROXYDHCP_IFACE=%s on the server (the setting cannot be changed here)\n", "overridden by:", s.ProxyDHCPEnvOverride)
 	}
 	state := "not running"
-	if st := s.ProxyDHCPStatus; st != nil && st.Running {
+	if st := s.ProxyDHCPStatus; st.Running {
 		state = fmt.Sprintf("running on %s as %s, iPXE clients get %s", st.Interface, st.ServerIP, st.BootstrapURL)
 	}
 	fmt.Fprintf(w, "%-22s %s\n", "proxy-DHCP:", state)
@@ -103,7 +103,7 @@ network's own DHCP server.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "settings-set"
 			f := cmd.Flags()
-			var u client.SettingsUpdate
+			var u api.SettingsUpdate
 			if !f.Changed("proxydhcp-iface") && !f.Changed("proxydhcp-subnet") {
 				return e.fail(name, usageErr("nothing to set: give --proxydhcp-iface IFACE (\"\" turns proxy-DHCP off) and optionally --proxydhcp-subnet CIDR"), nil)
 			}

@@ -78,7 +78,7 @@ func Main() int {
 	}
 	if err != nil {
 		s.say("bad boot parameters: %v", err)
-		if p.Mode == ModeFlash && p.Server != "" && p.MAC != "" {
+		if p.Mode == ModeFlash && p.Server != "" && !p.MAC.IsZero() {
 			s.ensureNetwork(ctx)
 			s.reportFailed(ctx, "live env: "+err.Error())
 		}

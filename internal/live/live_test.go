@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 )
@@ -20,7 +22,7 @@ func TestParseCmdlineFlash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Params{Mode: ModeFlash, Server: "http://192.0.2.1:8080", MAC: "52:54:00:b7:70:01",
+	want := Params{Mode: ModeFlash, Server: "http://192.0.2.1:8080", MAC: fleet.MustParseMAC("52:54:00:b7:70:01"),
 		ImageURL: "http://192.0.2.1:8080/images/debian%2013.img.zst", Provisioning: "cloud-init",
 		SHA256:   "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
 		Hostname: "vm-1", RetryDelay: 7 * time.Second, Unknown: []string{"bty.frobnicate"}}

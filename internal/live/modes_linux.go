@@ -8,12 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/btyproject/bty/internal/fleet"
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
@@ -52,10 +53,10 @@ func (s *system) flashOnce(ctx context.Context) error {
 	}
 	sink := newConsoleSink(s.out)
 	sink.size = p.ImageSize
-	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
+	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: string(p.Provisioning),
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
 		Sink: sink, Logger: s.log}
-	if p.Provisioning == flash.ModeCloudInit {
+	if p.Provisioning == fleet.ModeCloudInit {
 		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx); err != nil {
 			return err
 		}
@@ -130,7 +131,7 @@ func (s *system) fetchSeed(ctx context.Context) (userData, metaData string, err 
 
 // fetchPXE GETs SERVER/pxe/MAC/what; nil without error on 404.
 func (s *system) fetchPXE(ctx context.Context, what string) ([]byte, error) {
-	u := strings.TrimRight(s.params.Server, "/") + "/pxe/" + url.PathEscape(strings.ReplaceAll(s.params.MAC, ":", "-")) + "/" + what
+	u := strings.TrimRight(s.params.Server, "/") + "/pxe/" + strings.ReplaceAll(s.params.MAC.String(), ":", "-") + "/" + what
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -182,7 +183,7 @@ func (s *system) reportDone(ctx context.Context) {
 // reportFailed tells the server why the flash failed; it shows on the
 // machine's record. Best effort.
 func (s *system) reportFailed(ctx context.Context, reason string) {
-	if s.params.Server == "" || s.params.MAC == "" {
+	if s.params.Server == "" || s.params.MAC.IsZero() {
 		return
 	}
 	c, err := client.New(s.params.Server)
@@ -203,8 +204,8 @@ func (s *system) reportFailed(ctx context.Context, reason string) {
 func (s *system) interactiveMode(ctx context.Context) {
 	s.ensureNetwork(ctx)
 	args := []string{"--server", s.params.Server}
-	if s.params.MAC != "" {
-		args = append(args, "--mac", s.params.MAC)
+	if !s.params.MAC.IsZero() {
+		args = append(args, "--mac", s.params.MAC.String())
 	}
 	s.tuiOnConsoles(ctx, args...)
 }

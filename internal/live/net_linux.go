@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
@@ -48,7 +50,7 @@ func (s *system) ensureNetwork(ctx context.Context) *lease {
 
 // dhcp asks for a lease on every candidate interface at once and
 // configures the first that gets one.
-func (s *system) dhcp(ctx context.Context, mac string) (*lease, error) {
+func (s *system) dhcp(ctx context.Context, mac fleet.MAC) (*lease, error) {
 	var links []netlink.Link
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -64,7 +66,7 @@ func (s *system) dhcp(ctx context.Context, mac string) (*lease, error) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	if len(links) == 0 {
-		if mac != "" {
+		if !mac.IsZero() {
 			return nil, fmt.Errorf("no network interface with MAC %s (interfaces: %s); is its driver in the live env?", mac, linkNames())
 		}
 		return nil, fmt.Errorf("no network interface (interfaces: %s); is its driver in the live env?", linkNames())
@@ -104,7 +106,7 @@ func (s *system) dhcp(ctx context.Context, mac string) (*lease, error) {
 }
 
 // candidateLinks are the Ethernet interfaces, or only the one with mac.
-func candidateLinks(mac string) []netlink.Link {
+func candidateLinks(mac fleet.MAC) []netlink.Link {
 	all, err := netlink.LinkList()
 	if err != nil {
 		return nil
@@ -115,7 +117,7 @@ func candidateLinks(mac string) []netlink.Link {
 		if l.Type() != "device" || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 {
 			continue
 		}
-		if mac != "" && !strings.EqualFold(a.HardwareAddr.String(), mac) {
+		if !mac.IsZero() && a.HardwareAddr.String() != mac.String() {
 			continue
 		}
 		out = append(out, l)

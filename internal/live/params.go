@@ -14,8 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/flash"
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // Modes of the live environment (bty.mode=).
@@ -34,14 +33,14 @@ const DefaultRetryDelay = 60 * time.Second
 // server image's boot entry) passed.
 type Params struct {
 	Mode         string
-	Server       string // bty.server: bty-web's base URL
-	MAC          string // bty.mac: the MAC this machine PXE-booted with, aa:bb:...
-	ImageURL     string // bty.image_url
-	SHA256       string // bty.sha256: the decoded image's sha256
-	ImageSize    int64  // bty.image_size: the decoded image's size, for progress
-	Provisioning string // bty.provisioning: none, cloud-init, cijoe
-	Hostname     string // bty.hostname
-	Target       string // bty.target: a device path or a disk serial
+	Server       string     // bty.server: bty-web's base URL
+	MAC          fleet.MAC  // bty.mac: the MAC this machine PXE-booted with
+	ImageURL     string     // bty.image_url
+	SHA256       string     // bty.sha256: the decoded image's sha256
+	ImageSize    int64      // bty.image_size: the decoded image's size, for progress
+	Provisioning fleet.Mode // bty.provisioning: what the live env applies (fleet.Mode.InLiveEnv)
+	Hostname     string     // bty.hostname
+	Target       string     // bty.target: a device path or a disk serial
 	RetryDelay   time.Duration
 	// Shell starts a shell on the consoles before anything else
 	// (bty.shell=1), for debugging a machine by hand.
@@ -56,7 +55,7 @@ type Params struct {
 // (/proc/cmdline). Values may be double-quoted. Parameters that do not
 // start with "bty." are the kernel's and are ignored.
 func ParseCmdline(cmdline string) (Params, error) {
-	p := Params{Mode: ModeFlash, Provisioning: "none", RetryDelay: DefaultRetryDelay}
+	p := Params{Mode: ModeFlash, Provisioning: fleet.ModeNone, RetryDelay: DefaultRetryDelay}
 	var errs []error
 	for _, f := range splitCmdline(cmdline) {
 		key, val, _ := strings.Cut(f, "=")
@@ -78,7 +77,7 @@ func ParseCmdline(cmdline string) (Params, error) {
 		case "bty.server":
 			p.Server = val
 		case "bty.mac":
-			mac, err := store.NormalizeMAC(val)
+			mac, err := fleet.ParseMAC(val)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("bty.mac=%q: %w", val, err))
 				continue
@@ -96,7 +95,7 @@ func ParseCmdline(cmdline string) (Params, error) {
 			}
 			p.ImageSize = n
 		case "bty.provisioning":
-			p.Provisioning = val
+			p.Provisioning = fleet.Mode(val)
 		case "bty.hostname":
 			p.Hostname = val
 		case "bty.target":
@@ -124,20 +123,18 @@ func ParseCmdline(cmdline string) (Params, error) {
 	case ModeFlash:
 		// The provisioning modes a machine record can hold, as the live
 		// env can apply them; checked here, before anything is written.
-		switch p.Provisioning {
-		case "none", flash.ModeCloudInit:
-		case "cijoe-online":
-			p.Provisioning = "none"
-			p.Notes = append(p.Notes, "provisioning cijoe-online: bty-web runs the workflow once the flashed OS is up; the live env flashes without provisioning")
-		case flash.ModeCijoe:
-			errs = append(errs, errors.New("bty.provisioning=cijoe: the live env carries no cijoe and no workflow to run on the flashed disk; set the machine's provisioning to cloud-init (with user-data on its record), cijoe-online or none"))
-		default:
-			errs = append(errs, fmt.Errorf("bty.provisioning=%q: the live env knows none, cloud-init and cijoe-online", p.Provisioning))
+		apply, note, err := p.Provisioning.InLiveEnv()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bty.provisioning=%q: %w", string(p.Provisioning), err))
+		}
+		p.Provisioning = apply
+		if note != "" {
+			p.Notes = append(p.Notes, note)
 		}
 		if p.ImageURL == "" {
 			errs = append(errs, errors.New("bty.image_url is missing: the server assigned no image (assign one, or boot with bty.mode=interactive)"))
 		}
-		if p.Server == "" || p.MAC == "" {
+		if p.Server == "" || p.MAC.IsZero() {
 			errs = append(errs, errors.New("bty.server and bty.mac are needed to report to the server: boot through bty-web's iPXE script"))
 		}
 	case ModeInteractive:

@@ -8,7 +8,7 @@
 // GET /pxe/{mac} serves Script(Params{...}) with Content-Type text/plain:
 //
 //	script, err := netboot.Script(netboot.Params{
-//		Policy:       netboot.Policy(m.BootPolicy), // local, flash or tui
+//		Policy:       fleet.Decide(m).Serve, // local, flash or tui
 //		ServerURL:    base,                         // "http://" + r.Host, as the request named it
 //		MAC:          m.MAC,
 //		ImageURL:     base + "/images/" + url.PathEscape(m.Image), // "" when none

@@ -4,19 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
-)
 
-// Policy is a machine's boot policy: what GET /pxe/{mac} serves.
-type Policy string
-
-// The boot policies of docs/reference.md; the strings are the store's.
-const (
-	PolicyLocal Policy = "local" // boot the local disk
-	PolicyFlash Policy = "flash" // chain the live env in auto-flash mode
-	PolicyTUI   Policy = "tui"   // chain the live env in interactive mode
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // Default names of the live environment's artifacts under /boot/.
@@ -39,14 +30,15 @@ var ErrNoImage = errors.New("no image assigned")
 // a word or a line, or expand an iPXE setting: a hostname or image name
 // cannot add an iPXE command or a kernel argument.
 type Params struct {
-	Policy Policy
+	// Policy is the script to render: fleet.PolicyLocal, PolicyFlash
+	// (the live env in auto-flash mode) or PolicyTUI (interactive).
+	Policy fleet.Policy
 	// ServerURL is the server's base URL as the PXE request named it
 	// ("http://10.0.0.1:8080"): the script fetches the live env from it
 	// and the live env talks to it. A trailing "/" is dropped.
 	ServerURL string
-	// MAC is the machine's address in any form store.NormalizeMAC takes;
-	// the script carries it lower case with colons.
-	MAC string
+	// MAC is the machine's address; the script carries its stored form.
+	MAC fleet.MAC
 	// ImageURL is where the live env downloads the image from (required
 	// for flash, optional for tui). Bytes an iPXE script or a kernel
 	// command line would misread are percent-encoded.
@@ -56,8 +48,8 @@ type Params struct {
 	// ImageSize is the decoded image's size in bytes, if known: the live
 	// env shows progress against it when the stream does not say.
 	ImageSize int64
-	// Provisioning is the provisioning mode ("none" when empty).
-	Provisioning string
+	// Provisioning is the provisioning mode ("none" when unset).
+	Provisioning fleet.Mode
 	// Hostname is the machine's hostname (RFC 1123), if any.
 	Hostname string
 	// Kernel and Initrd name the live env's artifacts under /boot/;
@@ -90,20 +82,20 @@ func Script(p Params) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	mac, err := normalizeMAC(p.MAC)
-	if err != nil {
-		return nil, err
+	if p.MAC.IsZero() {
+		return nil, errors.New("MAC missing: a boot script is rendered for one machine")
 	}
+	mac := p.MAC.String()
 	var script []byte
 	switch p.Policy {
-	case PolicyLocal:
+	case fleet.PolicyLocal:
 		script = localScript(mac)
-	case PolicyFlash, PolicyTUI:
+	case fleet.PolicyFlash, fleet.PolicyTUI:
 		if script, err = liveScript(p, server, mac); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("boot policy %q is not one of %q, %q, %q", p.Policy, PolicyLocal, PolicyFlash, PolicyTUI)
+		return nil, fmt.Errorf("boot policy %q is not one of %q, %q, %q", p.Policy, fleet.PolicyLocal, fleet.PolicyFlash, fleet.PolicyTUI)
 	}
 	return withNote(script, p.Note), nil
 }
@@ -179,11 +171,11 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 		"bty.server=" + server,
 		"bty.mac=" + mac,
 	}
-	if p.Policy == PolicyTUI {
+	if p.Policy == fleet.PolicyTUI {
 		args = append(args, "bty.mode=interactive")
 	}
 	if p.ImageURL == "" {
-		if p.Policy == PolicyFlash {
+		if p.Policy == fleet.PolicyFlash {
 			return nil, fmt.Errorf("boot policy flash for %s: %w; assign an image to the machine or use policy tui", mac, ErrNoImage)
 		}
 	} else {
@@ -193,11 +185,8 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 		}
 		args = append(args, "bty.image_url="+u)
 	}
-	prov := p.Provisioning
-	if prov == "" {
-		prov = "none"
-	}
-	if !isToken(prov) {
+	prov := string(p.Provisioning.Effective())
+	if !isToken(prov) || !p.Provisioning.Valid() {
 		return nil, fmt.Errorf("provisioning mode %q: use lower-case letters, digits and '-' only (e.g. none, cloud-init)", prov)
 	}
 	args = append(args, "bty.provisioning="+prov)
@@ -230,7 +219,7 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("#!ipxe\n")
 	fmt.Fprintf(&b, "# bty: boot policy %s for %s\n", p.Policy, mac)
-	if p.Policy == PolicyFlash {
+	if p.Policy == fleet.PolicyFlash {
 		b.WriteString("echo bty: starting the live environment to flash this machine\n")
 	} else {
 		b.WriteString("echo bty: starting the live environment in interactive mode\n")
@@ -380,13 +369,4 @@ func checkHostname(s string) error {
 		}
 	}
 	return nil
-}
-
-// normalizeMAC returns a 6-byte MAC as aa:bb:cc:dd:ee:ff.
-func normalizeMAC(s string) (string, error) {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("MAC %q: want six hex octets like aa:bb:cc:dd:ee:ff", s)
-	}
-	return hw.String(), nil
 }

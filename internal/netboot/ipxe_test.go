@@ -10,14 +10,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/google/go-cmp/cmp"
 )
+
+var testMAC = fleet.MustParseMAC("52:54:00:12:34:56")
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 const (
 	testServer = "http://10.0.0.1:8080"
-	testMAC    = "52:54:00:12:34:56"
 	testSHA    = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 )
 
@@ -44,20 +46,20 @@ func TestScriptGolden(t *testing.T) {
 		name string
 		p    Params
 	}{
-		{"local", Params{Policy: PolicyLocal, ServerURL: testServer, MAC: testMAC}},
-		{"local-hyphen-mac", Params{Policy: PolicyLocal, ServerURL: testServer + "/", MAC: "52-54-00-AB-CD-EF"}},
-		{"flash-minimal", Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC,
+		{"local", Params{Policy: fleet.PolicyLocal, ServerURL: testServer, MAC: testMAC}},
+		{"local-hyphen-mac", Params{Policy: fleet.PolicyLocal, ServerURL: testServer + "/", MAC: fleet.MustParseMAC("52-54-00-AB-CD-EF")}},
+		{"flash-minimal", Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC,
 			ImageURL: testServer + "/images/debian-13.qcow2"}},
-		{"flash-full", Params{Policy: PolicyFlash, ServerURL: "https://bty.lab.example:8443", MAC: "52:54:00:AB:CD:EF",
+		{"flash-full", Params{Policy: fleet.PolicyFlash, ServerURL: "https://bty.lab.example:8443", MAC: fleet.MustParseMAC("52:54:00:AB:CD:EF"),
 			ImageURL: "https://bty.lab.example:8443/images/debian-13.img.zst", ImageSHA256: strings.ToUpper(testSHA),
 			Provisioning: "cloud-init", Hostname: "Node-07.lab.example"}},
-		{"flash-encoded-image", Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC,
+		{"flash-encoded-image", Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC,
 			ImageURL: testServer + "/images/my image ${x}\" 'q'\nchain http://evil/;#.img", Provisioning: "cijoe"}},
-		{"flash-custom-artifacts", Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC,
+		{"flash-custom-artifacts", Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC,
 			ImageURL: testServer + "/images/a.img", Kernel: "vmlinuz-6.1", Initrd: "initrd-6.1.img"}},
-		{"tui-unknown-machine", Params{Policy: PolicyTUI, ServerURL: "http://[fd00::1]:8080", MAC: testMAC}},
-		{"tui-with-image", Params{Policy: PolicyTUI, ServerURL: testServer, MAC: testMAC,
-			ImageURL: testServer + "/images/debian-13.qcow2", ImageSHA256: testSHA, Provisioning: "none"}},
+		{"tui-unknown-machine", Params{Policy: fleet.PolicyTUI, ServerURL: "http://[fd00::1]:8080", MAC: testMAC}},
+		{"tui-with-image", Params{Policy: fleet.PolicyTUI, ServerURL: testServer, MAC: testMAC,
+			ImageURL: testServer + "/images/debian-13.qcow2", ImageSHA256: testSHA, Provisioning: fleet.ModeNone}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +84,7 @@ func TestScriptGolden(t *testing.T) {
 // TestScriptSemantics checks what the golden files show, so that
 // rewriting them with -update cannot bless a broken script.
 func TestScriptSemantics(t *testing.T) {
-	local, err := Script(Params{Policy: PolicyLocal, ServerURL: testServer, MAC: testMAC})
+	local, err := Script(Params{Policy: fleet.PolicyLocal, ServerURL: testServer, MAC: testMAC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +97,8 @@ func TestScriptSemantics(t *testing.T) {
 		t.Errorf("local script boots a kernel:\n%s", local)
 	}
 
-	for _, pol := range []Policy{PolicyFlash, PolicyTUI} {
-		s, err := Script(Params{Policy: pol, ServerURL: testServer, MAC: "52-54-00-12-34-56", ImageURL: testServer + "/images/x.img",
+	for _, pol := range []fleet.Policy{fleet.PolicyFlash, fleet.PolicyTUI} {
+		s, err := Script(Params{Policy: pol, ServerURL: testServer, MAC: fleet.MustParseMAC("52-54-00-12-34-56"), ImageURL: testServer + "/images/x.img",
 			ImageSHA256: testSHA, Provisioning: "cloud-init", Hostname: "n1"})
 		if err != nil {
 			t.Fatal(err)
@@ -109,15 +111,15 @@ func TestScriptSemantics(t *testing.T) {
 		if args[2] != "initrd="+DefaultInitrd {
 			t.Errorf("%s: the first kernel argument is %q, want initrd=%s (Debian's iPXE under UEFI needs it)", pol, args[2], DefaultInitrd)
 		}
-		want := map[string]bool{"bty.server=" + testServer: true, "bty.mac=" + testMAC: true,
+		want := map[string]bool{"bty.server=" + testServer: true, "bty.mac=" + testMAC.String(): true,
 			"bty.image_url=" + testServer + "/images/x.img": true, "bty.provisioning=cloud-init": true,
 			"bty.sha256=" + testSHA: true, "bty.hostname=n1": true, "console=tty0": true, "console=ttyS0,115200n8": true}
-		if pol == PolicyTUI {
+		if pol == fleet.PolicyTUI {
 			want["bty.mode=interactive"] = true
 		}
 		for _, a := range args[2:] {
 			delete(want, a)
-			if a == "bty.mode=interactive" && pol == PolicyFlash {
+			if a == "bty.mode=interactive" && pol == fleet.PolicyFlash {
 				t.Errorf("flash script is interactive: %s", kernel)
 			}
 		}
@@ -151,7 +153,7 @@ func lineWithPrefix(t *testing.T, script []byte, prefix string) string {
 }
 
 func TestScriptRefuses(t *testing.T) {
-	ok := Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/a.img"}
+	ok := Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/a.img"}
 	tests := []struct {
 		name   string
 		modify func(*Params)
@@ -166,9 +168,7 @@ func TestScriptRefuses(t *testing.T) {
 		{"server not http", func(p *Params) { p.ServerURL = "tftp://10.0.0.1" }, "want http://HOST"},
 		{"server with query", func(p *Params) { p.ServerURL = "http://h/?a=b" }, "want http://HOST"},
 		{"server relative", func(p *Params) { p.ServerURL = "/boot" }, "want http://HOST"},
-		{"bad mac", func(p *Params) { p.MAC = "52:54:00:12:34" }, "MAC"},
-		{"mac injection", func(p *Params) { p.MAC = "52:54:00:12:34:56 bty.mode=x" }, "MAC"},
-		{"eui64 mac", func(p *Params) { p.MAC = "02:00:5e:10:00:00:00:01" }, "MAC"},
+		{"no mac", func(p *Params) { p.MAC = fleet.MAC{} }, "MAC missing"},
 		{"flash without image", func(p *Params) { p.ImageURL = "" }, "no image assigned"},
 		{"image not a URL", func(p *Params) { p.ImageURL = "debian.img" }, "image URL"},
 		{"image file URL", func(p *Params) { p.ImageURL = "file:///etc/passwd" }, "image URL"},
@@ -201,7 +201,7 @@ func TestScriptRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Script(Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC}); !errors.Is(err, ErrNoImage) {
+	if _, err := Script(Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC}); !errors.Is(err, ErrNoImage) {
 		t.Errorf("flash without an image: %v, want ErrNoImage", err)
 	}
 	for _, bad := range []string{"", "http://h x", "ftp://h", "http://${x}"} {
@@ -230,7 +230,7 @@ func TestScriptInjectionEncoded(t *testing.T) {
 		"{brace}.img",
 		"é.img",
 	} {
-		s, err := Script(Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/" + img})
+		s, err := Script(Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/" + img})
 		if err != nil {
 			t.Errorf("%q: %v", img, err)
 			continue
@@ -362,7 +362,7 @@ func lintScript(t *testing.T, script []byte) {
 // TestScriptNote: a note is one echo line after the header, and nothing
 // in it can become a command, an expansion or a kernel argument.
 func TestScriptNote(t *testing.T) {
-	base := Params{Policy: PolicyLocal, ServerURL: "http://10.0.0.1:8080", MAC: "52:54:00:12:34:56"}
+	base := Params{Policy: fleet.PolicyLocal, ServerURL: "http://10.0.0.1:8080", MAC: fleet.MustParseMAC("52:54:00:12:34:56")}
 	plain, err := Script(base)
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +385,7 @@ func TestScriptNote(t *testing.T) {
 // TestScriptImageSize: a known decoded size goes on the kernel line so
 // the live env shows a percentage for streams that do not tell it.
 func TestScriptImageSize(t *testing.T) {
-	p := Params{Policy: PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/x.img.zst"}
+	p := Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/x.img.zst"}
 	s, err := Script(p)
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"golang.org/x/sys/unix"
 )
 
@@ -152,15 +153,15 @@ func TestPXEChainOVMF(t *testing.T) {
 			t.Fatalf("BTY_VMTEST=1 but %s is missing: scripts/install-deps.sh vm and test install it", need)
 		}
 	}
-	t.Run("flash", func(t *testing.T) { pxeChainOVMF(t, PolicyFlash) })
-	t.Run("local", func(t *testing.T) { pxeChainOVMF(t, PolicyLocal) })
+	t.Run("flash", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyFlash) })
+	t.Run("local", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyLocal) })
 }
 
 // pxeChainOVMF boots the guest with /pxe/MAC serving policy: flash must
 // reach the kernel's /init; local must run in iPXE, fetch nothing more and
 // end iPXE with the bootstrap's failure status (so a UEFI boot manager
 // goes on to the disk), with no other error on the way.
-func pxeChainOVMF(t *testing.T, policy Policy) {
+func pxeChainOVMF(t *testing.T, policy fleet.Policy) {
 	ovmfCode, ovmfVars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	kernelPath := findKernel()
 	if kernelPath == "" {
@@ -224,7 +225,7 @@ func pxeChainOVMF(t *testing.T, policy Policy) {
 		case r.URL.Path == BootstrapPath:
 			body, err = Bootstrap(server)
 		case strings.HasPrefix(r.URL.Path, "/pxe/"):
-			body, err = Script(Params{Policy: policy, ServerURL: server, MAC: strings.TrimPrefix(r.URL.Path, "/pxe/"),
+			body, err = Script(Params{Policy: policy, ServerURL: server, MAC: fleet.MustParseMAC(strings.TrimPrefix(r.URL.Path, "/pxe/")),
 				ImageURL: imageURL, Provisioning: "cloud-init", Hostname: "vm-1", ImageSHA256: testSHA})
 		case r.URL.Path == "/boot/"+DefaultKernel:
 			body = kernel
@@ -327,7 +328,7 @@ wait:
 			t.Logf("QEMU exited after %s: %v", time.Since(start).Round(time.Second), err)
 			break wait
 		case <-tick.C:
-			if policy == PolicyLocal && localDone.MatchString(serial.String()) {
+			if policy == fleet.PolicyLocal && localDone.MatchString(serial.String()) {
 				t.Logf("iPXE done with the local script after %s", time.Since(start).Round(time.Second))
 				qemu.Process.Kill()
 				<-qdone
@@ -352,7 +353,7 @@ wait:
 	mu.Unlock()
 	mac := strings.ReplaceAll(vmMAC, ":", "-")
 	wantReqs := []string{BootstrapPath, "/pxe/" + mac, "/boot/" + DefaultKernel, "/boot/" + DefaultInitrd}
-	if policy == PolicyLocal {
+	if policy == fleet.PolicyLocal {
 		wantReqs = wantReqs[:2]
 		if strings.Contains(got, "/boot/") {
 			t.Errorf("policy local fetched the live env: %s", got)
@@ -386,10 +387,10 @@ wait:
 	if st := proxy.Stats(); st.Replies < 2 {
 		t.Errorf("proxy-DHCP replies %+v: want the firmware's and iPXE's", st)
 	}
-	if policy == PolicyLocal {
+	if policy == fleet.PolicyLocal {
 		return
 	}
-	script, err := Script(Params{Policy: PolicyFlash, ServerURL: server, MAC: vmMAC,
+	script, err := Script(Params{Policy: fleet.PolicyFlash, ServerURL: server, MAC: fleet.MustParseMAC(vmMAC),
 		ImageURL: imageURL, Provisioning: "cloud-init", Hostname: "vm-1", ImageSHA256: testSHA})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"golang.org/x/crypto/argon2"
 
 	"github.com/btyproject/bty/internal/store"
@@ -268,42 +270,33 @@ func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-type loginRequest struct {
-	Password string `json:"password"`
-}
-
-type loginResponse struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 // login checks the admin password and issues a session token. Attempts
 // are rate-limited per client address, successful or not.
-func (s *Server) login(ctx context.Context, addr, password string) (loginResponse, int, error) {
+func (s *Server) login(ctx context.Context, addr, password string) (api.Session, int, error) {
 	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
-		return loginResponse{}, http.StatusTooManyRequests,
+		return api.Session{}, http.StatusTooManyRequests,
 			fmt.Errorf("too many login attempts from %s: try again in %d s", addr, int(wait.Seconds())+1)
 	}
 	hash, err := s.store.Setting(ctx, SettingAdminPassword)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return loginResponse{}, http.StatusInternalServerError, err
+		return api.Session{}, http.StatusInternalServerError, err
 	}
 	if hash == "" || !CheckPassword(hash, password) {
 		s.log.Warn("login refused", "client", addr)
-		return loginResponse{}, http.StatusUnauthorized, errors.New("wrong password")
+		return api.Session{}, http.StatusUnauthorized, errors.New("wrong password")
 	}
 	tok, th := newToken()
 	now := time.Now()
 	exp := now.Add(s.cfg.SessionTTL).UTC().Truncate(time.Second)
 	if err := s.store.CreateSession(ctx, th, exp, now); err != nil {
-		return loginResponse{}, http.StatusInternalServerError, err
+		return api.Session{}, http.StatusInternalServerError, err
 	}
 	s.log.Info("login", "client", addr, "expires_at", exp)
-	return loginResponse{Token: tok, ExpiresAt: exp}, http.StatusOK, nil
+	return api.Session{Token: tok, ExpiresAt: exp}, http.StatusOK, nil
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	var req loginRequest
+	var req api.LoginRequest
 	if !decodeJSON(w, r, &req, 64<<10) {
 		return
 	}
@@ -333,7 +326,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.clearCookie(w)
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": 1})
+	writeJSON(w, http.StatusOK, api.Revoked{Revoked: 1})
 }
 
 func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
@@ -342,7 +335,7 @@ func (s *Server) handleRevokeAll(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": n})
+	writeJSON(w, http.StatusOK, api.Revoked{Revoked: n})
 }
 
 // revokeAll ends every session, this one included, and drops the

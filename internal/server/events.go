@@ -7,16 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/btyproject/bty/internal/store"
-)
+	"github.com/btyproject/bty/internal/api"
 
-// machineEvent is one change, as sent on GET /events/machines.
-type machineEvent struct {
-	// Type is "upsert" or "delete".
-	Type    string         `json:"type"`
-	MAC     string         `json:"mac"`
-	Machine *store.Machine `json:"machine,omitempty"`
-}
+	"github.com/btyproject/bty/internal/fleet"
+)
 
 // subscriberBuffer is how many events a slow client may lag behind
 // before it is dropped; writers never wait for a client.
@@ -25,26 +19,26 @@ const subscriberBuffer = 256
 // hub fans machine events out to SSE subscribers.
 type hub struct {
 	mu      sync.Mutex
-	subs    map[chan machineEvent]struct{}
+	subs    map[chan api.MachineEvent]struct{}
 	closed  bool
 	metrics *metrics
 }
 
-func newHub(m *metrics) *hub { return &hub{subs: map[chan machineEvent]struct{}{}, metrics: m} }
+func newHub(m *metrics) *hub { return &hub{subs: map[chan api.MachineEvent]struct{}{}, metrics: m} }
 
-func (h *hub) subscribe() (chan machineEvent, bool) {
+func (h *hub) subscribe() (chan api.MachineEvent, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, false
 	}
-	c := make(chan machineEvent, subscriberBuffer)
+	c := make(chan api.MachineEvent, subscriberBuffer)
 	h.subs[c] = struct{}{}
 	h.metrics.subscribers.Set(float64(len(h.subs)))
 	return c, true
 }
 
-func (h *hub) unsubscribe(c chan machineEvent) {
+func (h *hub) unsubscribe(c chan api.MachineEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.subs[c]; ok {
@@ -57,7 +51,7 @@ func (h *hub) unsubscribe(c chan machineEvent) {
 // publish sends e to every subscriber without blocking: a subscriber
 // whose buffer is full is dropped (its stream ends; it reconnects and
 // gets a fresh snapshot).
-func (h *hub) publish(e machineEvent) {
+func (h *hub) publish(e api.MachineEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.subs {
@@ -83,8 +77,8 @@ func (h *hub) close() {
 	h.metrics.subscribers.Set(0)
 }
 
-func (s *Server) publishMachine(m store.Machine) {
-	s.hub.publish(machineEvent{Type: "upsert", MAC: m.MAC, Machine: &m})
+func (s *Server) publishMachine(m fleet.Machine) {
+	s.hub.publish(api.MachineEvent{Type: "upsert", MAC: m.MAC, Machine: &m})
 }
 
 // heartbeatEvery keeps idle SSE connections (and proxies) alive.

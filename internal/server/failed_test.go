@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 func TestPXEFailed(t *testing.T) {
@@ -22,7 +22,7 @@ func TestPXEFailed(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("text report: %d %s", r.code, r.body)
 	}
-	var m store.Machine
+	var m fleet.Machine
 	r.json(t, &m)
 	if m.LastFailure != "writing /dev/sda: input/output error" || m.LastFailedAt == nil {
 		t.Fatalf("text report stored %+v", m)

@@ -12,7 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
 // checkName validates a file name from a URL path: one path element, no
@@ -237,22 +238,13 @@ func (s *Server) answerUploadError(w http.ResponseWriter, r *http.Request, err e
 // bootArtifacts are the live env files the netboot path needs.
 var bootArtifacts = []string{"bty-live-x86_64.vmlinuz", "bty-live-x86_64.initrd"}
 
-// BootFile is one live-env artifact of GET /boot.
-type BootFile struct {
-	Name       string     `json:"name"`
-	Present    bool       `json:"present"`
-	Required   bool       `json:"required"`
-	SizeBytes  int64      `json:"size_bytes"`
-	ModifiedAt *time.Time `json:"modified_at"`
-}
-
 // bootFiles lists the boot directory: the live env's required files
 // first (present or not), then any other file.
-func (s *Server) bootFiles() ([]BootFile, error) {
-	files := map[string]*BootFile{}
+func (s *Server) bootFiles() ([]api.BootFile, error) {
+	files := map[string]*api.BootFile{}
 	var order []string
 	for _, n := range bootArtifacts {
-		files[n] = &BootFile{Name: n, Required: true}
+		files[n] = &api.BootFile{Name: n, Required: true}
 		order = append(order, n)
 	}
 	entries, err := os.ReadDir(s.cfg.BootDir)
@@ -269,14 +261,14 @@ func (s *Server) bootFiles() ([]BootFile, error) {
 		}
 		f, ok := files[e.Name()]
 		if !ok {
-			f = &BootFile{Name: e.Name()}
+			f = &api.BootFile{Name: e.Name()}
 			files[e.Name()] = f
 			order = append(order, e.Name())
 		}
 		mt := st.ModTime().UTC()
 		f.Present, f.SizeBytes, f.ModifiedAt = true, st.Size(), &mt
 	}
-	out := make([]BootFile, 0, len(order))
+	out := make([]api.BootFile, 0, len(order))
 	for _, n := range order {
 		out = append(out, *files[n])
 	}
@@ -317,5 +309,5 @@ func (s *Server) handleBootPut(w http.ResponseWriter, r *http.Request) {
 	if replaced {
 		code = http.StatusOK
 	}
-	writeJSON(w, code, map[string]any{"name": name, "size_bytes": u.n, "sha256": u.sum()})
+	writeJSON(w, code, api.BootUpload{Name: name, SizeBytes: u.n, SHA256: u.sum()})
 }

@@ -16,30 +16,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/btyproject/bty/internal/image"
 	"github.com/btyproject/bty/internal/store"
 )
 
-// ImageEntry is one image of the catalog (GET /images).
-type ImageEntry struct {
-	Name             string    `json:"name"`
-	Format           string    `json:"format"`
-	SizeBytes        int64     `json:"size_bytes"`
-	VirtualSizeBytes *int64    `json:"virtual_size_bytes"`
-	ModifiedAt       time.Time `json:"modified_at"`
-	// SHA256 is the file's hash (what a download should match);
-	// DecodedSHA256 the hash of what lands on the disk (what
-	// `bty flash --sha256` checks). Both are null until computed.
-	SHA256        *string `json:"sha256"`
-	DecodedSHA256 *string `json:"decoded_sha256"`
-	// Error says why the file cannot be flashed.
-	Error string `json:"error,omitempty"`
-}
-
 type catalogEntry struct {
 	size  int64
 	mtime time.Time
-	entry ImageEntry
+	entry api.Image
 }
 
 // catalog describes the image root, caching each file's inspection by
@@ -76,15 +62,15 @@ func (c *catalog) close() {
 }
 
 // list returns the catalog, newest inspection of every image file.
-func (c *catalog) list(ctx context.Context) ([]ImageEntry, error) {
+func (c *catalog) list(ctx context.Context) ([]api.Image, error) {
 	dirents, err := os.ReadDir(c.root)
 	if errors.Is(err, os.ErrNotExist) {
-		return []ImageEntry{}, nil
+		return []api.Image{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the image root %s: %w", c.root, err)
 	}
-	out := []ImageEntry{}
+	out := []api.Image{}
 	for _, d := range dirents {
 		if checkName(d.Name()) != nil {
 			continue
@@ -100,11 +86,11 @@ func (c *catalog) list(ctx context.Context) ([]ImageEntry, error) {
 
 // get describes one file of the root; ok is false when it is not an
 // image (no known suffix or magic) or not a regular file.
-func (c *catalog) get(ctx context.Context, name string) (ImageEntry, bool) {
+func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	p := filepath.Join(c.root, name)
 	st, err := os.Stat(p)
 	if err != nil || !st.Mode().IsRegular() {
-		return ImageEntry{}, false
+		return api.Image{}, false
 	}
 	c.mu.Lock()
 	ce, hit := c.entries[name]
@@ -112,7 +98,7 @@ func (c *catalog) get(ctx context.Context, name string) (ImageEntry, bool) {
 	if !hit || ce.size != st.Size() || !ce.mtime.Equal(st.ModTime()) {
 		e, ok := inspect(p, name, st)
 		if !ok {
-			return ImageEntry{}, false
+			return api.Image{}, false
 		}
 		ce = catalogEntry{size: st.Size(), mtime: st.ModTime(), entry: e}
 	}
@@ -132,8 +118,8 @@ func (c *catalog) get(ctx context.Context, name string) (ImageEntry, bool) {
 	return ce.entry, true
 }
 
-func inspect(path, name string, st os.FileInfo) (ImageEntry, bool) {
-	e := ImageEntry{Name: name, SizeBytes: st.Size(), ModifiedAt: st.ModTime().UTC()}
+func inspect(path, name string, st os.FileInfo) (api.Image, bool) {
+	e := api.Image{Name: name, SizeBytes: st.Size(), ModifiedAt: st.ModTime().UTC()}
 	fmtName, known := image.FormatFromName(name)
 	src, err := image.OpenFile(path)
 	if err != nil {

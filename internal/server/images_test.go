@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
 func sha(b []byte) string {
@@ -48,11 +50,11 @@ func compress(t *testing.T, tool string, b []byte) []byte {
 }
 
 // waitCatalog polls GET /images until name has its hashes.
-func waitCatalog(t *testing.T, ts *testServer, name string) ImageEntry {
+func waitCatalog(t *testing.T, ts *testServer, name string) api.Image {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var list []ImageEntry
+		var list []api.Image
 		ts.do(t, "GET", "/images", nil, nil).json(t, &list)
 		for _, e := range list {
 			if e.Name == name && e.SHA256 != nil && e.DecodedSHA256 != nil {
@@ -141,7 +143,7 @@ func TestImageUploadAndCatalog(t *testing.T) {
 		t.Errorf("chunked oversize: %v %v", res.StatusCode, err)
 	}
 	noTempFiles(t, ts.cfg.ImageRoot)
-	var list []ImageEntry
+	var list []api.Image
 	ts.do(t, "GET", "/images", nil, nil).json(t, &list)
 	if len(list) != 2 {
 		t.Errorf("catalog after refusals: %+v", list)
@@ -237,7 +239,7 @@ func TestBootArtifacts(t *testing.T) {
 	if r := ts.do(t, "PUT", "/boot/bty-live-x86_64.vmlinuz", bytes.NewReader(kernel), ts.auth()); r.code != 201 {
 		t.Fatalf("upload: %d %s", r.code, r.body)
 	}
-	var files []BootFile
+	var files []api.BootFile
 	ts.do(t, "GET", "/boot", nil, nil).json(t, &files)
 	if len(files) != 2 || !files[0].Present || files[0].SizeBytes != 100000 || files[1].Present || !files[1].Required {
 		t.Errorf("boot list %+v", files)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -18,8 +20,8 @@ func TestBrowserKeyboard(t *testing.T) {
 	findChromium(t)
 	ts := startServer(t, nil)
 	const mac = "52:54:00:66:00:01"
-	pol := store.PolicyTUI
-	if _, _, err := ts.st.PutMachine(t.Context(), mac, store.MachineUpdate{BootPolicy: &pol}, time.Now()); err != nil {
+	pol := fleet.PolicyTUI
+	if _, _, err := store.PutMachine(t.Context(), ts.st, fleet.MustParseMAC(mac), fleet.MachineUpdate{BootPolicy: &pol}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	b := newBrowser(t, ts)
@@ -76,7 +78,7 @@ func TestBrowserKeyboard(t *testing.T) {
 	press("kbd-host")
 	press(kb.Enter) // submits the form
 	b.poll("the saved message", `document.querySelector("#flash")?.textContent.includes("Saved")`)
-	m, err := ts.st.GetMachine(t.Context(), mac)
+	m, err := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac))
 	if err != nil || m.Hostname != "kbd-host" {
 		t.Fatalf("after the keyboard edit: %+v, %v", m, err)
 	}

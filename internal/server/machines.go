@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/provision"
 
 	"github.com/btyproject/bty/internal/store"
@@ -15,11 +18,11 @@ import (
 
 // pathMAC normalises the {mac} of a request; on failure it answers 400
 // and returns false.
-func pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
-	mac, err := store.NormalizeMAC(r.PathValue("mac"))
+func pathMAC(w http.ResponseWriter, r *http.Request) (fleet.MAC, bool) {
+	mac, err := fleet.ParseMAC(r.PathValue("mac"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return "", false
+		return fleet.MAC{}, false
 	}
 	return mac, true
 }
@@ -40,7 +43,7 @@ func (s *Server) handleMachineGet(w http.ResponseWriter, r *http.Request) {
 	}
 	m, err := s.store.GetMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac)
+		writeError(w, http.StatusNotFound, "no machine "+mac.String())
 		return
 	}
 	if err != nil {
@@ -55,12 +58,12 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var u store.MachineUpdate
-	if !decodeJSON(w, r, &u, 4*store.MaxSeedBytes) {
+	var u fleet.MachineUpdate
+	if !decodeJSON(w, r, &u, 4*fleet.MaxSeedBytes) {
 		return
 	}
 	m, created, err := s.updateMachine(r.Context(), mac, u)
-	if store.IsValidation(err) {
+	if fleet.IsValidation(err) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -77,19 +80,11 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 
 // machineUpdateErrors checks every field of u, so a form can show each
 // problem next to its field.
-func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
-	var errs []*store.ValidationError
-	add := func(err error) {
-		var ve *store.ValidationError
-		if errors.As(err, &ve) {
-			errs = append(errs, ve)
-		}
-	}
-	add(store.ValidateUpdate(store.MachineUpdate{BootPolicy: u.BootPolicy}))
-	add(store.ValidateUpdate(store.MachineUpdate{ProvisioningMode: u.ProvisioningMode}))
+func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
+	errs := u.Validate()
 	if u.Hostname != nil && *u.Hostname != "" {
 		if err := provision.CheckHostname(*u.Hostname); err != nil {
-			errs = append(errs, &store.ValidationError{Field: "hostname", Msg: err.Error()})
+			errs = append(errs, &fleet.ValidationError{Field: "hostname", Msg: err.Error()})
 		}
 	}
 	for _, f := range []struct {
@@ -98,12 +93,12 @@ func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
 	}{{"image", u.Image}, {"last_known_good", u.LastKnownGood}} {
 		if f.v != nil && *f.v != "" {
 			if err := checkName(*f.v); err != nil {
-				errs = append(errs, &store.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})
+				errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})
 			}
 		}
 	}
 	if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
-		errs = append(errs, &store.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
+		errs = append(errs, &fleet.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
 	}
 	// The seed is checked as bty flash checks --user-data/--meta-data:
 	// a #cloud-config that is not YAML is refused with its line.
@@ -114,26 +109,26 @@ func machineUpdateErrors(u store.MachineUpdate) []*store.ValidationError {
 	}{{"user_data", u.UserData, provision.CheckUserData}, {"meta_data", u.MetaData, provision.CheckMetaData}} {
 		switch {
 		case f.v == nil || *f.v == "":
-		case len(*f.v) > store.MaxSeedBytes:
-			errs = append(errs, &store.ValidationError{Field: f.field, Msg: fmt.Sprintf("is %d bytes; the limit is %d", len(*f.v), store.MaxSeedBytes)})
+		case len(*f.v) > fleet.MaxSeedBytes:
+			errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: fmt.Sprintf("is %d bytes; the limit is %d", len(*f.v), fleet.MaxSeedBytes)})
 		default:
 			if err := f.check([]byte(*f.v)); err != nil {
-				errs = append(errs, &store.ValidationError{Field: f.field, Msg: err.Error()})
+				errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: err.Error()})
 			}
 		}
 	}
 	return errs
 }
 
-// updateMachine validates u (a *store.ValidationError names the field)
+// updateMachine validates u (a *fleet.ValidationError names the field)
 // and applies it, publishing the change.
-func (s *Server) updateMachine(ctx context.Context, mac string, u store.MachineUpdate) (store.Machine, bool, error) {
+func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.MachineUpdate) (fleet.Machine, bool, error) {
 	if errs := machineUpdateErrors(u); len(errs) > 0 {
-		return store.Machine{}, false, errs[0]
+		return fleet.Machine{}, false, errs[0]
 	}
-	m, created, err := s.store.PutMachine(ctx, mac, u, time.Now())
+	m, created, err := store.PutMachine(ctx, s.store, mac, u, time.Now())
 	if err != nil {
-		return store.Machine{}, false, err
+		return fleet.Machine{}, false, err
 	}
 	s.publishMachine(m)
 	return m, created, nil
@@ -141,11 +136,11 @@ func (s *Server) updateMachine(ctx context.Context, mac string, u store.MachineU
 
 // deleteMachine deletes a machine (store.ErrNotFound when unknown) and
 // publishes the deletion.
-func (s *Server) deleteMachine(ctx context.Context, mac string) error {
+func (s *Server) deleteMachine(ctx context.Context, mac fleet.MAC) error {
 	if err := s.store.DeleteMachine(ctx, mac); err != nil {
 		return err
 	}
-	s.hub.publish(machineEvent{Type: "delete", MAC: mac})
+	s.hub.publish(api.MachineEvent{Type: "delete", MAC: mac})
 	return nil
 }
 
@@ -156,7 +151,7 @@ func (s *Server) handleMachineDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	err := s.deleteMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac)
+		writeError(w, http.StatusNotFound, "no machine "+mac.String())
 		return
 	}
 	if err != nil {

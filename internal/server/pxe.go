@@ -13,6 +13,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/btyproject/bty/internal/api"
+
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/netboot"
 	"github.com/btyproject/bty/internal/store"
 )
@@ -34,7 +37,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := s.store.PXEContact(r.Context(), mac, clientAddr(r), time.Now())
+	c, err := store.PXEContact(r.Context(), s.store, mac, clientAddr(r), time.Now())
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -43,36 +46,30 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("machine discovered", "mac", mac, "ip", clientAddr(r))
 	}
 	s.publishMachine(c.Machine)
-	script, policy := s.bootScript(r.Context(), c.Machine, c.Serve, s.serverURL(r), false)
+	script, policy := s.bootScript(r.Context(), c.Machine, c.Decision, s.serverURL(r), false)
 	s.metrics.pxeContacts.WithLabelValues(string(policy)).Inc()
 	writeScript(w, script)
 }
 
-// bootScript renders the iPXE script for machine m served policy serve
-// (store.Serves, or what a contact returned), with base the server URL
-// the machine reaches; policy is what the script does in the end. A
-// preview (the UI's) logs nothing.
-func (s *Server) bootScript(ctx context.Context, m store.Machine, serve, base string, preview bool) (script []byte, policy netboot.Policy) {
+// bootScript renders the iPXE script of decision d (fleet.Decide, or
+// what a contact returned) for machine m, with base the server URL the
+// machine reaches; policy is what the script does in the end. A preview
+// (the UI's) logs nothing.
+func (s *Server) bootScript(ctx context.Context, m fleet.Machine, d fleet.Decision, base string, preview bool) (script []byte, policy fleet.Policy) {
 	mac := m.MAC
-	p := netboot.Params{Policy: netboot.Policy(serve), ServerURL: base, MAC: mac,
-		Provisioning: m.ProvisioningMode, Hostname: m.Hostname}
-	if p.Policy == netboot.PolicyFlash {
-		if m.Image == "" {
-			// Nothing to flash: boot the disk rather than wipe it with
-			// nothing; the script says why on the console.
-			p.Policy, p.Note = netboot.PolicyLocal, "bty: "+mac+" has boot policy flash but no image assigned, booting the local disk"
-		} else {
-			p.ImageURL = imageURL(p.ServerURL, m.Image)
-			e, ok := s.catalog.get(ctx, m.Image)
-			if ok && e.DecodedSHA256 != nil {
-				p.ImageSHA256 = *e.DecodedSHA256
-			}
-			if ok && e.VirtualSizeBytes != nil {
-				p.ImageSize = *e.VirtualSizeBytes
-			}
-			if !ok && !preview {
-				s.log.Warn("flash: assigned image is not in the catalog", "mac", mac, "image", m.Image)
-			}
+	p := netboot.Params{Policy: d.Serve, ServerURL: base, MAC: mac,
+		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, Note: d.Note}
+	if p.Policy == fleet.PolicyFlash {
+		p.ImageURL = imageURL(p.ServerURL, m.Image)
+		e, ok := s.catalog.get(ctx, m.Image)
+		if ok && e.DecodedSHA256 != nil {
+			p.ImageSHA256 = *e.DecodedSHA256
+		}
+		if ok && e.VirtualSizeBytes != nil {
+			p.ImageSize = *e.VirtualSizeBytes
+		}
+		if !ok && !preview {
+			s.log.Warn("flash: assigned image is not in the catalog", "mac", mac, "image", m.Image)
 		}
 	}
 	script, err := netboot.Script(p)
@@ -81,9 +78,9 @@ func (s *Server) bootScript(ctx context.Context, m store.Machine, serve, base st
 			s.log.Error("rendering the iPXE script", "mac", mac, "policy", p.Policy, "err", err)
 		}
 		// A script the firmware can run: say why and boot the disk.
-		script, _ = netboot.Script(netboot.Params{Policy: netboot.PolicyLocal, ServerURL: p.ServerURL, MAC: mac,
-			Note: "bty: cannot build the " + string(p.Policy) + " script for " + mac + " (see the server log), booting the local disk"})
-		p.Policy = netboot.PolicyLocal
+		script, _ = netboot.Script(netboot.Params{Policy: fleet.PolicyLocal, ServerURL: p.ServerURL, MAC: mac,
+			Note: "bty: cannot build the " + string(p.Policy) + " script for " + mac.String() + " (see the server log), booting the local disk"})
+		p.Policy = fleet.PolicyLocal
 	}
 	return script, p.Policy
 }
@@ -101,7 +98,7 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m, err := s.store.FlashDone(r.Context(), mac, time.Now())
+	m, err := store.FlashDone(r.Context(), s.store, mac, time.Now())
 	if s.answerReport(w, r, mac, "done", m, err) {
 		s.metrics.flashesDone.Inc()
 		s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
@@ -111,9 +108,9 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 // answerReport answers a live env's report (done, failed) with the
 // updated record, publishing it; an unknown machine is a 404 saying it
 // must PXE-boot first. It reports whether the report was recorded.
-func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac, what string, m store.Machine, err error) bool {
+func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac fleet.MAC, what string, m fleet.Machine, err error) bool {
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac+": it must PXE-boot (GET /pxe/"+mac+") before it reports "+what)
+		writeError(w, http.StatusNotFound, "no machine "+mac.String()+": it must PXE-boot (GET /pxe/"+mac.String()+") before it reports "+what)
 		return false
 	}
 	if err != nil {
@@ -150,9 +147,7 @@ func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
 	}
 	reason := string(body)
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var doc struct {
-			Reason string `json:"reason"`
-		}
+		var doc api.FailureReport
 		if err := json.Unmarshal(body, &doc); err != nil {
 			writeError(w, http.StatusBadRequest, `send {"reason": "..."} as JSON, or the reason as plain text: `+err.Error())
 			return
@@ -160,7 +155,7 @@ func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
 		reason = doc.Reason
 	}
 	reason = cleanReason(reason)
-	m, err := s.store.FlashFailed(r.Context(), mac, reason, time.Now())
+	m, err := store.FlashFailed(r.Context(), s.store, mac, reason, time.Now())
 	if s.answerReport(w, r, mac, "failed", m, err) {
 		s.metrics.flashesFailed.Inc()
 		s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)

@@ -122,14 +122,6 @@ func (s *Server) applyProxyDHCP(iface, subnet string) error {
 
 var errProxyUnavailable = errors.New("proxy-DHCP is not running in this server process")
 
-// proxyStatus is the proxy-DHCP state on the wire.
-type proxyStatus struct {
-	Running      bool   `json:"running"`
-	Interface    string `json:"interface"`
-	ServerIP     string `json:"server_ip"`
-	BootstrapURL string `json:"bootstrap_url"`
-}
-
 // ifaceAddr is iface's IPv4 address, the one inside subnet when given.
 func ifaceAddr(iface, subnet string) (net.IP, error) {
 	ifi, err := net.InterfaceByName(iface)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -24,7 +25,7 @@ func (s *Server) handlePXESeed(what string) http.HandlerFunc {
 		}
 		refuse := func(why string) {
 			s.log.Info("seed refused", "mac", mac, "what", what, "ip", clientAddr(r), "why", why)
-			writeError(w, http.StatusNotFound, "no "+what+" for "+mac+" here: it is served only to the machine, from the address of its last PXE contact, while it flashes")
+			writeError(w, http.StatusNotFound, "no "+what+" for "+mac.String()+" here: it is served only to the machine, from the address of its last PXE contact, while it flashes")
 		}
 		m, err := s.store.GetMachine(r.Context(), mac)
 		switch {
@@ -34,8 +35,8 @@ func (s *Server) handlePXESeed(what string) http.HandlerFunc {
 		case err != nil:
 			s.internalError(w, r, err)
 			return
-		case !store.InFlashCycle(m):
-			refuse("not in a flash cycle (last served " + m.LastServed + ")")
+		case !m.InFlashCycle():
+			refuse("not in a flash cycle (last served " + string(m.LastServed) + ")")
 			return
 		case clientAddr(r) != m.LastSeenIP:
 			refuse("asked from another address than the last PXE contact (" + m.LastSeenIP + ")")
@@ -66,8 +67,8 @@ func (s *Server) handlePXESeed(what string) http.HandlerFunc {
 // an instance-id made of the MAC and the time of the PXE contact that
 // started this flash, so every reflash is a new instance to cloud-init
 // (which runs again), and the record's hostname.
-func synthMetaData(m store.Machine) string {
-	id := "bty-" + strings.ReplaceAll(m.MAC, ":", "")
+func synthMetaData(m fleet.Machine) string {
+	id := "bty-" + m.MAC.Hex()
 	if m.LastSeenAt != nil {
 		id += "-" + m.LastSeenAt.UTC().Format("20060102T150405.000000000Z")
 	}

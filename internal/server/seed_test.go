@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // getFrom GETs path from local address ip (any 127/8 address is this
@@ -47,7 +47,7 @@ func TestSeedAPI(t *testing.T) {
 	if r := put(string(b)); r.code != 201 {
 		t.Fatalf("PUT: %d %s", r.code, r.body)
 	}
-	var m store.Machine
+	var m fleet.Machine
 	ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
 	if m.UserData != ud || m.MetaData != "" {
 		t.Fatalf("GET: user_data %q meta_data %q", m.UserData, m.MetaData)
@@ -60,7 +60,7 @@ func TestSeedAPI(t *testing.T) {
 		`{"user_data": "#cloud-config\nusers:\n  - name: a\n   bad: [\n"}`: "line 4",
 		`{"user_data": "hello"}`:                                             "does not recognise",
 		`{"meta_data": "instance-id: [\n"}`:                                  "meta_data: meta-data is not valid YAML",
-		`{"user_data": "` + strings.Repeat("x", store.MaxSeedBytes+1) + `"}`: "the limit is",
+		`{"user_data": "` + strings.Repeat("x", fleet.MaxSeedBytes+1) + `"}`: "the limit is",
 	} {
 		r := put(body)
 		if r.code != 400 || !strings.Contains(r.errMsg(t), want) {

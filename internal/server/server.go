@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/btyproject/bty/internal/store"
@@ -171,14 +173,14 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.Error("health check: database", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": "database: " + err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Error: "database: " + err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
 }
 
 func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"version": version.Version, "program": "bty-web"})
+	writeJSON(w, http.StatusOK, api.Version{Version: version.Version, Program: "bty-web"})
 }
 
 // writeJSON writes v as JSON with status code.
@@ -193,7 +195,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // writeError writes {"error": msg}.
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }
 
 // internalError logs err and answers 500 without internals.

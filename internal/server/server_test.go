@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
@@ -151,7 +154,7 @@ func (ts *testServer) login(t *testing.T, pw string) string {
 	if r.code != 200 {
 		t.Fatalf("login: %d %s", r.code, r.body)
 	}
-	var lr loginResponse
+	var lr api.Session
 	r.json(t, &lr)
 	if len(lr.Token) < 40 || lr.ExpiresAt.Before(time.Now()) {
 		t.Fatalf("login response %+v", lr)
@@ -283,9 +286,9 @@ func TestMachinesAPI(t *testing.T) {
 		t.Fatalf("empty list: %d %s", r.code, r.body)
 	}
 	r = ts.do(t, "PUT", "/machines/AA-BB-CC-DD-EE-0F", strings.NewReader(`{"image":"debian.img.zst","hostname":"n1"}`), h)
-	var m store.Machine
+	var m fleet.Machine
 	r.json(t, &m)
-	if r.code != 201 || m.MAC != "aa:bb:cc:dd:ee:0f" || m.BootPolicy != "local" || m.Image != "debian.img.zst" || m.CreatedAt.IsZero() {
+	if r.code != 201 || m.MAC.String() != "aa:bb:cc:dd:ee:0f" || m.BootPolicy != "local" || m.Image != "debian.img.zst" || m.CreatedAt.IsZero() {
 		t.Fatalf("create: %d %s", r.code, r.body)
 	}
 	r = ts.do(t, "PUT", "/machines/aa:bb:cc:dd:ee:0f", strings.NewReader(`{"boot_policy":"flash"}`), h)
@@ -325,7 +328,7 @@ func TestMachinesAPI(t *testing.T) {
 			t.Errorf("%s %s %s: %d %s; want %d with %q", e.method, e.path, e.body, r.code, r.body, e.code, e.want)
 		}
 	}
-	big := `{"hostname":"` + strings.Repeat("a", 4*store.MaxSeedBytes) + `"}`
+	big := `{"hostname":"` + strings.Repeat("a", 4*fleet.MaxSeedBytes) + `"}`
 	if r := ts.do(t, "PUT", "/machines/aa:bb:cc:dd:ee:0f", strings.NewReader(big), h); r.code != 413 {
 		t.Errorf("oversized body: %d", r.code)
 	}
@@ -345,7 +348,7 @@ func TestPXEDiscoveryAndCadence(t *testing.T) {
 	if r.code != 200 || !strings.HasPrefix(string(r.body), "#!ipxe") {
 		t.Fatalf("pxe: %d %s", r.code, r.body)
 	}
-	var m store.Machine
+	var m fleet.Machine
 	ts.do(t, "GET", "/machines/52:54:00:12:34:56", nil, h).json(t, &m)
 	if m.BootPolicy != "tui" || m.DiscoveredAt == nil || m.LastSeenAt == nil || m.LastSeenIP != "127.0.0.1" {
 		t.Fatalf("discovered record: %+v", m)
@@ -401,20 +404,20 @@ func TestEvents(t *testing.T) {
 	}
 	br := bufio.NewReader(res.Body)
 	ev, data := readSSE(t, br)
-	var snap []store.Machine
-	if err := json.Unmarshal([]byte(data), &snap); ev != "snapshot" || err != nil || len(snap) != 1 || snap[0].MAC != "aa:00:00:00:00:01" {
+	var snap []fleet.Machine
+	if err := json.Unmarshal([]byte(data), &snap); ev != "snapshot" || err != nil || len(snap) != 1 || snap[0].MAC.String() != "aa:00:00:00:00:01" {
 		t.Fatalf("first event %s %s (%v)", ev, data, err)
 	}
 	// A PXE contact from elsewhere shows up as an event.
 	ts.do(t, "GET", "/pxe/aa:00:00:00:00:02", nil, nil)
 	ev, data = readSSE(t, br)
-	var me machineEvent
-	if err := json.Unmarshal([]byte(data), &me); ev != "machine" || err != nil || me.Type != "upsert" || me.MAC != "aa:00:00:00:00:02" || me.Machine.BootPolicy != "tui" {
+	var me api.MachineEvent
+	if err := json.Unmarshal([]byte(data), &me); ev != "machine" || err != nil || me.Type != "upsert" || me.MAC.String() != "aa:00:00:00:00:02" || me.Machine.BootPolicy != "tui" {
 		t.Fatalf("event %s %s", ev, data)
 	}
 	ts.do(t, "DELETE", "/machines/aa:00:00:00:00:01", nil, ts.auth())
 	ev, data = readSSE(t, br)
-	if err := json.Unmarshal([]byte(data), &me); err != nil || ev != "machine" || me.Type != "delete" || me.MAC != "aa:00:00:00:00:01" {
+	if err := json.Unmarshal([]byte(data), &me); err != nil || ev != "machine" || me.Type != "delete" || me.MAC.String() != "aa:00:00:00:00:01" {
 		t.Fatalf("delete event %s %s", ev, data)
 	}
 	if !strings.Contains(string(ts.do(t, "GET", "/metrics", nil, nil).body), "bty_sse_subscribers 1") {
@@ -432,7 +435,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	}
 	start := time.Now()
 	for i := range subscriberBuffer + 10 {
-		ts.srv.hub.publish(machineEvent{Type: "upsert", MAC: fmt.Sprint(i)})
+		ts.srv.hub.publish(api.MachineEvent{Type: "upsert", MAC: fleet.MustParseMAC(fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff))})
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("publishing to a stuck subscriber took %s", d)
@@ -520,7 +523,7 @@ func TestPXEScriptsAndCadence(t *testing.T) {
 	// then the next contact flashes again.
 	for i, want := range []string{"flash", "flash", "done", "local", "flash", "flash"} {
 		if want == "done" {
-			var m store.Machine
+			var m fleet.Machine
 			r := ts.do(t, "POST", "/pxe/"+mac+"/done", nil, nil)
 			r.json(t, &m)
 			if r.code != 200 || m.LastFlashedAt == nil || m.BootPolicy != "flash" || m.NextBoot != "local" {
@@ -582,7 +585,7 @@ func TestExportImport(t *testing.T) {
 	if r := b.do(t, "POST", "/state/import", bytes.NewReader(r.body), b.auth()); r.code != 200 {
 		t.Fatalf("import: %d %s", r.code, r.body)
 	}
-	var am, bm []store.Machine
+	var am, bm []fleet.Machine
 	a.do(t, "GET", "/machines", nil, a.auth()).json(t, &am)
 	b.do(t, "GET", "/machines", nil, b.auth()).json(t, &bm)
 	if len(am) != 2 || fmt.Sprint(am) != fmt.Sprint(bm) {
@@ -606,9 +609,9 @@ func TestSettingsProxyDHCP(t *testing.T) {
 	ts := startServer(t, nil)
 	h := ts.auth()
 	var doc struct {
-		Iface      string      `json:"proxydhcp_iface"`
-		Status     proxyStatus `json:"proxydhcp_status"`
-		Interfaces []ifaceInfo `json:"interfaces"`
+		Iface      string              `json:"proxydhcp_iface"`
+		Status     api.ProxyDHCPStatus `json:"proxydhcp_status"`
+		Interfaces []api.Interface     `json:"interfaces"`
 	}
 	r := ts.do(t, "PUT", "/settings", strings.NewReader(`{"proxydhcp_iface":"lo","proxydhcp_subnet":"127.0.0.0/8"}`), h)
 	r.json(t, &doc)

@@ -7,37 +7,17 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
-// settingsDoc is GET/PUT /settings.
-type settingsDoc struct {
-	ProxyDHCPIface  *string `json:"proxydhcp_iface"`
-	ProxyDHCPSubnet *string `json:"proxydhcp_subnet"`
-}
-
-type ifaceInfo struct {
-	Name  string   `json:"name"`
-	Addrs []string `json:"addrs"`
-	Up    bool     `json:"up"`
-}
-
-// settingsView is the settings page's and GET /settings' content.
-type settingsView struct {
-	ProxyDHCPIface       string      `json:"proxydhcp_iface"`
-	ProxyDHCPSubnet      string      `json:"proxydhcp_subnet"`
-	ProxyDHCPEnvOverride string      `json:"proxydhcp_env_override"`
-	ProxyDHCPStatus      proxyStatus `json:"proxydhcp_status"`
-	Interfaces           []ifaceInfo `json:"interfaces"`
-	TFTPPort             int         `json:"tftp_port"`
-}
-
-func (s *Server) settings(ctx context.Context) settingsView {
-	v := settingsView{ProxyDHCPEnvOverride: s.cfg.ProxyDHCPIface, TFTPPort: s.cfg.TFTPPort, Interfaces: []ifaceInfo{}}
+func (s *Server) settings(ctx context.Context) api.Settings {
+	v := api.Settings{ProxyDHCPEnvOverride: s.cfg.ProxyDHCPIface, TFTPPort: s.cfg.TFTPPort, Interfaces: []api.Interface{}}
 	v.ProxyDHCPIface, _ = s.store.Setting(ctx, SettingProxyIface)
 	v.ProxyDHCPSubnet, _ = s.store.Setting(ctx, SettingProxySubnet)
 	if all, err := net.Interfaces(); err == nil {
 		for _, ifi := range all {
-			info := ifaceInfo{Name: ifi.Name, Up: ifi.Flags&net.FlagUp != 0, Addrs: []string{}}
+			info := api.Interface{Name: ifi.Name, Up: ifi.Flags&net.FlagUp != 0, Addrs: []string{}}
 			if addrs, err := ifi.Addrs(); err == nil {
 				for _, a := range addrs {
 					info.Addrs = append(info.Addrs, a.String())
@@ -48,7 +28,7 @@ func (s *Server) settings(ctx context.Context) settingsView {
 	}
 	if s.pxe.proxy != nil {
 		st := s.pxe.proxy.Status()
-		v.ProxyDHCPStatus = proxyStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
+		v.ProxyDHCPStatus = api.ProxyDHCPStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
 		if st.ServerIP != nil {
 			v.ProxyDHCPStatus.ServerIP = st.ServerIP.String()
 		}
@@ -101,7 +81,7 @@ func (s *Server) setProxyDHCP(ctx context.Context, iface, subnet, client string)
 // handleSettingsPut stores the proxy-DHCP settings and applies them
 // live; a setting that cannot be applied is refused and not stored.
 func (s *Server) handleSettingsPut(w http.ResponseWriter, r *http.Request) {
-	var d settingsDoc
+	var d api.SettingsUpdate
 	if !decodeJSON(w, r, &d, 64<<10) {
 		return
 	}

@@ -6,21 +6,14 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/api"
+
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/version"
 )
 
-// stateArchive is the whole fleet state as one JSON document (GET
-// /state/export, POST /state/import). Secrets (the admin password hash,
-// sessions) are never in it.
-type stateArchive struct {
-	Format     string            `json:"format"`
-	ExportedAt time.Time         `json:"exported_at"`
-	Version    string            `json:"bty_version"`
-	Machines   []store.Machine   `json:"machines"`
-	Settings   map[string]string `json:"settings"`
-}
-
+// archiveFormat names the archive's version. The whole fleet state goes
+// in it; secrets (the admin password hash, sessions) never do.
 const archiveFormat = "bty-state-v1"
 
 // exportedSettings are the settings an archive carries.
@@ -32,7 +25,7 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	a := stateArchive{Format: archiveFormat, ExportedAt: time.Now().UTC().Truncate(time.Second), Version: version.Version,
+	a := api.StateArchive{Format: archiveFormat, ExportedAt: time.Now().UTC().Truncate(time.Second), Version: version.Version,
 		Machines: ms, Settings: map[string]string{}}
 	for _, k := range exportedSettings {
 		if v, err := s.store.Setting(r.Context(), k); err == nil {
@@ -47,7 +40,7 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 // the same MAC (others are kept), in one transaction; its settings are
 // stored (applied at the next start or settings change).
 func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
-	var a stateArchive
+	var a api.StateArchive
 	if !decodeJSON(w, r, &a, 256<<20) {
 		return
 	}
@@ -55,16 +48,10 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("not a bty state archive: format %q, want %q (from GET /state/export)", a.Format, archiveFormat))
 		return
 	}
-	for i := range a.Machines {
-		mac, err := store.NormalizeMAC(a.Machines[i].MAC)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("machine %d: %v", i+1, err))
-			return
-		}
-		a.Machines[i].MAC = mac
-	}
+	// Every MAC was parsed as the archive was decoded (fleet.MAC);
+	// ImportMachines checks the rest of each record.
 	err := s.store.ImportMachines(r.Context(), a.Machines)
-	var ve *store.ValidationError
+	var ve *fleet.ValidationError
 	if errors.As(err, &ve) {
 		writeError(w, http.StatusBadRequest, "nothing imported: "+ve.Error())
 		return
@@ -85,5 +72,5 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		s.publishMachine(m)
 	}
 	s.log.Info("state imported", "machines", len(a.Machines), "client", clientAddr(r))
-	writeJSON(w, http.StatusOK, map[string]any{"imported_machines": len(a.Machines)})
+	writeJSON(w, http.StatusOK, api.Imported{ImportedMachines: len(a.Machines)})
 }

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/dustin/go-humanize"
 )
 
@@ -85,7 +87,7 @@ var uiFuncs = template.FuncMap{
 		}
 		return *p
 	},
-	"macid":    func(mac string) string { return strings.ReplaceAll(mac, ":", "") },
+	"macid":    func(mac fleet.MAC) string { return mac.Hex() },
 	"pathesc":  url.PathEscape,
 	"queryesc": url.QueryEscape,
 }

@@ -5,22 +5,18 @@ import (
 	"sort"
 	"time"
 
-	"github.com/btyproject/bty/internal/store"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 type dashData struct {
 	Machines, Discovered, Flashed24h, Images int
 	ImagesBytes                              int64
-	DiscoveredList, FlashedList              []store.Machine
+	DiscoveredList, FlashedList              []fleet.Machine
 	BootMissing                              []string
 	BootDir                                  string
-	MissingImages                            []store.Machine
+	MissingImages                            []fleet.Machine
 	Errors                                   []logEntry
 }
-
-// unassigned reports a machine that came from PXE discovery and has no
-// image yet.
-func unassigned(m store.Machine) bool { return m.DiscoveredAt != nil && m.Image == "" }
 
 func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -47,7 +43,7 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	since := time.Now().Add(-24 * time.Hour)
 	for _, m := range ms {
-		if unassigned(m) {
+		if m.Unassigned() {
 			d.Discovered++
 			d.DiscoveredList = append(d.DiscoveredList, m)
 		}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/dustin/go-humanize"
 )
 
 type uiImage struct {
-	ImageEntry
+	api.Image
 	UsedBy int
 }
 
@@ -35,7 +37,7 @@ func (s *Server) uiImages(w http.ResponseWriter, r *http.Request) {
 	}
 	d := imagesData{Root: s.cfg.ImageRoot, Suffixes: suffixes, MaxUpload: humanize.IBytes(uint64(s.cfg.MaxUpload))}
 	for _, e := range imgs {
-		d.Images = append(d.Images, uiImage{ImageEntry: e, UsedBy: use[e.Name]})
+		d.Images = append(d.Images, uiImage{Image: e, UsedBy: use[e.Name]})
 	}
 	s.render(w, r, http.StatusOK, "images", uiPage{Title: "Images", Nav: "images", LoggedIn: true, Data: d})
 }
@@ -109,7 +111,7 @@ func (s *Server) uiImageDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 type bootData struct {
-	Files    []BootFile
+	Files    []api.BootFile
 	Required []string
 	Missing  int
 	Dir      string

@@ -10,12 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/store"
 )
 
 // machineRow is one row of the machines table.
 type machineRow struct {
-	store.Machine
+	fleet.Machine
 	Selected     bool
 	Unassigned   bool
 	NextBootText string
@@ -29,35 +31,21 @@ type uiColumn struct {
 }
 
 type machinesData struct {
-	Rows                 []machineRow
-	Total, Shown         int
-	Q, Policy, Sort, Dir string
-	DiscoveredOnly       bool
-	Columns              []uiColumn
-	Policies, Images     []string
-	Back, Query          string
+	Rows           []machineRow
+	Total, Shown   int
+	Q, Sort, Dir   string
+	Policy         fleet.Policy
+	DiscoveredOnly bool
+	Columns        []uiColumn
+	Policies       []fleet.Policy
+	Images         []string
+	Back, Query    string
 }
 
 // machineColumns are the sortable columns: key, label.
 var machineColumns = [][2]string{
 	{"mac", "MAC"}, {"hostname", "Hostname"}, {"image", "Image"}, {"policy", "Policy"},
-	{"next_boot", "Next boot"}, {"last_seen", "Last seen"}, {"last_flashed", "Last flashed"}, {"workflow", "Workflow"},
-}
-
-// nextBootText says what the machine's next PXE contact gets.
-func nextBootText(m store.Machine) string {
-	switch serve := store.Serves(m); {
-	case m.BootPolicy == store.PolicyFlash && m.Image == "":
-		return "local disk (flash policy, but no image assigned)"
-	case m.BootPolicy == store.PolicyFlash && serve == store.PolicyLocal:
-		return "local disk once (flashed), then flash " + m.Image
-	case serve == store.PolicyFlash:
-		return "flash " + m.Image
-	case serve == store.PolicyTUI:
-		return "interactive live env (tui)"
-	default:
-		return "local disk"
-	}
+	{"next_boot", "Next boot"}, {"last_seen", "Last seen"}, {"last_flashed", "Last flashed"},
 }
 
 func timeKey(t *time.Time) int64 {
@@ -67,8 +55,8 @@ func timeKey(t *time.Time) int64 {
 	return t.UnixNano()
 }
 
-func compareMachines(key string) func(a, b store.Machine) int {
-	return func(a, b store.Machine) int {
+func compareMachines(key string) func(a, b fleet.Machine) int {
+	return func(a, b fleet.Machine) int {
 		var c int
 		switch key {
 		case "hostname":
@@ -78,36 +66,27 @@ func compareMachines(key string) func(a, b store.Machine) int {
 		case "policy":
 			c = cmp.Compare(a.BootPolicy, b.BootPolicy)
 		case "next_boot":
-			c = cmp.Compare(nextBootText(a), nextBootText(b))
+			c = cmp.Compare(fleet.Decide(a).Why, fleet.Decide(b).Why)
 		case "last_seen":
 			c = cmp.Compare(timeKey(a.LastSeenAt), timeKey(b.LastSeenAt))
 		case "last_flashed":
 			c = cmp.Compare(timeKey(a.LastFlashedAt), timeKey(b.LastFlashedAt))
-		case "workflow":
-			c = cmp.Compare(derefStr(a.LastWorkflowStatus), derefStr(b.LastWorkflowStatus))
 		}
 		if c == 0 {
-			c = cmp.Compare(a.MAC, b.MAC)
+			c = cmp.Compare(a.MAC.String(), b.MAC.String())
 		}
 		return c
 	}
 }
 
-func derefStr(p *string) string {
-	if p == nil {
-		return ""
-	}
-	return *p
-}
-
 // matches reports whether m matches the search text q (lower case):
 // MAC (with any separator or none), hostname, image or address.
-func matches(m store.Machine, q string) bool {
+func matches(m fleet.Machine, q string) bool {
 	if q == "" {
 		return true
 	}
 	flat := strings.NewReplacer(":", "", "-", "", ".", "").Replace(q)
-	return strings.Contains(m.MAC, q) || (flat != "" && strings.Contains(strings.ReplaceAll(m.MAC, ":", ""), flat)) ||
+	return strings.Contains(m.MAC.String(), q) || (flat != "" && strings.Contains(m.MAC.Hex(), flat)) ||
 		strings.Contains(strings.ToLower(m.Hostname), q) || strings.Contains(strings.ToLower(m.Image), q) ||
 		strings.Contains(m.LastSeenIP, q)
 }
@@ -116,8 +95,8 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	d := machinesData{
-		Q: strings.TrimSpace(q.Get("q")), Policy: q.Get("policy"), DiscoveredOnly: q.Get("discovered") == "1",
-		Sort: q.Get("sort"), Dir: q.Get("dir"), Policies: store.BootPolicies,
+		Q: strings.TrimSpace(q.Get("q")), Policy: fleet.Policy(q.Get("policy")), DiscoveredOnly: q.Get("discovered") == "1",
+		Sort: q.Get("sort"), Dir: q.Get("dir"), Policies: fleet.Policies,
 	}
 	if !slices.ContainsFunc(machineColumns, func(c [2]string) bool { return c[0] == d.Sort }) {
 		d.Sort = "mac"
@@ -138,17 +117,17 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	for _, e := range imgs {
 		d.Images = append(d.Images, e.Name)
 	}
-	selected := map[string]bool{}
+	selected := map[fleet.MAC]bool{}
 	for _, mac := range q["mac"] {
-		if n, err := store.NormalizeMAC(mac); err == nil {
+		if n, err := fleet.ParseMAC(mac); err == nil {
 			selected[n] = true
 		}
 	}
 	d.Total = len(ms)
 	lq := strings.ToLower(d.Q)
-	var shown []store.Machine
+	var shown []fleet.Machine
 	for _, m := range ms {
-		if !matches(m, lq) || (d.Policy != "" && m.BootPolicy != d.Policy) || (d.DiscoveredOnly && !unassigned(m)) {
+		if !matches(m, lq) || (d.Policy != "" && m.BootPolicy != d.Policy) || (d.DiscoveredOnly && !m.Unassigned()) {
 			continue
 		}
 		shown = append(shown, m)
@@ -158,13 +137,13 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 		slices.Reverse(shown)
 	}
 	for _, m := range shown {
-		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: unassigned(m), NextBootText: nextBootText(m),
-			FailedSinceFlash: m.LastFailedAt != nil && (m.LastFlashedAt == nil || m.LastFailedAt.After(*m.LastFlashedAt))})
+		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
+			FailedSinceFlash: m.FailedSinceFlash()})
 	}
 	d.Shown = len(d.Rows)
 
 	base := url.Values{}
-	for k, v := range map[string]string{"q": d.Q, "policy": d.Policy} {
+	for k, v := range map[string]string{"q": d.Q, "policy": string(d.Policy)} {
 		if v != "" {
 			base.Set(k, v)
 		}
@@ -218,12 +197,12 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back)
 		return
 	}
-	var u store.MachineUpdate
+	var u fleet.MachineUpdate
 	var what string
 	switch r.PostForm.Get("action") {
 	case "policy":
-		p := r.PostForm.Get("policy")
-		u.BootPolicy, what = &p, "boot policy "+p
+		p := fleet.Policy(r.PostForm.Get("policy"))
+		u.BootPolicy, what = &p, "boot policy "+string(p)
 	case "image":
 		img := r.PostForm.Get("image")
 		u.Image, what = &img, "image "+img
@@ -243,7 +222,7 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 	var done int
 	var failed []string
 	for _, raw := range macs {
-		mac, err := store.NormalizeMAC(raw)
+		mac, err := fleet.ParseMAC(raw)
 		if err == nil {
 			_, err = s.store.GetMachine(r.Context(), mac)
 		}
@@ -291,15 +270,15 @@ type imageOption struct {
 }
 
 type machineData struct {
-	M            store.Machine
-	F            store.Machine // the form's values (the record, or what was posted)
+	M            fleet.Machine
+	F            fleet.Machine // the form's values (the record, or what was posted)
 	Errors       map[string]string
 	FormError    string
 	Unassigned   bool
 	NextBootText string
 	Images       []imageOption
-	Policies     []string
-	Modes        []string
+	Policies     []fleet.Policy
+	Modes        []fleet.Mode
 	Script       []byte
 	ServerURL    string
 }
@@ -314,27 +293,27 @@ func (s *Server) uiMachine(w http.ResponseWriter, r *http.Request) {
 
 // uiLoadMachine loads the machine named by the path, rendering 400/404
 // pages when it cannot.
-func (s *Server) uiLoadMachine(w http.ResponseWriter, r *http.Request) (store.Machine, bool) {
-	mac, err := store.NormalizeMAC(r.PathValue("mac"))
+func (s *Server) uiLoadMachine(w http.ResponseWriter, r *http.Request) (fleet.Machine, bool) {
+	mac, err := fleet.ParseMAC(r.PathValue("mac"))
 	if err != nil {
 		s.uiError(w, r, http.StatusBadRequest, "Bad MAC address", err.Error())
-		return store.Machine{}, false
+		return fleet.Machine{}, false
 	}
 	m, err := s.store.GetMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
-		s.uiError(w, r, http.StatusNotFound, "No such machine", "There is no machine "+mac+". It may have been deleted; machines appear when they PXE-boot.")
-		return store.Machine{}, false
+		s.uiError(w, r, http.StatusNotFound, "No such machine", "There is no machine "+mac.String()+". It may have been deleted; machines appear when they PXE-boot.")
+		return fleet.Machine{}, false
 	}
 	if err != nil {
 		s.uiInternal(w, r, err)
-		return store.Machine{}, false
+		return fleet.Machine{}, false
 	}
 	return m, true
 }
 
-func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form store.Machine, errs map[string]string) {
-	d := machineData{M: m, F: form, Errors: errs, Unassigned: unassigned(m), NextBootText: nextBootText(m),
-		Policies: store.BootPolicies, Modes: store.ProvisioningModes, ServerURL: s.serverURL(r)}
+func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form fleet.Machine, errs map[string]string) {
+	d := machineData{M: m, F: form, Errors: errs, Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
+		Policies: fleet.Policies, Modes: fleet.Modes, ServerURL: s.serverURL(r)}
 	if len(errs) > 0 {
 		d.FormError = "Nothing was saved: correct the marked fields."
 	}
@@ -354,8 +333,8 @@ func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int,
 			seen[n] = true
 		}
 	}
-	d.Script, _ = s.bootScript(r.Context(), m, store.Serves(m), s.serverURL(r), true)
-	title := m.MAC
+	d.Script, _ = s.bootScript(r.Context(), m, fleet.Decide(m), s.serverURL(r), true)
+	title := m.MAC.String()
 	if m.Hostname != "" {
 		title = m.Hostname
 	}
@@ -384,8 +363,9 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		}
 		return &v
 	}
-	u := store.MachineUpdate{Image: get("image"), ProvisioningMode: get("provisioning_mode"), Hostname: get("hostname"),
-		CijoeWorkflowRef: get("cijoe_workflow_ref"), LastKnownGood: get("last_known_good"), BootPolicy: get("boot_policy")}
+	mode, policy := fleet.Mode(*get("provisioning_mode")), fleet.Policy(*get("boot_policy"))
+	u := fleet.MachineUpdate{Image: get("image"), ProvisioningMode: &mode, Hostname: get("hostname"),
+		CijoeWorkflowRef: get("cijoe_workflow_ref"), LastKnownGood: get("last_known_good"), BootPolicy: &policy}
 	if _, ok := f["user_data"]; ok {
 		u.UserData, u.MetaData = text("user_data"), text("meta_data")
 	}
@@ -404,7 +384,7 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	saved, _, err := s.updateMachine(r.Context(), m.MAC, u)
-	var ve *store.ValidationError
+	var ve *fleet.ValidationError
 	if errors.As(err, &ve) {
 		s.renderMachine(w, r, http.StatusBadRequest, m, form, map[string]string{ve.Field: ve.Msg})
 		return
@@ -414,8 +394,8 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("machine saved", "mac", m.MAC, "client", clientAddr(r))
-	s.setFlash(w, "Saved. Next PXE boot: "+nextBootText(saved)+".")
-	redirect(w, r, "/ui/machines/"+m.MAC)
+	s.setFlash(w, "Saved. Next PXE boot: "+fleet.Decide(saved).Why+".")
+	redirect(w, r, "/ui/machines/"+m.MAC.String())
 }
 
 type confirmData struct {
@@ -428,12 +408,13 @@ func (s *Server) uiMachineDeleteConfirm(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	name := m.MAC
+	mac := m.MAC.String()
+	name := mac
 	if m.Hostname != "" {
-		name = m.Hostname + " (" + m.MAC + ")"
+		name = m.Hostname + " (" + mac + ")"
 	}
 	d := confirmData{Question: "Delete the record of " + name + "?", Button: "Delete machine",
-		Action: "/ui/machines/" + m.MAC + "/delete", Back: "/ui/machines/" + m.MAC,
+		Action: "/ui/machines/" + mac + "/delete", Back: "/ui/machines/" + mac,
 		Details: []string{"Its settings are lost. If it PXE-boots again it comes back as a new discovered machine with boot policy tui."}}
 	s.render(w, r, http.StatusOK, "confirm", uiPage{Title: "Delete machine", Nav: "machines", LoggedIn: true, Data: d})
 }
@@ -448,6 +429,6 @@ func (s *Server) uiMachineDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("machine deleted", "mac", m.MAC, "client", clientAddr(r))
-	s.setFlash(w, "Deleted machine "+m.MAC+".")
+	s.setFlash(w, "Deleted machine "+m.MAC.String()+".")
 	redirect(w, r, "/ui/machines")
 }

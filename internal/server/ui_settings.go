@@ -6,11 +6,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/btyproject/bty/internal/version"
 )
 
 type settingsData struct {
-	V                         settingsView
+	V                         api.Settings
 	Iface, Subnet, ProxyError string
 	IPXEMissing               string
 	Version, DB, ImageRoot    string

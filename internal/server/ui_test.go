@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -128,8 +130,8 @@ func TestUIPagesNeedSession(t *testing.T) {
 	}
 	// Posts without a session change nothing.
 	mac := "52:54:00:00:00:01"
-	pol := store.PolicyTUI
-	if _, _, err := ts.st.PutMachine(t.Context(), mac, store.MachineUpdate{BootPolicy: &pol}, time.Now()); err != nil {
+	pol := fleet.PolicyTUI
+	if _, _, err := store.PutMachine(t.Context(), ts.st, fleet.MustParseMAC(mac), fleet.MachineUpdate{BootPolicy: &pol}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"/ui/machines/" + mac + "/delete", "/ui/settings/revoke-all", "/ui/machines/bulk"} {
@@ -138,7 +140,7 @@ func TestUIPagesNeedSession(t *testing.T) {
 			t.Errorf("POST %s without session: %d, want 401", p, res.StatusCode)
 		}
 	}
-	if m, err := ts.st.GetMachine(t.Context(), mac); err != nil || m.BootPolicy != store.PolicyTUI {
+	if m, err := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); err != nil || m.BootPolicy != fleet.PolicyTUI {
 		t.Fatalf("machine after refused posts: %+v, %v", m, err)
 	}
 }
@@ -153,7 +155,7 @@ func TestUIEscapesAndValidates(t *testing.T) {
 	}
 	mac := "52:54:00:00:00:07"
 	img := evil
-	if _, _, err := ts.st.PutMachine(t.Context(), mac, store.MachineUpdate{Image: &img}, time.Now()); err != nil {
+	if _, _, err := store.PutMachine(t.Context(), ts.st, fleet.MustParseMAC(mac), fleet.MachineUpdate{Image: &img}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"/ui/images", "/ui/machines", "/ui/machines/" + mac} {
@@ -174,8 +176,8 @@ func TestUIEscapesAndValidates(t *testing.T) {
 	if res.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad form: %d", res.StatusCode)
 	}
-	m, _ := ts.st.GetMachine(t.Context(), mac)
-	if m.Image != evil || m.BootPolicy != store.PolicyLocal || m.Hostname != "" {
+	m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac))
+	if m.Image != evil || m.BootPolicy != fleet.PolicyLocal || m.Hostname != "" {
 		t.Fatalf("a refused form changed the machine: %+v", m)
 	}
 	for _, id := range []string{`id="hostname-error"`, `id="boot_policy-error"`, `id="provisioning_mode-error"`, `id="image-error"`} {
@@ -191,7 +193,7 @@ func TestUIEscapesAndValidates(t *testing.T) {
 	if res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("bulk: %d", res.StatusCode)
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), mac); m.BootPolicy != store.PolicyLocal {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.BootPolicy != fleet.PolicyLocal {
 		t.Fatalf("bulk with a bad policy changed it to %q", m.BootPolicy)
 	}
 	// Unknown machine and image: 404 pages, bad MAC: 400.
@@ -252,7 +254,7 @@ func TestUISeedForm(t *testing.T) {
 	ts := startServer(t, nil)
 	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
 	mac := "52:54:00:00:5e:0a"
-	if _, _, err := ts.st.PutMachine(t.Context(), mac, store.MachineUpdate{}, time.Now()); err != nil {
+	if _, _, err := store.PutMachine(t.Context(), ts.st, fleet.MustParseMAC(mac), fleet.MachineUpdate{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	base := url.Values{"boot_policy": {"flash"}, "provisioning_mode": {"cloud-init"}, "hostname": {"n10"}}
@@ -272,7 +274,7 @@ func TestUISeedForm(t *testing.T) {
 	if !strings.Contains(res.body, "  - [a,\n") {
 		t.Error("the refused form lost the user-data typed")
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "" || m.BootPolicy != store.PolicyLocal {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.UserData != "" || m.BootPolicy != fleet.PolicyLocal {
 		t.Fatalf("a refused form saved: %+v", m)
 	}
 	res = ts.form(t, "/ui/machines/"+mac, with("#cloud-config", "instance-id: [\r\n"), cookie)
@@ -283,7 +285,7 @@ func TestUISeedForm(t *testing.T) {
 	if res = ts.form(t, "/ui/machines/"+mac, with(good, ""), cookie); res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("good user-data: %d %s", res.StatusCode, res.body)
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "#cloud-config\nhostname: n10\n" || m.MetaData != "" {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.UserData != "#cloud-config\nhostname: n10\n" || m.MetaData != "" {
 		t.Fatalf("saved %q %q", m.UserData, m.MetaData)
 	}
 	page := string(ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body)
@@ -293,7 +295,7 @@ func TestUISeedForm(t *testing.T) {
 	if res = ts.form(t, "/ui/machines/"+mac, with("  \r\n", ""), cookie); res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("clearing: %d", res.StatusCode)
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), mac); m.UserData != "" {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.UserData != "" {
 		t.Fatalf("not cleared: %q", m.UserData)
 	}
 }

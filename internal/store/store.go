@@ -1,165 +1,46 @@
 // Package store keeps bty-web's fleet state: machines, sessions and
 // settings. Callers use the Store interface; store/sqlitestore (embedded
 // SQLite, the default) implements it, and a PostgreSQL implementation can
-// be added beside it without changing callers. This package holds only
-// the types, MAC normalisation and validation, so clients (bty-ctl, the
-// TUI, the live env) can use them without linking a database.
+// be added beside it without changing callers.
+//
+// A Store reads and writes records; it decides nothing. The fleet's
+// rules (what a PXE contact is served, what a done changes) are
+// internal/fleet's pure functions, which this package's operations run
+// inside ModifyMachine's one transaction, so every backend applies the
+// same rule the same way.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/btyproject/bty/internal/fleet"
 )
 
-// Boot policies (docs/reference.md, "Boot policies").
-const (
-	PolicyLocal = "local"
-	PolicyFlash = "flash"
-	PolicyTUI   = "tui"
-)
-
-// Next boot actions of a machine whose policy is flash: after a done, the
-// next PXE contact boots the disk once, the one after that reflashes.
-const (
-	NextFlash = "flash"
-	NextLocal = "local"
-)
-
-// Workflow statuses.
-const (
-	WorkflowRunning = "running"
-	WorkflowSuccess = "success"
-	WorkflowFailed  = "failed"
-)
-
-var (
-	// ErrNotFound: no such machine (or setting).
-	ErrNotFound = errors.New("not found")
-)
-
-// Machine is one machine record; its JSON is the wire shape of
-// docs/reference.md, "Machine"
-// (times in RFC 3339, null when unset).
-type Machine struct {
-	MAC                    string     `json:"mac"`
-	Image                  string     `json:"image"`
-	ProvisioningMode       string     `json:"provisioning_mode"`
-	Hostname               string     `json:"hostname"`
-	CijoeWorkflowRef       string     `json:"cijoe_workflow_ref"`
-	LastKnownGood          string     `json:"last_known_good"`
-	DiscoveredAt           *time.Time `json:"discovered_at"`
-	LastSeenAt             *time.Time `json:"last_seen_at"`
-	LastSeenIP             string     `json:"last_seen_ip"`
-	BootPolicy             string     `json:"boot_policy"`
-	LastFlashedAt          *time.Time `json:"last_flashed_at"`
-	LastWorkflowRunAt      *time.Time `json:"last_workflow_run_at"`
-	LastWorkflowStatus     *string    `json:"last_workflow_status"`
-	LastWorkflowOutputPath string     `json:"last_workflow_output_path"`
-	CreatedAt              time.Time  `json:"created_at"`
-	UpdatedAt              time.Time  `json:"updated_at"`
-	// NextBoot is what the next PXE contact of a flash-policy machine
-	// gets: NextFlash or NextLocal.
-	NextBoot string `json:"next_boot"`
-	// LastFailedAt and LastFailure are the live env's last failure report
-	// (POST /pxe/{mac}/failed): when, and why in its own words.
-	LastFailedAt *time.Time `json:"last_failed_at"`
-	LastFailure  string     `json:"last_failure"`
-	// UserData and MetaData are the machine's cloud-init seed, which the
-	// live env fetches (GET /pxe/{mac}/user-data, meta-data) during a
-	// flash cycle. Secrets may be in them: only authenticated callers
-	// see them (Redacted strips them for the open routes).
-	UserData string `json:"user_data"`
-	MetaData string `json:"meta_data"`
-	// LastServed is the boot policy the last PXE contact was served
-	// (local, flash, tui; "" before the first contact).
-	LastServed string `json:"last_served"`
-}
-
-// MaxSeedBytes caps user_data and meta_data each: they live in the
-// state database and are sent on every flash.
-const MaxSeedBytes = 1 << 20
-
-// Redacted is m without its cloud-init seed, for answers on open routes.
-func (m Machine) Redacted() Machine {
-	m.UserData, m.MetaData = "", ""
-	return m
-}
-
-// InFlashCycle reports whether the machine's last PXE contact was served
-// the flash live env and no done has come since: the window in which the
-// live env may fetch the machine's seed.
-func InFlashCycle(m Machine) bool {
-	if m.LastServed != PolicyFlash || m.LastSeenAt == nil {
-		return false
-	}
-	return m.LastFlashedAt == nil || m.LastFlashedAt.Before(*m.LastSeenAt)
-}
-
-// MaxFailureLen caps a failure reason; longer ones are cut.
-const MaxFailureLen = 2000
-
-// MachineUpdate is the settable part of a machine (PUT /machines/{mac});
-// nil fields are left as they are (on create: defaults).
-type MachineUpdate struct {
-	Image            *string `json:"image"`
-	ProvisioningMode *string `json:"provisioning_mode"`
-	Hostname         *string `json:"hostname"`
-	CijoeWorkflowRef *string `json:"cijoe_workflow_ref"`
-	LastKnownGood    *string `json:"last_known_good"`
-	BootPolicy       *string `json:"boot_policy"`
-	UserData         *string `json:"user_data"`
-	MetaData         *string `json:"meta_data"`
-}
-
-// Contact is the outcome of one PXE contact.
-type Contact struct {
-	Machine Machine
-	// Serve is the boot policy to render for this contact: PolicyLocal,
-	// PolicyFlash or PolicyTUI (a flash machine due to boot its disk
-	// once gets PolicyLocal).
-	Serve string
-	// Discovered is set when this contact created the record.
-	Discovered bool
-}
-
-// Serves is the boot policy the machine's next PXE contact will be
-// served, without recording anything: its boot policy, except that a
-// flash machine due to boot its disk once gets PolicyLocal.
-func Serves(m Machine) string {
-	if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
-		return PolicyLocal
-	}
-	return m.BootPolicy
-}
+// ErrNotFound: no such machine (or setting).
+var ErrNotFound = errors.New("not found")
 
 // Store is bty-web's state. Every method is safe for concurrent use;
 // every write is one transaction, durable when the method returns.
 type Store interface {
 	// ListMachines returns every machine, by MAC (an empty slice, never
 	// nil, when there are none).
-	ListMachines(ctx context.Context) ([]Machine, error)
+	ListMachines(ctx context.Context) ([]fleet.Machine, error)
 	// GetMachine returns ErrNotFound for an unknown MAC.
-	GetMachine(ctx context.Context, mac string) (Machine, error)
-	// PutMachine creates (boot_policy default local) or updates a
-	// machine; created says which.
-	PutMachine(ctx context.Context, mac string, u MachineUpdate, now time.Time) (m Machine, created bool, err error)
+	GetMachine(ctx context.Context, mac fleet.MAC) (fleet.Machine, error)
+	// ModifyMachine is the read-modify-write of one record, in one
+	// transaction: it reads the machine (found false and a zero record
+	// when there is none), calls fn, and writes the record fn returns
+	// (inserting it when not found), unless fn returns an error, which
+	// is returned as it is and writes nothing. No other write to the
+	// machine happens between the read and the write (SQLite: the one
+	// writer; PostgreSQL: SELECT ... FOR UPDATE). fn may run more than
+	// once and must not have side effects.
+	ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fleet.Machine, found bool) (fleet.Machine, error)) (fleet.Machine, error)
 	// DeleteMachine returns ErrNotFound for an unknown MAC.
-	DeleteMachine(ctx context.Context, mac string) error
-	// PXEContact records a PXE contact from ip: an unknown MAC is
-	// inserted with boot_policy tui and discovered_at; last_seen_* are
-	// updated; for a flash machine the per-job cadence decides Serve
-	// and advances NextBoot (NextLocal -> serve local, then NextFlash).
-	PXEContact(ctx context.Context, mac, ip string, now time.Time) (Contact, error)
-	// FlashDone records a done signal: last_flashed_at = now and
-	// NextBoot = NextLocal; the boot policy never changes. ErrNotFound
-	// for an unknown MAC.
-	FlashDone(ctx context.Context, mac string, now time.Time) (Machine, error)
-	// FlashFailed records a failure report: last_failed_at = now and
-	// last_failure = reason (cut to MaxFailureLen); the boot policy and
-	// next_boot are left as they are, so a flash machine retries.
-	// ErrNotFound for an unknown MAC.
-	FlashFailed(ctx context.Context, mac, reason string, now time.Time) (Machine, error)
+	DeleteMachine(ctx context.Context, mac fleet.MAC) error
 
 	// CreateSession stores a session token's SHA-256 with its expiry.
 	CreateSession(ctx context.Context, tokenHash []byte, expires, now time.Time) error
@@ -182,10 +63,80 @@ type Store interface {
 
 	// ImportMachines writes whole records (every field, timestamps
 	// included) in one transaction, replacing records with the same
-	// MAC: restoring an export. Every record is validated first.
-	ImportMachines(ctx context.Context, ms []Machine) error
+	// MAC: restoring an export. Every record is checked first
+	// (fleet.Machine.ForImport).
+	ImportMachines(ctx context.Context, ms []fleet.Machine) error
 
 	// Ping checks the database answers (GET /healthz).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Contact is the outcome of one PXE contact.
+type Contact struct {
+	Machine fleet.Machine
+	// Decision is what the contact is served (fleet.Decide).
+	Decision fleet.Decision
+	// Discovered is set when this contact created the record.
+	Discovered bool
+}
+
+func notFound(mac fleet.MAC) error { return fmt.Errorf("machine %s: %w", mac, ErrNotFound) }
+
+// PXEContact records a PXE contact from ip and returns what it is
+// served: an unknown MAC is discovered (fleet.Discover), a known one
+// advances by fleet.Machine.Contact.
+func PXEContact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time) (Contact, error) {
+	var c Contact
+	m, err := s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		c = Contact{}
+		if !found {
+			m, c.Decision = fleet.Discover(mac, ip, now)
+			c.Discovered = true
+			return m, nil
+		}
+		m, c.Decision = m.Contact(ip, now)
+		return m, nil
+	})
+	c.Machine = m
+	return c, err
+}
+
+// FlashDone records a done signal (fleet.Machine.Done); ErrNotFound for
+// an unknown MAC.
+func FlashDone(ctx context.Context, s Store, mac fleet.MAC, now time.Time) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, notFound(mac)
+		}
+		return m.Done(now), nil
+	})
+}
+
+// FlashFailed records a failure report (fleet.Machine.Failed);
+// ErrNotFound for an unknown MAC.
+func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, now time.Time) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, notFound(mac)
+		}
+		return m.Failed(reason, now), nil
+	})
+}
+
+// PutMachine creates (fleet.NewMachine) or updates (fleet.Machine.Apply)
+// a machine; created says which. u's enumerated fields are checked
+// first: a bad one is a *fleet.ValidationError and nothing is written.
+func PutMachine(ctx context.Context, s Store, mac fleet.MAC, u fleet.MachineUpdate, now time.Time) (m fleet.Machine, created bool, err error) {
+	if errs := u.Validate(); len(errs) > 0 {
+		return fleet.Machine{}, false, errs[0]
+	}
+	m, err = s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		created = !found
+		if !found {
+			return fleet.NewMachine(mac, u, now), nil
+		}
+		return m.Apply(u, now), nil
+	})
+	return m, created, err
 }

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -17,7 +19,6 @@ import (
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
-	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/version"
 )
 
@@ -97,7 +98,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		if o.server == "" {
 			return exitcode.New(exitcode.Usage, "--mac needs --server: the done report goes to a bty-web server")
 		}
-		mac, err := store.NormalizeMAC(o.mac)
+		mac, err := fleet.ParseMAC(o.mac)
 		if err != nil {
 			return exitcode.Wrap(exitcode.Usage, fmt.Errorf("--mac: %w", err))
 		}
@@ -113,7 +114,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		}
 		c.UserAgent = "bty-tui/" + version.Version
 		cfg.Catalog = RemoteCatalog{Client: c}
-		cfg.Done = func(ctx context.Context, mac string) error {
+		cfg.Done = func(ctx context.Context, mac fleet.MAC) error {
 			_, err := c.PXEDone(ctx, mac)
 			return err
 		}

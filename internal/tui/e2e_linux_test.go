@@ -33,6 +33,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/dustin/go-humanize"
 
 	"github.com/btyproject/bty/internal/client"
@@ -822,7 +824,7 @@ func TestE2ERemote(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /pxe/%s: %s", mac, resp.Status)
 	}
-	m, err := c.Machine(ctx, mac)
+	m, err := c.Machine(ctx, fleet.MustParseMAC(mac))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -852,7 +854,7 @@ func TestE2ERemote(t *testing.T) {
 		t.Errorf("%s holds sha256 %s in its first %d bytes, want the decoded image's %s", dev.Path, got, size, rawSum)
 	}
 	checkEventOrder(t, eventNames(readEvents(t, events)), []string{"started", "writing", "synced", "done"}, "done")
-	m, err = c.Machine(ctx, mac)
+	m, err = c.Machine(ctx, fleet.MustParseMAC(mac))
 	if err != nil {
 		t.Fatal(err)
 	}

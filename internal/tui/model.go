@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/bubbles/spinner"
 	"github.com/charmbracelet/bubbles/textinput"
@@ -26,8 +28,8 @@ import (
 type Config struct {
 	Catalog Catalog
 	// MAC, with Done, reports a successful flash to the server.
-	MAC  string
-	Done func(ctx context.Context, mac string) error
+	MAC  fleet.MAC
+	Done func(ctx context.Context, mac fleet.MAC) error
 	// Events mirrors the engine's events (--json-events).
 	Events event.Sink
 	Logger *slog.Logger
@@ -312,7 +314,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		} else {
 			m.cfg.Logger.Info("flash done", "image", m.flashOpts.Image, "target", m.flashOpts.Target, "elapsed", m.elapsed)
 		}
-		if msg.err == nil && m.cfg.MAC != "" && m.cfg.Done != nil {
+		if msg.err == nil && !m.cfg.MAC.IsZero() && m.cfg.Done != nil {
 			m.reporting = true
 			return m, m.report()
 		}

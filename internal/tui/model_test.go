@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/exp/golden"
@@ -318,11 +320,11 @@ func TestScreenProgress(t *testing.T) {
 func TestScreenResultReportsDone(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start(func(c *Config) {
-		c.MAC = "52:54:00:12:34:56"
-		c.Done = func(ctx context.Context, mac string) error {
+		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
+		c.Done = func(ctx context.Context, mac fleet.MAC) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.done = append(f.done, mac)
+			f.done = append(f.done, mac.String())
 			return nil
 		}
 	})
@@ -345,8 +347,8 @@ func TestScreenFailedReportAndBack(t *testing.T) {
 	f.flashErr = errors.New("writing /dev/sda at 1048576: input/output error")
 	close(f.release)
 	tm := f.start(func(c *Config) {
-		c.MAC = "52:54:00:12:34:56"
-		c.Done = func(context.Context, string) error { t.Error("done reported for a failed flash"); return nil }
+		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
+		c.Done = func(context.Context, fleet.MAC) error { t.Error("done reported for a failed flash"); return nil }
 		c.LogPath = "/var/log/bty/bty-tui.log"
 	})
 	f.confirmWith(tm, "yes")
@@ -359,8 +361,8 @@ func TestReportFailureShown(t *testing.T) {
 	f := newFixture(t)
 	close(f.release)
 	tm := f.start(func(c *Config) {
-		c.MAC = "52:54:00:12:34:56"
-		c.Done = func(context.Context, string) error { return errors.New("no machine 52:54:00:12:34:56") }
+		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
+		c.Done = func(context.Context, fleet.MAC) error { return errors.New("no machine 52:54:00:12:34:56") }
 	})
 	f.confirmWith(tm, "yes")
 	waitText(t, tm, "Could not report done")

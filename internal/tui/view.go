@@ -72,8 +72,8 @@ func (m Model) View() string {
 	}
 	w, h := max(20, m.width), max(8, m.height)
 	title := "bty-tui · " + m.cfg.Catalog.Describe()
-	if m.cfg.MAC != "" {
-		title += " · mac " + m.cfg.MAC
+	if !m.cfg.MAC.IsZero() {
+		title += " · mac " + m.cfg.MAC.String()
 	}
 	head := []string{m.styles.title.Render(fit(title, w)), m.styles.heading.Render(fit(m.heading(), w)), ""}
 	help := m.styles.help.Render(fit(m.help(), w))
@@ -394,12 +394,12 @@ func (m Model) resultBody(w int) []string {
 		for _, n := range r.Notes {
 			out = append(out, wrap("Note: "+n, w)...)
 		}
-		if m.cfg.MAC != "" && m.cfg.Done != nil {
+		if !m.cfg.MAC.IsZero() && m.cfg.Done != nil {
 			switch {
 			case m.reporting:
 				out = append(out, m.spin.View()+" reporting done to the server…")
 			case m.reportOK:
-				out = append(out, m.styles.ok.Render(fit("Reported done to the server ("+m.cfg.MAC+")", w)))
+				out = append(out, m.styles.ok.Render(fit("Reported done to the server ("+m.cfg.MAC.String()+")", w)))
 			case m.reportErr != nil:
 				out = append(out, wrap(m.styles.err.Render("Could not report done: ")+m.reportErr.Error(), w)...)
 			}

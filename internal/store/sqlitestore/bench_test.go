@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
 // benchMAC is the i-th of the benchmark's machines.
-func benchMAC(i int) string {
-	return fmt.Sprintf("02:00:00:%02x:%02x:%02x", (i>>16)&0xff, (i>>8)&0xff, i&0xff)
+func benchMAC(i int) fleet.MAC {
+	return fleet.MustParseMAC(fmt.Sprintf("02:00:00:%02x:%02x:%02x", (i>>16)&0xff, (i>>8)&0xff, i&0xff))
 }
 
 // seedMachines inserts n machines in one transaction, a third each on
@@ -23,11 +24,11 @@ func benchMAC(i int) string {
 func seedMachines(tb testing.TB, s *SQLite, n int) {
 	tb.Helper()
 	now := time.Now().UTC()
-	policies := []string{store.PolicyLocal, store.PolicyFlash, store.PolicyTUI}
+	policies := []fleet.Policy{fleet.PolicyLocal, fleet.PolicyFlash, fleet.PolicyTUI}
 	err := s.write(context.Background(), func(ctx context.Context, tx dbtx) error {
 		for i := range n {
-			m := store.Machine{MAC: benchMAC(i), Image: "debian-13.qcow2", BootPolicy: policies[i%3],
-				NextBoot: store.NextFlash, CreatedAt: now, UpdatedAt: now}
+			m := fleet.Machine{MAC: benchMAC(i), Image: "debian-13.qcow2", BootPolicy: policies[i%3],
+				NextBoot: fleet.NextFlash, CreatedAt: now, UpdatedAt: now}
 			if err := insertMachine(context.Background(), tx, m); err != nil {
 				return err
 			}
@@ -64,7 +65,7 @@ func BenchmarkPXEContact(b *testing.B) {
 				r := rand.New(rand.NewPCG(rand.Uint64(), 0))
 				for pb.Next() {
 					t0 := time.Now()
-					if _, err := s.PXEContact(context.Background(), benchMAC(r.IntN(machines)), "10.0.0.1", t0); err != nil {
+					if _, err := store.PXEContact(context.Background(), s, benchMAC(r.IntN(machines)), "10.0.0.1", t0); err != nil {
 						b.Error(err)
 						return
 					}

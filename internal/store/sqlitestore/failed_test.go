@@ -8,19 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
 func TestFlashFailed(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "52:54:00:00:00:0f"
-	pol, img := store.PolicyFlash, "a.img"
-	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: &pol, Image: &img}, t0); err != nil {
+	var mac = fleet.MustParseMAC("52:54:00:00:00:0f")
+	pol, img := fleet.PolicyFlash, "a.img"
+	if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: &pol, Image: &img}, t0); err != nil {
 		t.Fatal(err)
 	}
 	at := t0.Add(time.Minute)
-	m, err := s.FlashFailed(ctx, mac, "no disk found", at)
+	m, err := store.FlashFailed(ctx, s, mac, "no disk found", at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func TestFlashFailed(t *testing.T) {
 		t.Fatalf("after FlashFailed: %+v", m)
 	}
 	// The cadence is untouched: the next contact flashes again.
-	if m.BootPolicy != store.PolicyFlash || m.NextBoot != store.NextFlash || m.LastFlashedAt != nil {
+	if m.BootPolicy != fleet.PolicyFlash || m.NextBoot != fleet.NextFlash || m.LastFlashedAt != nil {
 		t.Fatalf("FlashFailed changed the cadence: %+v", m)
 	}
 	got, err := s.GetMachine(ctx, mac)
@@ -36,11 +37,11 @@ func TestFlashFailed(t *testing.T) {
 		t.Fatalf("stored: %+v, %v", got, err)
 	}
 	// Long reasons are cut.
-	m, err = s.FlashFailed(ctx, mac, strings.Repeat("é", store.MaxFailureLen+50), at)
-	if err != nil || len([]rune(m.LastFailure)) != store.MaxFailureLen {
+	m, err = store.FlashFailed(ctx, s, mac, strings.Repeat("é", fleet.MaxFailureLen+50), at)
+	if err != nil || len([]rune(m.LastFailure)) != fleet.MaxFailureLen {
 		t.Fatalf("long reason: %d runes, %v", len([]rune(m.LastFailure)), err)
 	}
-	if _, err := s.FlashFailed(ctx, "52:54:00:00:00:99", "x", at); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.FlashFailed(ctx, s, fleet.MustParseMAC("52:54:00:00:00:99"), "x", at); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
 }
@@ -50,7 +51,7 @@ func TestFlashFailed(t *testing.T) {
 func TestMigrationFromV1(t *testing.T) {
 	s, path := openTest(t)
 	ctx := context.Background()
-	if _, _, err := s.PutMachine(ctx, "52:54:00:00:00:01", store.MachineUpdate{Hostname: ptr("old")}, t0); err != nil {
+	if _, _, err := store.PutMachine(ctx, s, fleet.MustParseMAC("52:54:00:00:00:01"), fleet.MachineUpdate{Hostname: ptr("old")}, t0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -71,11 +72,11 @@ func TestMigrationFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	m, err := s2.GetMachine(ctx, "52:54:00:00:00:01")
+	m, err := s2.GetMachine(ctx, fleet.MustParseMAC("52:54:00:00:00:01"))
 	if err != nil || m.Hostname != "old" || m.LastFailure != "" || m.LastFailedAt != nil {
 		t.Fatalf("after upgrading: %+v, %v", m, err)
 	}
-	if _, err := s2.FlashFailed(ctx, "52:54:00:00:00:01", "boom", t0); err != nil {
+	if _, err := store.FlashFailed(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), "boom", t0); err != nil {
 		t.Fatalf("FlashFailed after upgrading: %v", err)
 	}
 }

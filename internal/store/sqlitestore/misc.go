@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
 func checkTokenHash(h []byte) error {
 	if len(h) != sha256.Size {
-		return &store.ValidationError{Field: "token_hash", Msg: fmt.Sprintf("is %d bytes, want a %d-byte SHA-256", len(h), sha256.Size)}
+		return &fleet.ValidationError{Field: "token_hash", Msg: fmt.Sprintf("is %d bytes, want a %d-byte SHA-256", len(h), sha256.Size)}
 	}
 	return nil
 }
@@ -103,7 +104,7 @@ func (s *SQLite) Setting(ctx context.Context, key string) (string, error) {
 // SetSetting stores a setting.
 func (s *SQLite) SetSetting(ctx context.Context, key, value string, now time.Time) error {
 	if key == "" {
-		return &store.ValidationError{Field: "key", Msg: "setting key is empty"}
+		return &fleet.ValidationError{Field: "key", Msg: "setting key is empty"}
 	}
 	err := s.write(ctx, func(ctx context.Context, tx dbtx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)

@@ -20,6 +20,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -222,7 +223,7 @@ func (s *SQLite) Path() string { return s.path }
 func (s *SQLite) dbError(op string, err error) error {
 	var de *dbErr
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, store.ErrNotFound) || store.IsValidation(err) || errors.As(err, &de) {
+		errors.Is(err, store.ErrNotFound) || fleet.IsValidation(err) || errors.As(err, &de) {
 		return err
 	}
 	return &dbErr{path: s.path, op: op, err: err}

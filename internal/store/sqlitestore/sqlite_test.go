@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -138,7 +139,7 @@ func TestMigrations(t *testing.T) {
 	if diff := cmp.Diff(want, versions(s.r)); diff != "" {
 		t.Errorf("schema_version after first open (-want +got):\n%s", diff)
 	}
-	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", store.MachineUpdate{Image: ptr("x.raw")}, t0); err != nil {
+	if _, _, err := store.PutMachine(context.Background(), s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), fleet.MachineUpdate{Image: ptr("x.raw")}, t0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -152,7 +153,7 @@ func TestMigrations(t *testing.T) {
 		if diff := cmp.Diff(want, versions(s2.r)); diff != "" {
 			t.Errorf("schema_version after re-open (-want +got):\n%s", diff)
 		}
-		if m, err := s2.GetMachine(context.Background(), "aa:bb:cc:dd:ee:ff"); err != nil || m.Image != "x.raw" {
+		if m, err := s2.GetMachine(context.Background(), fleet.MustParseMAC("aa:bb:cc:dd:ee:ff")); err != nil || m.Image != "x.raw" {
 			t.Errorf("after re-open: %+v, %v", m, err)
 		}
 		s2.Close()
@@ -199,7 +200,7 @@ func TestLoadMigrationsRefusesGaps(t *testing.T) {
 func TestMachineCRUD(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "52:54:00:12:34:56"
+	var mac = fleet.MustParseMAC("52:54:00:12:34:56")
 
 	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetMachine of unknown: %v, want ErrNotFound", err)
@@ -211,11 +212,11 @@ func TestMachineCRUD(t *testing.T) {
 		t.Fatalf("ListMachines of empty store: %#v, %v; want an empty non-nil slice", ms, err)
 	}
 
-	m, created, err := s.PutMachine(ctx, mac, store.MachineUpdate{Image: ptr("debian.qcow2"), Hostname: ptr("node1")}, t0)
+	m, created, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{Image: ptr("debian.qcow2"), Hostname: ptr("node1")}, t0)
 	if err != nil || !created {
 		t.Fatalf("PutMachine create: %v, created=%v", err, created)
 	}
-	want := store.Machine{MAC: mac, Image: "debian.qcow2", Hostname: "node1", BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash,
+	want := fleet.Machine{MAC: mac, Image: "debian.qcow2", Hostname: "node1", BootPolicy: fleet.PolicyLocal, NextBoot: fleet.NextFlash,
 		CreatedAt: t0, UpdatedAt: t0}
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("created machine (-want +got):\n%s", diff)
@@ -230,15 +231,15 @@ func TestMachineCRUD(t *testing.T) {
 
 	t1 := t0.Add(time.Minute)
 	// A non-UTC now is stored and returned as the same instant in UTC.
-	m, created, err = s.PutMachine(ctx, mac, store.MachineUpdate{
-		ProvisioningMode: ptr("cloud-init"), CijoeWorkflowRef: ptr("wf.yaml"), LastKnownGood: ptr("abc"),
-		BootPolicy: ptr(store.PolicyFlash), Hostname: ptr(""),
+	m, created, err = store.PutMachine(ctx, s, mac, fleet.MachineUpdate{
+		ProvisioningMode: ptr(fleet.ModeCloudInit), CijoeWorkflowRef: ptr("wf.yaml"), LastKnownGood: ptr("abc"),
+		BootPolicy: ptr(fleet.PolicyFlash), Hostname: ptr(""),
 	}, t1.In(time.FixedZone("CET", 3600)))
 	if err != nil || created {
 		t.Fatalf("PutMachine update: %v, created=%v", err, created)
 	}
 	want.ProvisioningMode, want.CijoeWorkflowRef, want.LastKnownGood = "cloud-init", "wf.yaml", "abc"
-	want.BootPolicy, want.Hostname, want.UpdatedAt = store.PolicyFlash, "", t1
+	want.BootPolicy, want.Hostname, want.UpdatedAt = fleet.PolicyFlash, "", t1
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("updated machine (-want +got):\n%s", diff)
 	}
@@ -247,11 +248,11 @@ func TestMachineCRUD(t *testing.T) {
 	}
 
 	// A second machine; the list is ordered by MAC.
-	if _, _, err := s.PutMachine(ctx, "00:00:00:00:00:01", store.MachineUpdate{}, t1); err != nil {
+	if _, _, err := store.PutMachine(ctx, s, fleet.MustParseMAC("00:00:00:00:00:01"), fleet.MachineUpdate{}, t1); err != nil {
 		t.Fatal(err)
 	}
 	ms, err := s.ListMachines(ctx)
-	if err != nil || len(ms) != 2 || ms[0].MAC != "00:00:00:00:00:01" || !cmp.Equal(ms[1], want) {
+	if err != nil || len(ms) != 2 || ms[0].MAC.String() != "00:00:00:00:00:01" || !cmp.Equal(ms[1], want) {
 		t.Fatalf("ListMachines: %+v, %v", ms, err)
 	}
 
@@ -266,22 +267,22 @@ func TestMachineCRUD(t *testing.T) {
 func TestValidation(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "aa:bb:cc:dd:ee:ff"
+	var mac = fleet.MustParseMAC("aa:bb:cc:dd:ee:ff")
 	for _, tt := range []struct {
 		name  string
-		u     store.MachineUpdate
+		u     fleet.MachineUpdate
 		field string
 	}{
-		{"boot policy", store.MachineUpdate{BootPolicy: ptr("pxe")}, "boot_policy"},
-		{"empty boot policy", store.MachineUpdate{BootPolicy: ptr("")}, "boot_policy"},
-		{"boot policy case", store.MachineUpdate{BootPolicy: ptr("Flash")}, "boot_policy"},
-		{"provisioning mode", store.MachineUpdate{ProvisioningMode: ptr("ansible")}, "provisioning_mode"},
+		{"boot policy", fleet.MachineUpdate{BootPolicy: ptr(fleet.Policy("pxe"))}, "boot_policy"},
+		{"empty boot policy", fleet.MachineUpdate{BootPolicy: ptr(fleet.Policy(""))}, "boot_policy"},
+		{"boot policy case", fleet.MachineUpdate{BootPolicy: ptr(fleet.Policy("Flash"))}, "boot_policy"},
+		{"provisioning mode", fleet.MachineUpdate{ProvisioningMode: ptr(fleet.Mode("ansible"))}, "provisioning_mode"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := s.PutMachine(ctx, mac, tt.u, t0)
-			var ve *store.ValidationError
+			_, _, err := store.PutMachine(ctx, s, mac, tt.u, t0)
+			var ve *fleet.ValidationError
 			if !errors.As(err, &ve) || ve.Field != tt.field {
-				t.Fatalf("PutMachine: %v, want a store.ValidationError on %s", err, tt.field)
+				t.Fatalf("PutMachine: %v, want a fleet.ValidationError on %s", err, tt.field)
 			}
 			if !strings.Contains(err.Error(), tt.field) {
 				t.Errorf("error %q does not name the field", err)
@@ -291,26 +292,23 @@ func TestValidation(t *testing.T) {
 	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a refused PutMachine stored something: %v", err)
 	}
-	for _, mode := range store.ProvisioningModes {
-		for _, pol := range store.BootPolicies {
-			if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{ProvisioningMode: ptr(mode), BootPolicy: ptr(pol)}, t0); err != nil {
+	for _, mode := range fleet.Modes {
+		for _, pol := range fleet.Policies {
+			if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{ProvisioningMode: ptr(mode), BootPolicy: ptr(pol)}, t0); err != nil {
 				t.Errorf("mode %q policy %q: %v", mode, pol, err)
 			}
 		}
 	}
 
-	// Every method refuses a MAC that is not normalized.
-	for _, bad := range []string{"AA:BB:CC:DD:EE:FF", "aa-bb-cc-dd-ee-ff", "nonsense"} {
-		errs := map[string]error{}
-		_, errs["GetMachine"] = s.GetMachine(ctx, bad)
-		_, _, errs["PutMachine"] = s.PutMachine(ctx, bad, store.MachineUpdate{}, t0)
-		errs["DeleteMachine"] = s.DeleteMachine(ctx, bad)
-		_, errs["PXEContact"] = s.PXEContact(ctx, bad, "10.0.0.1", t0)
-		_, errs["FlashDone"] = s.FlashDone(ctx, bad, t0)
-		for name, err := range errs {
-			if !store.IsValidation(err) {
-				t.Errorf("%s(%q): %v, want a ValidationError", name, bad, err)
-			}
+	// A zero MAC (none parsed) is refused, not stored as "".
+	var zero fleet.MAC
+	errs := map[string]error{}
+	_, _, errs["PutMachine"] = store.PutMachine(ctx, s, zero, fleet.MachineUpdate{}, t0)
+	_, errs["PXEContact"] = store.PXEContact(ctx, s, zero, "10.0.0.1", t0)
+	_, errs["FlashDone"] = store.FlashDone(ctx, s, zero, t0)
+	for name, err := range errs {
+		if !fleet.IsValidation(err) {
+			t.Errorf("%s(zero MAC): %v, want a ValidationError", name, err)
 		}
 	}
 	if ms, _ := s.ListMachines(ctx); len(ms) != 1 {
@@ -321,14 +319,14 @@ func TestValidation(t *testing.T) {
 func TestPXEContactDiscovery(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "52:54:00:00:00:01"
-	c, err := s.PXEContact(ctx, mac, "192.0.2.10", t0)
+	var mac = fleet.MustParseMAC("52:54:00:00:00:01")
+	c, err := store.PXEContact(ctx, s, mac, "192.0.2.10", t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.Machine{MAC: mac, BootPolicy: store.PolicyTUI, NextBoot: store.NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
-		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0, LastServed: store.PolicyTUI}
-	if diff := cmp.Diff(store.Contact{Machine: want, Serve: store.PolicyTUI, Discovered: true}, c); diff != "" {
+	want := fleet.Machine{MAC: mac, BootPolicy: fleet.PolicyTUI, NextBoot: fleet.NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
+		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0, LastServed: fleet.PolicyTUI}
+	if diff := cmp.Diff(store.Contact{Machine: want, Decision: fleet.Decide(want), Discovered: true}, c); diff != "" {
 		t.Errorf("first contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
@@ -337,12 +335,12 @@ func TestPXEContactDiscovery(t *testing.T) {
 
 	// A later contact updates last_seen_* only; updated_at stays.
 	t1 := t0.Add(time.Hour)
-	c, err = s.PXEContact(ctx, mac, "192.0.2.11", t1)
+	c, err = store.PXEContact(ctx, s, mac, "192.0.2.11", t1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want.LastSeenAt, want.LastSeenIP = ptr(t1), "192.0.2.11"
-	if diff := cmp.Diff(store.Contact{Machine: want, Serve: store.PolicyTUI}, c); diff != "" {
+	if diff := cmp.Diff(store.Contact{Machine: want, Decision: fleet.Decision{Serve: fleet.PolicyTUI, Why: "interactive live env (tui)"}}, c); diff != "" {
 		t.Errorf("second contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
@@ -350,12 +348,12 @@ func TestPXEContactDiscovery(t *testing.T) {
 	}
 
 	// An operator-created machine is served its policy, not discovered.
-	const known = "52:54:00:00:00:02"
-	if _, _, err := s.PutMachine(ctx, known, store.MachineUpdate{}, t0); err != nil {
+	var known = fleet.MustParseMAC("52:54:00:00:00:02")
+	if _, _, err := store.PutMachine(ctx, s, known, fleet.MachineUpdate{}, t0); err != nil {
 		t.Fatal(err)
 	}
-	c, err = s.PXEContact(ctx, known, "192.0.2.12", t1)
-	if err != nil || c.Serve != store.PolicyLocal || c.Discovered || c.Machine.DiscoveredAt != nil {
+	c, err = store.PXEContact(ctx, s, known, "192.0.2.12", t1)
+	if err != nil || c.Decision.Serve != fleet.PolicyLocal || c.Discovered || c.Machine.DiscoveredAt != nil {
 		t.Errorf("contact of a local machine: %+v, %v", c, err)
 	}
 }
@@ -363,21 +361,21 @@ func TestPXEContactDiscovery(t *testing.T) {
 func TestFlashCadence(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "52:54:00:00:00:03"
+	var mac = fleet.MustParseMAC("52:54:00:00:00:03")
 	now := t0
 	tick := func() time.Time { now = now.Add(time.Minute); return now }
-	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash), Image: ptr("d.raw")}, tick()); err != nil {
+	if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash), Image: ptr("d.raw")}, tick()); err != nil {
 		t.Fatal(err)
 	}
-	contact := func(wantServe, wantNext string) {
+	contact := func(wantServe fleet.Policy, wantNext fleet.NextBoot) {
 		t.Helper()
-		c, err := s.PXEContact(ctx, mac, "10.0.0.5", tick())
+		c, err := store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Serve != wantServe || c.Machine.NextBoot != wantNext || c.Machine.BootPolicy != store.PolicyFlash {
+		if c.Decision.Serve != wantServe || c.Machine.NextBoot != wantNext || c.Machine.BootPolicy != fleet.PolicyFlash {
 			t.Fatalf("contact: serve %s, next %s, policy %s; want serve %s, next %s",
-				c.Serve, c.Machine.NextBoot, c.Machine.BootPolicy, wantServe, wantNext)
+				c.Decision.Serve, c.Machine.NextBoot, c.Machine.BootPolicy, wantServe, wantNext)
 		}
 		if m, _ := s.GetMachine(ctx, mac); m.NextBoot != wantNext {
 			t.Fatalf("stored next_boot %s, want %s", m.NextBoot, wantNext)
@@ -387,11 +385,11 @@ func TestFlashCadence(t *testing.T) {
 		t.Helper()
 		at := tick()
 		before, _ := s.GetMachine(ctx, mac)
-		m, err := s.FlashDone(ctx, mac, at)
+		m, err := store.FlashDone(ctx, s, mac, at)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.NextBoot != store.NextLocal || m.BootPolicy != before.BootPolicy || m.LastFlashedAt == nil || !m.LastFlashedAt.Equal(at) || !m.UpdatedAt.Equal(at) {
+		if m.NextBoot != fleet.NextLocal || m.BootPolicy != before.BootPolicy || m.LastFlashedAt == nil || !m.LastFlashedAt.Equal(at) || !m.UpdatedAt.Equal(at) {
 			t.Fatalf("after done: %+v", m)
 		}
 		if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(m, got) {
@@ -399,39 +397,39 @@ func TestFlashCadence(t *testing.T) {
 		}
 	}
 
-	contact(store.PolicyFlash, store.NextFlash) // flashes
+	contact(fleet.PolicyFlash, fleet.NextFlash) // flashes
 	done()
-	contact(store.PolicyLocal, store.NextFlash) // boots the fresh disk once
-	contact(store.PolicyFlash, store.NextFlash) // next reboot reflashes
-	contact(store.PolicyFlash, store.NextFlash) // a flash that never said done keeps reflashing
+	contact(fleet.PolicyLocal, fleet.NextFlash) // boots the fresh disk once
+	contact(fleet.PolicyFlash, fleet.NextFlash) // next reboot reflashes
+	contact(fleet.PolicyFlash, fleet.NextFlash) // a flash that never said done keeps reflashing
 	done()
 	done() // a repeated done changes nothing further
-	contact(store.PolicyLocal, store.NextFlash)
-	contact(store.PolicyFlash, store.NextFlash)
+	contact(fleet.PolicyLocal, fleet.NextFlash)
+	contact(fleet.PolicyFlash, fleet.NextFlash)
 
 	// done then a policy change: changing the policy resets next_boot.
 	done()
-	if m, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, tick()); err != nil || m.NextBoot != store.NextLocal {
+	if m, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, tick()); err != nil || m.NextBoot != fleet.NextLocal {
 		t.Fatalf("same policy again: next_boot %s, %v; want it left local", m.NextBoot, err)
 	}
-	if m, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyLocal)}, tick()); err != nil || m.NextBoot != store.NextFlash {
+	if m, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyLocal)}, tick()); err != nil || m.NextBoot != fleet.NextFlash {
 		t.Fatalf("policy change: next_boot %s, %v; want flash", m.NextBoot, err)
 	}
-	c, err := s.PXEContact(ctx, mac, "10.0.0.5", tick())
-	if err != nil || c.Serve != store.PolicyLocal {
+	c, err := store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
+	if err != nil || c.Decision.Serve != fleet.PolicyLocal {
 		t.Fatalf("local machine: %+v, %v", c, err)
 	}
 	done() // done on a local machine: policy stays local
-	c, err = s.PXEContact(ctx, mac, "10.0.0.5", tick())
-	if err != nil || c.Serve != store.PolicyLocal || c.Machine.BootPolicy != store.PolicyLocal {
+	c, err = store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
+	if err != nil || c.Decision.Serve != fleet.PolicyLocal || c.Machine.BootPolicy != fleet.PolicyLocal {
 		t.Fatalf("local machine after done: %+v, %v", c, err)
 	}
-	if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, tick()); err != nil {
+	if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, tick()); err != nil {
 		t.Fatal(err)
 	}
-	contact(store.PolicyFlash, store.NextFlash) // back on flash: reflashes at once
+	contact(fleet.PolicyFlash, fleet.NextFlash) // back on flash: reflashes at once
 
-	if _, err := s.FlashDone(ctx, "52:54:00:99:99:99", now); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.FlashDone(ctx, s, fleet.MustParseMAC("52:54:00:99:99:99"), now); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("FlashDone of unknown: %v, want ErrNotFound", err)
 	}
 }
@@ -439,15 +437,15 @@ func TestFlashCadence(t *testing.T) {
 func TestPXEContactCadenceBumpsUpdatedAt(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	const mac = "52:54:00:00:00:04"
-	s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, t0)
+	var mac = fleet.MustParseMAC("52:54:00:00:00:04")
+	store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, t0)
 	t1, t2, t3 := t0.Add(time.Second), t0.Add(2*time.Second), t0.Add(3*time.Second)
-	s.FlashDone(ctx, mac, t1)
-	c, _ := s.PXEContact(ctx, mac, "10.0.0.1", t2) // next_boot local -> flash: a state change
+	store.FlashDone(ctx, s, mac, t1)
+	c, _ := store.PXEContact(ctx, s, mac, "10.0.0.1", t2) // next_boot local -> flash: a state change
 	if !c.Machine.UpdatedAt.Equal(t2) {
 		t.Errorf("updated_at %v after the cadence advanced, want %v", c.Machine.UpdatedAt, t2)
 	}
-	c, _ = s.PXEContact(ctx, mac, "10.0.0.1", t3) // last_seen only
+	c, _ = store.PXEContact(ctx, s, mac, "10.0.0.1", t3) // last_seen only
 	if !c.Machine.UpdatedAt.Equal(t2) || !c.Machine.LastSeenAt.Equal(t3) {
 		t.Errorf("plain contact: updated_at %v last_seen %v, want %v and %v", c.Machine.UpdatedAt, c.Machine.LastSeenAt, t2, t3)
 	}
@@ -482,7 +480,7 @@ func TestSessions(t *testing.T) {
 	if valid([]byte("short"), t0) {
 		t.Error("a malformed hash is valid")
 	}
-	if err := s.CreateSession(ctx, []byte("short"), t0.Add(time.Hour), t0); !store.IsValidation(err) {
+	if err := s.CreateSession(ctx, []byte("short"), t0.Add(time.Hour), t0); !fleet.IsValidation(err) {
 		t.Errorf("CreateSession with a 5-byte hash: %v, want a ValidationError", err)
 	}
 
@@ -537,7 +535,7 @@ func TestSettings(t *testing.T) {
 			t.Errorf("Setting = %q, %v; want %q", got, err, v)
 		}
 	}
-	if err := s.SetSetting(ctx, "", "x", t0); !store.IsValidation(err) {
+	if err := s.SetSetting(ctx, "", "x", t0); !fleet.IsValidation(err) {
 		t.Errorf("empty key: %v, want a ValidationError", err)
 	}
 }
@@ -582,7 +580,7 @@ func TestCloseIdempotentAndRefusesWrites(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := s.PXEContact(context.Background(), "aa:bb:cc:dd:ee:ff", "", t0); !errors.Is(err, ErrClosed) {
+	if _, err := store.PXEContact(context.Background(), s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), "", t0); !errors.Is(err, ErrClosed) {
 		t.Errorf("write after Close: %v, want ErrClosed", err)
 	}
 }
@@ -591,10 +589,10 @@ func TestCancelledContext(t *testing.T) {
 	s, _ := openTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := s.PutMachine(ctx, "aa:bb:cc:dd:ee:ff", store.MachineUpdate{}, t0); !errors.Is(err, context.Canceled) {
+	if _, _, err := store.PutMachine(ctx, s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), fleet.MachineUpdate{}, t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("PutMachine with a cancelled context: %v", err)
 	}
-	if _, err := s.GetMachine(context.Background(), "aa:bb:cc:dd:ee:ff"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetMachine(context.Background(), fleet.MustParseMAC("aa:bb:cc:dd:ee:ff")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a cancelled write was stored: %v", err)
 	}
 }
@@ -613,7 +611,7 @@ func TestBatchIsolation(t *testing.T) {
 			defer wg.Done()
 			mac := benchMAC(i)
 			errs[i] = s.write(ctx, func(ctx context.Context, tx dbtx) error {
-				if err := insertMachine(ctx, tx, store.Machine{MAC: mac, BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0}); err != nil {
+				if err := insertMachine(ctx, tx, fleet.Machine{MAC: mac, BootPolicy: fleet.PolicyLocal, NextBoot: fleet.NextFlash, CreatedAt: t0, UpdatedAt: t0}); err != nil {
 					return err
 				}
 				if i%2 == 1 {
@@ -647,17 +645,17 @@ func TestConcurrentWriters(t *testing.T) {
 			defer wg.Done()
 			for i := range contacts {
 				mac := benchMAC((g*contacts + i) % macs) // goroutines share MACs
-				if _, err := s.PXEContact(ctx, mac, fmt.Sprintf("10.0.%d.%d", g, i%250), time.Now()); err != nil {
+				if _, err := store.PXEContact(ctx, s, mac, fmt.Sprintf("10.0.%d.%d", g, i%250), time.Now()); err != nil {
 					errc <- err
 				}
 				if i%20 == 0 {
 					if _, err := s.ListMachines(ctx); err != nil {
 						errc <- err
 					}
-					if _, _, err := s.PutMachine(ctx, mac, store.MachineUpdate{BootPolicy: ptr(store.PolicyFlash)}, time.Now()); err != nil {
+					if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, time.Now()); err != nil {
 						errc <- err
 					}
-					if _, err := s.FlashDone(ctx, mac, time.Now()); err != nil {
+					if _, err := store.FlashDone(ctx, s, mac, time.Now()); err != nil {
 						errc <- err
 					}
 				}
@@ -740,7 +738,7 @@ func TestKill9(t *testing.T) {
 	}
 	defer s.Close()
 	for _, mac := range committed {
-		m, err := s.GetMachine(context.Background(), mac)
+		m, err := s.GetMachine(context.Background(), fleet.MustParseMAC(mac))
 		if err != nil {
 			t.Errorf("write of %s reported committed but lost: %v", mac, err)
 			continue
@@ -750,7 +748,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	// The store still takes writes.
-	if _, _, err := s.PutMachine(context.Background(), "aa:bb:cc:dd:ee:ff", store.MachineUpdate{}, t0); err != nil {
+	if _, _, err := store.PutMachine(context.Background(), s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), fleet.MachineUpdate{}, t0); err != nil {
 		t.Error(err)
 	}
 }
@@ -778,11 +776,11 @@ func TestHelperWriter(t *testing.T) {
 				mac := benchMAC(g<<20 | i)
 				var err error
 				if i%2 == 0 {
-					_, _, err = s.PutMachine(context.Background(), mac, store.MachineUpdate{Image: ptr("img-" + mac)}, time.Now())
+					_, _, err = store.PutMachine(context.Background(), s, mac, fleet.MachineUpdate{Image: ptr("img-" + mac.String())}, time.Now())
 				} else {
-					_, _, err = s.PutMachine(context.Background(), mac, store.MachineUpdate{Image: ptr("img-" + mac), BootPolicy: ptr(store.PolicyFlash)}, time.Now())
+					_, _, err = store.PutMachine(context.Background(), s, mac, fleet.MachineUpdate{Image: ptr("img-" + mac.String()), BootPolicy: ptr(fleet.PolicyFlash)}, time.Now())
 					if err == nil {
-						_, err = s.PXEContact(context.Background(), mac, "10.0.0.1", time.Now())
+						_, err = store.PXEContact(context.Background(), s, mac, "10.0.0.1", time.Now())
 					}
 				}
 				if err != nil {
@@ -811,15 +809,15 @@ func TestWritePanic(t *testing.T) {
 			}
 		}()
 		s.write(ctx, func(ctx context.Context, tx dbtx) error {
-			insertMachine(ctx, tx, store.Machine{MAC: "aa:bb:cc:dd:ee:ff", BootPolicy: store.PolicyLocal, NextBoot: store.NextFlash, CreatedAt: t0, UpdatedAt: t0})
+			insertMachine(ctx, tx, fleet.Machine{MAC: fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), BootPolicy: fleet.PolicyLocal, NextBoot: fleet.NextFlash, CreatedAt: t0, UpdatedAt: t0})
 			panic("boom")
 		})
 		t.Error("write returned, want a panic")
 	}()
-	if _, err := s.GetMachine(ctx, "aa:bb:cc:dd:ee:ff"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetMachine(ctx, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the panicking write was kept: %v", err)
 	}
-	if _, err := s.PXEContact(ctx, "aa:bb:cc:dd:ee:ff", "10.0.0.1", t0); err != nil {
+	if _, err := store.PXEContact(ctx, s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), "10.0.0.1", t0); err != nil {
 		t.Errorf("writer broken after a panic: %v", err)
 	}
 }

@@ -1,11 +1,11 @@
-package store
+package fleet
 
 import (
 	"strings"
 	"testing"
 )
 
-func TestNormalizeMAC(t *testing.T) {
+func TestParseMAC(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 		wantErr        bool
@@ -30,19 +30,39 @@ func TestNormalizeMAC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := NormalizeMAC(tt.in)
+			got, err := ParseMAC(tt.in)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("NormalizeMAC(%q) = %q, want an error", tt.in, got)
+					t.Fatalf("ParseMAC(%q) = %q, want an error", tt.in, got)
 				}
 				if !IsValidation(err) || !strings.Contains(err.Error(), "aa:bb:cc:dd:ee:ff") || !strings.Contains(err.Error(), "'-'") {
 					t.Errorf("error %q should be a ValidationError naming the accepted forms", err)
 				}
 				return
 			}
-			if err != nil || got != tt.want {
-				t.Fatalf("NormalizeMAC(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			if err != nil || got.String() != tt.want {
+				t.Fatalf("ParseMAC(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestMACText(t *testing.T) {
+	var m MAC
+	if err := m.UnmarshalText([]byte("AA-BB-CC-00-11-22")); err != nil {
+		t.Fatal(err)
+	}
+	if m.String() != "aa:bb:cc:00:11:22" || m.Hex() != "aabbcc001122" || m.IsZero() {
+		t.Errorf("parsed %q (hex %q, zero %v)", m, m.Hex(), m.IsZero())
+	}
+	b, err := m.MarshalText()
+	if err != nil || string(b) != "aa:bb:cc:00:11:22" {
+		t.Errorf("MarshalText = %q, %v", b, err)
+	}
+	if err := m.UnmarshalText([]byte("aa:bb")); !IsValidation(err) {
+		t.Errorf("UnmarshalText(aa:bb) = %v, want a validation error", err)
+	}
+	if err := m.UnmarshalText(nil); err != nil || !m.IsZero() || m.Hex() != "" {
+		t.Errorf("UnmarshalText(empty) = %v, %q", err, m)
 	}
 }

@@ -1,0 +1,155 @@
+// Package api holds bty-web's wire types: the JSON bodies of every route
+// of docs/reference.md ("bty-web routes"), declared once and used by the
+// server (internal/server) and its clients (internal/client, bty-ctl,
+// the TUI, the live env).
+//
+// It imports only internal/fleet (the machine record, whose JSON is the
+// Machine wire shape), so a client links no server, HTTP handler or
+// database code.
+package api
+
+import (
+	"time"
+
+	"github.com/btyproject/bty/internal/fleet"
+)
+
+// Machine is a machine's record (GET /machines, GET/PUT /machines/{mac},
+// the answer to the live env's reports); MachineUpdate is the body of
+// PUT /machines/{mac}. Both are the domain's own types: their JSON is the
+// wire shape.
+type (
+	Machine       = fleet.Machine
+	MachineUpdate = fleet.MachineUpdate
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// MachineEvent is one change on GET /events/machines (server-sent
+// events): an upsert carries the record, a delete only the MAC.
+type MachineEvent struct {
+	// Type is "upsert" or "delete".
+	Type    string         `json:"type"`
+	MAC     fleet.MAC      `json:"mac"`
+	Machine *fleet.Machine `json:"machine,omitempty"`
+}
+
+// FailureReport is the JSON body of POST /pxe/{mac}/failed (plain text
+// is accepted too).
+type FailureReport struct {
+	Reason string `json:"reason"`
+}
+
+// Image is one entry of the catalog (GET /images, and the answer to
+// PUT /images/{name}).
+type Image struct {
+	Name             string    `json:"name"`
+	Format           string    `json:"format"`
+	SizeBytes        int64     `json:"size_bytes"`
+	VirtualSizeBytes *int64    `json:"virtual_size_bytes"`
+	ModifiedAt       time.Time `json:"modified_at"`
+	// SHA256 is the file's hash, DecodedSHA256 the hash of what lands on
+	// the disk; nil until the server has computed them.
+	SHA256        *string `json:"sha256"`
+	DecodedSHA256 *string `json:"decoded_sha256"`
+	// Error says why the server cannot flash this file.
+	Error string `json:"error,omitempty"`
+}
+
+// BootFile is one live-env artifact (GET /boot).
+type BootFile struct {
+	Name       string     `json:"name"`
+	Present    bool       `json:"present"`
+	Required   bool       `json:"required"`
+	SizeBytes  int64      `json:"size_bytes"`
+	ModifiedAt *time.Time `json:"modified_at"`
+}
+
+// BootUpload is the answer to PUT /boot/{name}.
+type BootUpload struct {
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	SHA256    string `json:"sha256"`
+}
+
+// LoginRequest is the body of POST /auth/login.
+type LoginRequest struct {
+	Password string `json:"password"`
+}
+
+// Session is the answer to POST /auth/login: a session token and when
+// it expires.
+type Session struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Revoked is the answer to POST /auth/logout and /auth/revoke-all: how
+// many sessions ended.
+type Revoked struct {
+	Revoked int `json:"revoked"`
+}
+
+// Settings is GET /settings: the proxy-DHCP setting, its state, and the
+// server's network interfaces to choose from.
+type Settings struct {
+	ProxyDHCPIface  string `json:"proxydhcp_iface"`
+	ProxyDHCPSubnet string `json:"proxydhcp_subnet"`
+	// ProxyDHCPEnvOverride is BTY_PROXYDHCP_IFACE when set on the
+	// server; the setting cannot be changed over the API then.
+	ProxyDHCPEnvOverride string          `json:"proxydhcp_env_override"`
+	ProxyDHCPStatus      ProxyDHCPStatus `json:"proxydhcp_status"`
+	Interfaces           []Interface     `json:"interfaces"`
+	TFTPPort             int             `json:"tftp_port"`
+}
+
+// ProxyDHCPStatus is the proxy-DHCP responder's state.
+type ProxyDHCPStatus struct {
+	Running      bool   `json:"running"`
+	Interface    string `json:"interface"`
+	ServerIP     string `json:"server_ip"`
+	BootstrapURL string `json:"bootstrap_url"`
+}
+
+// Interface is one of the server's network interfaces.
+type Interface struct {
+	Name  string   `json:"name"`
+	Addrs []string `json:"addrs"`
+	Up    bool     `json:"up"`
+}
+
+// SettingsUpdate is PUT /settings; nil fields keep their value. An empty
+// interface turns proxy-DHCP off.
+type SettingsUpdate struct {
+	ProxyDHCPIface  *string `json:"proxydhcp_iface,omitempty"`
+	ProxyDHCPSubnet *string `json:"proxydhcp_subnet,omitempty"`
+}
+
+// Version is GET /version.
+type Version struct {
+	Version string `json:"version"`
+	Program string `json:"program"`
+}
+
+// Health is GET /healthz.
+type Health struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// StateArchive is GET /state/export and the body of POST /state/import.
+type StateArchive struct {
+	Format     string            `json:"format"`
+	ExportedAt time.Time         `json:"exported_at"`
+	Version    string            `json:"bty_version"`
+	Machines   []fleet.Machine   `json:"machines"`
+	Settings   map[string]string `json:"settings"`
+}
+
+// Imported is the answer to POST /state/import.
+type Imported struct {
+	ImportedMachines int `json:"imported_machines"`
+}

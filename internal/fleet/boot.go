@@ -1,0 +1,177 @@
+package fleet
+
+import (
+	"time"
+	"unicode/utf8"
+)
+
+// Decision is what one PXE contact is served, and why.
+type Decision struct {
+	// Serve is the script the contact gets: PolicyLocal, PolicyFlash or
+	// PolicyTUI.
+	Serve Policy
+	// Why says it in words for the UI and bty-ctl ("flash debian.img",
+	// "local disk once (flashed), then flash debian.img").
+	Why string
+	// Note, when set, is said on the machine's console: the policy asks
+	// for something the record cannot give (a flash with no image).
+	Note string
+}
+
+// Decide is the one rule for what a machine's next PXE contact is
+// served (docs/reference.md, "Boot policies"):
+//
+//   - local: the local disk;
+//   - tui: the interactive live env;
+//   - flash with no image assigned: the local disk, with a console note
+//     saying why (nothing to flash; never wipe a disk with nothing);
+//   - flash after a done (NextBoot local): the local disk, once;
+//   - flash otherwise: the live env flashing the assigned image.
+//
+// It is a pure function of the record; Machine.Contact applies it.
+func Decide(m Machine) Decision {
+	switch m.BootPolicy {
+	case PolicyFlash:
+		switch {
+		case m.Image == "":
+			return Decision{Serve: PolicyLocal, Why: "local disk (flash policy, but no image assigned)",
+				Note: "bty: " + m.MAC.String() + " has boot policy flash but no image assigned, booting the local disk"}
+		case m.NextBoot == NextLocal:
+			return Decision{Serve: PolicyLocal, Why: "local disk once (flashed), then flash " + m.Image}
+		default:
+			return Decision{Serve: PolicyFlash, Why: "flash " + m.Image}
+		}
+	case PolicyTUI:
+		return Decision{Serve: PolicyTUI, Why: "interactive live env (tui)"}
+	default:
+		return Decision{Serve: PolicyLocal, Why: "local disk"}
+	}
+}
+
+// Discover is the record an unknown MAC's first PXE contact creates:
+// boot policy tui (the interactive live env, where an operator can
+// pick an image), discovered now, served tui.
+func Discover(mac MAC, ip string, now time.Time) (Machine, Decision) {
+	now = now.UTC()
+	m := Machine{MAC: mac, BootPolicy: PolicyTUI, NextBoot: NextFlash,
+		DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now}
+	d := Decide(m)
+	m.LastServed = d.Serve
+	return m, d
+}
+
+// Contact is m after a PXE contact from ip at now, and what the contact
+// is served (Decide). A flash machine booting its disk once has its
+// NextBoot turned back to flash, so the contact after reflashes.
+// last_seen_* change on every contact; UpdatedAt only when the contact
+// changes the record's state (NextBoot), so it keeps meaning "last
+// changed" rather than "last booted".
+func (m Machine) Contact(ip string, now time.Time) (Machine, Decision) {
+	now = now.UTC()
+	d := Decide(m)
+	if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
+		m.NextBoot = NextFlash
+		m.UpdatedAt = now
+	}
+	m.LastSeenAt, m.LastSeenIP, m.LastServed = &now, ip, d.Serve
+	return m, d
+}
+
+// InFlashCycle reports whether the machine's last PXE contact was served
+// the flash live env and no done has come since: the window in which
+// the live env may fetch the machine's seed.
+func (m Machine) InFlashCycle() bool {
+	if m.LastServed != PolicyFlash || m.LastSeenAt == nil {
+		return false
+	}
+	return m.LastFlashedAt == nil || m.LastFlashedAt.Before(*m.LastSeenAt)
+}
+
+// Done is m after the live env reported a finished flash at now: the
+// next contact boots the disk once. The boot policy never changes.
+func (m Machine) Done(now time.Time) Machine {
+	now = now.UTC()
+	m.LastFlashedAt, m.NextBoot, m.UpdatedAt = &now, NextLocal, now
+	return m
+}
+
+// Failed is m after the live env reported a failed flash at now, with
+// its reason cut to MaxFailureLen characters. The boot policy and
+// NextBoot are left as they are, so a flash machine retries on its
+// next boot.
+func (m Machine) Failed(reason string, now time.Time) Machine {
+	now = now.UTC()
+	if utf8.RuneCountInString(reason) > MaxFailureLen {
+		reason = string([]rune(reason)[:MaxFailureLen])
+	}
+	m.LastFailedAt, m.LastFailure, m.UpdatedAt = &now, reason, now
+	return m
+}
+
+// NewMachine is the record an operator's first PUT creates: boot policy
+// local unless u says otherwise, u's fields applied.
+func NewMachine(mac MAC, u MachineUpdate, now time.Time) Machine {
+	now = now.UTC()
+	m := Machine{MAC: mac, BootPolicy: PolicyLocal, NextBoot: NextFlash, CreatedAt: now, UpdatedAt: now}
+	m.set(u)
+	return m
+}
+
+// Apply is m with u's fields set at now. Changing the boot policy
+// resets NextBoot to flash, so a machine put (back) on flash reflashes
+// on its next contact; setting the same policy again leaves it alone.
+// u must have passed Validate.
+func (m Machine) Apply(u MachineUpdate, now time.Time) Machine {
+	if u.BootPolicy != nil && *u.BootPolicy != m.BootPolicy {
+		m.NextBoot = NextFlash
+	}
+	m.set(u)
+	m.UpdatedAt = now.UTC()
+	return m
+}
+
+func (m *Machine) set(u MachineUpdate) {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&m.Image, u.Image)
+	set(&m.Hostname, u.Hostname)
+	set(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
+	set(&m.LastKnownGood, u.LastKnownGood)
+	set(&m.UserData, u.UserData)
+	set(&m.MetaData, u.MetaData)
+	if u.ProvisioningMode != nil {
+		m.ProvisioningMode = *u.ProvisioningMode
+	}
+	if u.BootPolicy != nil {
+		m.BootPolicy = *u.BootPolicy
+	}
+}
+
+// ForImport checks a whole record being restored from an export and
+// fills what older exports lack: a bad MAC, policy, mode or workflow
+// status is a *ValidationError naming the machine; a missing NextBoot
+// is flash, a missing CreatedAt is now, a missing UpdatedAt CreatedAt.
+func (m Machine) ForImport(now time.Time) (Machine, error) {
+	if m.MAC.IsZero() {
+		return Machine{}, &ValidationError{Field: "mac", Msg: "a machine has no MAC"}
+	}
+	if errs := (MachineUpdate{BootPolicy: &m.BootPolicy, ProvisioningMode: &m.ProvisioningMode}).Validate(); len(errs) > 0 {
+		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: errs[0].Error()}
+	}
+	if m.NextBoot != NextFlash && m.NextBoot != NextLocal {
+		m.NextBoot = NextFlash
+	}
+	if m.LastWorkflowStatus != nil && !m.LastWorkflowStatus.Valid() {
+		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "last_workflow_status must be running, success, failed or null"}
+	}
+	if m.CreatedAt.IsZero() {
+		m.CreatedAt = now.UTC()
+	}
+	if m.UpdatedAt.IsZero() {
+		m.UpdatedAt = m.CreatedAt
+	}
+	return m, nil
+}
