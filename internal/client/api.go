@@ -96,6 +96,34 @@ func (c *Client) PXEFailed(ctx context.Context, mac fleet.MAC, reason string) (a
 	return m, err
 }
 
+// PXESeed fetches the machine's cloud-init seed (open routes GET
+// /pxe/{mac}/user-data and meta-data), which the server gives only to
+// the machine itself, from the address of its last PXE contact, while
+// it flashes. userData is nil when the server has none for it (a 404:
+// none on the record, or not asked by the machine in its flash cycle);
+// metaData is the record's, or one the server makes.
+func (c *Client) PXESeed(ctx context.Context, mac fleet.MAC) (userData, metaData []byte, err error) {
+	get := func(what string) ([]byte, error) {
+		var b []byte
+		_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("pxe", mac.String(), what),
+			text: &b, textLimit: fleet.MaxSeedBytes}, nil)
+		if IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetching %s: %w", what, err)
+		}
+		return b, nil
+	}
+	if userData, err = get("user-data"); err != nil || userData == nil {
+		return nil, nil, err
+	}
+	if metaData, err = get("meta-data"); err != nil {
+		return nil, nil, err
+	}
+	return userData, metaData, nil
+}
+
 // Images lists the server's image catalog (open route).
 func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
 	var out []api.Image

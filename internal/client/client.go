@@ -181,6 +181,10 @@ type request struct {
 	size   int64
 	header http.Header
 	auth   bool
+	// text, when set, receives a 2xx answer's body as it is (at most
+	// textLimit bytes; more is an error) instead of decoding JSON.
+	text      *[]byte
+	textLimit int64
 }
 
 // do runs r and decodes a 2xx JSON answer into out (nil: discarded). It
@@ -234,6 +238,19 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, apiError(r.method, r.url, resp)
+	}
+	if r.text != nil {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, r.textLimit+1))
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return resp.StatusCode, ctx.Err()
+		case err != nil:
+			return resp.StatusCode, fmt.Errorf("reading the answer to %s %s: %w", r.method, r.url, err)
+		case int64(len(b)) > r.textLimit:
+			return resp.StatusCode, fmt.Errorf("the answer to %s %s is larger than %d bytes", r.method, r.url, r.textLimit)
+		}
+		*r.text = b
+		return resp.StatusCode, nil
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

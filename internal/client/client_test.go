@@ -170,6 +170,42 @@ func TestPXEDone(t *testing.T) {
 	}
 }
 
+// TestPXESeed: the live env's seed fetch gets the record's user-data
+// and the server-made meta-data only in the machine's flash cycle, and
+// nil user-data (not an error) when there is none for it.
+func TestPXESeed(t *testing.T) {
+	t.Parallel()
+	ts, c := loggedIn(t)
+	cx := ctx(t)
+	anon, _ := client.New(ts.URL)
+	mac := fleet.MustParseMAC("52:54:00:12:34:58")
+	ud := "#cloud-config\nhostname: n58\n"
+	pol, img := fleet.PolicyFlash, "a.img"
+	if _, _, err := c.PutMachine(cx, mac, api.MachineUpdate{BootPolicy: &pol, Image: &img, UserData: &ud}); err != nil {
+		t.Fatal(err)
+	}
+	// Before any PXE contact the machine is not in a flash cycle.
+	if u, m, err := anon.PXESeed(cx, mac); err != nil || u != nil || m != nil {
+		t.Fatalf("PXESeed before the contact = %q, %q, %v; want nothing", u, m, err)
+	}
+	resp, err := http.Get(ts.URL + "/pxe/52:54:00:12:34:58")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	u, m, err := anon.PXESeed(cx, mac)
+	if err != nil || string(u) != ud || !strings.HasPrefix(string(m), "instance-id: bty-525400123458-") {
+		t.Fatalf("PXESeed in the flash cycle = %q, %q, %v", u, m, err)
+	}
+	// After done the cycle is closed.
+	if _, err := anon.PXEDone(cx, mac); err != nil {
+		t.Fatal(err)
+	}
+	if u, m, err := anon.PXESeed(cx, mac); err != nil || u != nil || m != nil {
+		t.Fatalf("PXESeed after done = %q, %q, %v; want nothing", u, m, err)
+	}
+}
+
 func TestPXEFailed(t *testing.T) {
 	t.Parallel()
 	ts, c := loggedIn(t)
