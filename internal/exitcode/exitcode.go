@@ -15,7 +15,6 @@ package exitcode
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/btyproject/bty/internal/fault"
 )
@@ -103,21 +102,4 @@ func find(err error) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-// IsCobraUsage recognises the argument and flag errors cobra raises
-// itself (it has no typed errors for them): they are misuse, exit 2.
-func IsCobraUsage(err error) bool {
-	if err == nil {
-		return false
-	}
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
-		"flag needs an argument", "invalid argument", "accepts ", "requires at least",
-		"requires exactly", "required flag", "if any flags in the group", "none of the others can be"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }

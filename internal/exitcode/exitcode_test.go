@@ -65,21 +65,3 @@ func TestFromKind(t *testing.T) {
 		}
 	}
 }
-
-func TestIsCobraUsage(t *testing.T) {
-	for msg, want := range map[string]bool{
-		`unknown flag: --bogus`:               true,
-		`unknown command "frob" for "bty"`:    true,
-		`accepts 1 arg(s), received 2`:        true,
-		`required flag(s) "image" not set`:    true,
-		`opening /dev/sdz: no such device`:    false,
-		`the image is larger than the target`: false,
-	} {
-		if got := IsCobraUsage(errors.New(msg)); got != want {
-			t.Errorf("IsCobraUsage(%q) = %v, want %v", msg, got, want)
-		}
-	}
-	if IsCobraUsage(nil) {
-		t.Error("IsCobraUsage(nil)")
-	}
-}
