@@ -33,8 +33,9 @@ type session struct {
 
 // Run provisions opts.Target according to opts.Mode. The error carries
 // its kind (fault.KindOf): fault.Failed for a failed provisioning,
-// fault.MissingTool when cijoe is missing. Whatever happens, nothing stays mounted or attached; a
-// failure to undo is part of the returned error.
+// fault.MissingTool when cijoe is missing. Whatever happens, nothing
+// stays mounted or attached; a failure to undo is part of the returned
+// error.
 func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	s := &session{ctx: ctx, opts: opts, log: opts.Logger, sink: opts.Sink,
 		res: &Result{Mode: opts.Mode, Notes: []string{}}}
