@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/flash"
@@ -177,7 +178,7 @@ func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
 		fmt.Fprintln(w, "plan OK: run again with --yes (as root) to flash")
 		return nil
 	}
-	return &reportedError{err: err}
+	return cmdrun.Reported(err)
 }
 
 func runFlash(cmd *cobra.Command, e *env, o flash.Options, progress string, asJSON bool) error {
@@ -211,7 +212,7 @@ func runFlash(cmd *cobra.Command, e *env, o flash.Options, progress string, asJS
 	}
 	if err != nil && progress != progressNone {
 		// The failed event already told the user.
-		return &reportedError{err: err}
+		return cmdrun.Reported(err)
 	}
 	return err
 }

@@ -5,14 +5,13 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/version"
 )
 
@@ -30,31 +29,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	root := newRoot(e)
-	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitcode.OK
-	}
-	var reported *reportedError
-	if !errors.As(err, &reported) {
-		fmt.Fprintf(stderr, "bty: %v\n", err)
-	}
-	code := exitcode.Code(err)
-	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
-		code = exitcode.Usage
-	}
-	return code
+	return cmdrun.Execute(ctx, root, args, nil)
 }
-
-// reportedError marks an error the command already printed (for example as
-// a --json envelope), so Run only turns it into an exit code.
-type reportedError struct{ err error }
-
-func (r *reportedError) Error() string { return r.err.Error() }
-func (r *reportedError) Unwrap() error { return r.err }
 
 func newRoot(e *env) *cobra.Command {
 	var showVersion, asJSON bool
@@ -86,8 +65,6 @@ Exit codes: 0 success, 1 operation failed, 2 misuse, 3 root required,
 	root.Flags().BoolVar(&showVersion, "version", false, "print the version and exit")
 	root.Flags().BoolVar(&asJSON, "json", false, "with --version: print a JSON document")
 	root.AddCommand(newListCmd(e), newInspectCmd(e), newFlashCmd(e))
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
-	})
+	root.SetFlagErrorFunc(cmdrun.SeeHelp)
 	return root
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
@@ -36,7 +37,7 @@ func jsonError(e *env, command string, err error, extra map[string]any) error {
 		fields[k] = v
 	}
 	_ = writeJSON(e, command, fields)
-	return &reportedError{err: err}
+	return cmdrun.Reported(err)
 }
 
 // fail reports err the way the output mode wants: as a --json document,

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/version"
 )
@@ -65,31 +66,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 	root := newRoot(e)
-	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
-		return exitcode.OK
-	}
-	code := exitcode.Code(err)
-	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
-		code = exitcode.Usage
-		err = exitcode.Wrap(code, err)
-	}
-	var reported *reportedError
-	if errors.As(err, &reported) {
-		return code
-	}
-	// Errors raised before a command ran (flags, arguments) still get
-	// their --json document when --json was asked for.
-	if e.asJSON || hasJSONFlag(args) {
-		_ = jsonError(e, commandName(cmd), err, nil)
-	} else {
+	return cmdrun.Execute(ctx, root, args, func(cmd *cobra.Command, err error) {
+		// Errors raised before a command ran (flags, arguments) still
+		// get their --json document when --json was asked for.
+		if e.asJSON || hasJSONFlag(args) {
+			_ = jsonError(e, commandName(cmd), err, nil)
+			return
+		}
 		fmt.Fprintf(stderr, "bty-ctl: %v\n", err)
-	}
-	return code
+	})
 }
 
 func hasJSONFlag(args []string) bool {
@@ -113,13 +101,6 @@ func commandName(cmd *cobra.Command) string {
 	path := strings.Fields(cmd.CommandPath())
 	return strings.Join(path[1:], "-")
 }
-
-// reportedError marks an error the command already printed (as a --json
-// document), so Run only turns it into an exit code.
-type reportedError struct{ err error }
-
-func (r *reportedError) Error() string { return r.err.Error() }
-func (r *reportedError) Unwrap() error { return r.err }
 
 func newRoot(e *env) *cobra.Command {
 	var showVersion bool
@@ -163,9 +144,7 @@ stdout: {"schema_version": "1", "command": "<name>", ...}; a failure is
 	pf.StringVar(&e.server, "server", "", "bty-web base URL (default $BTY_SERVER, else "+DefaultServer+")")
 	pf.BoolVar(&e.asJSON, "json", false, "print one JSON document on stdout")
 	root.AddCommand(newLoginCmd(e), newLogoutCmd(e), newMachinesCmd(e), newImagesCmd(e), newBootCmd(e), newSettingsCmd(e))
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
-	})
+	root.SetFlagErrorFunc(cmdrun.SeeHelp)
 	// Every command's help ends with the exit codes.
 	root.SetHelpTemplate(root.HelpTemplate() + "\n" + exitCodesHelp + "\n")
 	return root

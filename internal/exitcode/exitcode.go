@@ -1,5 +1,6 @@
-// Package exitcode carries bty's process exit codes from deep inside the
-// engine to the CLI boundary.
+// Package exitcode maps errors to bty's process exit codes, once, at the
+// command line's edge: the engine's kinds of failure (internal/fault) and
+// the codes the command line packages attach themselves (Wrap, New).
 //
 // The codes are part of the user contract (docs/reference.md, "Exit
 // codes"):
@@ -13,9 +14,9 @@
 package exitcode
 
 import (
-	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/btyproject/bty/internal/fault"
 )
 
 // The exit codes of every bty command.
@@ -50,32 +51,55 @@ func New(code int, format string, args ...any) error {
 	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
 }
 
-// Code returns the exit code for err: 0 for nil, the code of the outermost
-// *Error in its chain, else Failed.
+// Code returns the exit code for err: 0 for nil; else the code of the
+// outermost *Error or *fault.Error in its chain (a kind maps through
+// FromKind); else Failed.
 func Code(err error) int {
 	if err == nil {
 		return OK
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+	if code, ok := find(err); ok {
+		return code
 	}
 	return Failed
 }
 
-// IsCobraUsage recognises the argument and flag errors cobra raises
-// itself (it has no typed errors for them): they are misuse, exit 2.
-func IsCobraUsage(err error) bool {
-	if err == nil {
-		return false
+// FromKind is the exit code of a kind of failure.
+func FromKind(k fault.Kind) int {
+	switch k {
+	case fault.Usage:
+		return Usage
+	case fault.NeedRoot:
+		return NeedRoot
+	case fault.MissingTool:
+		return MissingTool
+	case fault.Raced:
+		return Raced
 	}
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
-		"flag needs an argument", "invalid argument", "accepts ", "requires at least",
-		"requires exactly", "required flag", "if any flags in the group", "none of the others can be"} {
-		if strings.Contains(msg, p) {
-			return true
+	return Failed
+}
+
+// find walks err's chain in the order errors.As does and returns the
+// code of the first *Error or *fault.Error.
+func find(err error) (int, bool) {
+	switch e := err.(type) {
+	case *Error:
+		return e.Code, true
+	case *fault.Error:
+		return FromKind(e.Kind), true
+	case interface{ Unwrap() error }:
+		if next := e.Unwrap(); next != nil {
+			return find(next)
+		}
+	case interface{ Unwrap() []error }:
+		for _, next := range e.Unwrap() {
+			if next == nil {
+				continue
+			}
+			if code, ok := find(next); ok {
+				return code, true
+			}
 		}
 	}
-	return false
+	return 0, false
 }

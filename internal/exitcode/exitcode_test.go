@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/btyproject/bty/internal/fault"
 )
 
 func TestCode(t *testing.T) {
@@ -19,6 +21,13 @@ func TestCode(t *testing.T) {
 		{"tagged then wrapped", fmt.Errorf("ctx: %w", Wrap(Raced, base)), Raced},
 		{"new", New(NeedRoot, "run as root"), NeedRoot},
 		{"outermost wins", Wrap(MissingTool, Wrap(Usage, base)), MissingTool},
+		{"engine misuse", fault.Wrap(fault.Usage, base), Usage},
+		{"engine kind wrapped", fmt.Errorf("flash: %w", fault.New(fault.Raced, "target changed")), Raced},
+		{"engine failure outranks an inner kind", fault.Wrap(fault.Failed, fault.Wrap(fault.Usage, base)), Failed},
+		{"a code outside an engine kind wins", Wrap(Failed, fault.Wrap(fault.NeedRoot, base)), Failed},
+		{"an engine kind outside a code wins", fault.Wrap(fault.MissingTool, Wrap(Usage, base)), MissingTool},
+		{"joined: the first found", errors.Join(base, fault.Wrap(fault.NeedRoot, base), Wrap(Usage, base)), NeedRoot},
+		{"joined with nothing marked", errors.Join(base, base), Failed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,20 +44,24 @@ func TestCode(t *testing.T) {
 	}
 }
 
-func TestIsCobraUsage(t *testing.T) {
-	for msg, want := range map[string]bool{
-		`unknown flag: --bogus`:               true,
-		`unknown command "frob" for "bty"`:    true,
-		`accepts 1 arg(s), received 2`:        true,
-		`required flag(s) "image" not set`:    true,
-		`opening /dev/sdz: no such device`:    false,
-		`the image is larger than the target`: false,
+func TestFromKind(t *testing.T) {
+	// The codes of docs/reference.md, "Exit codes".
+	for kind, want := range map[fault.Kind]int{
+		fault.Failed:      1,
+		fault.Usage:       2,
+		fault.NeedRoot:    3,
+		fault.MissingTool: 4,
+		fault.Raced:       5,
+		fault.Kind(99):    1,
 	} {
-		if got := IsCobraUsage(errors.New(msg)); got != want {
-			t.Errorf("IsCobraUsage(%q) = %v, want %v", msg, got, want)
+		if got := FromKind(kind); got != want {
+			t.Errorf("FromKind(%v) = %d, want %d", kind, got, want)
 		}
-	}
-	if IsCobraUsage(nil) {
-		t.Error("IsCobraUsage(nil)")
+		if kind == fault.Kind(99) {
+			continue
+		}
+		if got := Code(fault.New(kind, "x")); got != want {
+			t.Errorf("Code(error of kind %v) = %d, want %d", kind, got, want)
+		}
 	}
 }

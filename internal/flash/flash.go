@@ -14,13 +14,15 @@ import (
 
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/provision"
 )
 
 // Run validates opts, then writes the image onto the target, syncs,
 // re-reads the partition table and verifies when asked. Every step is
-// reported to opts.Sink. The error carries the exit code (exitcode.Code).
+// reported to opts.Sink. The error carries its kind of failure
+// (fault.KindOf): misuse, root required, tool missing, target raced, or
+// failed.
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	sink := opts.Sink
 	if sink == nil {
@@ -46,13 +48,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer p.close()
 	res.Notes = append(res.Notes, p.plan.Notes...)
 	if err := p.plan.Err(); err != nil {
-		if exitcode.Code(err) != exitcode.Usage && os.Geteuid() != 0 {
-			return fail(exitcode.New(exitcode.NeedRoot, "flashing needs root: run bty as root (sudo); the plan also reports: %v", err))
+		if fault.KindOf(err) != fault.Usage && os.Geteuid() != 0 {
+			return fail(fault.New(fault.NeedRoot, "flashing needs root: run bty as root (sudo); the plan also reports: %v", err))
 		}
 		return fail(err)
 	}
 	if os.Geteuid() != 0 {
-		return fail(exitcode.New(exitcode.NeedRoot, "flashing %s needs root: run bty as root (sudo)", p.disk.Path))
+		return fail(fault.New(fault.NeedRoot, "flashing %s needs root: run bty as root (sudo)", p.disk.Path))
 	}
 	res.Target = p.disk.Path
 	res.Format = string(p.img.Format())
@@ -91,7 +93,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		var tl *TooLargeError
 		if errors.As(err, &tl) {
-			return fail(exitcode.Wrap(exitcode.Failed, err))
+			return fail(fault.Wrap(fault.Failed, err))
 		}
 		return fail(err)
 	}
@@ -135,7 +137,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	err = t.Close()
 	t = nil
 	if err != nil {
-		return fail(exitcode.Wrap(exitcode.Failed, err))
+		return fail(fault.Wrap(fault.Failed, err))
 	}
 	if res.Provisioning != ModeNone {
 		pres, err := runProvisioning(ctx, opts, p, sink, log)
@@ -144,7 +146,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			res.Notes = append(res.Notes, pres.Notes...)
 		}
 		if err != nil {
-			return fail(exitcode.Wrap(exitcode.Code(err), fmt.Errorf("the image is written to %s, but provisioning (%s) failed: %w",
+			return fail(fault.Wrap(fault.KindOf(err), fmt.Errorf("the image is written to %s, but provisioning (%s) failed: %w",
 				p.disk.Path, res.Provisioning, err)))
 		}
 	}
@@ -192,10 +194,10 @@ func runProvisioning(ctx context.Context, opts Options, p *prepared, sink event.
 }
 
 // reprobeAndOpen checks the target once more and opens it exclusively.
-// Any change since validation is exit 5.
+// Any change since validation is fault.Raced.
 func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 	raced := func(format string, args ...any) error {
-		return exitcode.New(exitcode.Raced, "target %s changed since it was checked: %s; check it and run bty again",
+		return fault.New(fault.Raced, "target %s changed since it was checked: %s; check it and run bty again",
 			was.Path, fmt.Sprintf(format, args...))
 	}
 	now, err := disk.Get(was.Path)
@@ -221,7 +223,7 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 		if errors.Is(err, disk.ErrBusy) {
 			return nil, raced("%v", err)
 		}
-		return nil, exitcode.Wrap(exitcode.Failed, err)
+		return nil, fault.Wrap(fault.Failed, err)
 	}
 	return t, nil
 }

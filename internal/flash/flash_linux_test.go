@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/looptest"
 )
@@ -62,8 +62,8 @@ func TestRunRefusesMountedTarget(t *testing.T) {
 	dev := looptest.New(t, set.Size+(8<<20))
 	mnt := looptest.MountExt4(t, dev.Path)
 	_, err := Run(context.Background(), Options{Image: set.Files["raw"], Target: dev.Path})
-	if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), mnt) {
-		t.Fatalf("err = %v (exit %d), want exit 1 naming the mount point %s", err, code, mnt)
+	if kind := fault.KindOf(err); err == nil || kind != fault.Failed || !strings.Contains(err.Error(), mnt) {
+		t.Fatalf("err = %v (kind %v), want a failure naming the mount point %s", err, kind, mnt)
 	}
 	assertExt4Untouched(t, dev)
 }
@@ -87,8 +87,8 @@ func TestRunTooSmallTarget(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dev := looptest.New(t, set.Size/2)
 			_, err := Run(context.Background(), Options{Image: set.Files[name], Target: dev.Path})
-			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), "choose a larger disk") {
-				t.Fatalf("err = %v (exit %d), want exit 1 saying the image does not fit", err, code)
+			if kind := fault.KindOf(err); err == nil || kind != fault.Failed || !strings.Contains(err.Error(), "choose a larger disk") {
+				t.Fatalf("err = %v (kind %v), want a failure saying the image does not fit", err, kind)
 			}
 			// gz declares no size: the message must not state how far
 			// decoding got as the image's size.
@@ -159,8 +159,8 @@ func TestRunRefusesQcow2TailPastEOF(t *testing.T) {
 			before := dev.SHA256(t, dev.Size)
 			var rec event.Recorder
 			res, err := Run(context.Background(), Options{Image: p, Target: dev.Path, Verify: true, Sink: &rec})
-			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), fmt.Sprintf("guest offset %d", guest)) {
-				t.Fatalf("err = %v (exit %d), want exit 1 naming guest offset %d", err, code, guest)
+			if kind := fault.KindOf(err); err == nil || kind != fault.Failed || !strings.Contains(err.Error(), fmt.Sprintf("guest offset %d", guest)) {
+				t.Fatalf("err = %v (kind %v), want a failure naming guest offset %d", err, kind, guest)
 			}
 			if res.Verified || slices.Contains(rec.Types(), event.Verified) {
 				t.Error("a corrupt image was reported verified")
@@ -191,8 +191,8 @@ func TestRunEmptyImage(t *testing.T) {
 			dev := looptest.New(t, 4<<20)
 			before := dev.SHA256(t, dev.Size)
 			_, err := Run(context.Background(), Options{Image: p, Target: dev.Path})
-			if code := exitcode.Code(err); code != exitcode.Failed || !strings.Contains(err.Error(), "decodes to 0 bytes") {
-				t.Fatalf("err = %v (exit %d), want exit 1: decodes to 0 bytes", err, code)
+			if kind := fault.KindOf(err); err == nil || kind != fault.Failed || !strings.Contains(err.Error(), "decodes to 0 bytes") {
+				t.Fatalf("err = %v (kind %v), want a failure: decodes to 0 bytes", err, kind)
 			}
 			if dev.SHA256(t, dev.Size) != before {
 				t.Error("the target changed")

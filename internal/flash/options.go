@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
@@ -73,8 +74,8 @@ type Plan struct {
 	OK                 bool             `json:"ok"`
 	Errors             []string         `json:"errors"`
 
-	// code is the exit code of the first error.
-	code int
+	// kind is the kind of failure the plan is (see fail).
+	kind fault.Kind
 }
 
 // PlanImage describes the image side of a plan.

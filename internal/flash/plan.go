@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/btyproject/bty/internal/disk"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/image"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
@@ -38,13 +38,13 @@ func (p *prepared) close() {
 	}
 }
 
-// fail records a validation error with its exit code; the first code
+// fail records a validation error of a kind; the first error's kind
 // decides, except that misuse outranks everything (it is what the user
 // must fix first).
-func (p *Plan) fail(code int, format string, args ...any) {
+func (p *Plan) fail(kind fault.Kind, format string, args ...any) {
 	p.Errors = append(p.Errors, fmt.Sprintf(format, args...))
-	if p.code == 0 || code == exitcode.Usage {
-		p.code = code
+	if len(p.Errors) == 1 || kind == fault.Usage {
+		p.kind = kind
 	}
 }
 
@@ -52,13 +52,13 @@ func (p *Plan) note(format string, args ...any) {
 	p.Notes = append(p.Notes, fmt.Sprintf(format, args...))
 }
 
-// Err returns nil for an OK plan, else an error carrying the exit code and
-// every reason.
+// Err returns nil for an OK plan, else an error of the plan's kind
+// (fault.KindOf) carrying every reason.
 func (p *Plan) Err() error {
 	if len(p.Errors) == 0 {
 		return nil
 	}
-	return exitcode.New(p.code, "%s", strings.Join(p.Errors, "; "))
+	return fault.New(p.kind, "%s", strings.Join(p.Errors, "; "))
 }
 
 // Check validates opts without writing anything: the `--dry-run` plan.
@@ -96,9 +96,9 @@ func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
 		case size < 0:
 			plan.note("the %s image's decoded size is not known before decoding; the flash stops with an error if it does not fit the target", p.img.Format())
 		case size == 0:
-			plan.fail(exitcode.Failed, "%s", ErrEmptyImage.Error())
+			plan.fail(fault.Failed, "%s", ErrEmptyImage.Error())
 		case size > plan.Target.SizeBytes:
-			plan.fail(exitcode.Failed, "%s", (&TooLargeError{Image: size, Target: plan.Target.SizeBytes}).Error())
+			plan.fail(fault.Failed, "%s", (&TooLargeError{Image: size, Target: plan.Target.SizeBytes}).Error())
 		case size < plan.Target.SizeBytes:
 			plan.note("the image (%s) is smaller than the target (%s); bytes past the image's end are left as they are",
 				formatBytes(size), formatBytes(plan.Target.SizeBytes))
@@ -151,7 +151,7 @@ func (p *prepared) checkLayout(dryRun bool) {
 		}
 		tbl = &provision.Table{Scheme: "none", SectorSize: 512, Partitions: []provision.Partition{{Size: size}}}
 	case err != nil:
-		plan.fail(exitcode.Failed, "provisioning: %v", err)
+		plan.fail(fault.Failed, "provisioning: %v", err)
 		return
 	}
 	if probed {
@@ -163,7 +163,7 @@ func (p *prepared) checkLayout(dryRun bool) {
 	plan.PartitionTable = tbl
 	choice, err := provision.Choose(plan.Provisioning, tbl, probed)
 	if err != nil {
-		plan.fail(exitcode.Failed, "provisioning (%s): %v", plan.Provisioning, err)
+		plan.fail(fault.Failed, "provisioning (%s): %v", plan.Provisioning, err)
 		return
 	}
 	if choice.Partition > 0 || (tbl.Scheme == "none" && choice.Note != "") {
@@ -177,7 +177,7 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 	plan := p.plan
 	need := func(flag, path string) bool {
 		if path == "" {
-			plan.fail(exitcode.Usage, "provisioning mode %s needs %s FILE", mode, flag)
+			plan.fail(fault.Usage, "provisioning mode %s needs %s FILE", mode, flag)
 			return false
 		}
 		return fileMustExist(plan, flag, path)
@@ -199,7 +199,7 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 		if need("--user-data", opts.UserData) {
 			if b, ok := readInput(plan, "--user-data", opts.UserData); ok {
 				if err := provision.CheckUserData(b); err != nil {
-					plan.fail(exitcode.Usage, "--user-data %s: %v", opts.UserData, err)
+					plan.fail(fault.Usage, "--user-data %s: %v", opts.UserData, err)
 				}
 				p.userData = b
 			}
@@ -207,14 +207,14 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 		if opts.MetaData != "" && fileMustExist(plan, "--meta-data", opts.MetaData) {
 			if b, ok := readInput(plan, "--meta-data", opts.MetaData); ok {
 				if err := provision.CheckMetaData(b); err != nil {
-					plan.fail(exitcode.Usage, "--meta-data %s: %v", opts.MetaData, err)
+					plan.fail(fault.Usage, "--meta-data %s: %v", opts.MetaData, err)
 				}
 				p.metaData = b
 			}
 		}
 		if opts.Hostname != "" {
 			if err := provision.CheckHostname(opts.Hostname); err != nil {
-				plan.fail(exitcode.Usage, "--hostname: %v", err)
+				plan.fail(fault.Usage, "--hostname: %v", err)
 			}
 		}
 	case ModeCijoe:
@@ -226,12 +226,12 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 		// Tools are checked at plan time: nothing is written when the
 		// provisioning step could not run.
 		if _, err := exec.LookPath("cijoe"); err != nil {
-			plan.fail(exitcode.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
+			plan.fail(fault.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
 		}
 	case "cijoe-online":
-		plan.fail(exitcode.Usage, "provisioning mode cijoe-online runs from bty-web after the target boots; bty flash supports none, cloud-init and cijoe")
+		plan.fail(fault.Usage, "provisioning mode cijoe-online runs from bty-web after the target boots; bty flash supports none, cloud-init and cijoe")
 	default:
-		plan.fail(exitcode.Usage, "unknown provisioning mode %q: use none, cloud-init or cijoe", mode)
+		plan.fail(fault.Usage, "unknown provisioning mode %q: use none, cloud-init or cijoe", mode)
 	}
 }
 
@@ -239,17 +239,17 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 func readInput(plan *Plan, flag, path string) ([]byte, bool) {
 	f, err := os.Open(path)
 	if err != nil {
-		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
+		plan.fail(fault.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
 		return nil, false
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, provision.MaxInputBytes+1))
 	if err != nil {
-		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, err)
+		plan.fail(fault.Usage, "%s %s: %v", flag, path, err)
 		return nil, false
 	}
 	if len(b) > provision.MaxInputBytes {
-		plan.fail(exitcode.Usage, "%s %s is larger than %d bytes", flag, path, provision.MaxInputBytes)
+		plan.fail(fault.Usage, "%s %s is larger than %d bytes", flag, path, provision.MaxInputBytes)
 		return nil, false
 	}
 	return b, true
@@ -259,10 +259,10 @@ func fileMustExist(plan *Plan, flag, path string) bool {
 	st, err := os.Stat(path)
 	switch {
 	case err != nil:
-		plan.fail(exitcode.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
+		plan.fail(fault.Usage, "%s %s: %v", flag, path, unwrapPathError(err))
 		return false
 	case st.IsDir():
-		plan.fail(exitcode.Usage, "%s %s is a directory, not a file", flag, path)
+		plan.fail(fault.Usage, "%s %s is a directory, not a file", flag, path)
 		return false
 	}
 	return true
@@ -282,23 +282,23 @@ func unwrapPathError(err error) error {
 func (p *prepared) openImage(ctx context.Context, opts Options) {
 	plan := p.plan
 	if opts.Image == "" {
-		plan.fail(exitcode.Usage, "no image given: add --image PATH|URL")
+		plan.fail(fault.Usage, "no image given: add --image PATH|URL")
 		return
 	}
 	src, err := source.Open(ctx, opts.Image, opts.Source)
 	if err != nil {
-		code := exitcode.Failed
+		kind := fault.Failed
 		if errors.Is(err, source.ErrNotFound) && !source.IsURL(opts.Image) {
-			code = exitcode.Usage
+			kind = fault.Usage
 		}
-		plan.fail(code, "image: %v", err)
+		plan.fail(kind, "image: %v", err)
 		return
 	}
 	p.src = src
 	plan.Image.SizeBytes = src.Size()
 	img, err := image.Open(ctx, src, image.Options{Logger: opts.Logger})
 	if err != nil {
-		plan.fail(exitcode.Failed, "image: %v", err)
+		plan.fail(fault.Failed, "image: %v", err)
 		return
 	}
 	p.img = img
@@ -311,21 +311,21 @@ func (p *prepared) openImage(ctx context.Context, opts Options) {
 func (p *prepared) checkTarget(path string) {
 	plan := p.plan
 	if path == "" {
-		plan.fail(exitcode.Usage, "no target given: add --target DEVICE (see: bty list disks)")
+		plan.fail(fault.Usage, "no target given: add --target DEVICE (see: bty list disks)")
 		return
 	}
 	d, err := disk.Get(path)
 	if err != nil {
-		code := exitcode.Failed
+		kind := fault.Failed
 		if errors.Is(err, disk.ErrNotExist) || errors.Is(err, disk.ErrNotBlockDevice) || errors.Is(err, disk.ErrIsPartition) {
-			code = exitcode.Usage
+			kind = fault.Usage
 		}
-		plan.fail(code, "target: %v", err)
+		plan.fail(kind, "target: %v", err)
 		return
 	}
 	p.disk = d
 	plan.Target = PlanTarget{Path: d.Path, SizeBytes: d.SizeBytes, Model: d.Model, Serial: d.Serial, Transport: d.Transport}
 	for _, why := range d.Problems() {
-		plan.fail(exitcode.Failed, "target %s: %s", d.Path, why)
+		plan.fail(fault.Failed, "target %s: %s", d.Path, why)
 	}
 }

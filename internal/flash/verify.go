@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 )
 
 // verify reads back every range the copy wrote data to, bypassing the page
@@ -65,7 +65,7 @@ func verifyFrom(ctx context.Context, r interface {
 				}
 				sum := xxh3.Hash128(buf[:s.Len]).Bytes()
 				if sum != s.Sum {
-					return exitcode.New(exitcode.Failed,
+					return fault.New(fault.Failed,
 						"verify failed: bytes %d-%d of the target read back with xxh3-128 %s, but the image has %s there; the disk or its connection is faulty, flash again or replace it",
 						s.Off, s.Off+s.Len-1, hex.EncodeToString(sum[:]), hex.EncodeToString(s.Sum[:]))
 				}

@@ -11,7 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/version"
 )
 
@@ -31,19 +31,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &cliEnv{stdout: stdout, stderr: stderr, level: new(slog.LevelVar)}
 	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: e.level}))
 	root := newRoot(e)
-	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitcode.OK
-	}
-	fmt.Fprintf(stderr, "bty-media: %v\n", err)
-	code := exitcode.Code(err)
-	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
-		code = exitcode.Usage
-	}
-	return code
+	return cmdrun.Execute(ctx, root, args, nil)
 }
 
 const rootLong = `bty-media builds the bty live environment: a Linux kernel (Debian's) and
@@ -102,9 +92,7 @@ func newRoot(e *cliEnv) *cobra.Command {
 	pf.BoolVarP(&e.verbose, "verbose", "v", false, "log more (cache hits)")
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "log warnings and errors only")
 	root.AddCommand(newNetbootCmd(e), newUSBCmd(e), newServerCmd(e))
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
-	})
+	root.SetFlagErrorFunc(cmdrun.SeeHelp)
 	return root
 }
 

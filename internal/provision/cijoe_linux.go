@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 )
 
 // maxLine bounds one output line in an event (the log keeps it whole).
@@ -26,7 +26,7 @@ const maxLine = 4096
 func (s *session) cijoe(tbl *Table) error {
 	bin, err := exec.LookPath("cijoe")
 	if err != nil {
-		return exitcode.New(exitcode.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
+		return fault.New(fault.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
 	}
 	largest := tbl.Largest()
 	if largest == nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/flash"
 	"github.com/btyproject/bty/internal/looptest"
 	"github.com/btyproject/bty/internal/provision"
@@ -179,7 +179,7 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
 				UserData: writeInput(t, "user-data", userData), Hostname: c.hostname})
 			if err != nil {
-				t.Fatalf("flash: %v (exit %d)", err, exitcode.Code(err))
+				t.Fatalf("flash: %v (kind %v)", err, fault.KindOf(err))
 			}
 			p := res.Provision
 			if p == nil || p.Partition != c.number || p.Filesystem != c.fs || p.Subvolume != c.subvol {
@@ -258,8 +258,8 @@ func TestCloudInitRefusesAndWritesNothing(t *testing.T) {
 			if err == nil {
 				t.Fatalf("flash succeeded; want an error containing %q", c.want)
 			}
-			if exitcode.Code(err) != exitcode.Failed || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error (exit %d) = %v; want exit 1 and %q", exitcode.Code(err), err, c.want)
+			if fault.KindOf(err) != fault.Failed || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error (kind %v) = %v; want a failure and %q", fault.KindOf(err), err, c.want)
 			}
 			if !strings.Contains(err.Error(), "the image is written to") {
 				t.Errorf("error does not say the image is written: %v", err)
@@ -395,8 +395,8 @@ func TestCijoeFailures(t *testing.T) {
 		lo := makeDisk(t, "gpt", disk)
 		_, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe, LogDir: t.TempDir(),
 			CijoeWorkflow: workflow(t, "echo before", "exit 3", "echo never")})
-		if err == nil || exitcode.Code(err) != exitcode.Failed || !strings.Contains(err.Error(), "exited with status 3") {
-			t.Fatalf("err = %v; want exit 1 naming status 3", err)
+		if err == nil || fault.KindOf(err) != fault.Failed || !strings.Contains(err.Error(), "exited with status 3") {
+			t.Fatalf("err = %v (kind %v); want a failure naming status 3", err, fault.KindOf(err))
 		}
 		if !strings.Contains(err.Error(), res.Provision.LogPath) || res.Provision.LogPath == "" {
 			t.Errorf("error does not name the log %q: %v", res.Provision.LogPath, err)

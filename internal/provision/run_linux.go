@@ -16,7 +16,7 @@ import (
 
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fault"
 )
 
 // session holds one run's state and the undo stack every mount and loop
@@ -32,9 +32,10 @@ type session struct {
 }
 
 // Run provisions opts.Target according to opts.Mode. The error carries
-// an exit code (exitcode.Code): 1 for a failed provisioning, 4 when cijoe
-// is missing. Whatever happens, nothing stays mounted or attached; a
-// failure to undo is part of the returned error.
+// its kind (fault.KindOf): fault.Failed for a failed provisioning,
+// fault.MissingTool when cijoe is missing. Whatever happens, nothing
+// stays mounted or attached; a failure to undo is part of the returned
+// error.
 func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	s := &session{ctx: ctx, opts: opts, log: opts.Logger, sink: opts.Sink,
 		res: &Result{Mode: opts.Mode, Notes: []string{}}}
@@ -46,16 +47,16 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	}
 	defer func() {
 		if cerr := s.cleanup(); cerr != nil {
-			err = errors.Join(err, exitcode.Wrap(exitcode.Failed, cerr))
+			err = errors.Join(err, fault.Wrap(fault.Failed, cerr))
 		}
 	}()
 	s.disk, err = disk.Get(opts.Target)
 	if err != nil {
-		return s.res, exitcode.Wrap(exitcode.Failed, fmt.Errorf("provisioning %s: %w", opts.Target, err))
+		return s.res, fault.Wrap(fault.Failed, fmt.Errorf("provisioning %s: %w", opts.Target, err))
 	}
 	tbl, err := s.table()
 	if err != nil {
-		return s.res, exitcode.Wrap(exitcode.Failed, err)
+		return s.res, fault.Wrap(fault.Failed, err)
 	}
 	switch opts.Mode {
 	case ModeCloudInit:
@@ -63,10 +64,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 	case ModeCijoe:
 		err = s.cijoe(tbl)
 	default:
-		err = exitcode.New(exitcode.Usage, "unknown provisioning mode %q", opts.Mode)
-	}
-	if err != nil && exitcode.Code(err) == exitcode.OK {
-		err = exitcode.Wrap(exitcode.Failed, err)
+		err = fault.New(fault.Usage, "unknown provisioning mode %q", opts.Mode)
 	}
 	return s.res, err
 }

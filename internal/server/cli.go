@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/store/sqlitestore"
 	"github.com/btyproject/bty/internal/version"
@@ -54,7 +55,6 @@ the first start generates one and prints it once on stderr.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -63,19 +63,7 @@ the first start generates one and prints it once on stderr.`,
 	root.AddCommand(serve, newPasswdCmd(stdin, stdout, stderr))
 	root.RunE = serve.RunE
 	root.Flags().AddFlagSet(serve.Flags())
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitcode.OK
-	}
-	fmt.Fprintf(stderr, "bty-web: %v\n", err)
-	code := exitcode.Code(err)
-	if code == exitcode.OK {
-		code = exitcode.Failed
-	}
-	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
-		code = exitcode.Usage
-	}
-	return code
+	return cmdrun.Execute(ctx, root, args, nil)
 }
 
 func newLogger(w io.Writer) *slog.Logger {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/version"
@@ -68,29 +69,11 @@ Logs go to --log-file, never over the screen. Needs root to write disks.`,
 	f.StringVar(&o.logFile, "log-file", "", "log file (default $BTY_LOG_DIR/bty-tui.log, else /var/log/bty/bty-tui.log, else in the temp dir)")
 	f.StringVar(&o.rebootCmd, "reboot-command", "", "run this shell command instead of rebooting (testing)")
 	_ = f.MarkHidden("reboot-command")
-	cmd.SetArgs(args)
 	cmd.SetIn(stdin)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	err := cmd.ExecuteContext(ctx)
-	if err == nil {
-		return exitcode.OK
-	}
-	code := exitcode.Code(err)
-	if code == exitcode.Failed && exitcode.IsCobraUsage(err) {
-		code = exitcode.Usage
-	}
-	var flashFailed *flashFailedError
-	if !errors.As(err, &flashFailed) {
-		fmt.Fprintf(stderr, "bty-tui: %v\n", err)
-	}
-	return code
+	return cmdrun.Execute(ctx, cmd, args, nil)
 }
-
-// flashFailedError: the session's last flash failed; the screen said so.
-type flashFailedError struct{ err error }
-
-func (e *flashFailedError) Error() string { return e.err.Error() }
 
 func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) error {
 	var cfg Config
@@ -170,7 +153,8 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 	}
 	if m, ok := final.(Model); ok {
 		if ran, ferr := m.Result(); ran && ferr != nil {
-			return exitcode.Wrap(exitcode.Failed, &flashFailedError{ferr})
+			// The screen said so.
+			return exitcode.Wrap(exitcode.Failed, cmdrun.Reported(ferr))
 		}
 	}
 	cfg.Logger.Info("bty-tui finished")
