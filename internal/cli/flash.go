@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -19,7 +21,7 @@ var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func newFlashCmd(e *env) *cobra.Command {
 	var o flash.Options
-	var progress string
+	var progress, provisioning, userData, metaData string
 	var dryRun, yes, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "flash --image PATH|URL --target DEVICE (--dry-run | --yes)",
@@ -75,6 +77,8 @@ over --yes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.SHA256 = strings.ToLower(strings.TrimSpace(o.SHA256))
+			o.Provision = fleet.Mode(provisioning)
+			o.UserData, o.MetaData = flash.FileInput(userData), flash.FileInput(metaData)
 			switch {
 			case o.Image == "":
 				return usageErr("missing --image PATH|URL (see bty list images)")
@@ -98,9 +102,9 @@ over --yes).`,
 	f := cmd.Flags()
 	f.StringVar(&o.Image, "image", "", "image file or http(s) URL")
 	f.StringVar(&o.Target, "target", "", "whole block device to write, e.g. /dev/sdb")
-	f.StringVar(&o.Provision, "provision", flash.ModeNone, "first-boot tuning: none, cloud-init or cijoe")
-	f.StringVar(&o.UserData, "user-data", "", "cloud-init user-data file (with --provision cloud-init)")
-	f.StringVar(&o.MetaData, "meta-data", "", "cloud-init meta-data file (default: generated)")
+	f.StringVar(&provisioning, "provision", string(fleet.ModeNone), "first-boot tuning: none, cloud-init or cijoe")
+	f.StringVar(&userData, "user-data", "", "cloud-init user-data file (with --provision cloud-init)")
+	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (default: generated)")
 	f.StringVar(&o.Hostname, "hostname", "", "cloud-init local-hostname (default: the image's /etc/hostname)")
 	f.StringVar(&o.CijoeWorkflow, "cijoe-workflow", "", "cijoe workflow file (with --provision cijoe)")
 	f.StringVar(&o.CijoeConfig, "cijoe-config", "", "cijoe config file (passed as -c)")

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/dustin/go-humanize"
 
 	"github.com/btyproject/bty/internal/disk"
@@ -35,7 +37,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	start := time.Now()
 	res := &Result{Image: opts.Image, Target: opts.Target, Provisioning: opts.Provision, Notes: []string{}}
 	if res.Provisioning == "" {
-		res.Provisioning = ModeNone
+		res.Provisioning = fleet.ModeNone
 	}
 	fail := func(err error) (*Result, error) {
 		sink.Emit(event.Event{Event: event.Failed, Time: time.Now(), Note: err.Error(),
@@ -139,7 +141,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return fail(fault.Wrap(fault.Failed, err))
 	}
-	if res.Provisioning != ModeNone {
+	if res.Provisioning != fleet.ModeNone {
 		pres, err := runProvisioning(ctx, opts, p, sink, log)
 		res.Provision = pres
 		if pres != nil {
@@ -169,7 +171,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 // runProvisioning applies the provisioning mode to the flashed disk.
 func runProvisioning(ctx context.Context, opts Options, p *prepared, sink event.Sink, log *slog.Logger) (*provision.Result, error) {
-	sink.Emit(event.Event{Event: event.Provisioning, Time: time.Now(), Mode: p.plan.Provisioning})
+	sink.Emit(event.Event{Event: event.Provisioning, Time: time.Now(), Mode: string(p.plan.Provisioning)})
 	abs := func(path string) string {
 		if path == "" {
 			return ""

@@ -8,18 +8,12 @@ package flash
 import (
 	"log/slog"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
-)
-
-// Provisioning modes bty flash understands (cijoe-online runs on the
-// server, after boot).
-const (
-	ModeNone      = "none"
-	ModeCloudInit = "cloud-init"
-	ModeCijoe     = "cijoe"
 )
 
 // Options describe one flash. The zero value of every optional field is a
@@ -30,10 +24,13 @@ type Options struct {
 	// Target is the block device path (symlinks allowed).
 	Target string
 
-	// Provision is the provisioning mode; "" means none.
-	Provision     string
-	UserData      string
-	MetaData      string
+	// Provision is the provisioning mode (fleet.FlashModes); "" means
+	// none.
+	Provision fleet.Mode
+	// UserData and MetaData are cloud-init's seed (--user-data,
+	// --meta-data): files the plan reads once, or data the caller holds.
+	UserData      Input
+	MetaData      Input
 	Hostname      string
 	CijoeWorkflow string
 	CijoeConfig   string
@@ -58,12 +55,29 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Input is a provisioning input: a file the plan reads once (bounded by
+// provision.MaxInputBytes), or bytes the caller already holds (the seed
+// the live env fetched from bty-web). Either way it is checked once, in
+// the plan, and what was checked is what lands.
+type Input struct {
+	// Path is the file; with Data, only its name in messages.
+	Path string
+	// Data, when not nil, is the input itself.
+	Data []byte
+}
+
+// IsZero reports whether no input was given.
+func (in Input) IsZero() bool { return in.Path == "" && in.Data == nil }
+
+// FileInput is the input in the file path ("" for none).
+func FileInput(path string) Input { return Input{Path: path} }
+
 // Plan is the outcome of validation: what would be written where, and
 // why not if it cannot be. It is the `--dry-run --json` document.
 type Plan struct {
 	Image        PlanImage  `json:"image"`
 	Target       PlanTarget `json:"target"`
-	Provisioning string     `json:"provisioning"`
+	Provisioning fleet.Mode `json:"provisioning"`
 	// PartitionTable is the image's own table, read when provisioning
 	// is asked for; ProvisionPartition is the partition provisioning
 	// would use when that can be told before writing (0: the whole
@@ -102,13 +116,13 @@ type Result struct {
 	Format string `json:"format"`
 	// TotalBytes is the decoded image size; BytesWritten were sent as
 	// data, BytesZeroed were zeroed without sending them.
-	TotalBytes   int64  `json:"total_bytes"`
-	BytesWritten int64  `json:"bytes_written"`
-	BytesZeroed  int64  `json:"bytes_zeroed"`
-	ZeroMethod   string `json:"zero_method,omitempty"`
-	SHA256       string `json:"sha256,omitempty"`
-	Verified     bool   `json:"verified"`
-	Provisioning string `json:"provisioning"`
+	TotalBytes   int64      `json:"total_bytes"`
+	BytesWritten int64      `json:"bytes_written"`
+	BytesZeroed  int64      `json:"bytes_zeroed"`
+	ZeroMethod   string     `json:"zero_method,omitempty"`
+	SHA256       string     `json:"sha256,omitempty"`
+	Verified     bool       `json:"verified"`
+	Provisioning fleet.Mode `json:"provisioning"`
 	// Provision says what provisioning did (which partition, the seed,
 	// the cijoe log's path).
 	Provision *provision.Result `json:"provision,omitempty"`

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/image"
@@ -73,10 +75,7 @@ func Check(ctx context.Context, opts Options) (*Plan, error) {
 // the opened image.
 // dryRun allows reading the head of a stream to show its partitions.
 func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
-	mode := opts.Provision
-	if mode == "" {
-		mode = ModeNone
-	}
+	mode := opts.Provision.Effective()
 	plan := &Plan{
 		Image:        PlanImage{Ref: opts.Image, SizeBytes: -1},
 		Target:       PlanTarget{Path: opts.Target},
@@ -104,7 +103,7 @@ func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
 				formatBytes(size), formatBytes(plan.Target.SizeBytes))
 		}
 	}
-	if p.img != nil && mode != ModeNone {
+	if p.img != nil && mode != fleet.ModeNone {
 		p.checkLayout(dryRun)
 	}
 	plan.OK = len(plan.Errors) == 0
@@ -173,7 +172,7 @@ func (p *prepared) checkLayout(dryRun bool) {
 	plan.note("%s", choice.Note)
 }
 
-func (p *prepared) checkProvisioning(opts Options, mode string) {
+func (p *prepared) checkProvisioning(opts Options, mode fleet.Mode) {
 	plan := p.plan
 	need := func(flag, path string) bool {
 		if path == "" {
@@ -181,6 +180,26 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 			return false
 		}
 		return fileMustExist(plan, flag, path)
+	}
+	// input reads and checks a seed file, or checks the seed's data.
+	input := func(flag string, in Input, check func([]byte) error) []byte {
+		b := in.Data
+		if b == nil {
+			if !fileMustExist(plan, flag, in.Path) {
+				return nil
+			}
+			var ok bool
+			if b, ok = readInput(plan, flag, in.Path); !ok {
+				return nil
+			}
+		} else if len(b) > provision.MaxInputBytes {
+			plan.fail(fault.Usage, "%s %s is larger than %d bytes", flag, in.Path, provision.MaxInputBytes)
+			return nil
+		}
+		if err := check(b); err != nil {
+			plan.fail(fault.Usage, "%s %s: %v", flag, in.Path, err)
+		}
+		return b
 	}
 	ignored := func(flags map[string]string) {
 		for _, flag := range slices.Sorted(maps.Keys(flags)) {
@@ -190,35 +209,27 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 		}
 	}
 	switch mode {
-	case ModeNone:
-		ignored(map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData, "--hostname": opts.Hostname,
+	case fleet.ModeNone:
+		ignored(map[string]string{"--user-data": opts.UserData.Path, "--meta-data": opts.MetaData.Path, "--hostname": opts.Hostname,
 			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
-	case ModeCloudInit:
+	case fleet.ModeCloudInit:
 		ignored(map[string]string{"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
 		// The inputs are read once, here: what was checked is what lands.
-		if need("--user-data", opts.UserData) {
-			if b, ok := readInput(plan, "--user-data", opts.UserData); ok {
-				if err := provision.CheckUserData(b); err != nil {
-					plan.fail(fault.Usage, "--user-data %s: %v", opts.UserData, err)
-				}
-				p.userData = b
-			}
+		if opts.UserData.IsZero() {
+			plan.fail(fault.Usage, "provisioning mode %s needs --user-data FILE", mode)
+		} else {
+			p.userData = input("--user-data", opts.UserData, provision.CheckUserData)
 		}
-		if opts.MetaData != "" && fileMustExist(plan, "--meta-data", opts.MetaData) {
-			if b, ok := readInput(plan, "--meta-data", opts.MetaData); ok {
-				if err := provision.CheckMetaData(b); err != nil {
-					plan.fail(fault.Usage, "--meta-data %s: %v", opts.MetaData, err)
-				}
-				p.metaData = b
-			}
+		if !opts.MetaData.IsZero() {
+			p.metaData = input("--meta-data", opts.MetaData, provision.CheckMetaData)
 		}
 		if opts.Hostname != "" {
 			if err := provision.CheckHostname(opts.Hostname); err != nil {
 				plan.fail(fault.Usage, "--hostname: %v", err)
 			}
 		}
-	case ModeCijoe:
-		ignored(map[string]string{"--user-data": opts.UserData, "--meta-data": opts.MetaData, "--hostname": opts.Hostname})
+	case fleet.ModeCijoe:
+		ignored(map[string]string{"--user-data": opts.UserData.Path, "--meta-data": opts.MetaData.Path, "--hostname": opts.Hostname})
 		need("--cijoe-workflow", opts.CijoeWorkflow)
 		if opts.CijoeConfig != "" {
 			fileMustExist(plan, "--cijoe-config", opts.CijoeConfig)
@@ -228,7 +239,7 @@ func (p *prepared) checkProvisioning(opts Options, mode string) {
 		if _, err := exec.LookPath("cijoe"); err != nil {
 			plan.fail(fault.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")
 		}
-	case "cijoe-online":
+	case fleet.ModeCijoeOnline:
 		plan.fail(fault.Usage, "provisioning mode cijoe-online runs from bty-web after the target boots; bty flash supports none, cloud-init and cijoe")
 	default:
 		plan.fail(fault.Usage, "unknown provisioning mode %q: use none, cloud-init or cijoe", mode)

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btyproject/bty/internal/provision"
+
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/looptest"
@@ -25,7 +29,7 @@ func TestCheckMissingToolOnLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir)
-	_, err := Check(context.Background(), Options{Image: set.Files["raw"], Target: dev.Path, Provision: ModeCijoe, CijoeWorkflow: wf})
+	_, err := Check(context.Background(), Options{Image: set.Files["raw"], Target: dev.Path, Provision: fleet.ModeCijoe, CijoeWorkflow: wf})
 	if err == nil {
 		t.Fatal("Check without cijoe succeeded")
 	}
@@ -51,9 +55,17 @@ func TestCheckMisuseOnLoop(t *testing.T) {
 		{"no image", Options{}, "no image given: add --image PATH|URL"},
 		{"image missing", Options{Image: missing}, "image: "},
 		{"unknown provisioning mode", Options{Provision: "magic"}, `unknown provisioning mode "magic": use none, cloud-init or cijoe`},
-		{"cloud-init without user-data", Options{Provision: ModeCloudInit}, "provisioning mode cloud-init needs --user-data FILE"},
-		{"user-data missing", Options{Provision: ModeCloudInit, UserData: missing}, "--user-data " + missing + ": no such file"},
-		{"user-data a directory", Options{Provision: ModeCloudInit, UserData: dir}, "--user-data " + dir + " is a directory, not a file"},
+		{"cloud-init without user-data", Options{Provision: fleet.ModeCloudInit}, "provisioning mode cloud-init needs --user-data FILE"},
+		{"user-data missing", Options{Provision: fleet.ModeCloudInit, UserData: FileInput(missing)}, "--user-data " + missing + ": no such file"},
+		{"user-data a directory", Options{Provision: fleet.ModeCloudInit, UserData: FileInput(dir)}, "--user-data " + dir + " is a directory, not a file"},
+		// A seed given as data (the live env's, fetched from bty-web) is
+		// checked as a file's is.
+		{"user-data data without a header", Options{Provision: fleet.ModeCloudInit, UserData: Input{Path: "(server)", Data: []byte("packages: [htop]\n")}},
+			"--user-data (server): user-data starts with"},
+		{"user-data data too large", Options{Provision: fleet.ModeCloudInit, UserData: Input{Path: "(server)", Data: make([]byte, provision.MaxInputBytes+1)}},
+			"--user-data (server) is larger than"},
+		{"meta-data data not a mapping", Options{Provision: fleet.ModeCloudInit, UserData: Input{Path: "(server)", Data: []byte("#cloud-config\n")},
+			MetaData: Input{Path: "(server)", Data: []byte("- a\n")}}, "--meta-data (server): "},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

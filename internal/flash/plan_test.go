@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/btyproject/bty/internal/fault"
 )
 
@@ -108,7 +110,7 @@ func TestCheckMissingTool(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir)
-	_, err := Check(context.Background(), Options{Provision: ModeCijoe, CijoeWorkflow: wf})
+	_, err := Check(context.Background(), Options{Provision: fleet.ModeCijoe, CijoeWorkflow: wf})
 	if err == nil || !strings.Contains(err.Error(), "cijoe is not on PATH") {
 		t.Fatalf("Check without cijoe = %v, want it named", err)
 	}

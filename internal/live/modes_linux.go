@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +51,7 @@ func (s *system) flashOnce(ctx context.Context) error {
 	}
 	sink := newConsoleSink(s.out)
 	sink.size = p.ImageSize
-	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: string(p.Provisioning),
+	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
 		Sink: sink, Logger: s.log}
 	if p.Provisioning == fleet.ModeCloudInit {
@@ -101,59 +99,28 @@ func (s *system) waitTarget(want string) (disk.Disk, error) {
 	}
 }
 
-// fetchSeed fetches the machine's cloud-init user-data and meta-data
-// from the server into files (meta-data is optional).
-func (s *system) fetchSeed(ctx context.Context) (userData, metaData string, err error) {
-	ud, err := s.fetchPXE(ctx, "user-data")
+// fetchSeed fetches the machine's cloud-init seed from the server, as
+// data for the engine, which checks it before anything is written.
+func (s *system) fetchSeed(ctx context.Context) (userData, metaData flash.Input, err error) {
+	c, err := client.New(s.params.Server)
 	if err != nil {
-		return "", "", err
+		return flash.Input{}, flash.Input{}, err
 	}
-	if ud == nil {
-		return "", "", fmt.Errorf("provisioning cloud-init: the server has no user-data for %s; set it with bty-ctl machines set %s --user-data FILE", s.params.MAC, s.params.MAC)
-	}
-	md, err := s.fetchPXE(ctx, "meta-data")
-	if err != nil {
-		return "", "", err
-	}
-	_ = os.MkdirAll(runDir, 0o700)
-	userData = filepath.Join(runDir, "user-data")
-	if err := os.WriteFile(userData, ud, 0o600); err != nil {
-		return "", "", err
-	}
-	if md != nil {
-		metaData = filepath.Join(runDir, "meta-data")
-		if err := os.WriteFile(metaData, md, 0o600); err != nil {
-			return "", "", err
-		}
-	}
-	return userData, metaData, nil
-}
-
-// fetchPXE GETs SERVER/pxe/MAC/what; nil without error on 404.
-func (s *system) fetchPXE(ctx context.Context, what string) ([]byte, error) {
-	u := strings.TrimRight(s.params.Server, "/") + "/pxe/" + strings.ReplaceAll(s.params.MAC.String(), ":", "-") + "/" + what
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	ud, md, err := c.PXESeed(ctx, s.params.MAC)
 	if err != nil {
-		return nil, err
+		return flash.Input{}, flash.Input{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", what, err)
+	if ud == nil {
+		return flash.Input{}, flash.Input{}, fmt.Errorf("provisioning cloud-init: the server has no user-data for %s; set it with bty-ctl machines set %s --user-data FILE", s.params.MAC, s.params.MAC)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, nil
+	from := "(bty-web's seed for " + s.params.MAC.String() + ")"
+	userData = flash.Input{Path: from, Data: ud}
+	if md != nil {
+		metaData = flash.Input{Path: from, Data: md}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", what, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching %s: %s: %s", what, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return b, nil
+	return userData, metaData, nil
 }
 
 // reportDone tells the server the flash is done (so its next PXE contact

@@ -143,7 +143,7 @@ func (s *session) copyOutput(r io.Reader, logf io.Writer) {
 			if len(text) > maxLine {
 				text = text[:maxLine] + "..."
 			}
-			s.sink.Emit(event.Event{Event: event.Output, Time: time.Now(), Mode: s.opts.Mode, Line: text})
+			s.sink.Emit(event.Event{Event: event.Output, Time: time.Now(), Mode: string(s.opts.Mode), Line: text})
 		}
 		if err != nil {
 			return

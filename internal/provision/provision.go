@@ -10,13 +10,9 @@ package provision
 import (
 	"log/slog"
 
-	"github.com/btyproject/bty/internal/event"
-)
+	"github.com/btyproject/bty/internal/fleet"
 
-// Modes Run understands.
-const (
-	ModeCloudInit = "cloud-init"
-	ModeCijoe     = "cijoe"
+	"github.com/btyproject/bty/internal/event"
 )
 
 // SeedDir is where cloud-init's NoCloud datasource looks for a seed, in
@@ -25,7 +21,8 @@ const SeedDir = "/var/lib/cloud/seed/nocloud-net"
 
 // Options describe one provisioning run.
 type Options struct {
-	Mode string
+	// Mode is fleet.ModeCloudInit or fleet.ModeCijoe.
+	Mode fleet.Mode
 	// Target is the whole-disk block device that was just flashed.
 	Target string
 
@@ -49,7 +46,7 @@ type Options struct {
 
 // Result says what provisioning did.
 type Result struct {
-	Mode string `json:"mode"`
+	Mode fleet.Mode `json:"mode"`
 	// Partition is the partition number used (0: the whole disk).
 	Partition  int    `json:"partition"`
 	Device     string `json:"device"`

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/goccy/go-yaml"
 
 	"github.com/btyproject/bty/internal/event"
@@ -176,8 +178,8 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			lo := makeDisk(t, c.scheme, c.parts)
 			imageSHA := fileSHA(t, lo.path, 0, lo.size)
-			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
-				UserData: writeInput(t, "user-data", userData), Hostname: c.hostname})
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+				UserData: flash.FileInput(writeInput(t, "user-data", userData)), Hostname: c.hostname})
 			if err != nil {
 				t.Fatalf("flash: %v (kind %v)", err, fault.KindOf(err))
 			}
@@ -253,8 +255,8 @@ func TestCloudInitRefusesAndWritesNothing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			lo := makeDisk(t, "gpt", c.parts)
-			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
-				UserData: writeInput(t, "user-data", userData)})
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+				UserData: flash.FileInput(writeInput(t, "user-data", userData))})
 			if err == nil {
 				t.Fatalf("flash succeeded; want an error containing %q", c.want)
 			}
@@ -284,8 +286,8 @@ func TestCloudInitMetaDataAndDatasources(t *testing.T) {
 	files["etc/cloud/cloud.cfg.d/50-azure.cfg"] = "datasource_list: [ Azure ]\n"
 	lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 48, files: files}})
 	userMeta := "instance-id: keep-me\nlocal-hostname: old\nplatform: lab\n"
-	dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
-		UserData: writeInput(t, "user-data", userData), MetaData: writeInput(t, "meta-data", userMeta), Hostname: "new-name"})
+	dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+		UserData: flash.FileInput(writeInput(t, "user-data", userData)), MetaData: flash.FileInput(writeInput(t, "meta-data", userMeta)), Hostname: "new-name"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +350,7 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 			logDir := t.TempDir()
 			cfg := writeInput(t, "config.toml", "[cijoe]\n")
 			wf := workflow(t, `echo "workflow sees $BTY_ROOTFS"`, `echo cijoe-token-42 > "$BTY_ROOTFS/etc/cijoe-proof"`)
-			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe,
+			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCijoe,
 				CijoeWorkflow: wf, CijoeConfig: cfg, LogDir: logDir})
 			if err != nil {
 				t.Fatalf("flash: %v", err)
@@ -393,7 +395,7 @@ func TestCijoeFailures(t *testing.T) {
 
 	t.Run("workflow fails", func(t *testing.T) {
 		lo := makeDisk(t, "gpt", disk)
-		_, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe, LogDir: t.TempDir(),
+		_, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCijoe, LogDir: t.TempDir(),
 			CijoeWorkflow: workflow(t, "echo before", "exit 3", "echo never")})
 		if err == nil || fault.KindOf(err) != fault.Failed || !strings.Contains(err.Error(), "exited with status 3") {
 			t.Fatalf("err = %v (kind %v); want a failure naming status 3", err, fault.KindOf(err))
@@ -410,7 +412,7 @@ func TestCijoeFailures(t *testing.T) {
 	t.Run("largest partition is LUKS", func(t *testing.T) {
 		lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 16, files: rootWithoutCloud()}, {fs: "luks", sizeMiB: 40}})
 		marker := filepath.Join(t.TempDir(), "ran")
-		_, _, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCijoe, LogDir: t.TempDir(),
+		_, _, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCijoe, LogDir: t.TempDir(),
 			CijoeWorkflow: workflow(t, "touch "+marker)})
 		if err == nil || !strings.Contains(err.Error(), "encrypted (LUKS)") {
 			t.Fatalf("err = %v; want a LUKS refusal", err)
@@ -432,7 +434,7 @@ func TestCijoeFailures(t *testing.T) {
 			}
 		})
 		start := time.Now()
-		_, err := flash.Run(ctx, flash.Options{Image: lo.path, Target: dev.Path, Sink: sink, Provision: flash.ModeCijoe,
+		_, err := flash.Run(ctx, flash.Options{Image: lo.path, Target: dev.Path, Sink: sink, Provision: fleet.ModeCijoe,
 			LogDir: t.TempDir(), CijoeWorkflow: workflow(t, "echo sleeping; sleep 120")})
 		if err == nil || !strings.Contains(err.Error(), "interrupted") {
 			t.Fatalf("err = %v; want interrupted", err)
@@ -450,7 +452,7 @@ func TestCijoeFailures(t *testing.T) {
 func TestRunNeedsAFlashedDisk(t *testing.T) {
 	setup(t)
 	dev := looptest.New(t, 8*mib) // random bytes: no table, no filesystem
-	_, err := provision.Run(context.Background(), provision.Options{Mode: provision.ModeCloudInit, Target: dev.Path, UserData: []byte(userData)})
+	_, err := provision.Run(context.Background(), provision.Options{Mode: fleet.ModeCloudInit, Target: dev.Path, UserData: []byte(userData)})
 	if err == nil || !strings.Contains(err.Error(), "no partition has a Linux filesystem") {
 		t.Errorf("err = %v", err)
 	}
@@ -468,7 +470,7 @@ func TestXFSSameUUIDMounted(t *testing.T) {
 	mnt := t.TempDir()
 	run(t, "mount", "-o", "ro", loop, mnt)
 	defer run(t, "umount", mnt)
-	_, res, _, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit, UserData: writeInput(t, "user-data", userData)})
+	_, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit, UserData: flash.FileInput(writeInput(t, "user-data", userData))})
 	if err != nil || res.Provision.Filesystem != "xfs" {
 		t.Fatalf("provisioning an xfs whose twin is mounted: %v", err)
 	}

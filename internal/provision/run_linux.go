@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/disk"
@@ -59,9 +61,9 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		return s.res, fault.Wrap(fault.Failed, err)
 	}
 	switch opts.Mode {
-	case ModeCloudInit:
+	case fleet.ModeCloudInit:
 		err = s.cloudInit(tbl)
-	case ModeCijoe:
+	case fleet.ModeCijoe:
 		err = s.cijoe(tbl)
 	default:
 		err = fault.New(fault.Usage, "unknown provisioning mode %q", opts.Mode)
@@ -72,7 +74,7 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 func (s *session) note(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	s.log.Info("provisioning", "mode", s.opts.Mode, "note", msg)
-	s.sink.Emit(event.Event{Event: event.Provisioning, Time: time.Now(), Mode: s.opts.Mode, Note: msg})
+	s.sink.Emit(event.Event{Event: event.Provisioning, Time: time.Now(), Mode: string(s.opts.Mode), Note: msg})
 }
 
 // cleanup runs the undo stack, last first, and flushes what went

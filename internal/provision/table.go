@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 	"github.com/dustin/go-humanize"
@@ -275,9 +277,9 @@ type Choice struct {
 // filesystems were probed (probed is false when they could not be read,
 // e.g. past the decoded head of a compressed image). An error means
 // provisioning cannot work on this image at all.
-func Choose(mode string, t *Table, probed bool) (Choice, error) {
+func Choose(mode fleet.Mode, t *Table, probed bool) (Choice, error) {
 	switch mode {
-	case ModeCijoe:
+	case fleet.ModeCijoe:
 		p := t.Largest()
 		if p == nil {
 			return Choice{}, errors.New("the image's partition table is empty: cijoe would have nothing to run against")
@@ -292,7 +294,7 @@ func Choose(mode string, t *Table, probed bool) (Choice, error) {
 			return Choice{}, fmt.Errorf("the image's largest partition, %s, holds no filesystem bty can mount: cijoe could not run against it", describe(*p))
 		}
 		return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s, the largest", describe(*p))}, nil
-	case ModeCloudInit:
+	case fleet.ModeCloudInit:
 		if !probed {
 			return Choice{Note: "the image's filesystems are known only once written; the seed goes to the partition that holds /etc/cloud"}, nil
 		}

@@ -79,7 +79,7 @@ const (
 )
 
 // Provisioning choices, in menu order.
-var provModes = []string{flash.ModeNone, flash.ModeCloudInit, flash.ModeCijoe}
+var provModes = fleet.FlashModes
 
 // Model is the whole UI state (a Bubble Tea model).
 type Model struct {
@@ -205,11 +205,11 @@ func (m Model) options() flash.Options {
 		return ""
 	}
 	switch o.Provision {
-	case flash.ModeCloudInit:
-		o.UserData, o.Hostname = val(0), val(1)
-	case flash.ModeCijoe:
+	case fleet.ModeCloudInit:
+		o.UserData, o.Hostname = flash.FileInput(val(0)), val(1)
+	case fleet.ModeCijoe:
 		o.CijoeWorkflow, o.CijoeConfig = val(0), val(1)
-	case flash.ModeNone:
+	case fleet.ModeNone:
 		o.Provision = ""
 	}
 	return o
@@ -487,11 +487,11 @@ func (m Model) onDisksKey(key string) (tea.Model, tea.Cmd) {
 }
 
 // provisionFields are the text fields a mode asks for.
-func provisionFields(mode string) [][2]string {
+func provisionFields(mode fleet.Mode) [][2]string {
 	switch mode {
-	case flash.ModeCloudInit:
+	case fleet.ModeCloudInit:
 		return [][2]string{{"User-data file: ", "/path/to/user-data (#cloud-config)"}, {"Hostname (optional): ", "keep the image's"}}
-	case flash.ModeCijoe:
+	case fleet.ModeCijoe:
 		return [][2]string{{"Workflow file: ", "/path/to/workflow.yaml"}, {"Config file (optional): ", "cijoe's default"}}
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/charmbracelet/lipgloss"
 	"github.com/dustin/go-humanize"
 	"github.com/muesli/termenv"
@@ -258,10 +260,10 @@ func (m Model) disksBody(w, h int) []string {
 }
 
 func (m Model) provisionBody(w int) []string {
-	desc := map[string]string{
-		"none":       "none        boot the image as it is",
-		"cloud-init": "cloud-init  seed user-data (and a hostname) for cloud-init's first boot",
-		"cijoe":      "cijoe       run a cijoe workflow against the flashed root filesystem",
+	desc := map[fleet.Mode]string{
+		fleet.ModeNone:      "none        boot the image as it is",
+		fleet.ModeCloudInit: "cloud-init  seed user-data (and a hostname) for cloud-init's first boot",
+		fleet.ModeCijoe:     "cijoe       run a cijoe workflow against the flashed root filesystem",
 	}
 	out := []string{}
 	for i, mode := range provModes {
@@ -299,8 +301,8 @@ func (m Model) confirmBody(w int) []string {
 	}
 	out = append(out, fit(tgt+")", w))
 	o := m.options()
-	prov := "Provisioning: " + p.Provisioning
-	for _, kv := range [][2]string{{"user-data", o.UserData}, {"hostname", o.Hostname}, {"workflow", o.CijoeWorkflow}, {"config", o.CijoeConfig}} {
+	prov := "Provisioning: " + string(p.Provisioning)
+	for _, kv := range [][2]string{{"user-data", o.UserData.Path}, {"hostname", o.Hostname}, {"workflow", o.CijoeWorkflow}, {"config", o.CijoeConfig}} {
 		if kv[1] != "" {
 			prov += ", " + kv[0] + " " + kv[1]
 		}
