@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
@@ -103,7 +104,7 @@ func writeNetboot(ctx context.Context, dir string, in *liveInputs, kind Kind, su
 		return nil, err
 	}
 	initrdTmp, initrdSize, initrdSum, err := writeTemp(dir, InitrdName, func(w io.Writer) error {
-		return WriteInitramfs(&ctxWriter{ctx: ctx, w: w}, files)
+		return WriteInitramfs(ctxio.NewWriter(ctx, w), files)
 	})
 	if initrdTmp != "" {
 		tmps = append(tmps, initrdTmp)
@@ -204,19 +205,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// ctxWriter fails writes once ctx is done, so Ctrl-C stops a long write.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }
 
 // humanBytes is "12.3 MiB".
