@@ -28,7 +28,7 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 // openLocal opens path as a local source (ReaderAt and Filer).
 func openLocal(t testing.TB, path string) source.Source {
 	t.Helper()
-	src, err := OpenFile(path)
+	src, err := source.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
