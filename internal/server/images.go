@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -259,14 +258,9 @@ func (c *catalog) hash(name string) {
 }
 
 func hashDecoded(ctx context.Context, img image.Image) (string, error) {
-	var r io.Reader
-	switch v := img.(type) {
-	case image.Stream:
-		r = v
-	case image.RandomAccess:
-		r = io.NewSectionReader(v, 0, v.Size())
-	default:
-		return "", fmt.Errorf("unreadable image type %T", img)
+	r, err := image.Reader(img)
+	if err != nil {
+		return "", err
 	}
 	return ctxio.SHA256(ctx, r)
 }
