@@ -20,6 +20,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // Tuning of the copy pipeline. Measured on a file-backed loop device (see
@@ -152,7 +153,7 @@ func copyImage(ctx context.Context, img image.Image, dev Device, opts copyOption
 	st := &copyStats{
 		Total: c.done.Load(), Written: c.written.Load(), Zeroed: c.zeroed.Load(),
 		ZeroMethod: c.method, SHA256: sum, Segments: c.segments,
-		PartitionTable: partitionTable(c.head[:c.headLen]),
+		PartitionTable: layout.HeadScheme(c.head[:c.headLen]),
 	}
 	if t := c.total.Load(); t >= 0 {
 		st.Total = t

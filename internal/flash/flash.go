@@ -1,7 +1,6 @@
 package flash
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -224,18 +223,6 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 		return nil, exitcode.Wrap(exitcode.Failed, err)
 	}
 	return t, nil
-}
-
-// partitionTable names the table in the first bytes of an image: "gpt",
-// "mbr" or "".
-func partitionTable(head []byte) string {
-	if len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")) {
-		return "gpt"
-	}
-	if len(head) >= 512 && head[510] == 0x55 && head[511] == 0xaa {
-		return "mbr"
-	}
-	return ""
 }
 
 func formatBytes(n int64) string {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/layout"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
@@ -67,11 +68,11 @@ type Plan struct {
 	// is asked for; ProvisionPartition is the partition provisioning
 	// would use when that can be told before writing (0: the whole
 	// disk).
-	PartitionTable     *provision.Table `json:"partition_table,omitempty"`
-	ProvisionPartition *int             `json:"provision_partition,omitempty"`
-	Notes              []string         `json:"notes"`
-	OK                 bool             `json:"ok"`
-	Errors             []string         `json:"errors"`
+	PartitionTable     *layout.Table `json:"partition_table,omitempty"`
+	ProvisionPartition *int          `json:"provision_partition,omitempty"`
+	Notes              []string      `json:"notes"`
+	OK                 bool          `json:"ok"`
+	Errors             []string      `json:"errors"`
 
 	// code is the exit code of the first error.
 	code int
