@@ -9,11 +9,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/dustin/go-humanize"
-
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/provision"
 )
 
@@ -225,9 +224,4 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 	return t, nil
 }
 
-func formatBytes(n int64) string {
-	if n < 0 {
-		return "unknown size"
-	}
-	return humanize.IBytes(uint64(n))
-}
+func formatBytes(n int64) string { return human.BytesOr(n, "unknown size") }

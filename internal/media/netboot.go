@@ -12,6 +12,7 @@ import (
 
 	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // The netboot file names, as bty-web serves them from BTY_BOOT_DIR
@@ -207,16 +208,5 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// humanBytes is "12.3 MiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is how bty-media writes sizes (human.Bytes).
+func humanBytes(n int64) string { return human.Bytes(n) }

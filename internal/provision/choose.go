@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/dustin/go-humanize"
-
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/layout"
 )
 
@@ -33,7 +32,7 @@ func Choose(mode string, t *layout.Table, probed bool) (Choice, error) {
 			return Choice{}, errors.New("the image's partition table is empty: cijoe would have nothing to run against")
 		}
 		if !probed {
-			return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s (%s), the largest; its filesystem is known once written", p.Name(), humanBytes(p.Size))}, nil
+			return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s (%s), the largest; its filesystem is known once written", p.Name(), human.Bytes(p.Size))}, nil
 		}
 		if why := unsupportedRoot(p.Filesystem); why != "" {
 			return Choice{}, fmt.Errorf("the image's largest partition, %s, is %s: cijoe could not run against it", p.Name(), why)
@@ -79,7 +78,5 @@ func describe(p layout.Partition) string {
 	if fs == "" {
 		fs = "no known filesystem"
 	}
-	return fmt.Sprintf("%s (%s, %s)", p.Name(), fs, humanBytes(p.Size))
+	return fmt.Sprintf("%s (%s, %s)", p.Name(), fs, human.Bytes(p.Size))
 }
-
-func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
