@@ -2,11 +2,8 @@ package provision_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +17,7 @@ import (
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/layout/layouttest"
 	"github.com/btyproject/bty/internal/looptest"
 	"github.com/btyproject/bty/internal/provision"
@@ -89,22 +87,6 @@ func readFile(t *testing.T, dev string, start, size int64, path string) (string,
 	}
 	return string(b), true
 }
-
-func fileSHA(t *testing.T, path string, off, n int64) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func devSHA(t *testing.T, dev string, off, n int64) string { return fileSHA(t, dev, off, n) }
 
 func metaData(t *testing.T, s string) map[string]string {
 	t.Helper()
@@ -176,7 +158,7 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			lo := layouttest.MakeDisk(t, c.scheme, c.parts)
-			imageSHA := fileSHA(t, lo.Path, 0, lo.Size)
+			imageSHA := imagetest.SHA256(t, lo.Path, 0, lo.Size)
 			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: flash.ModeCloudInit,
 				UserData: writeInput(t, "user-data", userData), Hostname: c.hostname})
 			if err != nil {
@@ -205,11 +187,11 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 				if i == c.idx {
 					continue
 				}
-				if got, want := devSHA(t, dev.Path, lo.Starts[i], lo.Sizes[i]), fileSHA(t, lo.Path, lo.Starts[i], lo.Sizes[i]); got != want {
+				if got, want := imagetest.SHA256(t, dev.Path, lo.Starts[i], lo.Sizes[i]), imagetest.SHA256(t, lo.Path, lo.Starts[i], lo.Sizes[i]); got != want {
 					t.Errorf("partition %d changed: sha256 %s, image %s", i+1, got, want)
 				}
 			}
-			if devSHA(t, dev.Path, 0, lo.Size) == imageSHA {
+			if imagetest.SHA256(t, dev.Path, 0, lo.Size) == imageSHA {
 				t.Error("the disk equals the image: nothing was provisioned")
 			}
 			var saw bool
@@ -265,7 +247,7 @@ func TestCloudInitRefusesAndWritesNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), "the image is written to") {
 				t.Errorf("error does not say the image is written: %v", err)
 			}
-			if got, want := devSHA(t, dev.Path, 0, lo.Size), fileSHA(t, lo.Path, 0, lo.Size); got != want {
+			if got, want := imagetest.SHA256(t, dev.Path, 0, lo.Size), imagetest.SHA256(t, lo.Path, 0, lo.Size); got != want {
 				t.Errorf("the disk differs from the image (sha256 %s, want %s): something was written", got, want)
 			}
 			if res.Provision == nil || res.Provision.SeedDir != "" {
