@@ -33,6 +33,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/btyproject/bty/internal/buildtest"
 	"github.com/btyproject/bty/internal/imagetest"
 )
 
@@ -139,11 +140,8 @@ func program(t *testing.T, repo, name string) string {
 			binDir = d // removed by TestMain
 		}
 		p = filepath.Join(binDir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", p, "./cmd/"+name)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
+		if err := buildtest.Build(p, "./cmd/"+name, buildtest.Options{Dir: repo, Flags: []string{"-trimpath"}}); err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("bin/%s missing: built %s", name, p)
 	}
