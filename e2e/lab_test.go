@@ -8,7 +8,6 @@ package e2e
 // recorded line by line with arrival times, and the phase report.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -33,6 +32,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/btyproject/bty/internal/buildtest"
+	"github.com/btyproject/bty/internal/imagetest"
 )
 
 const (
@@ -138,11 +140,8 @@ func program(t *testing.T, repo, name string) string {
 			binDir = d // removed by TestMain
 		}
 		p = filepath.Join(binDir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", p, "./cmd/"+name)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
+		if err := buildtest.Build(p, "./cmd/"+name, buildtest.Options{Dir: repo, Flags: []string{"-trimpath"}}); err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("bin/%s missing: built %s", name, p)
 	}
@@ -907,26 +906,7 @@ func debianImage(t *testing.T, repo string) (string, string, int64) {
 	if err != nil {
 		t.Fatalf("vm-image.sh printed %q: %v", img, err)
 	}
-	return img, fileSHA256(t, img, st.Size()), st.Size()
-}
-
-// fileSHA256 is the sha256 of the first n bytes of path.
-func fileSHA256(t *testing.T, path string, n int64) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	got, err := io.Copy(h, bufio.NewReaderSize(io.LimitReader(f, n), 4<<20))
-	if err != nil {
-		t.Fatalf("hashing %s: %v", path, err)
-	}
-	if got != n {
-		t.Fatalf("%s holds %d bytes, want at least %d", path, got, n)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return img, imagetest.SHA256(t, img, 0, st.Size()), st.Size()
 }
 
 // zstdOf returns img compressed with `zstd -T0 -3`, cached next to it

@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/btyproject/bty/internal/imagetest"
 )
 
 const (
@@ -175,7 +177,7 @@ func TestPXEReflashCycle(t *testing.T) {
 	if m.BootPolicy != "flash" || m.NextBoot != "local" {
 		t.Errorf("after run 1: boot_policy %q next_boot %q, want flash (done never changes it) and local (the disk boots once)", m.BootPolicy, m.NextBoot)
 	}
-	if got := fileSHA256(t, disk, size); got != sum {
+	if got := imagetest.SHA256(t, disk, 0, size); got != sum {
 		t.Fatalf("the target disk's first %d bytes have sha256 %s, want the image's %s", size, got, sum)
 	}
 	t.Logf("the target disk's first %s are the image's, bit for bit (sha256 %s)", humanize.IBytes(uint64(size)), sum)
@@ -297,7 +299,7 @@ func checkNetbootArtifacts(t *testing.T, dir string) []string {
 		if st.Size() == 0 {
 			t.Fatalf("bty-media netboot: %s is empty", name)
 		}
-		if got := fileSHA256(t, filepath.Join(dir, name), st.Size()); sums[name] != got {
+		if got := imagetest.SHA256(t, filepath.Join(dir, name), 0, st.Size()); sums[name] != got {
 			t.Errorf("SHA256SUMS says %s is %q, it is %s", name, sums[name], got)
 		}
 		out = append(out, fmt.Sprintf("SIZE %s %d (%s)", name, st.Size(), humanize.IBytes(uint64(st.Size()))))

@@ -18,6 +18,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/imagetest"
 )
 
 const usbImageName = "bty-e2e-pattern.img"
@@ -49,7 +51,7 @@ func TestUSBBootTUI(t *testing.T) {
 		release()
 		t.Logf("copied %s (sha256 %s) onto BTY_IMAGES with exfat-fuse", usbImageName, imgSum)
 	}
-	stickSum := fileSHA256(t, stick, fileSize(t, stick))
+	stickSum := imagetest.SHA256(t, stick, 0, fileSize(t, stick))
 
 	target := filepath.Join(tmp, "target.raw")
 	sparseFile(t, target, 256<<20)
@@ -124,7 +126,7 @@ func TestUSBBootTUI(t *testing.T) {
 	phases = append(phases, phase{"usb-tui-flash", time.Since(v.start) - flashStart})
 	v.stop()
 
-	if got := fileSHA256(t, target, imgSize); got != imgSum {
+	if got := imagetest.SHA256(t, target, 0, imgSize); got != imgSum {
 		t.Errorf("the target disk's first %d bytes have sha256 %s, want the image's %s", imgSize, got, imgSum)
 	}
 	checkUnchanged(t, stick, stickSum)
@@ -134,7 +136,7 @@ func TestUSBBootTUI(t *testing.T) {
 // "USB live layout": booting the stick never changes it).
 func checkUnchanged(t *testing.T, stick, before string) {
 	t.Helper()
-	if got := fileSHA256(t, stick, fileSize(t, stick)); got != before {
+	if got := imagetest.SHA256(t, stick, 0, fileSize(t, stick)); got != before {
 		t.Errorf("booting the stick changed it: sha256 %s before, %s after", before, got)
 	}
 }

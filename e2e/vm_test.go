@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/buildtest"
 )
 
 // Budgets: a boot here takes about a minute under TCG and a fresh image
@@ -211,14 +213,7 @@ func repoRoot(t *testing.T) string {
 // buildBty builds the bty binary the way `make build` does.
 func buildBty(t *testing.T, repo string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "bty")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/bty")
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/bty: %v\n%s", err, out)
-	}
-	return bin
+	return buildtest.Program(t, "./cmd/bty", buildtest.Options{Dir: repo, Flags: []string{"-trimpath"}})
 }
 
 // cijoePath is a directory holding only the stand-in cijoe.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/buildtest"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/looptest"
 )
@@ -32,10 +33,8 @@ func TestMain(m *testing.M) {
 	// World-readable, so tests can run the binary as nobody.
 	os.Chmod(dir, 0o755)
 	btyBin = filepath.Join(dir, "bty")
-	build := exec.Command("go", "build", "-o", btyBin, "../../cmd/bty")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building bty: %v\n%s", err, out)
+	if err := buildtest.Build(btyBin, "../../cmd/bty", buildtest.Options{}); err != nil {
+		fmt.Fprintf(os.Stderr, "building bty: %v\n", err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -15,6 +15,7 @@ import (
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/human"
 )
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -141,16 +142,16 @@ func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
 	w := e.stdout
 	fmt.Fprintf(w, "image:        %s", plan.Image.Ref)
 	if plan.Image.Format != "" {
-		fmt.Fprintf(w, " (%s, %s", plan.Image.Format, ibytes(plan.Image.SizeBytes))
+		fmt.Fprintf(w, " (%s, %s", plan.Image.Format, human.BytesOr(plan.Image.SizeBytes, "-"))
 		if plan.Image.VirtualSizeBytes != nil {
-			fmt.Fprintf(w, ", %s decoded", ibytes(*plan.Image.VirtualSizeBytes))
+			fmt.Fprintf(w, ", %s decoded", human.BytesOr(*plan.Image.VirtualSizeBytes, "-"))
 		}
 		fmt.Fprint(w, ")")
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "target:       %s", plan.Target.Path)
 	if plan.Target.SizeBytes > 0 {
-		fmt.Fprintf(w, " (%s", ibytes(plan.Target.SizeBytes))
+		fmt.Fprintf(w, " (%s", human.BytesOr(plan.Target.SizeBytes, "-"))
 		if plan.Target.Model != "" {
 			fmt.Fprintf(w, ", %s", plan.Target.Model)
 		}
@@ -169,7 +170,7 @@ func runDryRun(cmd *cobra.Command, e *env, o flash.Options, asJSON bool) error {
 			if plan.ProvisionPartition != nil && *plan.ProvisionPartition == p.Number {
 				mark = "  <- provisioning"
 			}
-			fmt.Fprintf(w, "  %-3d %10s  %-12s %s%s\n", p.Number, ibytes(p.Size), fs, p.Type, mark)
+			fmt.Fprintf(w, "  %-3d %10s  %-12s %s%s\n", p.Number, human.BytesOr(p.Size, "-"), fs, p.Type, mark)
 		}
 	}
 	for _, n := range plan.Notes {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/image"
 	"github.com/btyproject/bty/internal/source"
 )
@@ -53,7 +54,7 @@ frame content size when present.`,
 				if info.Format != "" {
 					fmt.Fprintf(e.stdout, "path:          %s\n", ref)
 					fmt.Fprintf(e.stdout, "format:        %s (not flashable)\n", info.Format)
-					fmt.Fprintf(e.stdout, "size:          %s (%d bytes)\n", ibytes(info.SizeBytes), info.SizeBytes)
+					fmt.Fprintf(e.stdout, "size:          %s (%d bytes)\n", human.BytesOr(info.SizeBytes, "-"), info.SizeBytes)
 				}
 				return err
 			}
@@ -65,9 +66,9 @@ frame content size when present.`,
 			}
 			fmt.Fprintf(e.stdout, "path:          %s\n", info.Path)
 			fmt.Fprintf(e.stdout, "format:        %s\n", info.Format)
-			fmt.Fprintf(e.stdout, "size:          %s (%d bytes)\n", ibytes(info.SizeBytes), info.SizeBytes)
+			fmt.Fprintf(e.stdout, "size:          %s (%d bytes)\n", human.BytesOr(info.SizeBytes, "-"), info.SizeBytes)
 			if info.VirtualSizeBytes != nil {
-				fmt.Fprintf(e.stdout, "virtual size:  %s (%d bytes)\n", ibytes(*info.VirtualSizeBytes), *info.VirtualSizeBytes)
+				fmt.Fprintf(e.stdout, "virtual size:  %s (%d bytes)\n", human.BytesOr(*info.VirtualSizeBytes, "-"), *info.VirtualSizeBytes)
 			} else {
 				fmt.Fprintf(e.stdout, "virtual size:  unknown until decoded\n")
 			}

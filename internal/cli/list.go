@@ -11,6 +11,7 @@ import (
 
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/image"
 )
 
@@ -73,7 +74,7 @@ flash target (mounted, system disk, held by LVM/md, read-only).`,
 				if p := d.Problems(); len(p) > 0 {
 					flash = "no: " + strings.Join(p, "; ")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, ibytes(d.SizeBytes), d.Type,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Path, human.BytesOr(d.SizeBytes, "-"), d.Type,
 					dash(d.Transport), dash(d.Model), dash(d.Serial), yn(d.Removable), yn(d.ReadOnly),
 					dash(strings.Join(d.Mountpoints, ",")), flash)
 			}
@@ -122,9 +123,9 @@ The image root is --image-root, else $BTY_IMAGE_ROOT, else ` + DefaultImageRoot 
 			for _, in := range infos {
 				virt := "-"
 				if in.VirtualSizeBytes != nil {
-					virt = ibytes(*in.VirtualSizeBytes)
+					virt = human.BytesOr(*in.VirtualSizeBytes, "-")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, dash(string(in.Format)), ibytes(in.SizeBytes), virt, dash(in.Error))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, dash(string(in.Format)), human.BytesOr(in.SizeBytes, "-"), virt, dash(in.Error))
 			}
 			return tw.Flush()
 		},

@@ -6,8 +6,6 @@ import (
 	"io"
 	"sort"
 
-	"github.com/dustin/go-humanize"
-
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
@@ -34,13 +32,6 @@ func jsonError(w io.Writer, command string, err error, extra map[string]any) err
 	}
 	_ = writeJSON(w, command, fields)
 	return err
-}
-
-func ibytes(n int64) string {
-	if n < 0 {
-		return "-"
-	}
-	return humanize.IBytes(uint64(n))
 }
 
 func usageErr(format string, args ...any) error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // Progress output modes of bty flash.
@@ -57,7 +58,7 @@ func describe(e event.Event) string {
 	switch e.Event {
 	case event.Started:
 		if e.TotalBytes > 0 {
-			return fmt.Sprintf("started: %s to write", ibytes(e.TotalBytes))
+			return fmt.Sprintf("started: %s to write", human.BytesOr(e.TotalBytes, "-"))
 		}
 		return "started: size known once decoded"
 	case event.Writing:
@@ -77,8 +78,8 @@ func describe(e event.Event) string {
 		}
 		return "provisioning: " + e.Mode
 	case event.Done:
-		line := fmt.Sprintf("done: %s in %s (%s/s)", ibytes(e.TotalBytes),
-			(time.Duration(e.Elapsed * float64(time.Second))).Round(100*time.Millisecond), ibytes(int64(e.Rate)))
+		line := fmt.Sprintf("done: %s in %s (%s/s)", human.BytesOr(e.TotalBytes, "-"),
+			(time.Duration(e.Elapsed * float64(time.Second))).Round(100*time.Millisecond), human.BytesOr(int64(e.Rate), "-"))
 		if e.LogPath != "" {
 			line += "; cijoe log: " + e.LogPath
 		}
@@ -101,9 +102,9 @@ func (s *textSink) progress(e event.Event) {
 	eta := ""
 	if e.TotalBytes > 0 && e.Rate > 0 && e.BytesWritten < e.TotalBytes {
 		left := time.Duration(float64(e.TotalBytes-e.BytesWritten) / e.Rate * float64(time.Second))
-		eta = "ETA " + fmtDuration(left)
+		eta = "ETA " + human.Duration(left)
 	}
-	stats := fmt.Sprintf("%s / %s  %s/s  %s", ibytes(e.BytesWritten), totalStr(e.TotalBytes), ibytes(int64(e.Rate)), eta)
+	stats := fmt.Sprintf("%s / %s  %s/s  %s", human.BytesOr(e.BytesWritten, "-"), totalStr(e.TotalBytes), human.BytesOr(int64(e.Rate), "-"), eta)
 	if s.tty {
 		// A fixed share of the width, so the line never grows past it.
 		barW := min(s.width-60, 40)
@@ -138,14 +139,5 @@ func totalStr(n int64) string {
 	if n <= 0 {
 		return "?"
 	}
-	return ibytes(n)
-}
-
-func fmtDuration(d time.Duration) string {
-	d = d.Round(time.Second)
-	h, m, sec := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
-	if h > 0 {
-		return fmt.Sprintf("%d:%02d:%02d", h, m, sec)
-	}
-	return fmt.Sprintf("%d:%02d", m, sec)
+	return human.BytesOr(n, "-")
 }

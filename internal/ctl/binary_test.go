@@ -16,23 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/buildtest"
 	"github.com/btyproject/bty/internal/client/clienttest"
 )
 
-// build compiles a command of this module into dir, statically as it
-// ships.
-func build(t *testing.T, dir, pkg string) string {
+// build compiles a command of this module, statically as it ships.
+func build(t *testing.T, pkg string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds binaries; skipped with -short")
 	}
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out
+	return buildtest.Program(t, pkg, buildtest.Options{})
 }
 
 // runBin runs the binary with exactly env (plus PATH), as a shell would.
@@ -63,7 +57,7 @@ func runBin(t *testing.T, bin string, env []string, stdin string, args ...string
 // process, the token file across invocations.
 func TestBinary(t *testing.T) {
 	t.Parallel()
-	bin := build(t, t.TempDir(), "../../cmd/bty-ctl")
+	bin := build(t, "../../cmd/bty-ctl")
 	srv := clienttest.Start(t, nil)
 	home := t.TempDir()
 	env := []string{"HOME=" + home, "BTY_SERVER=" + srv.URL}
@@ -102,9 +96,8 @@ func TestBinary(t *testing.T) {
 // API can succeed (the in-process server runs no PXE services).
 func TestBinaryAgainstBtyWeb(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ctlBin := build(t, dir, "../../cmd/bty-ctl")
-	webBin := build(t, dir, "../../cmd/bty-web")
+	ctlBin := build(t, "../../cmd/bty-ctl")
+	webBin := build(t, "../../cmd/bty-web")
 	state := t.TempDir()
 	web := exec.Command(webBin)
 	web.Env = []string{"PATH=" + os.Getenv("PATH"), "BTY_STATE_DIR=" + state, "BTY_IMAGE_ROOT=" + filepath.Join(state, "images"),

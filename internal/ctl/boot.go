@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/human"
 )
 
 func newBootCmd(e *env) *cobra.Command {
@@ -45,7 +46,7 @@ modification time (local). This route needs no login.`,
 			tw := newTable(e.stdout)
 			fmt.Fprintln(tw, "NAME\tSTATUS\tSIZE\tMODIFIED")
 			for _, f := range files {
-				status, size := "present", ibytes(f.SizeBytes)
+				status, size := "present", human.BytesOr(f.SizeBytes, "-")
 				if !f.Present {
 					status, size = "MISSING", "-"
 					if !f.Required {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/human"
 )
 
 func newImagesCmd(e *env) *cobra.Command {
@@ -56,7 +57,7 @@ This route needs no login.`,
 			for _, im := range imgs {
 				virt := "-"
 				if im.VirtualSizeBytes != nil {
-					virt = ibytes(*im.VirtualSizeBytes)
+					virt = human.BytesOr(*im.VirtualSizeBytes, "-")
 				}
 				sum := "pending"
 				if im.SHA256 != nil {
@@ -64,7 +65,7 @@ This route needs no login.`,
 				} else if im.Error != "" {
 					sum = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, dash(im.Format), ibytes(im.SizeBytes), virt,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, dash(im.Format), human.BytesOr(im.SizeBytes, "-"), virt,
 					localTime(&im.ModifiedAt), sum, dash(im.Error))
 			}
 			return tw.Flush()

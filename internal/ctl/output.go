@@ -2,12 +2,9 @@ package ctl
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
-
-	"github.com/dustin/go-humanize"
 
 	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/exitcode"
@@ -59,25 +56,9 @@ func localTime(t *time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-func ibytes(n int64) string {
-	if n < 0 {
-		return "-"
-	}
-	return humanize.IBytes(uint64(n))
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
 	return s
-}
-
-func fmtDuration(d time.Duration) string {
-	d = d.Round(time.Second)
-	h, m, sec := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
-	if h > 0 {
-		return fmt.Sprintf("%d:%02d:%02d", h, m, sec)
-	}
-	return fmt.Sprintf("%d:%02d", m, sec)
 }

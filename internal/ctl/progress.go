@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/btyproject/bty/internal/human"
 )
 
 // progress draws a transfer's progress on stderr: on a terminal a bar
@@ -95,11 +97,11 @@ func (p *progress) stats(now time.Time) string {
 	r := rate(p.n, d)
 	total := "?"
 	if p.total > 0 {
-		total = ibytes(p.total)
+		total = human.BytesOr(p.total, "-")
 	}
-	s := fmt.Sprintf("%s / %s  %s/s", ibytes(p.n), total, ibytes(int64(r)))
+	s := fmt.Sprintf("%s / %s  %s/s", human.BytesOr(p.n, "-"), total, human.BytesOr(int64(r), "-"))
 	if p.total > 0 && r > 0 && p.n < p.total {
-		s += "  ETA " + fmtDuration(time.Duration(float64(p.total-p.n)/r*float64(time.Second)))
+		s += "  ETA " + human.Duration(time.Duration(float64(p.total-p.n)/r*float64(time.Second)))
 	}
 	return s
 }

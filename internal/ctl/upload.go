@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // uploadFlags are the flags images upload and boot upload share.
@@ -157,8 +158,8 @@ func (r uploadResult) describe(kind, name, server string, replaced bool) string 
 	if replaced {
 		verb = "replaced"
 	}
-	s := fmt.Sprintf("%s %s %s on %s: %s in %s (%s/s)", verb, kind, name, server, ibytes(r.bytes),
-		fmtDuration(r.elapsed), ibytes(int64(r.rate)))
+	s := fmt.Sprintf("%s %s %s on %s: %s in %s (%s/s)", verb, kind, name, server, human.BytesOr(r.bytes, "-"),
+		human.Duration(r.elapsed), human.BytesOr(int64(r.rate), "-"))
 	if r.sha256 != "" {
 		s += ", sha256 " + r.sha256 + " checked by the server"
 	}

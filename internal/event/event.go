@@ -37,15 +37,14 @@ type Event struct {
 	TotalBytes   int64     `json:"total_bytes,omitempty"`
 	BytesWritten int64     `json:"bytes_written,omitempty"`
 	// Rate is the average write rate so far in bytes per second.
-	Rate     float64 `json:"rate,omitempty"`
-	Format   string  `json:"format,omitempty"`
-	Mode     string  `json:"mode,omitempty"`
-	SHA256   string  `json:"sha256,omitempty"`
-	Note     string  `json:"note,omitempty"`
-	Line     string  `json:"line,omitempty"`
-	LogPath  string  `json:"log_path,omitempty"`
-	Elapsed  float64 `json:"elapsed_seconds,omitempty"`
-	Complete bool    `json:"-"`
+	Rate    float64 `json:"rate,omitempty"`
+	Format  string  `json:"format,omitempty"`
+	Mode    string  `json:"mode,omitempty"`
+	SHA256  string  `json:"sha256,omitempty"`
+	Note    string  `json:"note,omitempty"`
+	Line    string  `json:"line,omitempty"`
+	LogPath string  `json:"log_path,omitempty"`
+	Elapsed float64 `json:"elapsed_seconds,omitempty"`
 }
 
 // Sink receives events. Implementations must be safe for concurrent use

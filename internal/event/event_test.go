@@ -21,11 +21,19 @@ func TestRecorderTypesCollapsesRuns(t *testing.T) {
 }
 
 func TestMultiFansOutInOrder(t *testing.T) {
-	var a, b Recorder
-	var order []string
-	s := Multi(&a, Func(func(Event) { order = append(order, "f") }), &b, Discard)
+	var got []string
+	named := func(name string) Sink {
+		return Func(func(e Event) { got = append(got, name+" "+string(e.Event)) })
+	}
+	var rec Recorder
+	s := Multi(named("a"), &rec, Discard, named("b"), named("c"))
+	s.Emit(Event{Event: Started})
 	s.Emit(Event{Event: Done})
-	if len(a.Events()) != 1 || len(b.Events()) != 1 || len(order) != 1 {
-		t.Fatalf("fan-out missed a sink: %d %d %d", len(a.Events()), len(b.Events()), len(order))
+	want := []string{"a started", "b started", "c started", "a done", "b done", "c done"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("sinks saw (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]Type{Started, Done}, rec.Types()); d != "" {
+		t.Errorf("the Recorder between them saw (-want +got):\n%s", d)
 	}
 }

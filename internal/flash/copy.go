@@ -20,6 +20,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // Tuning of the copy pipeline. Measured on a file-backed loop device (see
@@ -132,13 +133,10 @@ func copyImage(ctx context.Context, img image.Image, dev Device, opts copyOption
 	stopProgress := c.reportProgress(start)
 	var sum string
 	var err error
-	switch im := img.(type) {
-	case image.RandomAccess:
-		sum, err = c.copyRandom(ctx, im)
-	case image.Stream:
-		sum, err = c.copyStream(ctx, im)
-	default:
-		err = fmt.Errorf("image format %s can be neither streamed nor read at random", img.Format())
+	if ra, ok := img.(image.RandomAccess); ok {
+		sum, err = c.copyRandom(ctx, ra)
+	} else {
+		sum, err = c.copyStream(ctx, img)
 	}
 	if err == nil && opts.Expect != "" && sum != opts.Expect {
 		err = fmt.Errorf("%w: the image decodes to sha256 %s, but %s was expected; "+
@@ -155,7 +153,7 @@ func copyImage(ctx context.Context, img image.Image, dev Device, opts copyOption
 	st := &copyStats{
 		Total: c.done.Load(), Written: c.written.Load(), Zeroed: c.zeroed.Load(),
 		ZeroMethod: c.method, SHA256: sum, Segments: c.segments,
-		PartitionTable: partitionTable(c.head[:c.headLen]),
+		PartitionTable: layout.HeadScheme(c.head[:c.headLen]),
 	}
 	if t := c.total.Load(); t >= 0 {
 		st.Total = t
@@ -322,9 +320,14 @@ func (c *copier) readSegment(img image.RandomAccess, buf []byte, off int64) (all
 	return false, nil
 }
 
-// copyStream copies a sequential stream: one goroutine decodes (and
-// hashes, in order), workers scan and write.
-func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, error) {
+// copyStream copies an image read as one sequential stream
+// (image.Reader): one goroutine decodes (and hashes, in order), workers
+// scan and write.
+func (c *copier) copyStream(ctx context.Context, img image.Image) (string, error) {
+	r, err := image.Reader(img)
+	if err != nil {
+		return "", err
+	}
 	if size := img.Size(); size >= 0 {
 		if err := c.checkFits(size, false); err != nil {
 			return "", err
@@ -344,7 +347,7 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 	// The first chunk is decoded before the target is touched: an image
 	// that decodes to nothing, or fails at once, leaves it as it was.
 	first := <-pool
-	firstN, firstErr := readFull(img, first)
+	firstN, firstErr := readFull(r, first)
 	if firstN == 0 && firstErr == io.EOF {
 		return "", ErrEmptyImage
 	}
@@ -392,7 +395,7 @@ func (c *copier) copyStream(ctx context.Context, img image.Stream) (string, erro
 				case <-ctx.Done():
 					return ctx.Err()
 				}
-				n, err = readFull(img, buf)
+				n, err = readFull(r, buf)
 			}
 			if n > 0 {
 				if err := c.checkFits(decoded+int64(n), img.Size() < 0); err != nil {

@@ -234,22 +234,6 @@ func TestPutZeroRuns(t *testing.T) {
 	}
 }
 
-func TestPartitionTable(t *testing.T) {
-	mbr := make([]byte, 1024)
-	mbr[510], mbr[511] = 0x55, 0xaa
-	gpt := append([]byte(nil), mbr...)
-	copy(gpt[512:], "EFI PART")
-	for _, tc := range []struct {
-		name string
-		head []byte
-		want string
-	}{{"gpt", gpt, "gpt"}, {"mbr", mbr, "mbr"}, {"none", make([]byte, 1024), ""}, {"short", []byte{1}, ""}} {
-		if got := partitionTable(tc.head); got != tc.want {
-			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
-
 // errAfter returns its data, then a wrapped io.ErrUnexpectedEOF, like a
 // cut-off download: readFull must not take it for the end of the stream.
 type errAfter struct {

@@ -1,7 +1,6 @@
 package flash
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
-	"github.com/dustin/go-humanize"
-
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/provision"
 )
 
@@ -230,21 +227,4 @@ func reprobeAndOpen(was disk.Disk, direct bool) (*disk.Target, error) {
 	return t, nil
 }
 
-// partitionTable names the table in the first bytes of an image: "gpt",
-// "mbr" or "".
-func partitionTable(head []byte) string {
-	if len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")) {
-		return "gpt"
-	}
-	if len(head) >= 512 && head[510] == 0x55 && head[511] == 0xaa {
-		return "mbr"
-	}
-	return ""
-}
-
-func formatBytes(n int64) string {
-	if n < 0 {
-		return "unknown size"
-	}
-	return humanize.IBytes(uint64(n))
-}
+func formatBytes(n int64) string { return human.BytesOr(n, "unknown size") }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/layout"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
@@ -82,11 +83,11 @@ type Plan struct {
 	// is asked for; ProvisionPartition is the partition provisioning
 	// would use when that can be told before writing (0: the whole
 	// disk).
-	PartitionTable     *provision.Table `json:"partition_table,omitempty"`
-	ProvisionPartition *int             `json:"provision_partition,omitempty"`
-	Notes              []string         `json:"notes"`
-	OK                 bool             `json:"ok"`
-	Errors             []string         `json:"errors"`
+	PartitionTable     *layout.Table `json:"partition_table,omitempty"`
+	ProvisionPartition *int          `json:"provision_partition,omitempty"`
+	Notes              []string      `json:"notes"`
+	OK                 bool          `json:"ok"`
+	Errors             []string      `json:"errors"`
 
 	// kind is the kind of failure the plan is (see fail).
 	kind fault.Kind

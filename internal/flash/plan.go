@@ -17,6 +17,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/layout"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"
 )
@@ -141,14 +142,14 @@ func (p *prepared) checkLayout(dryRun bool) {
 	default:
 		return
 	}
-	tbl, err := provision.ReadTable(r, size, 0)
+	tbl, err := layout.ReadTable(r, size, 0)
 	switch {
-	case errors.Is(err, provision.ErrNoTable):
+	case errors.Is(err, layout.ErrNoTable):
 		if !probed {
 			plan.note("the image has no partition table in its first %s", formatBytes(size))
 			return
 		}
-		tbl = &provision.Table{Scheme: "none", SectorSize: 512, Partitions: []provision.Partition{{Size: size}}}
+		tbl = &layout.Table{Scheme: "none", SectorSize: 512, Partitions: []layout.Partition{{Size: size}}}
 	case err != nil:
 		plan.fail(fault.Failed, "provisioning: %v", err)
 		return
@@ -156,7 +157,7 @@ func (p *prepared) checkLayout(dryRun bool) {
 	if probed {
 		for i := range tbl.Partitions {
 			pt := &tbl.Partitions[i]
-			pt.Filesystem = provision.Probe(r, pt.Start, pt.Size)
+			pt.Filesystem = layout.Probe(r, pt.Start, pt.Size)
 		}
 	}
 	plan.PartitionTable = tbl

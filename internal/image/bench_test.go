@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/btyproject/bty/internal/imagetest"
+	"github.com/btyproject/bty/internal/source"
 )
 
 // Decode benchmarks on 256 MiB of mixed content (imagetest.WriteMixed),
@@ -41,7 +42,7 @@ func benchDecode(b *testing.B, key string) {
 	b.SetBytes(imagetest.BenchSize)
 	buf := make([]byte, 4<<20)
 	for b.Loop() {
-		src, err := OpenFile(in.Files[key])
+		src, err := source.OpenFile(in.Files[key])
 		if err != nil {
 			b.Fatal(err)
 		}

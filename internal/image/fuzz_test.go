@@ -191,7 +191,7 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		src, err := OpenFile(p)
+		src, err := source.OpenFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}

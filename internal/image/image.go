@@ -65,6 +65,19 @@ type Stream interface {
 	io.Reader
 }
 
+// Reader returns img's decoded bytes as one sequential reader, first byte
+// to last: a Stream as it is (reading consumes it), a RandomAccess read
+// through ReadAt from 0 to Size.
+func Reader(img Image) (io.Reader, error) {
+	switch v := img.(type) {
+	case Stream:
+		return v, nil
+	case RandomAccess:
+		return io.NewSectionReader(v, 0, v.Size()), nil
+	}
+	return nil, fmt.Errorf("image format %s can be neither streamed nor read at random", img.Format())
+}
+
 // Canonical file name suffixes per format, used in rename hints.
 var canonicalSuffix = map[Format]string{
 	Raw: ".img", Zstd: ".img.zst", Gzip: ".img.gz", Xz: ".img.xz", Bzip2: ".img.bz2", Qcow2: ".qcow2",

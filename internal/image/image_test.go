@@ -28,7 +28,7 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 // openLocal opens path as a local source (ReaderAt and Filer).
 func openLocal(t testing.TB, path string) source.Source {
 	t.Helper()
-	src, err := OpenFile(path)
+	src, err := source.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,3 +684,36 @@ func TestZstdWithoutContentSize(t *testing.T) {
 		t.Errorf("sha256 %s, want %s", sum, set.RawSHA256)
 	}
 }
+
+// TestReader reads a random-access and a streamed image of the corpus
+// through Reader: both are the reference raw image.
+func TestReader(t *testing.T) {
+	set := imagetest.Corpus(t)
+	for _, c := range []string{"raw", "qcow2-v3", "zst", "xz-multiblock"} {
+		t.Run(c, func(t *testing.T) {
+			img, err := Open(context.Background(), openLocal(t, set.Files[c]), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer img.Close()
+			r, err := Reader(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, r)
+			if sum := hex.EncodeToString(h.Sum(nil)); err != nil || n != set.Size || sum != set.RawSHA256 {
+				t.Errorf("read %d bytes with sha256 %s (%v), want %d bytes with %s", n, sum, err, set.Size, set.RawSHA256)
+			}
+		})
+	}
+	if _, err := Reader(neither{}); err == nil || !strings.Contains(err.Error(), "neither streamed nor read at random") {
+		t.Errorf("Reader of an image that is neither: %v", err)
+	}
+}
+
+type neither struct{}
+
+func (neither) Format() Format { return "odd" }
+func (neither) Size() int64    { return 0 }
+func (neither) Close() error   { return nil }

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -36,18 +37,7 @@ func head(ctx context.Context, src source.Source) ([]byte, io.ReadCloser, error)
 		return nil, nil, fmt.Errorf("reading %s: %w", src.Name(), err)
 	}
 	buf = buf[:n]
-	return buf, &prefixedReadCloser{Reader: io.MultiReader(&byteReader{b: buf}, rc), c: rc}, nil
-}
-
-type byteReader struct{ b []byte }
-
-func (r *byteReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
+	return buf, &prefixedReadCloser{Reader: io.MultiReader(bytes.NewReader(buf), rc), c: rc}, nil
 }
 
 type prefixedReadCloser struct {
@@ -402,42 +392,6 @@ func Inspect(ctx context.Context, src source.Source) (Info, error) {
 	return info, nil
 }
 
-// fileSource is a local file as a source.Source, for List (which must
-// not depend on anything but the image root).
-type fileSource struct {
-	f    *os.File
-	path string
-	size int64
-}
-
-func (s *fileSource) Name() string          { return s.path }
-func (s *fileSource) Size() int64           { return s.size }
-func (s *fileSource) ReaderAt() io.ReaderAt { return s.f }
-func (s *fileSource) File() *os.File        { return s.f }
-func (s *fileSource) Close() error          { return s.f.Close() }
-func (s *fileSource) Open(context.Context) (io.ReadCloser, error) {
-	return io.NopCloser(io.NewSectionReader(s.f, 0, s.size)), nil
-}
-
-var (
-	_ source.Source = (*fileSource)(nil)
-	_ source.Filer  = (*fileSource)(nil)
-)
-
-// OpenFile opens a local file as a source.Source (with source.Filer).
-func OpenFile(path string) (source.Source, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &fileSource{f: f, path: path, size: st.Size()}, nil
-}
-
 // List describes the images directly in root (not recursive): regular
 // files (or symlinks to them), sorted by name, that have a known suffix
 // or a known magic. A file that cannot be inspected is listed with Error
@@ -459,7 +413,7 @@ func List(root string) ([]Info, error) {
 			}
 		}
 		_, known := FormatFromName(e.Name())
-		src, err := OpenFile(p)
+		src, err := source.OpenFile(p)
 		if err != nil {
 			if known {
 				out = append(out, Info{Name: e.Name(), Path: p, Error: err.Error()})

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/source"
 )
 
 // TestRealDecode decodes the real benchmark images (a 3 GiB Debian disk
@@ -114,7 +116,7 @@ func runMeasuredCPU(cmd *exec.Cmd) (time.Duration, time.Duration, int64, []byte,
 }
 
 func realDecodeChild(t *testing.T, path string) {
-	src, err := OpenFile(path)
+	src, err := source.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,14 @@ package imagetest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/btyproject/bty/internal/ctxio"
 )
 
 // Version names the corpus layout; bump it whenever the content or the
@@ -222,18 +226,29 @@ func hashCmd(dir string, name string, args ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// FileSHA256 returns the hex sha256 of a file's bytes.
-func FileSHA256(path string) (string, error) {
+// SHA256 returns the hex sha256 of n bytes at off of the file (or
+// device) at path, n < 0 meaning up to its end. It fails t when the file
+// holds fewer than n bytes there.
+func SHA256(t testing.TB, path string, off, n int64) string {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	limit := n
+	if n < 0 {
+		limit = math.MaxInt64 - off
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	h := sha256.New()
+	got, err := io.CopyBuffer(h, io.NewSectionReader(f, off, limit), make([]byte, 4<<20))
+	if err != nil {
+		t.Fatalf("hashing %s: %v", path, err)
+	}
+	if n >= 0 && got != n {
+		t.Fatalf("%s holds %d bytes at offset %d, want %d", path, got, off, n)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // catFiles concatenates srcs into dst (all in dir).
@@ -283,7 +298,7 @@ func build(dir string) error {
 		"-n", "2:0:0", "-t", "2:8300", "-u", "2:66666666-7777-8888-9999-000000000000", ref); err != nil {
 		return err
 	}
-	sum, err := FileSHA256(refPath)
+	sum, err := ctxio.FileSHA256(context.Background(), refPath)
 	if err != nil {
 		return err
 	}
@@ -359,7 +374,7 @@ func build(dir string) error {
 			if _, err := run(dir, nil, cmd[0], cmd[1:]...); err != nil {
 				return err
 			}
-			got, err = FileSHA256(filepath.Join(dir, "verify.raw"))
+			got, err = ctxio.FileSHA256(context.Background(), filepath.Join(dir, "verify.raw"))
 			os.Remove(filepath.Join(dir, "verify.raw"))
 		} else {
 			got, err = hashCmd(dir, cmd[0], cmd[1:]...)

@@ -1,7 +1,13 @@
 package imagetest
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -18,11 +24,7 @@ func TestCorpus(t *testing.T) {
 			t.Errorf("case %q missing", c)
 		}
 	}
-	sum, err := FileSHA256(s.Raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum != s.RawSHA256 {
+	if sum := SHA256(t, s.Raw, 0, -1); sum != s.RawSHA256 {
 		t.Errorf("raw sha256 %s, manifest says %s", sum, s.RawSHA256)
 	}
 	var st syscall.Stat_t
@@ -55,4 +57,46 @@ func TestTruncateCorrupt(t *testing.T) {
 	if b, _ := os.ReadFile(c); string(b) != "01xy456789" {
 		t.Errorf("Corrupt gave %q", b)
 	}
+}
+
+func TestSHA256(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("xxabcyy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// sha256("abc"), from FIPS 180-2.
+	if got, want := SHA256(t, p, 2, 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Errorf("SHA256 of bytes 2-4 = %s, want %s", got, want)
+	}
+	whole := sha256.Sum256([]byte("xxabcyy"))
+	if got, want := SHA256(t, p, 0, -1), hex.EncodeToString(whole[:]); got != want {
+		t.Errorf("SHA256 of the whole file = %s, want %s", got, want)
+	}
+	// Fewer bytes than asked for fail the test.
+	ft := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		SHA256(ft, p, 5, 3)
+	}()
+	<-done
+	if !strings.Contains(ft.msg, "holds 2 bytes at offset 5, want 3") {
+		t.Errorf("SHA256 past the end: failure %q, want one saying the file is short", ft.msg)
+	}
+}
+
+// fatalTB records a Fatal and ends the goroutine, as testing.T does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatal(args ...any) {
+	f.msg = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/source"
 )
 
 // IndexFile is the index's file name; it lives in /lib/modules/<kernel>/.
@@ -247,7 +248,7 @@ func ReadFile(p string) ([]byte, error) {
 	if strings.HasSuffix(p, ".ko") {
 		return os.ReadFile(p)
 	}
-	src, err := image.OpenFile(p)
+	src, err := source.OpenFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel module: %w", err)
 	}

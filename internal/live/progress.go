@@ -6,9 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dustin/go-humanize"
-
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // progressEvery is how often a flash's progress goes to the consoles:
@@ -76,15 +75,15 @@ func (s *consoleSink) Emit(e event.Event) {
 func progressLine(e event.Event) string {
 	rate := ""
 	if e.Rate > 0 {
-		rate = ", " + humanize.IBytes(uint64(e.Rate)) + "/s"
+		rate = ", " + human.Bytes(int64(e.Rate)) + "/s"
 	}
 	if e.TotalBytes <= 0 {
-		return fmt.Sprintf("flash %s written%s", humanize.IBytes(uint64(e.BytesWritten)), rate)
+		return fmt.Sprintf("flash %s written%s", human.Bytes(e.BytesWritten), rate)
 	}
 	eta := ""
 	if e.Rate > 0 && e.BytesWritten < e.TotalBytes {
 		eta = ", ETA " + time.Duration(float64(e.TotalBytes-e.BytesWritten)/e.Rate*float64(time.Second)).Round(time.Second).String()
 	}
 	return fmt.Sprintf("flash %d%% (%s of %s%s%s)", e.BytesWritten*100/e.TotalBytes,
-		humanize.IBytes(uint64(e.BytesWritten)), humanize.IBytes(uint64(e.TotalBytes)), rate, eta)
+		human.Bytes(e.BytesWritten), human.Bytes(e.TotalBytes), rate, eta)
 }

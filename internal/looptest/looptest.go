@@ -6,14 +6,14 @@ package looptest
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/btyproject/bty/internal/imagetest"
 )
 
 // RequireRoot skips t unless it runs as root with losetup available.
@@ -69,16 +69,7 @@ func New(t testing.TB, size int64, extra ...string) *Device {
 // through the device node.
 func (d *Device) SHA256(t testing.TB, n int64) string {
 	t.Helper()
-	f, err := os.Open(d.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, n); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return imagetest.SHA256(t, d.Path, 0, n)
 }
 
 // ReadAt reads n bytes at off through the device node.

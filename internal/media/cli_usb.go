@@ -1,9 +1,11 @@
 package media
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/spf13/cobra"
 )
 
@@ -59,7 +61,7 @@ mkfs.exfat (exfatprogs); SYSLINUX comes as Debian packages like the kernel.`,
 // printImage prints a disk image's size and sha256.
 func printImage(e *cliEnv, out string, t0 time.Time) error {
 	done := step(e.log, "sha256 of the image")
-	sum, err := fileSHA256(out)
+	sum, err := ctxio.FileSHA256(context.Background(), out)
 	if err != nil {
 		return fmt.Errorf("hashing %s: %w", out, err)
 	}

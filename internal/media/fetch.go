@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
@@ -206,7 +204,7 @@ func fetchDebOnce(ctx context.Context, cacheDir, pkg string, log *slog.Logger) (
 		return unpacked, nil
 	}
 	deb := filepath.Join(cacheDir, debsDir, uri.file)
-	if sum, err := fileSHA256(deb); err != nil || (uri.sha256 != "" && sum != uri.sha256) {
+	if sum, err := ctxio.FileSHA256(ctx, deb); err != nil || (uri.sha256 != "" && sum != uri.sha256) {
 		if err := aptDownload(ctx, cacheDir, pkg, uri, log); err != nil {
 			return "", err
 		}
@@ -229,13 +227,13 @@ func unpackLocalDeb(ctx context.Context, cacheDir, deb string, log *slog.Logger)
 	if !st.Mode().IsRegular() || !strings.HasSuffix(deb, ".deb") {
 		return "", exitcode.New(exitcode.Usage, "--kernel-deb %s: not a .deb file: give a Debian linux-image-<version>_<...>.deb", deb)
 	}
-	sum, err := fileSHA256(deb)
+	sum, err := ctxio.FileSHA256(ctx, deb)
 	if err != nil {
 		return "", fmt.Errorf("reading --kernel-deb: %w", err)
 	}
 	// The very package apt-get fetched before: its unpacked tree.
 	base := strings.TrimSuffix(filepath.Base(deb), ".deb")
-	if same, err := fileSHA256(filepath.Join(cacheDir, debsDir, filepath.Base(deb))); err == nil && same == sum {
+	if same, err := ctxio.FileSHA256(ctx, filepath.Join(cacheDir, debsDir, filepath.Base(deb))); err == nil && same == sum {
 		if st, err := os.Stat(filepath.Join(cacheDir, unpackedDir, base)); err == nil && st.IsDir() {
 			return filepath.Join(cacheDir, unpackedDir, base), nil
 		}
@@ -521,19 +519,6 @@ func requireTools(names ...string) error {
 		return nil
 	}
 	return exitcode.New(exitcode.MissingTool, "%s not found in PATH: run apt-get install %s", strings.Join(missing, ", "), strings.Join(pkgs, " "))
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/btyproject/bty/internal/buildtest"
 )
 
 // Tests that download Debian packages (the kernel is about 70 MB) run
@@ -88,10 +90,9 @@ func testBins(t *testing.T) string {
 			return
 		}
 		for _, n := range []string{"bty", "bty-tui", "bty-web"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(builtBins, n), "../../cmd/"+n)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binsErr = fmt.Errorf("go build %s: %v\n%s", n, err, out)
+			binsErr = buildtest.Build(filepath.Join(builtBins, n), "../../cmd/"+n, buildtest.Options{
+				Env: []string{"GOOS=linux", "GOARCH=amd64"}, Flags: []string{"-trimpath", "-ldflags=-s -w"}})
+			if binsErr != nil {
 				return
 			}
 		}

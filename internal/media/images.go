@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
 )
 
@@ -175,7 +176,7 @@ func writeInitrd(ctx context.Context, work string, in *liveInputs, kind Kind, lo
 		return "", err
 	}
 	tmp, n, _, err := writeTemp(work, "initrd", func(w io.Writer) error {
-		return WriteInitramfs(&ctxWriter{ctx: ctx, w: w}, files)
+		return WriteInitramfs(ctxio.NewWriter(ctx, w), files)
 	})
 	if err != nil {
 		return "", err

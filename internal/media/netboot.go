@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // The netboot file names, as bty-web serves them from BTY_BOOT_DIR
@@ -103,7 +105,7 @@ func writeNetboot(ctx context.Context, dir string, in *liveInputs, kind Kind, su
 		return nil, err
 	}
 	initrdTmp, initrdSize, initrdSum, err := writeTemp(dir, InitrdName, func(w io.Writer) error {
-		return WriteInitramfs(&ctxWriter{ctx: ctx, w: w}, files)
+		return WriteInitramfs(ctxio.NewWriter(ctx, w), files)
 	})
 	if initrdTmp != "" {
 		tmps = append(tmps, initrdTmp)
@@ -206,29 +208,5 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ctxWriter fails writes once ctx is done, so Ctrl-C stops a long write.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
-}
-
-// humanBytes is "12.3 MiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is how bty-media writes sizes (human.Bytes).
+func humanBytes(n int64) string { return human.Bytes(n) }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/buildtest"
 )
 
 // VM tests (BTY_VMTEST=1): boot what bty-media builds with Debian's
@@ -118,10 +120,8 @@ func TestBootNetboot(t *testing.T) {
 	dir := t.TempDir()
 	a := sharedNetboot(t)
 	check := filepath.Join(t.TempDir(), "bootcheck")
-	cmd := exec.Command("go", "build", "-o", check, "./testdata/bootcheck")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the test init: %v\n%s", err, out)
+	if err := buildtest.Build(check, "./testdata/bootcheck", buildtest.Options{Env: []string{"GOOS=linux", "GOARCH=amd64"}}); err != nil {
+		t.Fatalf("building the test init: %v", err)
 	}
 	var extra bytes.Buffer
 	if err := WriteInitramfs(&extra, []File{{Path: "bty-test-init", Mode: 0o755, Source: check}}); err != nil {

@@ -28,6 +28,8 @@ import (
 
 	"github.com/btyproject/bty/internal/fleet"
 	"golang.org/x/sys/unix"
+
+	"github.com/btyproject/bty/internal/buildtest"
 )
 
 const vmMAC = "52:54:00:b7:70:01"
@@ -83,11 +85,8 @@ func buildInitramfs(t *testing.T) []byte {
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module btyinit\n\ngo 1.22\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "build", "-o", "init", ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the guest's /init: %v\n%s", err, out)
+	if err := buildtest.Build(filepath.Join(dir, "init"), ".", buildtest.Options{Dir: dir, Env: []string{"GOOS=linux", "GOARCH=amd64", "GOFLAGS="}}); err != nil {
+		t.Fatalf("building the guest's /init: %v", err)
 	}
 	bin, err := os.ReadFile(filepath.Join(dir, "init"))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // maxLine bounds one output line in an event (the log keeps it whole).
@@ -23,7 +24,7 @@ const maxLine = 4096
 // cijoe mounts the largest partition read-write and runs
 // `cijoe WORKFLOW --monitor [-c CONFIG]` with BTY_ROOTFS pointing at its
 // root, streaming the output to events and a log file.
-func (s *session) cijoe(tbl *Table) error {
+func (s *session) cijoe(tbl *layout.Table) error {
 	bin, err := exec.LookPath("cijoe")
 	if err != nil {
 		return fault.New(fault.MissingTool, "cijoe is not on PATH: install it (pipx install cijoe) or choose another --provision mode")

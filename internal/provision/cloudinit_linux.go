@@ -11,11 +11,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // cloudInit finds the filesystem holding /etc/cloud (mounting each Linux
 // filesystem read-only in turn) and writes the NoCloud seed into it.
-func (s *session) cloudInit(tbl *Table) error {
+func (s *session) cloudInit(tbl *layout.Table) error {
 	var (
 		found    *mounted
 		tried    []string

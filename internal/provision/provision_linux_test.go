@@ -2,11 +2,8 @@ package provision_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/fleet"
 
 	"github.com/goccy/go-yaml"
 
 	"github.com/btyproject/bty/internal/event"
-	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/imagetest"
+	"github.com/btyproject/bty/internal/layout/layouttest"
 	"github.com/btyproject/bty/internal/looptest"
 	"github.com/btyproject/bty/internal/provision"
 )
@@ -33,17 +32,17 @@ const userData = "#cloud-config\nwrite_files:\n  - path: /etc/bty-proof\n    con
 func setup(t *testing.T, tools ...string) {
 	t.Helper()
 	looptest.RequireRoot(t)
-	requireTools(t, append([]string{"sgdisk", "sfdisk", "mkfs.ext4"}, tools...)...)
+	layouttest.RequireTools(t, append([]string{"sgdisk", "sfdisk", "mkfs.ext4"}, tools...)...)
 	t.Setenv("TMPDIR", t.TempDir())
 }
 
 // flashDisk flashes the built disk onto a fresh random-filled loop device
 // with the given provisioning options.
-func flashDisk(t *testing.T, lo layout, o flash.Options) (*looptest.Device, *flash.Result, []event.Event, error) {
+func flashDisk(t *testing.T, lo layouttest.Disk, o flash.Options) (*looptest.Device, *flash.Result, []event.Event, error) {
 	t.Helper()
-	dev := looptest.New(t, lo.size+8*mib)
+	dev := looptest.New(t, lo.Size+8*layouttest.MiB)
 	rec := &event.Recorder{}
-	o.Image, o.Target, o.Sink = lo.path, dev.Path, rec
+	o.Image, o.Target, o.Sink = lo.Path, dev.Path, rec
 	res, err := flash.Run(context.Background(), o)
 	assertClean(t, dev.Path)
 	return dev, res, rec.Events(), err
@@ -91,22 +90,6 @@ func readFile(t *testing.T, dev string, start, size int64, path string) (string,
 	return string(b), true
 }
 
-func fileSHA(t *testing.T, path string, off, n int64) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func devSHA(t *testing.T, dev string, off, n int64) string { return fileSHA(t, dev, off, n) }
-
 func metaData(t *testing.T, s string) map[string]string {
 	t.Helper()
 	var m map[string]string
@@ -130,7 +113,7 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 	cases := []struct {
 		name     string
 		scheme   string
-		parts    []part
+		parts    []layouttest.Part
 		hostname string
 		// want: the partition index in parts, its number, fs, subvolume
 		idx      int
@@ -142,42 +125,42 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 		{
 			name:   "gpt esp + ext4 root",
 			scheme: "gpt",
-			parts: []part{
-				{fs: "vfat", sizeMiB: 40, code: "ef00"},
-				{fs: "ext4", sizeMiB: 64, files: rootWithCloud("img-host")},
+			parts: []layouttest.Part{
+				{FS: "vfat", SizeMiB: 40, Code: "ef00"},
+				{FS: "ext4", SizeMiB: 64, Files: rootWithCloud("img-host")},
 			},
 			hostname: "node-7", idx: 1, number: 2, fs: "ext4", wantHost: "node-7",
 		},
 		{
 			name:   "mbr ext2 boot + logical xfs root",
 			scheme: "mbr",
-			parts: []part{
-				{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}},
-				{fs: "swap", sizeMiB: 8, code: "82", logical: true},
-				{fs: "xfs", sizeMiB: 300, files: rootWithCloud("mbr-host"), logical: true},
+			parts: []layouttest.Part{
+				{FS: "ext2", SizeMiB: 16, Files: map[string]string{"grub/": ""}},
+				{FS: "swap", SizeMiB: 8, Code: "82", Logical: true},
+				{FS: "xfs", SizeMiB: 300, Files: rootWithCloud("mbr-host"), Logical: true},
 			},
 			idx: 2, number: 6, fs: "xfs", wantHost: "mbr-host",
 		},
 		{
 			name:   "gpt btrfs root in a subvolume",
 			scheme: "gpt",
-			parts: []part{
-				{fs: "ext4", sizeMiB: 16, files: map[string]string{"grub/": ""}},
-				{fs: "btrfs", sizeMiB: 128, files: rootWithCloud("fedora-host"), subvol: "root"},
+			parts: []layouttest.Part{
+				{FS: "ext4", SizeMiB: 16, Files: map[string]string{"grub/": ""}},
+				{FS: "btrfs", SizeMiB: 128, Files: rootWithCloud("fedora-host"), Subvol: "root"},
 			},
 			hostname: "fc-1.lab.example", idx: 1, number: 2, fs: "btrfs", subvol: "root", wantHost: "fc-1.lab.example",
 		},
 		{
 			name:     "ext4 on the whole disk",
 			scheme:   "none",
-			parts:    []part{{fs: "ext4", sizeMiB: 48, files: rootWithCloud("bare")}},
+			parts:    []layouttest.Part{{FS: "ext4", SizeMiB: 48, Files: rootWithCloud("bare")}},
 			hostname: "", idx: 0, number: 0, fs: "ext4", wantHost: "bare",
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			lo := makeDisk(t, c.scheme, c.parts)
-			imageSHA := fileSHA(t, lo.path, 0, lo.size)
+			lo := layouttest.MakeDisk(t, c.scheme, c.parts)
+			imageSHA := imagetest.SHA256(t, lo.Path, 0, lo.Size)
 			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
 				UserData: flash.FileInput(writeInput(t, "user-data", userData)), Hostname: c.hostname})
 			if err != nil {
@@ -187,7 +170,7 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 			if p == nil || p.Partition != c.number || p.Filesystem != c.fs || p.Subvolume != c.subvol {
 				t.Fatalf("provisioned %+v; want partition %d (%s, subvolume %q)", p, c.number, c.fs, c.subvol)
 			}
-			start, size := lo.starts[c.idx], lo.sizes[c.idx]
+			start, size := lo.Starts[c.idx], lo.Sizes[c.idx]
 			seed := filepath.Join(c.subvol, "var/lib/cloud/seed/nocloud-net")
 			ud, ok := readFile(t, dev.Path, start, size, seed+"/user-data")
 			if !ok || ud != userData {
@@ -206,11 +189,11 @@ func TestCloudInitSeedsTheRootPartition(t *testing.T) {
 				if i == c.idx {
 					continue
 				}
-				if got, want := devSHA(t, dev.Path, lo.starts[i], lo.sizes[i]), fileSHA(t, lo.path, lo.starts[i], lo.sizes[i]); got != want {
+				if got, want := imagetest.SHA256(t, dev.Path, lo.Starts[i], lo.Sizes[i]), imagetest.SHA256(t, lo.Path, lo.Starts[i], lo.Sizes[i]); got != want {
 					t.Errorf("partition %d changed: sha256 %s, image %s", i+1, got, want)
 				}
 			}
-			if devSHA(t, dev.Path, 0, lo.size) == imageSHA {
+			if imagetest.SHA256(t, dev.Path, 0, lo.Size) == imageSHA {
 				t.Error("the disk equals the image: nothing was provisioned")
 			}
 			var saw bool
@@ -235,38 +218,38 @@ func TestCloudInitRefusesAndWritesNothing(t *testing.T) {
 		}
 		return m
 	}
-	boot := part{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}}
+	boot := layouttest.Part{FS: "ext2", SizeMiB: 16, Files: map[string]string{"grub/": ""}}
 	cases := []struct {
 		name  string
-		parts []part
+		parts []layouttest.Part
 		want  string
 	}{
-		{"no cloud-init", []part{boot, {fs: "ext4", sizeMiB: 48, files: rootWithoutCloud()}},
+		{"no cloud-init", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: rootWithoutCloud()}},
 			"no partition of"},
-		{"luks root", []part{boot, {fs: "luks", sizeMiB: 32}},
+		{"luks root", []layouttest.Part{boot, {FS: "luks", SizeMiB: 32}},
 			"partition 2 is encrypted (LUKS)"},
-		{"lvm root", []part{boot, {fs: "lvm", sizeMiB: 32, code: "8e00"}},
+		{"lvm root", []layouttest.Part{boot, {FS: "lvm", SizeMiB: 32, Code: "8e00"}},
 			"partition 2 is an LVM physical volume"},
-		{"cloud-init disabled", []part{boot, {fs: "ext4", sizeMiB: 48, files: withFiles(map[string]string{"etc/cloud/cloud-init.disabled": ""})}},
+		{"cloud-init disabled", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: withFiles(map[string]string{"etc/cloud/cloud-init.disabled": ""})}},
 			"cloud-init is disabled in this image"},
-		{"separate /var", []part{boot, {fs: "ext4", sizeMiB: 48, files: withFiles(map[string]string{"etc/fstab": "UUID=1 / ext4 defaults 0 1\nUUID=2 /var xfs defaults 0 2\n"})}},
+		{"separate /var", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: withFiles(map[string]string{"etc/fstab": "UUID=1 / ext4 defaults 0 1\nUUID=2 /var xfs defaults 0 2\n"})}},
 			"mounts /var from another filesystem"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			lo := makeDisk(t, "gpt", c.parts)
+			lo := layouttest.MakeDisk(t, "gpt", c.parts)
 			dev, res, events, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
 				UserData: flash.FileInput(writeInput(t, "user-data", userData))})
 			if err == nil {
 				t.Fatalf("flash succeeded; want an error containing %q", c.want)
 			}
 			if fault.KindOf(err) != fault.Failed || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error (kind %v) = %v; want a failure and %q", fault.KindOf(err), err, c.want)
+				t.Errorf("error (kind %v) = %v; want exit 1 and %q", fault.KindOf(err), err, c.want)
 			}
 			if !strings.Contains(err.Error(), "the image is written to") {
 				t.Errorf("error does not say the image is written: %v", err)
 			}
-			if got, want := devSHA(t, dev.Path, 0, lo.size), fileSHA(t, lo.path, 0, lo.size); got != want {
+			if got, want := imagetest.SHA256(t, dev.Path, 0, lo.Size), imagetest.SHA256(t, lo.Path, 0, lo.Size); got != want {
 				t.Errorf("the disk differs from the image (sha256 %s, want %s): something was written", got, want)
 			}
 			if res.Provision == nil || res.Provision.SeedDir != "" {
@@ -284,19 +267,19 @@ func TestCloudInitMetaDataAndDatasources(t *testing.T) {
 	files := rootWithCloud("img")
 	files["etc/cloud/cloud.cfg"] = "datasource_list: [ NoCloud, None ]\n"
 	files["etc/cloud/cloud.cfg.d/50-azure.cfg"] = "datasource_list: [ Azure ]\n"
-	lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 48, files: files}})
+	lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "ext4", SizeMiB: 48, Files: files}})
 	userMeta := "instance-id: keep-me\nlocal-hostname: old\nplatform: lab\n"
 	dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
 		UserData: flash.FileInput(writeInput(t, "user-data", userData)), MetaData: flash.FileInput(writeInput(t, "meta-data", userMeta)), Hostname: "new-name"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	md, _ := readFile(t, dev.Path, lo.starts[0], lo.sizes[0], "var/lib/cloud/seed/nocloud-net/meta-data")
+	md, _ := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], "var/lib/cloud/seed/nocloud-net/meta-data")
 	m := metaData(t, md)
 	if m["instance-id"] != "keep-me" || m["local-hostname"] != "new-name" || m["platform"] != "lab" {
 		t.Errorf("meta-data = %v; want the user's instance-id and platform, --hostname's local-hostname", m)
 	}
-	ov, ok := readFile(t, dev.Path, lo.starts[0], lo.sizes[0], "etc/cloud/cloud.cfg.d/99-bty-nocloud.cfg")
+	ov, ok := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], "etc/cloud/cloud.cfg.d/99-bty-nocloud.cfg")
 	if !ok || !strings.Contains(ov, "datasource_list: [ NoCloud, Azure ]") {
 		t.Errorf("override = %q (present %v); want NoCloud put before Azure", ov, ok)
 	}
@@ -337,16 +320,16 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 	standInCijoe(t)
 	cases := []struct {
 		name   string
-		parts  []part
+		parts  []layouttest.Part
 		idx    int
 		subvol string
 	}{
-		{"ext4", []part{{fs: "ext2", sizeMiB: 16, files: map[string]string{"grub/": ""}}, {fs: "ext4", sizeMiB: 64, files: rootWithoutCloud()}}, 1, ""},
-		{"btrfs subvolume", []part{{fs: "btrfs", sizeMiB: 128, files: rootWithoutCloud(), subvol: "root"}, {fs: "ext2", sizeMiB: 16}}, 0, "root"},
+		{"ext4", []layouttest.Part{{FS: "ext2", SizeMiB: 16, Files: map[string]string{"grub/": ""}}, {FS: "ext4", SizeMiB: 64, Files: rootWithoutCloud()}}, 1, ""},
+		{"btrfs subvolume", []layouttest.Part{{FS: "btrfs", SizeMiB: 128, Files: rootWithoutCloud(), Subvol: "root"}, {FS: "ext2", SizeMiB: 16}}, 0, "root"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			lo := makeDisk(t, "gpt", c.parts)
+			lo := layouttest.MakeDisk(t, "gpt", c.parts)
 			logDir := t.TempDir()
 			cfg := writeInput(t, "config.toml", "[cijoe]\n")
 			wf := workflow(t, `echo "workflow sees $BTY_ROOTFS"`, `echo cijoe-token-42 > "$BTY_ROOTFS/etc/cijoe-proof"`)
@@ -358,7 +341,7 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 			if res.Provision.Partition != c.idx+1 || res.Provision.Subvolume != c.subvol {
 				t.Errorf("provisioned %+v; want partition %d subvolume %q", res.Provision, c.idx+1, c.subvol)
 			}
-			got, ok := readFile(t, dev.Path, lo.starts[c.idx], lo.sizes[c.idx], filepath.Join(c.subvol, "etc/cijoe-proof"))
+			got, ok := readFile(t, dev.Path, lo.Starts[c.idx], lo.Sizes[c.idx], filepath.Join(c.subvol, "etc/cijoe-proof"))
 			if !ok || got != "cijoe-token-42\n" {
 				t.Errorf("etc/cijoe-proof = %q (present %v); the workflow did not write into the root", got, ok)
 			}
@@ -391,14 +374,14 @@ func TestCijoeRunsAgainstTheLargestPartition(t *testing.T) {
 func TestCijoeFailures(t *testing.T) {
 	setup(t, "cryptsetup")
 	standInCijoe(t)
-	disk := []part{{fs: "ext2", sizeMiB: 16}, {fs: "ext4", sizeMiB: 48, files: rootWithoutCloud()}}
+	disk := []layouttest.Part{{FS: "ext2", SizeMiB: 16}, {FS: "ext4", SizeMiB: 48, Files: rootWithoutCloud()}}
 
 	t.Run("workflow fails", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", disk)
+		lo := layouttest.MakeDisk(t, "gpt", disk)
 		_, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCijoe, LogDir: t.TempDir(),
 			CijoeWorkflow: workflow(t, "echo before", "exit 3", "echo never")})
 		if err == nil || fault.KindOf(err) != fault.Failed || !strings.Contains(err.Error(), "exited with status 3") {
-			t.Fatalf("err = %v (kind %v); want a failure naming status 3", err, fault.KindOf(err))
+			t.Fatalf("err = %v; want exit 1 naming status 3", err)
 		}
 		if !strings.Contains(err.Error(), res.Provision.LogPath) || res.Provision.LogPath == "" {
 			t.Errorf("error does not name the log %q: %v", res.Provision.LogPath, err)
@@ -410,7 +393,7 @@ func TestCijoeFailures(t *testing.T) {
 	})
 
 	t.Run("largest partition is LUKS", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", []part{{fs: "ext4", sizeMiB: 16, files: rootWithoutCloud()}, {fs: "luks", sizeMiB: 40}})
+		lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "ext4", SizeMiB: 16, Files: rootWithoutCloud()}, {FS: "luks", SizeMiB: 40}})
 		marker := filepath.Join(t.TempDir(), "ran")
 		_, _, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCijoe, LogDir: t.TempDir(),
 			CijoeWorkflow: workflow(t, "touch "+marker)})
@@ -423,8 +406,8 @@ func TestCijoeFailures(t *testing.T) {
 	})
 
 	t.Run("interrupted", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", disk)
-		dev := looptest.New(t, lo.size+8*mib)
+		lo := layouttest.MakeDisk(t, "gpt", disk)
+		dev := looptest.New(t, lo.Size+8*layouttest.MiB)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var once sync.Once
@@ -434,7 +417,7 @@ func TestCijoeFailures(t *testing.T) {
 			}
 		})
 		start := time.Now()
-		_, err := flash.Run(ctx, flash.Options{Image: lo.path, Target: dev.Path, Sink: sink, Provision: fleet.ModeCijoe,
+		_, err := flash.Run(ctx, flash.Options{Image: lo.Path, Target: dev.Path, Sink: sink, Provision: fleet.ModeCijoe,
 			LogDir: t.TempDir(), CijoeWorkflow: workflow(t, "echo sleeping; sleep 120")})
 		if err == nil || !strings.Contains(err.Error(), "interrupted") {
 			t.Fatalf("err = %v; want interrupted", err)
@@ -451,7 +434,7 @@ func TestCijoeFailures(t *testing.T) {
 
 func TestRunNeedsAFlashedDisk(t *testing.T) {
 	setup(t)
-	dev := looptest.New(t, 8*mib) // random bytes: no table, no filesystem
+	dev := looptest.New(t, 8*layouttest.MiB) // random bytes: no table, no filesystem
 	_, err := provision.Run(context.Background(), provision.Options{Mode: fleet.ModeCloudInit, Target: dev.Path, UserData: []byte(userData)})
 	if err == nil || !strings.Contains(err.Error(), "no partition has a Linux filesystem") {
 		t.Errorf("err = %v", err)
@@ -464,8 +447,8 @@ func TestRunNeedsAFlashedDisk(t *testing.T) {
 // onto several disks of one host.
 func TestXFSSameUUIDMounted(t *testing.T) {
 	setup(t, "mkfs.xfs")
-	lo := makeDisk(t, "gpt", []part{{fs: "xfs", sizeMiB: 300, files: rootWithCloud("x")}})
-	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-r", "-o", fmt.Sprint(lo.starts[0]), "--sizelimit", fmt.Sprint(lo.sizes[0]), lo.path))
+	lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "xfs", SizeMiB: 300, Files: rootWithCloud("x")}})
+	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-r", "-o", fmt.Sprint(lo.Starts[0]), "--sizelimit", fmt.Sprint(lo.Sizes[0]), lo.Path))
 	defer run(t, "losetup", "-d", loop)
 	mnt := t.TempDir()
 	run(t, "mount", "-o", "ro", loop, mnt)

@@ -19,6 +19,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // session holds one run's state and the undo stack every mount and loop
@@ -100,22 +101,22 @@ func (s *session) cleanup() error {
 
 // table reads the target's partition table and probes each partition's
 // filesystem. A disk with no table is one partition: the whole disk.
-func (s *session) table() (*Table, error) {
+func (s *session) table() (*layout.Table, error) {
 	f, err := os.OpenFile(s.disk.Path, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s to read its partitions: %w", s.disk.Path, err)
 	}
 	defer f.Close()
-	tbl, err := ReadTable(f, s.disk.SizeBytes, s.disk.LogicalBlockSize)
-	if errors.Is(err, ErrNoTable) {
-		tbl = &Table{Scheme: "none", SectorSize: s.disk.LogicalBlockSize,
-			Partitions: []Partition{{Number: 0, Start: 0, Size: s.disk.SizeBytes}}}
+	tbl, err := layout.ReadTable(f, s.disk.SizeBytes, s.disk.LogicalBlockSize)
+	if errors.Is(err, layout.ErrNoTable) {
+		tbl = &layout.Table{Scheme: "none", SectorSize: s.disk.LogicalBlockSize,
+			Partitions: []layout.Partition{{Number: 0, Start: 0, Size: s.disk.SizeBytes}}}
 	} else if err != nil {
 		return nil, fmt.Errorf("reading the partition table of %s: %w", s.disk.Path, err)
 	}
 	for i := range tbl.Partitions {
 		p := &tbl.Partitions[i]
-		p.Filesystem = Probe(f, p.Start, p.Size)
+		p.Filesystem = layout.Probe(f, p.Start, p.Size)
 	}
 	var parts []string
 	for _, p := range tbl.Partitions {
@@ -128,7 +129,7 @@ func (s *session) table() (*Table, error) {
 // mounted is a partition reached and mounted, with the directory that
 // holds its root tree (a btrfs subvolume's, or the mount point itself).
 type mounted struct {
-	part Partition
+	part layout.Partition
 	vol  *volume
 	m    *mount
 	// sub is the subvolume path under the mount ("" for the top).
@@ -139,7 +140,7 @@ func (mp *mounted) root() string { return filepath.Join(mp.m.Dir, mp.sub) }
 
 // mount reaches partition p and mounts it with flags; the undo stack
 // unmounts and detaches.
-func (s *session) mount(p Partition, flags uintptr, data string) (*mounted, error) {
+func (s *session) mount(p layout.Partition, flags uintptr, data string) (*mounted, error) {
 	vol, err := openVolume(s.disk, p)
 	if err != nil {
 		return nil, fmt.Errorf("reaching %s of %s: %w", p.Name(), s.disk.Path, err)
@@ -179,7 +180,7 @@ func findRoot(dir, fs string) (string, bool) {
 	if isDir(filepath.Join(dir, "etc")) {
 		return "", true
 	}
-	if fs != FSBtrfs {
+	if fs != layout.FSBtrfs {
 		return "", false
 	}
 	entries, err := os.ReadDir(dir)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // volume is a partition made reachable as a block device: the kernel's
@@ -35,7 +36,7 @@ func (v *volume) Via() string {
 }
 
 // openVolume reaches partition p of the whole disk d.
-func openVolume(d disk.Disk, p Partition) (*volume, error) {
+func openVolume(d disk.Disk, p layout.Partition) (*volume, error) {
 	if p.Number == 0 {
 		return &volume{Path: d.Path}, nil
 	}
@@ -47,7 +48,7 @@ func openVolume(d disk.Disk, p Partition) (*volume, error) {
 
 // partitionNode returns the kernel's node for p when it exists and covers
 // exactly p's range (a stale kernel view is not trusted).
-func partitionNode(d disk.Disk, p Partition) (string, bool) {
+func partitionNode(d disk.Disk, p layout.Partition) (string, bool) {
 	for _, name := range disk.Partitions(d.Name) {
 		dir := filepath.Join(disk.SysRoot, "class", "block", name)
 		num, _ := strconv.Atoi(readSys(dir, "partition"))
@@ -207,7 +208,7 @@ func mountVolume(dev, fs string, flags uintptr, data string) (*mount, error) {
 	if typ == "" {
 		return nil, fmt.Errorf("bty does not mount %s filesystems", fs)
 	}
-	if typ == FSXFS {
+	if typ == layout.FSXFS {
 		// Several disks flashed from one image share the xfs UUID; xfs
 		// refuses a second mount of a UUID without this.
 		data = strings.Trim(data+",nouuid", ",")

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/layout"
 )
 
 // TestPartitionNode checks that a kernel partition node is used only
@@ -42,7 +43,7 @@ func TestPartitionNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := disk.Disk{Path: filepath.Join(dev, "vdz"), Name: "vdz"}
-	p := Partition{Number: 2, Start: 2048 * 512, Size: 4096 * 512}
+	p := layout.Partition{Number: 2, Start: 2048 * 512, Size: 4096 * 512}
 
 	if node, ok := partitionNode(d, p); ok {
 		t.Fatalf("no node in /dev yet, but got %s", node)

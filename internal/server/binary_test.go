@@ -16,18 +16,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/buildtest"
 )
 
 // buildWeb builds the real bty-web binary once per test.
 func buildWeb(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "bty-web")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/btyproject/bty/cmd/bty-web")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return buildtest.Program(t, "github.com/btyproject/bty/cmd/bty-web", buildtest.Options{})
 }
 
 func freePort(t *testing.T, network string) int {

@@ -2,11 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,8 +14,9 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
-
+	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/image"
+	"github.com/btyproject/bty/internal/source"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -121,7 +119,7 @@ func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 func inspect(path, name string, st os.FileInfo) (api.Image, bool) {
 	e := api.Image{Name: name, SizeBytes: st.Size(), ModifiedAt: st.ModTime().UTC()}
 	fmtName, known := image.FormatFromName(name)
-	src, err := image.OpenFile(path)
+	src, err := source.OpenFile(path)
 	if err != nil {
 		if !known {
 			return e, false
@@ -205,13 +203,13 @@ func (c *catalog) hash(name string) {
 		return
 	}
 	start := time.Now()
-	fileSum, err := hashFile(ctx, p)
+	fileSum, err := ctxio.FileSHA256(ctx, p)
 	if err != nil {
 		c.log.Warn("hashing image", "name", name, "err", err)
 		return
 	}
 	decoded := fileSum
-	src, err := image.OpenFile(p)
+	src, err := source.OpenFile(p)
 	if err != nil {
 		return
 	}
@@ -244,46 +242,12 @@ func (c *catalog) hash(name string) {
 	c.log.Info("image hashed", "name", name, "sha256", fileSum, "decoded_sha256", decoded, "seconds", time.Since(start).Seconds())
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
-}
-
-func hashFile(ctx context.Context, path string) (string, error) {
-	f, err := os.Open(path)
+func hashDecoded(ctx context.Context, img image.Image) (string, error) {
+	r, err := image.Reader(img)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func hashDecoded(ctx context.Context, img image.Image) (string, error) {
-	h := sha256.New()
-	var r io.Reader
-	switch v := img.(type) {
-	case image.Stream:
-		r = v
-	case image.RandomAccess:
-		r = io.NewSectionReader(v, 0, v.Size())
-	default:
-		return "", fmt.Errorf("unreadable image type %T", img)
-	}
-	if _, err := io.CopyBuffer(h, ctxReader{ctx, r}, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return ctxio.SHA256(ctx, r)
 }
 
 func (s *Server) handleImages(w http.ResponseWriter, r *http.Request) {
@@ -382,7 +346,7 @@ func describeFormat(f image.Format) string {
 }
 
 func inspectUpload(ctx context.Context, path string) error {
-	src, err := image.OpenFile(path)
+	src, err := source.OpenFile(path)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,7 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
-
-	"github.com/dustin/go-humanize"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // The browser UI (docs/reference.md, "Routes"): server-rendered pages under
@@ -72,12 +71,12 @@ var uiFuncs = template.FuncMap{
 	"bytes": func(v any) string {
 		switch x := v.(type) {
 		case int64:
-			return humanize.IBytes(uint64(max(x, 0)))
+			return human.Bytes(x)
 		case *int64:
 			if x == nil {
 				return "—"
 			}
-			return humanize.IBytes(uint64(max(*x, 0)))
+			return human.Bytes(*x)
 		}
 		return fmt.Sprint(v)
 	},

@@ -9,8 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/btyproject/bty/internal/api"
-
-	"github.com/dustin/go-humanize"
+	"github.com/btyproject/bty/internal/human"
 )
 
 type uiImage struct {
@@ -35,7 +34,7 @@ func (s *Server) uiImages(w http.ResponseWriter, r *http.Request) {
 		s.uiInternal(w, r, err)
 		return
 	}
-	d := imagesData{Root: s.cfg.ImageRoot, Suffixes: suffixes, MaxUpload: humanize.IBytes(uint64(s.cfg.MaxUpload))}
+	d := imagesData{Root: s.cfg.ImageRoot, Suffixes: suffixes, MaxUpload: human.Bytes(s.cfg.MaxUpload)}
 	for _, e := range imgs {
 		d.Images = append(d.Images, uiImage{Image: e, UsedBy: use[e.Name]})
 	}
@@ -87,7 +86,7 @@ func (s *Server) uiImageDeleteConfirm(w http.ResponseWriter, r *http.Request) {
 		s.uiInternal(w, r, err)
 		return
 	}
-	d := confirmData{Question: fmt.Sprintf("Delete the image %s (%s)?", name, humanize.IBytes(uint64(st.Size()))),
+	d := confirmData{Question: fmt.Sprintf("Delete the image %s (%s)?", name, human.Bytes(st.Size())),
 		Button: "Delete image", Action: "/ui/images/" + url.PathEscape(name) + "/delete", Back: "/ui/images",
 		Details: []string{"The file is removed from " + s.cfg.ImageRoot + "; it cannot be undone."}}
 	if n := use[name]; n > 0 {

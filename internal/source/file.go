@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/btyproject/bty/internal/ctxio"
 )
 
 // fileSource is a local image file (or block device).
@@ -33,7 +35,9 @@ func (e *notFoundError) Error() string {
 }
 func (e *notFoundError) Unwrap() []error { return []error{ErrNotFound, e.err} }
 
-func openFile(path string) (Source, error) {
+// OpenFile opens a local image file (or block device) as a Source, which
+// is also a Filer. Open calls it for a ref that is not a URL.
+func OpenFile(path string) (Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -78,20 +82,5 @@ func (s *fileSource) Open(ctx context.Context) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return &ctxReader{ctx: ctx, r: io.NewSectionReader(s.f, 0, s.size)}, nil
+	return io.NopCloser(ctxio.NewReader(ctx, io.NewSectionReader(s.f, 0, s.size))), nil
 }
-
-// ctxReader checks ctx before each Read.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-func (c *ctxReader) Close() error { return nil }

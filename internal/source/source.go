@@ -123,7 +123,7 @@ func Open(ctx context.Context, ref string, opts Options) (Source, error) {
 	if IsURL(ref) {
 		return openURL(ctx, ref, opts.withDefaults(), opts.Client == nil)
 	}
-	return openFile(ref)
+	return OpenFile(ref)
 }
 
 // ErrNotFound is returned (wrapped) when a path does not exist or a URL

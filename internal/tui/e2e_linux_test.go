@@ -545,15 +545,6 @@ func zstdTo(t *testing.T, raw, out string) {
 	looptest.Run(t, "zstd", "-q", "-f", "-T0", "-o", out, raw)
 }
 
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	sum, err := imagetest.FileSHA256(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sum
-}
-
 // flashToLoop is the path through steps 1-4 shared by the tests: choose
 // image (its row contains imageRow), choose dev, provisioning none,
 // confirm with yes. It returns once the confirmation is sent.
@@ -699,7 +690,7 @@ func TestE2ELocal(t *testing.T) {
 	}
 	disk := imagetest.NewLinuxDisk(t, map[string]string{"etc/hostname": "e2e\n", "etc/motd": "flashed by bty-tui\n"})
 	zstdTo(t, disk.Path, filepath.Join(root, "linux.img.zst"))
-	rawSum := fileSHA256(t, disk.Path)
+	rawSum := imagetest.SHA256(t, disk.Path, 0, -1)
 	dev := looptest.New(t, disk.Size+6<<20)
 	events := filepath.Join(work, "events.ndjson")
 	logFile := filepath.Join(work, "bty-tui.log")
@@ -890,7 +881,7 @@ func uploadImage(t *testing.T, srv *clienttest.Server, name, path string) *clien
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.UploadImage(ctx, name, f, st.Size(), client.UploadOptions{SHA256: fileSHA256(t, path)}); err != nil {
+	if _, _, err := c.UploadImage(ctx, name, f, st.Size(), client.UploadOptions{SHA256: imagetest.SHA256(t, path, 0, -1)}); err != nil {
 		t.Fatalf("uploading %s: %v", name, err)
 	}
 	return c

@@ -7,9 +7,8 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
-
+	"github.com/btyproject/bty/internal/human"
 	"github.com/charmbracelet/lipgloss"
-	"github.com/dustin/go-humanize"
 	"github.com/muesli/termenv"
 )
 
@@ -49,8 +48,6 @@ func asciiTerm(term string) bool {
 }
 
 var asciiGlyphs = strings.NewReplacer("·", "-", "↑/↓", "up/down", "…", "...", "✓", "ok")
-
-func ibytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 // fit cuts s to w display cells.
 func fit(s string, w int) string {
@@ -201,9 +198,9 @@ func (m Model) imagesBody(w, h int) []string {
 		im := m.images[i]
 		virt := "?"
 		if im.Virtual != nil {
-			virt = ibytes(*im.Virtual)
+			virt = human.Bytes(*im.Virtual)
 		}
-		text := fmt.Sprintf("%-*s  %-6s  %10s  %10s", nameW, fit(im.Name, nameW), im.Format, ibytes(im.Size), virt)
+		text := fmt.Sprintf("%-*s  %-6s  %10s  %10s", nameW, fit(im.Name, nameW), im.Format, human.Bytes(im.Size), virt)
 		if im.Err != "" {
 			text += "  unusable: " + im.Err
 		}
@@ -236,9 +233,9 @@ func (m Model) disksBody(w, h int) []string {
 		if d.Type == "loop" && d.BackingFile != "" {
 			desc = append(desc, "loop of "+d.BackingFile)
 		}
-		text := fmt.Sprintf("%-14s %10s  %s", d.Path, ibytes(d.SizeBytes), strings.Join(desc, " · "))
+		text := fmt.Sprintf("%-14s %10s  %s", d.Path, human.Bytes(d.SizeBytes), strings.Join(desc, " · "))
 		if p := d.Problems(); len(p) > 0 {
-			text = fmt.Sprintf("%-14s %10s  not selectable: %s", d.Path, ibytes(d.SizeBytes), p[0])
+			text = fmt.Sprintf("%-14s %10s  not selectable: %s", d.Path, human.Bytes(d.SizeBytes), p[0])
 			out = append(out, m.styles.dim.Render(m.row(i == m.diskCursor, text, w)))
 			continue
 		}
@@ -251,7 +248,7 @@ func (m Model) disksBody(w, h int) []string {
 	} else {
 		img := m.images[m.imgCursor]
 		if img.Virtual != nil && *img.Virtual > d.SizeBytes {
-			out = append(out, m.styles.err.Render(fit(fmt.Sprintf("%s (%s) is smaller than the image (%s): the flash will be refused.", d.Path, ibytes(d.SizeBytes), ibytes(*img.Virtual)), w)))
+			out = append(out, m.styles.err.Render(fit(fmt.Sprintf("%s (%s) is smaller than the image (%s): the flash will be refused.", d.Path, human.Bytes(d.SizeBytes), human.Bytes(*img.Virtual)), w)))
 		} else {
 			out = append(out, m.styles.dim.Render(fit(fmt.Sprintf("%s: everything on it will be replaced by %s.", d.Path, img.Name), w)))
 		}
@@ -288,12 +285,12 @@ func (m Model) confirmBody(w int) []string {
 		return append(out, wrap(m.styles.err.Render("Cannot plan the flash: ")+describeErr(m.planErr), w)...)
 	}
 	p := m.plan
-	imgLine := "Image:  " + img.Name + " (" + img.Format + ", " + ibytes(img.Size)
+	imgLine := "Image:  " + img.Name + " (" + img.Format + ", " + human.Bytes(img.Size)
 	if p.Image.VirtualSizeBytes != nil {
-		imgLine += ", " + ibytes(*p.Image.VirtualSizeBytes) + " on disk"
+		imgLine += ", " + human.Bytes(*p.Image.VirtualSizeBytes) + " on disk"
 	}
 	out = append(out, fit(imgLine+")", w))
-	tgt := fmt.Sprintf("Target: %s (%s", d.Path, ibytes(d.SizeBytes))
+	tgt := fmt.Sprintf("Target: %s (%s", d.Path, human.Bytes(d.SizeBytes))
 	for _, s := range []string{strings.TrimSpace(d.Vendor + " " + d.Model), d.Serial, d.Transport} {
 		if s != "" {
 			tgt += ", " + s
@@ -321,7 +318,7 @@ func (m Model) confirmBody(w int) []string {
 		}
 		return append(out, "", "Press esc to go back and choose again.")
 	}
-	out = append(out, "", m.styles.err.Render(fit(fmt.Sprintf("This will ERASE %s (%s) and everything on it.", d.Path, ibytes(d.SizeBytes)), w)), "")
+	out = append(out, "", m.styles.err.Render(fit(fmt.Sprintf("This will ERASE %s (%s) and everything on it.", d.Path, human.Bytes(d.SizeBytes)), w)), "")
 	return append(out, fit(m.confirm.View(), w))
 }
 
@@ -343,12 +340,12 @@ func (m Model) flashingBody(w int) []string {
 	}
 	barW := max(10, min(60, w-8))
 	out := []string{m.drawBar(frac, barW) + " " + pct(m.written, m.total), ""}
-	line := ibytes(m.written) + " written (size not known before decoding)"
+	line := human.Bytes(m.written) + " written (size not known before decoding)"
 	if m.total > 0 {
-		line = fmt.Sprintf("%s of %s", ibytes(m.written), ibytes(m.total))
+		line = fmt.Sprintf("%s of %s", human.Bytes(m.written), human.Bytes(m.total))
 	}
 	if m.rate > 0 {
-		line += fmt.Sprintf(" · %s/s", ibytes(int64(m.rate)))
+		line += fmt.Sprintf(" · %s/s", human.Bytes(int64(m.rate)))
 		if m.total > m.written {
 			eta := time.Duration(float64(m.total-m.written) / m.rate * float64(time.Second))
 			line += " · ETA " + eta.Round(time.Second).String()
@@ -378,8 +375,8 @@ func (m Model) resultBody(w int) []string {
 		}
 	} else if r := m.result; r != nil {
 		secs := max(r.Elapsed, 0.001)
-		out = append(out, m.styles.ok.Render(fit(fmt.Sprintf("Flashed %s onto %s in %s (%s/s)", img.Name, r.Target, seconds(secs), ibytes(int64(float64(r.TotalBytes)/secs))), w)))
-		out = append(out, fit(fmt.Sprintf("%s on disk: %s written, %s zeroed", ibytes(r.TotalBytes), ibytes(r.BytesWritten), ibytes(r.BytesZeroed)), w))
+		out = append(out, m.styles.ok.Render(fit(fmt.Sprintf("Flashed %s onto %s in %s (%s/s)", img.Name, r.Target, seconds(secs), human.Bytes(int64(float64(r.TotalBytes)/secs))), w)))
+		out = append(out, fit(fmt.Sprintf("%s on disk: %s written, %s zeroed", human.Bytes(r.TotalBytes), human.Bytes(r.BytesWritten), human.Bytes(r.BytesZeroed)), w))
 		if r.SHA256 != "" {
 			out = append(out, fit("sha256 "+r.SHA256, w))
 		}

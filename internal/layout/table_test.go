@@ -1,4 +1,4 @@
-package provision_test
+package layout_test
 
 import (
 	"encoding/json"
@@ -13,8 +13,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/btyproject/bty/internal/layout"
+	"github.com/btyproject/bty/internal/layout/layouttest"
 	"github.com/btyproject/bty/internal/looptest"
-	"github.com/btyproject/bty/internal/provision"
 )
 
 type span struct {
@@ -68,7 +69,7 @@ func sfdiskLayout(t *testing.T, path string) (string, int, []span) {
 	return label, int(ss), spans
 }
 
-func spansOf(tbl *provision.Table) []span {
+func spansOf(tbl *layout.Table) []span {
 	var s []span
 	for _, p := range tbl.Partitions {
 		s = append(s, span{p.Number, p.Start, p.Size})
@@ -76,7 +77,7 @@ func spansOf(tbl *provision.Table) []span {
 	return s
 }
 
-func readTableFile(t *testing.T, path string, sectorSize int) (*provision.Table, error) {
+func readTableFile(t *testing.T, path string, sectorSize int) (*layout.Table, error) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -87,28 +88,28 @@ func readTableFile(t *testing.T, path string, sectorSize int) (*provision.Table,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return provision.ReadTable(f, size, sectorSize)
+	return layout.ReadTable(f, size, sectorSize)
 }
 
 func TestReadTableMatchesSfdisk(t *testing.T) {
-	requireTools(t, "sgdisk", "sfdisk")
+	layouttest.RequireTools(t, "sgdisk", "sfdisk")
 	cases := []struct {
 		name   string
 		scheme string
-		parts  []part
+		parts  []layouttest.Part
 	}{
-		{"gpt three", "gpt", []part{{sizeMiB: 3, code: "ef00"}, {sizeMiB: 5, code: "8200"}, {sizeMiB: 7}}},
-		{"mbr primaries", "mbr", []part{{sizeMiB: 3, code: "c"}, {sizeMiB: 9}}},
-		{"mbr logicals", "mbr", []part{{sizeMiB: 3}, {sizeMiB: 4, logical: true, code: "82"}, {sizeMiB: 6, logical: true}, {sizeMiB: 2, logical: true}}},
+		{"gpt three", "gpt", []layouttest.Part{{SizeMiB: 3, Code: "ef00"}, {SizeMiB: 5, Code: "8200"}, {SizeMiB: 7}}},
+		{"mbr primaries", "mbr", []layouttest.Part{{SizeMiB: 3, Code: "c"}, {SizeMiB: 9}}},
+		{"mbr logicals", "mbr", []layouttest.Part{{SizeMiB: 3}, {SizeMiB: 4, Logical: true, Code: "82"}, {SizeMiB: 6, Logical: true}, {SizeMiB: 2, Logical: true}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			lo := makeDisk(t, c.scheme, c.parts)
-			tbl, err := readTableFile(t, lo.path, 0)
+			lo := layouttest.MakeDisk(t, c.scheme, c.parts)
+			tbl, err := readTableFile(t, lo.Path, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			label, ss, want := sfdiskLayout(t, lo.path)
+			label, ss, want := sfdiskLayout(t, lo.Path)
 			if tbl.Scheme != label || tbl.SectorSize != ss {
 				t.Errorf("scheme %s/%d; sfdisk says %s/%d", tbl.Scheme, tbl.SectorSize, label, ss)
 			}
@@ -120,8 +121,8 @@ func TestReadTableMatchesSfdisk(t *testing.T) {
 
 	t.Run("gpt with an empty entry", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "gap.img")
-		run(t, "truncate", "-s", "32M", p)
-		run(t, "sgdisk", "-n", "1:2048:+4M", "-n", "3:0:+4M", "-c", "3:data", p)
+		looptest.Run(t, "truncate", "-s", "32M", p)
+		looptest.Run(t, "sgdisk", "-n", "1:2048:+4M", "-n", "3:0:+4M", "-c", "3:data", p)
 		tbl, err := readTableFile(t, p, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -137,7 +138,7 @@ func TestReadTableMatchesSfdisk(t *testing.T) {
 }
 
 func TestReadTableDamage(t *testing.T) {
-	requireTools(t, "sgdisk", "sfdisk")
+	layouttest.RequireTools(t, "sgdisk", "sfdisk")
 	corrupt := func(t *testing.T, path string, off int64) {
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
@@ -153,16 +154,16 @@ func TestReadTableDamage(t *testing.T) {
 	}
 	t.Run("no table", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "blank.img")
-		run(t, "truncate", "-s", "4M", p)
-		if _, err := readTableFile(t, p, 0); !errors.Is(err, provision.ErrNoTable) {
+		looptest.Run(t, "truncate", "-s", "4M", p)
+		if _, err := readTableFile(t, p, 0); !errors.Is(err, layout.ErrNoTable) {
 			t.Errorf("err = %v; want ErrNoTable", err)
 		}
 	})
 	t.Run("primary header damaged, backup used", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", []part{{sizeMiB: 3}, {sizeMiB: 5}})
-		_, _, want := sfdiskLayout(t, lo.path)
-		corrupt(t, lo.path, 512+60) // the disk GUID, inside the 92-byte header: CRC mismatch
-		tbl, err := readTableFile(t, lo.path, 0)
+		lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{SizeMiB: 3}, {SizeMiB: 5}})
+		_, _, want := sfdiskLayout(t, lo.Path)
+		corrupt(t, lo.Path, 512+60) // the disk GUID, inside the 92-byte header: CRC mismatch
+		tbl, err := readTableFile(t, lo.Path, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,19 +172,19 @@ func TestReadTableDamage(t *testing.T) {
 		}
 	})
 	t.Run("both headers damaged", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", []part{{sizeMiB: 3}})
-		corrupt(t, lo.path, 512+60)
-		corrupt(t, lo.path, lo.size-512+60)
-		_, err := readTableFile(t, lo.path, 0)
+		lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{SizeMiB: 3}})
+		corrupt(t, lo.Path, 512+60)
+		corrupt(t, lo.Path, lo.Size-512+60)
+		_, err := readTableFile(t, lo.Path, 0)
 		if err == nil || !strings.Contains(err.Error(), "GPT is damaged") {
 			t.Errorf("err = %v; want a damaged-GPT error", err)
 		}
 	})
 	t.Run("protective MBR without GPT", func(t *testing.T) {
-		lo := makeDisk(t, "gpt", []part{{sizeMiB: 3}})
-		corrupt(t, lo.path, 512) // the "EFI PART" signature
-		corrupt(t, lo.path, lo.size-512)
-		_, err := readTableFile(t, lo.path, 0)
+		lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{SizeMiB: 3}})
+		corrupt(t, lo.Path, 512) // the "EFI PART" signature
+		corrupt(t, lo.Path, lo.Size-512)
+		_, err := readTableFile(t, lo.Path, 0)
 		if err == nil || !strings.Contains(err.Error(), "protective MBR") {
 			t.Errorf("err = %v; want a protective-MBR error", err)
 		}
@@ -192,10 +193,10 @@ func TestReadTableDamage(t *testing.T) {
 
 func TestReadTable4KSectors(t *testing.T) {
 	looptest.RequireRoot(t)
-	requireTools(t, "sgdisk", "sfdisk")
-	dev := looptest.New(t, 64*mib, "--sector-size", "4096")
-	run(t, "sgdisk", "-Z", dev.Path)
-	run(t, "sgdisk", "-n", "1:256:+8M", "-n", "2:0:+16M", dev.Path)
+	layouttest.RequireTools(t, "sgdisk", "sfdisk")
+	dev := looptest.New(t, 64*layouttest.MiB, "--sector-size", "4096")
+	looptest.Run(t, "sgdisk", "-Z", dev.Path)
+	looptest.Run(t, "sgdisk", "-n", "1:256:+8M", "-n", "2:0:+16M", dev.Path)
 	for _, ss := range []int{0, 4096} {
 		tbl, err := readTableFile(t, dev.Path, ss)
 		if err != nil {
@@ -226,35 +227,35 @@ func blkidType(t *testing.T, path string, off, size int64) string {
 }
 
 func TestProbeMatchesBlkid(t *testing.T) {
-	requireTools(t, "sgdisk", "sfdisk", "blkid", "mkfs.ext4", "mkfs.vfat", "mkfs.btrfs", "mkswap")
-	parts := []part{
-		{fs: "ext4", sizeMiB: 8}, {fs: "ext2", sizeMiB: 8}, {fs: "vfat", sizeMiB: 40},
-		{fs: "btrfs", sizeMiB: 128}, {fs: "swap", sizeMiB: 8}, {sizeMiB: 4},
+	layouttest.RequireTools(t, "sgdisk", "sfdisk", "blkid", "mkfs.ext4", "mkfs.vfat", "mkfs.btrfs", "mkswap")
+	parts := []layouttest.Part{
+		{FS: "ext4", SizeMiB: 8}, {FS: "ext2", SizeMiB: 8}, {FS: "vfat", SizeMiB: 40},
+		{FS: "btrfs", SizeMiB: 128}, {FS: "swap", SizeMiB: 8}, {SizeMiB: 4},
 	}
 	if os.Geteuid() == 0 {
-		requireTools(t, "mkfs.xfs", "cryptsetup", "pvcreate")
-		parts = append(parts, part{fs: "xfs", sizeMiB: 300}, part{fs: "luks", sizeMiB: 32}, part{fs: "lvm", sizeMiB: 16})
+		layouttest.RequireTools(t, "mkfs.xfs", "cryptsetup", "pvcreate")
+		parts = append(parts, layouttest.Part{FS: "xfs", SizeMiB: 300}, layouttest.Part{FS: "luks", SizeMiB: 32}, layouttest.Part{FS: "lvm", SizeMiB: 16})
 	} else {
 		t.Log("not root: xfs, LUKS and LVM are left out (their fixtures need loop devices)")
 	}
-	lo := makeDisk(t, "gpt", parts)
+	lo := layouttest.MakeDisk(t, "gpt", parts)
 	// ext3 has no makeFS kind of its own: write it over the empty slot.
 	ext3 := filepath.Join(t.TempDir(), "ext3.fs")
-	run(t, "truncate", "-s", "4M", ext3)
-	run(t, "mkfs.ext3", "-q", "-F", ext3)
-	run(t, "dd", "if="+ext3, "of="+lo.path, "bs=1M", fmt.Sprintf("seek=%d", lo.starts[5]/mib), "conv=notrunc", "status=none")
+	looptest.Run(t, "truncate", "-s", "4M", ext3)
+	looptest.Run(t, "mkfs.ext3", "-q", "-F", ext3)
+	looptest.Run(t, "dd", "if="+ext3, "of="+lo.Path, "bs=1M", fmt.Sprintf("seek=%d", lo.Starts[5]/layouttest.MiB), "conv=notrunc", "status=none")
 
-	f, err := os.Open(lo.path)
+	f, err := os.Open(lo.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	seen := map[string]bool{}
 	for i := range parts {
-		want := blkidType(t, lo.path, lo.starts[i], lo.sizes[i])
-		got := provision.Probe(f, lo.starts[i], lo.sizes[i])
+		want := blkidType(t, lo.Path, lo.Starts[i], lo.Sizes[i])
+		got := layout.Probe(f, lo.Starts[i], lo.Sizes[i])
 		if got != want {
-			t.Errorf("partition %d (%s): Probe = %q, blkid = %q", i+1, parts[i].fs, got, want)
+			t.Errorf("partition %d (%s): Probe = %q, blkid = %q", i+1, parts[i].FS, got, want)
 		}
 		seen[got] = true
 	}
@@ -264,7 +265,23 @@ func TestProbeMatchesBlkid(t *testing.T) {
 		}
 	}
 	// The gap before the first partition holds the GPT, no filesystem.
-	if got := provision.Probe(f, 512*34, 4096*16); got != "" {
+	if got := layout.Probe(f, 512*34, 4096*16); got != "" {
 		t.Errorf("Probe of the GPT's slack = %q", got)
+	}
+}
+
+func TestHeadScheme(t *testing.T) {
+	mbr := make([]byte, 1024)
+	mbr[510], mbr[511] = 0x55, 0xaa
+	gpt := append([]byte(nil), mbr...)
+	copy(gpt[512:], "EFI PART")
+	for _, tc := range []struct {
+		name string
+		head []byte
+		want string
+	}{{"gpt", gpt, "gpt"}, {"mbr", mbr, "mbr"}, {"none", make([]byte, 1024), ""}, {"short", []byte{1}, ""}} {
+		if got := layout.HeadScheme(tc.head); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

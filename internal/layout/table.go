@@ -1,6 +1,11 @@
-package provision
+// Package layout reads how a disk (or a disk image) is laid out: its GPT
+// or MBR partition table and the filesystem each partition holds, as far
+// as magic numbers tell. The flash engine reads an image's layout to plan
+// provisioning; provisioning reads the flashed disk's to act on it.
+package layout
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,11 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
-	"github.com/dustin/go-humanize"
 )
 
 // Table is a disk's partition table as bty reads it.
@@ -262,76 +264,15 @@ func (t *Table) Largest() *Partition {
 	return l
 }
 
-// Choice is what a plan can tell, from an image's partition table, about
-// where provisioning will act.
-type Choice struct {
-	// Partition is the partition provisioning will use, 0 when it cannot
-	// be told before writing (or the whole disk is the filesystem: see
-	// Table.Scheme).
-	Partition int
-	// Note explains the choice in words.
-	Note string
-}
-
-// Choose predicts where mode will act on a disk with table t whose
-// filesystems were probed (probed is false when they could not be read,
-// e.g. past the decoded head of a compressed image). An error means
-// provisioning cannot work on this image at all.
-func Choose(mode fleet.Mode, t *Table, probed bool) (Choice, error) {
-	switch mode {
-	case fleet.ModeCijoe:
-		p := t.Largest()
-		if p == nil {
-			return Choice{}, errors.New("the image's partition table is empty: cijoe would have nothing to run against")
-		}
-		if !probed {
-			return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s (%s), the largest; its filesystem is known once written", p.Name(), humanBytes(p.Size))}, nil
-		}
-		if why := unsupportedRoot(p.Filesystem); why != "" {
-			return Choice{}, fmt.Errorf("the image's largest partition, %s, is %s: cijoe could not run against it", p.Name(), why)
-		}
-		if mountType(p.Filesystem) == "" {
-			return Choice{}, fmt.Errorf("the image's largest partition, %s, holds no filesystem bty can mount: cijoe could not run against it", describe(*p))
-		}
-		return Choice{Partition: p.Number, Note: fmt.Sprintf("cijoe would run with BTY_ROOTFS on %s, the largest", describe(*p))}, nil
-	case fleet.ModeCloudInit:
-		if !probed {
-			return Choice{Note: "the image's filesystems are known only once written; the seed goes to the partition that holds /etc/cloud"}, nil
-		}
-		var cands, problems []string
-		var only *Partition
-		for i := range t.Partitions {
-			p := &t.Partitions[i]
-			if why := unsupportedRoot(p.Filesystem); why != "" {
-				problems = append(problems, fmt.Sprintf("%s is %s", p.Name(), why))
-			}
-			if isLinuxRoot(p.Filesystem) {
-				cands = append(cands, describe(*p))
-				only = p
-			}
-		}
-		switch len(cands) {
-		case 0:
-			msg := "no partition of the image holds a Linux filesystem, so none can hold /etc/cloud"
-			if len(problems) > 0 {
-				msg += ": " + strings.Join(problems, "; ")
-			}
-			return Choice{}, errors.New(msg)
-		case 1:
-			return Choice{Partition: only.Number, Note: fmt.Sprintf("the seed would go to %s, the only Linux filesystem, once /etc/cloud is found on it", describe(*only))}, nil
-		}
-		return Choice{Note: "the seed goes to the first of " + strings.Join(cands, ", ") + " that holds /etc/cloud"}, nil
+// HeadScheme names the partition table whose signature the first bytes
+// of a disk carry, without parsing it: "gpt" (a GPT header at 512),
+// "mbr" (a boot signature at 510) or "".
+func HeadScheme(head []byte) string {
+	if len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")) {
+		return "gpt"
 	}
-	return Choice{}, nil
-}
-
-// describe is "partition 2 (ext4, 1.7 GiB)".
-func describe(p Partition) string {
-	fs := p.Filesystem
-	if fs == "" {
-		fs = "no known filesystem"
+	if len(head) >= 512 && head[510] == 0x55 && head[511] == 0xaa {
+		return "mbr"
 	}
-	return fmt.Sprintf("%s (%s, %s)", p.Name(), fs, humanBytes(p.Size))
+	return ""
 }
-
-func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
