@@ -31,7 +31,7 @@ type Server struct {
 	cfg        Config
 	store      store.Store
 	log        *slog.Logger
-	mux        *http.ServeMux
+	mux        *routeMux
 	hub        *hub
 	metrics    *metrics
 	catalog    *catalog
@@ -56,7 +56,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
 		recent:     recent,
 		ui:         parsedUI(),
-		mux:        http.NewServeMux(),
+		mux:        &routeMux{ServeMux: http.NewServeMux()},
 		loginLimit: newLimiter(10, 6*time.Second),
 	}
 	s.metrics = newMetrics(reg)
@@ -68,6 +68,29 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 
 // Handler is the HTTP handler with logging and metrics.
 func (s *Server) Handler() http.Handler { return s.instrument(s.mux) }
+
+// routeMux is an http.ServeMux that remembers the patterns registered
+// on it, in order, for Routes.
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Routes lists the patterns the server answers ("GET /healthz", the /ui
+// pages, "/" for the rest), in the order they were registered. They are
+// listed in docs/reference.md ("bty-web", "Routes"); docs/reference_test.go
+// checks that the two agree.
+func (s *Server) Routes() []string { return append([]string(nil), s.mux.patterns...) }
 
 func (s *Server) routes(reg *prometheus.Registry) {
 	m := s.mux
