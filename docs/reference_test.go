@@ -702,3 +702,56 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// citation is a section of reference.md named in a comment: the quoted
+// words after the page's path, across comment line breaks: one quoted
+// heading, or two (a section and its subsection).
+var citation = regexp.MustCompile(`docs/reference\.md[^"\n]{0,6}"([^"]+)"(?:[^"\n]{0,4}"([^"]+)")?`)
+
+// TestReferenceCitations: every section a comment in the repository
+// cites (docs/reference.md and a quoted heading) is a heading of reference.md, so
+// a pointer from the code never leads nowhere.
+func TestReferenceCitations(t *testing.T) {
+	headings := map[string]bool{}
+	for _, line := range strings.Split(readDoc(t), "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " "); ok && strings.HasPrefix(line, "#") {
+			headings[strings.TrimSpace(h)] = true
+		}
+	}
+	comment := regexp.MustCompile(`\n\s*(//|#)\s*`)
+	cited := 0
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != ".." || d.Name() == "out" || d.Name() == "bin") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".sh") || d.Name() == "Makefile") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		flat := comment.ReplaceAllString(string(b), " ")
+		for _, m := range citation.FindAllStringSubmatch(flat, -1) {
+			for _, h := range m[1:] {
+				if h == "" {
+					continue
+				}
+				cited++
+				if !headings[h] {
+					t.Errorf("%s cites docs/reference.md %q, which has no such heading", path, h)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cited < 10 {
+		t.Errorf("found %d citations of docs/reference.md sections; the scan is broken", cited)
+	}
+}

@@ -1,5 +1,5 @@
 // Package api holds bty-web's wire types: the JSON bodies of every route
-// of docs/reference.md ("bty-web routes"), declared once and used by the
+// of docs/reference.md ("bty-web", "Routes"), declared once and used by the
 // server (internal/server) and its clients (internal/client, bty-ctl,
 // the TUI, the live env).
 //

@@ -72,7 +72,7 @@ func Check(ctx context.Context, opts Options) (*Plan, error) {
 	return p.plan, p.plan.Err()
 }
 
-// prepare runs every validation of docs/reference.md ("flash") and keeps
+// prepare runs every validation of docs/reference.md ("`bty flash`") and keeps
 // the opened image.
 // dryRun allows reading the head of a stream to show its partitions.
 func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
