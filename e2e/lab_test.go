@@ -31,6 +31,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/buildtest"
@@ -486,23 +488,6 @@ func (w *btyWeb) ctlTry(stdin string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// machine is the part of a machine record the tests read.
-type machine struct {
-	MAC           string     `json:"mac"`
-	Image         string     `json:"image"`
-	BootPolicy    string     `json:"boot_policy"`
-	NextBoot      string     `json:"next_boot"`
-	LastFlashedAt *time.Time `json:"last_flashed_at"`
-	LastSeenAt    *time.Time `json:"last_seen_at"`
-	LastSeenIP    string     `json:"last_seen_ip"`
-	DiscoveredAt  *time.Time `json:"discovered_at"`
-	LastFailure   string     `json:"last_failure"`
-	// ProvisioningMode and UserData: bty-ctl is logged in, so the record
-	// carries the seed.
-	ProvisioningMode string `json:"provisioning_mode"`
-	UserData         string `json:"user_data"`
-}
-
 // getStatus is the HTTP status of an unauthenticated GET of path on w,
 // from inside the server namespace (curl).
 func (w *btyWeb) getStatus(t *testing.T, path string) int {
@@ -519,11 +504,11 @@ func (w *btyWeb) getStatus(t *testing.T, path string) int {
 }
 
 // machineGet is `bty-ctl machines get MAC --json`.
-func (w *btyWeb) machineGet(t *testing.T, mac string) machine {
+func (w *btyWeb) machineGet(t *testing.T, mac string) api.Machine {
 	t.Helper()
 	out := w.ctlRun(t, "", "machines", "get", mac, "--json")
 	var doc struct {
-		Machine machine `json:"machine"`
+		Machine api.Machine `json:"machine"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("bty-ctl machines get --json: %v\n%s", err, out)

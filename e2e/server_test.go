@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
 const (
@@ -192,11 +194,11 @@ func checkDiscovered(t *testing.T, ns, base, token string) {
 	if code != 200 {
 		t.Fatalf("GET /machines/%s with the session: %d %s", discoveredMAC, code, tail(body, 500))
 	}
-	var m machine
+	var m api.Machine
 	if err := json.Unmarshal([]byte(body), &m); err != nil {
 		t.Fatalf("GET /machines/%s: %v\n%s", discoveredMAC, err, body)
 	}
-	if m.MAC != discoveredMAC || m.BootPolicy != "tui" || m.DiscoveredAt == nil || m.LastSeenIP != labBridgeIP {
+	if m.MAC.String() != discoveredMAC || m.BootPolicy != "tui" || m.DiscoveredAt == nil || m.LastSeenIP != labBridgeIP {
 		t.Errorf("machine %s: %+v, want it discovered (boot policy tui, discovered_at set) and last seen from %s", discoveredMAC, m, labBridgeIP)
 	}
 }

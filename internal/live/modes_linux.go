@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/human"
+
 	"github.com/btyproject/bty/internal/fleet"
 
-	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/client"
@@ -59,7 +60,7 @@ func (s *system) flashOnce(ctx context.Context) error {
 			return err
 		}
 	}
-	what := humanize.IBytes(uint64(target.SizeBytes))
+	what := human.Bytes(target.SizeBytes)
 	if target.Model != "" {
 		what = strings.TrimSpace(target.Model) + ", " + what
 	}
@@ -75,7 +76,7 @@ func (s *system) flashOnce(ctx context.Context) error {
 		s.log.Info("flash note", "note", n)
 	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
-		humanize.IBytes(uint64(res.TotalBytes)), humanize.IBytes(uint64(res.Rate)))
+		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/human"
+
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
@@ -99,7 +101,7 @@ func newRoot(e *cliEnv) *cobra.Command {
 // sizeFlag is a byte size flag: "4GiB", "512MiB", "8G", "1073741824".
 type sizeFlag struct{ n int64 }
 
-func (s *sizeFlag) String() string { return humanize.IBytes(uint64(s.n)) }
+func (s *sizeFlag) String() string { return human.Bytes(s.n) }
 func (s *sizeFlag) Type() string   { return "size" }
 func (s *sizeFlag) Set(v string) error {
 	n, err := humanize.ParseBytes(strings.ReplaceAll(v, " ", ""))
@@ -115,7 +117,7 @@ func (s *sizeFlag) Set(v string) error {
 
 // printFile prints one artifact line: path, size, sha256.
 func printFile(w io.Writer, path string, size int64, sum string) {
-	fmt.Fprintf(w, "%s\t%s\tsha256:%s\n", path, humanBytes(size), sum)
+	fmt.Fprintf(w, "%s\t%s\tsha256:%s\n", path, human.Bytes(size), sum)
 }
 
 func elapsed(t0 time.Time) string { return time.Since(t0).Round(100 * time.Millisecond).String() }

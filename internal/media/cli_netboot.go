@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btyproject/bty/internal/human"
+
 	"github.com/spf13/cobra"
 )
 
@@ -38,7 +40,7 @@ Needs apt-get and dpkg-deb.`,
 			printFile(w, a.Initrd, a.InitrdSize, a.InitrdSHA256)
 			fmt.Fprintf(w, "%s\tchecksums of both\n", a.Manifest)
 			fmt.Fprintf(w, "kernel %s, %d modules, vmlinuz + initrd = %s, built in %s\n",
-				a.KernelVersion, a.Modules, humanBytes(a.KernelSize+a.InitrdSize), elapsed(t0))
+				a.KernelVersion, a.Modules, human.Bytes(a.KernelSize+a.InitrdSize), elapsed(t0))
 			printReport(w, a.ModuleReport)
 			fmt.Fprintf(w, "next: copy %s/* into bty-web's BTY_BOOT_DIR\n", strings.TrimSuffix(out, "/"))
 			return nil

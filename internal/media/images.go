@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/btyproject/bty/internal/human"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/ctxio"
@@ -181,9 +183,9 @@ func writeInitrd(ctx context.Context, work string, in *liveInputs, kind Kind, lo
 	if err != nil {
 		return "", err
 	}
-	done("bytes", n, "size", humanBytes(n), "files", len(files))
+	done("bytes", n, "size", human.Bytes(n), "files", len(files))
 	if n > maxInitrd {
-		log.Warn("the initrd is over its 40 MiB budget", "initrd", humanBytes(n))
+		log.Warn("the initrd is over its 40 MiB budget", "initrd", human.Bytes(n))
 	}
 	return tmp, nil
 }
@@ -198,7 +200,7 @@ func finishDisk(work, out string, force bool, size int64, parts []Partition, boo
 	if err := placeOut(disk, out, force); err != nil {
 		return err
 	}
-	done("out", out, "bytes", size, "size", humanBytes(size))
+	done("out", out, "bytes", size, "size", human.Bytes(size))
 	return nil
 }
 

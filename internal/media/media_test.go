@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/btyproject/bty/internal/human"
+
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/kmod"
 	"github.com/btyproject/bty/internal/version"
@@ -32,7 +34,7 @@ func TestNetboot(t *testing.T) {
 	a := sharedNetboot(t)
 	out := filepath.Dir(a.Kernel)
 	t.Logf("vmlinuz %s, initrd %s, total %s; kernel %s, %d modules; builtin %v, too big %v, missing %v",
-		humanBytes(a.KernelSize), humanBytes(a.InitrdSize), humanBytes(a.KernelSize+a.InitrdSize), a.KernelVersion, a.Modules,
+		human.Bytes(a.KernelSize), human.Bytes(a.InitrdSize), human.Bytes(a.KernelSize+a.InitrdSize), a.KernelVersion, a.Modules,
 		a.ModuleReport.Builtin, a.ModuleReport.TooBig, a.ModuleReport.Missing)
 
 	if a.Kernel != filepath.Join(out, KernelName) || a.Initrd != filepath.Join(out, InitrdName) || a.Manifest != filepath.Join(out, SumsName) {
@@ -43,7 +45,7 @@ func TestNetboot(t *testing.T) {
 		t.Errorf("%s holds %v, want %v (no temporary files)", out, names, want)
 	}
 	if a.InitrdSize > maxInitrd {
-		t.Errorf("initrd is %s, over the 40 MiB budget", humanBytes(a.InitrdSize))
+		t.Errorf("initrd is %s, over the 40 MiB budget", human.Bytes(a.InitrdSize))
 	}
 	if a.Modules < 50 {
 		t.Errorf("only %d modules", a.Modules)

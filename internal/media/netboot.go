@@ -160,9 +160,9 @@ func writeNetboot(ctx context.Context, dir string, in *liveInputs, kind Kind, su
 	}
 	tmps = nil
 	log.Info("live env", "kind", kind, "kernel", in.kernel.Version, "vmlinuz_bytes", kernelSize, "initrd_bytes", initrdSize,
-		"total_bytes", kernelSize+initrdSize, "vmlinuz", humanBytes(kernelSize), "initrd", humanBytes(initrdSize), "total", humanBytes(kernelSize+initrdSize))
+		"total_bytes", kernelSize+initrdSize, "vmlinuz", human.Bytes(kernelSize), "initrd", human.Bytes(initrdSize), "total", human.Bytes(kernelSize+initrdSize))
 	if initrdSize > maxInitrd {
-		log.Warn("the initrd is over its 40 MiB budget: PXE boots get slower", "initrd", humanBytes(initrdSize))
+		log.Warn("the initrd is over its 40 MiB budget: PXE boots get slower", "initrd", human.Bytes(initrdSize))
 	}
 	return a, nil
 }
@@ -207,6 +207,3 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
-
-// humanBytes is how bty-media writes sizes (human.Bytes).
-func humanBytes(n int64) string { return human.Bytes(n) }
