@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/btyproject/bty/internal/api"
+
 	"github.com/btyproject/bty/internal/fleet"
 
 	"github.com/spf13/cobra"
@@ -670,5 +672,25 @@ func TestMachinesSetWarnings(t *testing.T) {
 	h.want(r, 0, "updated machine "+mac)
 	if strings.Contains(r.stderr, "warning") {
 		t.Errorf("a complete record was warned about:\n%s", r.stderr)
+	}
+}
+
+// TestPolicyString: machines list shows what the next PXE boot gets when
+// fleet.Decide says it is not the policy.
+func TestPolicyString(t *testing.T) {
+	for _, tc := range []struct {
+		m    api.Machine
+		want string
+	}{
+		{api.Machine{BootPolicy: fleet.PolicyFlash, Image: "a.img", NextBoot: fleet.NextFlash}, "flash"},
+		{api.Machine{BootPolicy: fleet.PolicyFlash, Image: "a.img", NextBoot: fleet.NextLocal}, "flash (next: local)"},
+		{api.Machine{BootPolicy: fleet.PolicyFlash, NextBoot: fleet.NextFlash}, "flash (next: local)"},
+		{api.Machine{BootPolicy: fleet.PolicyTUI}, "tui"},
+		{api.Machine{BootPolicy: fleet.PolicyLocal, NextBoot: fleet.NextLocal}, "local"},
+		{api.Machine{}, "-"},
+	} {
+		if got := policyString(tc.m); got != tc.want {
+			t.Errorf("policyString(%+v) = %q, want %q", tc.m, got, tc.want)
+		}
 	}
 }

@@ -84,10 +84,12 @@ flashed. Machines that registered themselves by PXE-booting are marked
 	}
 }
 
-// policyString is the boot policy, with the next action for flash.
+// policyString is the boot policy, with what the next PXE boot gets
+// when that is not the policy (fleet.Decide): "flash (next: local)"
+// after a done, or with no image assigned.
 func policyString(m api.Machine) string {
-	if m.BootPolicy == fleet.PolicyFlash && m.NextBoot == fleet.NextLocal {
-		return "flash (next: local disk once)"
+	if d := fleet.Decide(m); m.BootPolicy.Valid() && d.Serve != m.BootPolicy {
+		return string(m.BootPolicy) + " (next: " + string(d.Serve) + ")"
 	}
 	return dash(string(m.BootPolicy))
 }
