@@ -4,10 +4,12 @@
 package buildtest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -48,4 +50,32 @@ func Program(t testing.TB, pkg string, o Options) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// Result is what a program run by Run did.
+type Result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// Run runs cmd to its end as a test does a user's command line: its
+// output captured, its exit status as Code. It fails t when cmd cannot
+// start or when the program panicked (a stack trace is never an answer
+// to bad input).
+func Run(t testing.TB, cmd *exec.Cmd) Result {
+	t.Helper()
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running %s: %v", cmd.Path, err)
+	}
+	if s := errb.String(); strings.Contains(s, "panic:") || strings.Contains(s, "goroutine ") {
+		t.Fatalf("%s panicked:\n%s", cmd.Path, s)
+	}
+	return Result{Code: code, Stdout: out.String(), Stderr: errb.String()}
 }

@@ -35,3 +35,13 @@ func TestProgram(t *testing.T) {
 		t.Errorf("building a missing package: %v, want an error naming it", err)
 	}
 }
+
+func TestRun(t *testing.T) {
+	r := Run(t, exec.Command("sh", "-c", "echo out; echo err >&2; exit 3"))
+	if r.Code != 3 || r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Errorf("Run = %+v, want code 3, out, err", r)
+	}
+	if r := Run(t, exec.Command("true")); r.Code != 0 {
+		t.Errorf("Run(true) = %+v", r)
+	}
+}

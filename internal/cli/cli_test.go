@@ -60,20 +60,8 @@ func bty(t *testing.T, asNobody bool, env []string, args ...string) result {
 	}
 	cmd := exec.Command(name, argv...)
 	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running bty: %v", err)
-	}
-	if strings.Contains(errb.String(), "goroutine ") || strings.Contains(errb.String(), "panic:") {
-		t.Fatalf("bty panicked:\n%s", errb.String())
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	r := buildtest.Run(t, cmd)
+	return result{code: r.Code, stdout: r.Stdout, stderr: r.Stderr}
 }
 
 func decodeJSON(t *testing.T, s string) map[string]any {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,20 +36,8 @@ func runBin(t *testing.T, bin string, env []string, stdin string, args ...string
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running %s: %v", bin, err)
-	}
-	if strings.Contains(errb.String(), "panic:") {
-		t.Fatalf("%s panicked:\n%s", bin, errb.String())
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	r := buildtest.Run(t, cmd)
+	return result{code: r.Code, stdout: r.Stdout, stderr: r.Stderr}
 }
 
 // The real binary, as a user runs it: main's wiring, exit codes of the
