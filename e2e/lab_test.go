@@ -31,10 +31,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
-
 	"golang.org/x/sys/unix"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/buildtest"
 	"github.com/btyproject/bty/internal/imagetest"
 )

@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/human"
 )
 

@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/btyproject/bty/internal/api"
-
 	"github.com/spf13/cobra"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/human"
 )

@@ -19,13 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
-
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/spf13/cobra"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/client/clienttest"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // harness is one bty-web on loopback and a user of bty-ctl with their

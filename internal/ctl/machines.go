@@ -7,14 +7,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/btyproject/bty/internal/api"
-
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/spf13/cobra"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/provision"
 )
 

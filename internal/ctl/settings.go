@@ -5,9 +5,9 @@ import (
 	"net"
 	"strings"
 
-	"github.com/btyproject/bty/internal/api"
-
 	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/api"
 )
 
 func newSettingsCmd(e *env) *cobra.Command {

@@ -8,10 +8,9 @@ package flash
 import (
 	"log/slog"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/layout"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/source"

@@ -12,10 +12,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/image"
 	"github.com/btyproject/bty/internal/layout"
 	"github.com/btyproject/bty/internal/provision"

@@ -8,13 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/provision"
-
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/looptest"
+	"github.com/btyproject/bty/internal/provision"
 )
 
 // TestCheckMissingToolOnLoop: with a valid image and target, cijoe not on

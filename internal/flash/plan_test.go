@@ -9,9 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // TestPlanKind: the first error's kind decides, except that misuse

@@ -85,10 +85,10 @@ type MachineUpdate struct {
 func (u MachineUpdate) Validate() []*ValidationError {
 	var errs []*ValidationError
 	if u.BootPolicy != nil && !u.BootPolicy.Valid() {
-		errs = append(errs, oneOfError("boot_policy", string(*u.BootPolicy), Policies).(*ValidationError))
+		errs = append(errs, oneOfError("boot_policy", string(*u.BootPolicy), Policies))
 	}
 	if u.ProvisioningMode != nil && !u.ProvisioningMode.Valid() {
-		errs = append(errs, oneOfError("provisioning_mode", string(*u.ProvisioningMode), Modes).(*ValidationError))
+		errs = append(errs, oneOfError("provisioning_mode", string(*u.ProvisioningMode), Modes))
 	}
 	return errs
 }

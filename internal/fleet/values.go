@@ -158,7 +158,7 @@ func IsValidation(err error) bool {
 	return errors.As(err, &v)
 }
 
-func oneOfError[T ~string](field, v string, allowed []T) error {
+func oneOfError[T ~string](field, v string, allowed []T) *ValidationError {
 	q := make([]string, len(allowed))
 	for i, a := range allowed {
 		q[i] = fmt.Sprintf("%q", string(a))

@@ -18,9 +18,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/source"
-	"github.com/google/go-cmp/cmp"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")

@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 func TestParseCmdlineFlash(t *testing.T) {

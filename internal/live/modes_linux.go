@@ -12,15 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/human"
-
-	"github.com/btyproject/bty/internal/fleet"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/human"
 )
 
 const (

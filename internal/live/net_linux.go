@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
+
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // lease is the network configuration DHCP gave one interface.

@@ -8,12 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/human"
-
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/cmdrun"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/version"
 )
 

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/human"
-
 	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/human"
 )
 
 func newNetbootCmd(e *cliEnv) *cobra.Command {

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/spf13/cobra"
+
+	"github.com/btyproject/bty/internal/ctxio"
 )
 
 func newUSBCmd(e *cliEnv) *cobra.Command {

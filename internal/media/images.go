@@ -10,12 +10,11 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/btyproject/bty/internal/human"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/ctxio"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 )
 
 // Kernel command lines of the disk images' boot entries.

@@ -13,9 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/human"
-
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/kmod"
 	"github.com/btyproject/bty/internal/version"
 )

@@ -10,8 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/btyproject/bty/internal/fleet"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 var testMAC = fleet.MustParseMAC("52:54:00:12:34:56")

@@ -26,10 +26,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/buildtest"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 const vmMAC = "52:54:00:b7:70:01"

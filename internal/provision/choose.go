@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/layout"
 )

@@ -10,9 +10,8 @@ package provision
 import (
 	"log/slog"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // SeedDir is where cloud-init's NoCloud datasource looks for a seed, in

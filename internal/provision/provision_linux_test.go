@@ -12,13 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fault"
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/goccy/go-yaml"
 
 	"github.com/btyproject/bty/internal/event"
+	"github.com/btyproject/bty/internal/fault"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/layout/layouttest"
 	"github.com/btyproject/bty/internal/looptest"

@@ -12,13 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fault"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/layout"
 )
 

@@ -15,10 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
-
 	"golang.org/x/crypto/argon2"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/store"
 )
 

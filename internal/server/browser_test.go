@@ -30,8 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
@@ -40,6 +38,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // browserTimeout bounds each browser test as a whole; stepTimeout bounds

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
-
 	"github.com/btyproject/bty/internal/fleet"
 )
 

@@ -5,11 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 )
 

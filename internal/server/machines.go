@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
-
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/provision"
-
 	"github.com/btyproject/bty/internal/store"
 )
 

@@ -14,7 +14,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/btyproject/bty/internal/api"
-
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/netboot"
 	"github.com/btyproject/bty/internal/store"

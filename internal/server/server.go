@@ -18,10 +18,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/version"
 )

@@ -16,12 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
-
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 

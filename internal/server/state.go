@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
-
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/version"
 )

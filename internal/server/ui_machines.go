@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/btyproject/bty/internal/store"
 )
 

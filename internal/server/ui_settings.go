@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/btyproject/bty/internal/api"
-
 	"github.com/btyproject/bty/internal/version"
 )
 

@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -20,6 +18,7 @@ import (
 	"github.com/btyproject/bty/internal/cmdrun"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/exitcode"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/version"
 )
 

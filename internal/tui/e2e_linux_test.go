@@ -33,12 +33,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/dustin/go-humanize"
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/client/clienttest"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/imagetest"
 	"github.com/btyproject/bty/internal/looptest"
 )

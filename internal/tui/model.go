@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	"github.com/charmbracelet/bubbles/progress"
 	"github.com/charmbracelet/bubbles/spinner"
 	"github.com/charmbracelet/bubbles/textinput"
@@ -21,6 +19,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // Config wires the model to the world. The func fields are the seams to

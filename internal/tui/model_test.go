@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/exp/golden"
@@ -22,6 +20,7 @@ import (
 	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/flash"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/provision"
 )
 

@@ -6,10 +6,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/btyproject/bty/internal/fleet"
-	"github.com/btyproject/bty/internal/human"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
+
+	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/human"
 )
 
 type styles struct {
