@@ -1,6 +1,10 @@
 package fleet
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Machine is one machine's record; its JSON is the wire shape of
 // docs/reference.md, "Machine" (times in RFC 3339, null when unset).
@@ -80,17 +84,61 @@ type MachineUpdate struct {
 	MetaData         *string `json:"meta_data"`
 }
 
-// Validate checks the enumerated fields of u: one *ValidationError per
-// bad field, in field order (nil when all are good).
+// The bounds of the settable string fields (besides MaxSeedBytes for
+// user_data and meta_data). Names are one path element of a file
+// system, where 255 bytes is the usual limit; RFC 1123 caps a host name
+// at 253; a workflow reference is a path or a name, never a workflow.
+const (
+	MaxNameBytes        = 255
+	MaxHostnameBytes    = 253
+	MaxWorkflowRefBytes = 1024
+)
+
+// Validate checks what u's fields need no other package for: the
+// enumerated fields (boot policy, provisioning mode) and the bounds of
+// the strings (MaxNameBytes, MaxHostnameBytes, MaxWorkflowRefBytes and
+// one line, MaxSeedBytes). It returns one *ValidationError per bad
+// field, the enumerated ones first, then the strings in field order
+// (nil when all are good). Finer checks (a name's characters, a host
+// name's labels, a seed's YAML) are the caller's: bty-web's PUT
+// /machines and POST /state/import make them.
 func (u MachineUpdate) Validate() []*ValidationError {
 	var errs []*ValidationError
+	add := func(e *ValidationError) {
+		if e != nil {
+			errs = append(errs, e)
+		}
+	}
 	if u.BootPolicy != nil && !u.BootPolicy.Valid() {
-		errs = append(errs, oneOfError("boot_policy", string(*u.BootPolicy), Policies))
+		add(oneOfError("boot_policy", string(*u.BootPolicy), Policies))
 	}
 	if u.ProvisioningMode != nil && !u.ProvisioningMode.Valid() {
-		errs = append(errs, oneOfError("provisioning_mode", string(*u.ProvisioningMode), Modes))
+		add(oneOfError("provisioning_mode", string(*u.ProvisioningMode), Modes))
 	}
+	add(maxBytes("image", u.Image, MaxNameBytes, "use a name from GET /images"))
+	add(maxBytes("hostname", u.Hostname, MaxHostnameBytes, "RFC 1123 caps a host name at 253"))
+	if e := maxBytes("cijoe_workflow_ref", u.CijoeWorkflowRef, MaxWorkflowRefBytes, "give the workflow's path or name, not its contents"); e != nil {
+		add(e)
+	} else if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
+		add(&ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line (no line break or NUL): give the workflow's path or name"})
+	}
+	add(maxBytes("last_known_good", u.LastKnownGood, MaxNameBytes, "use a name from GET /images"))
+	add(maxBytes("user_data", u.UserData, MaxSeedBytes, ""))
+	add(maxBytes("meta_data", u.MetaData, MaxSeedBytes, ""))
 	return errs
+}
+
+// maxBytes is the *ValidationError for a field longer than limit bytes
+// (nil when it is not), with what to do.
+func maxBytes(field string, v *string, limit int, todo string) *ValidationError {
+	if v == nil || len(*v) <= limit {
+		return nil
+	}
+	msg := fmt.Sprintf("is %d bytes; the limit is %d", len(*v), limit)
+	if todo != "" {
+		msg += ": " + todo
+	}
+	return &ValidationError{Field: field, Msg: msg}
 }
 
 // IsEmpty reports whether u sets nothing.

@@ -3,9 +3,7 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
@@ -77,10 +75,17 @@ func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {
 }
 
 // machineUpdateErrors checks every field of u, so a form can show each
-// problem next to its field.
+// problem next to its field: fleet's bounds (MachineUpdate.Validate),
+// then, for a field within them, its finer rules (names as checkName,
+// host names as RFC 1123, seeds as bty flash checks them). PUT
+// /machines, the UI's forms and POST /state/import all check here.
 func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
 	errs := u.Validate()
-	if u.Hostname != nil && *u.Hostname != "" {
+	bad := map[string]bool{}
+	for _, e := range errs {
+		bad[e.Field] = true
+	}
+	if u.Hostname != nil && *u.Hostname != "" && !bad["hostname"] {
 		if err := provision.CheckHostname(*u.Hostname); err != nil {
 			errs = append(errs, &fleet.ValidationError{Field: "hostname", Msg: err.Error()})
 		}
@@ -89,14 +94,11 @@ func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
 		field string
 		v     *string
 	}{{"image", u.Image}, {"last_known_good", u.LastKnownGood}} {
-		if f.v != nil && *f.v != "" {
+		if f.v != nil && *f.v != "" && !bad[f.field] {
 			if err := checkName(*f.v); err != nil {
 				errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})
 			}
 		}
-	}
-	if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
-		errs = append(errs, &fleet.ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line"})
 	}
 	// The seed is checked as bty flash checks --user-data/--meta-data:
 	// a #cloud-config that is not YAML is refused with its line.
@@ -105,11 +107,7 @@ func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
 		v     *string
 		check func([]byte) error
 	}{{"user_data", u.UserData, provision.CheckUserData}, {"meta_data", u.MetaData, provision.CheckMetaData}} {
-		switch {
-		case f.v == nil || *f.v == "":
-		case len(*f.v) > fleet.MaxSeedBytes:
-			errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: fmt.Sprintf("is %d bytes; the limit is %d", len(*f.v), fleet.MaxSeedBytes)})
-		default:
+		if f.v != nil && *f.v != "" && !bad[f.field] {
 			if err := f.check([]byte(*f.v)); err != nil {
 				errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: err.Error()})
 			}
