@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -150,16 +151,46 @@ func (m *Machine) set(u MachineUpdate) {
 	}
 }
 
+// Settable is the MachineUpdate that would set every settable field of
+// m to its value: how an imported record is checked like PUT /machines.
+func (m Machine) Settable() MachineUpdate {
+	image, mode, host, ref, lkg, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
+		m.LastKnownGood, m.BootPolicy, m.UserData, m.MetaData
+	return MachineUpdate{Image: &image, ProvisioningMode: &mode, Hostname: &host, CijoeWorkflowRef: &ref,
+		LastKnownGood: &lkg, BootPolicy: &policy, UserData: &ud, MetaData: &md}
+}
+
+// MaxRecordedBytes bounds the strings of a record the server writes
+// itself (last_seen_ip, last_workflow_output_path) when an import
+// brings them.
+const MaxRecordedBytes = 4096
+
 // ForImport checks a whole record being restored from an export and
-// fills what older exports lack: a bad MAC, policy, mode or workflow
-// status is a *ValidationError naming the machine; a missing NextBoot
-// is flash, a missing CreatedAt is now, a missing UpdatedAt CreatedAt.
+// fills what older exports lack: a bad MAC, a settable field Validate
+// refuses, an over-long or multi-line last_seen_ip or
+// last_workflow_output_path, or a bad workflow status is a
+// *ValidationError naming the machine; a last_failure is cut to
+// MaxFailureLen characters, as Failed cuts it; a missing NextBoot is
+// flash, a missing CreatedAt is now, a missing UpdatedAt CreatedAt.
+// Finer checks of the settable fields (names, host names, seeds) are
+// the caller's, as for MachineUpdate.Validate.
 func (m Machine) ForImport(now time.Time) (Machine, error) {
 	if m.MAC.IsZero() {
 		return Machine{}, &ValidationError{Field: "mac", Msg: "a machine has no MAC"}
 	}
-	if errs := (MachineUpdate{BootPolicy: &m.BootPolicy, ProvisioningMode: &m.ProvisioningMode}).Validate(); len(errs) > 0 {
+	if errs := m.Settable().Validate(); len(errs) > 0 {
 		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: errs[0].Error()}
+	}
+	for _, f := range []struct{ field, v string }{{"last_seen_ip", m.LastSeenIP}, {"last_workflow_output_path", m.LastWorkflowOutputPath}} {
+		if e := maxBytes(f.field, &f.v, MaxRecordedBytes, ""); e != nil {
+			return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: e.Error()}
+		}
+		if strings.ContainsAny(f.v, "\x00\r\n") {
+			return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: f.field + ": must be one line"}
+		}
+	}
+	if utf8.RuneCountInString(m.LastFailure) > MaxFailureLen {
+		m.LastFailure = string([]rune(m.LastFailure)[:MaxFailureLen])
 	}
 	if m.NextBoot != NextFlash && m.NextBoot != NextLocal {
 		m.NextBoot = NextFlash

@@ -225,9 +225,17 @@ func TestForImport(t *testing.T) {
 		{MAC: testMAC, BootPolicy: "nope"},
 		{MAC: testMAC, BootPolicy: PolicyLocal, ProvisioningMode: "puppet"},
 		{MAC: testMAC, BootPolicy: PolicyLocal, LastWorkflowStatus: &st},
+		{MAC: testMAC, BootPolicy: PolicyLocal, CijoeWorkflowRef: strings.Repeat("w", MaxWorkflowRefBytes+1)},
+		{MAC: testMAC, BootPolicy: PolicyLocal, UserData: strings.Repeat("u", MaxSeedBytes+1)},
+		{MAC: testMAC, BootPolicy: PolicyLocal, LastSeenIP: "10.0.0.1\nx"},
+		{MAC: testMAC, BootPolicy: PolicyLocal, LastWorkflowOutputPath: strings.Repeat("p", MaxRecordedBytes+1)},
 	} {
 		if _, err := bad.ForImport(t0); !IsValidation(err) {
-			t.Errorf("ForImport(%+v) = %v, want a validation error", bad, err)
+			t.Errorf("ForImport(%.200v) = %v, want a validation error", bad, err)
 		}
+	}
+	if m, err := (Machine{MAC: testMAC, BootPolicy: PolicyLocal, LastFailure: strings.Repeat("é", MaxFailureLen+1)}).ForImport(t0); err != nil ||
+		len([]rune(m.LastFailure)) != MaxFailureLen {
+		t.Errorf("ForImport cuts last_failure: %d characters, %v", len([]rune(m.LastFailure)), err)
 	}
 }

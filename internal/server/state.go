@@ -36,8 +36,9 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleImport restores an archive: its machines replace records with
-// the same MAC (others are kept), in one transaction; its settings are
-// stored (applied at the next start or settings change).
+// the same MAC (others are kept), in one transaction, only when every
+// record passes PUT /machines' checks; its settings are stored (applied
+// at the next start or settings change).
 func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	var a api.StateArchive
 	if !decodeJSON(w, r, &a, 256<<20) {
@@ -47,12 +48,25 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("not a bty state archive: format %q, want %q (from GET /state/export)", a.Format, archiveFormat))
 		return
 	}
-	// Every MAC was parsed as the archive was decoded (fleet.MAC);
-	// ImportMachines checks the rest of each record.
+	// Every MAC was parsed as the archive was decoded (fleet.MAC). Every
+	// record is checked before anything is written: the whole record
+	// as fleet.Machine.ForImport checks it (which ImportMachines does
+	// again), its settable fields exactly as PUT /machines checks them.
+	// ImportMachines then writes all records or none.
+	for _, m := range a.Machines {
+		if _, err := m.ForImport(time.Now()); err != nil {
+			writeError(w, http.StatusBadRequest, importRefused(err))
+			return
+		}
+		if errs := machineUpdateErrors(m.Settable()); len(errs) > 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("nothing imported: machine %s: %v", m.MAC, errs[0]))
+			return
+		}
+	}
 	err := s.store.ImportMachines(r.Context(), a.Machines)
 	var ve *fleet.ValidationError
 	if errors.As(err, &ve) {
-		writeError(w, http.StatusBadRequest, "nothing imported: "+ve.Error())
+		writeError(w, http.StatusBadRequest, importRefused(ve))
 		return
 	}
 	if err != nil {
@@ -72,4 +86,15 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("state imported", "machines", len(a.Machines), "client", clientAddr(r))
 	writeJSON(w, http.StatusOK, api.Imported{ImportedMachines: len(a.Machines)})
+}
+
+// importRefused is the message for a record fleet.Machine.ForImport
+// refuses: its *ValidationError's Field is the machine's MAC ("mac"
+// when it has none).
+func importRefused(err error) string {
+	var ve *fleet.ValidationError
+	if errors.As(err, &ve) && ve.Field != "mac" {
+		return "nothing imported: machine " + ve.Error()
+	}
+	return "nothing imported: " + err.Error()
 }

@@ -62,3 +62,62 @@ func TestMachinePutBounds(t *testing.T) {
 		t.Errorf("values at their bounds: %d %.300s", r.code, r.body)
 	}
 }
+
+// TestImportChecksLikePut: POST /state/import refuses, whole, an archive
+// with a record PUT /machines would refuse, naming the machine and the
+// field; neither the good record nor the bad one is stored.
+func TestImportChecksLikePut(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.auth()
+	const goodMAC, badMAC = "52:54:00:00:00:50", "52:54:00:00:00:51"
+	good := fleet.Machine{Image: "debian.img", Hostname: "good", BootPolicy: fleet.PolicyFlash,
+		ProvisioningMode: fleet.ModeCloudInit, UserData: "#cloud-config\nhostname: good\n"}
+	good.MAC, _ = fleet.ParseMAC(goodMAC)
+	tests := []struct {
+		name, field string
+		bad         func(*fleet.Machine)
+	}{
+		{"hostname with a newline (an extra meta-data key)", "hostname", func(m *fleet.Machine) { m.Hostname = "h\nextra-key: injected" }},
+		{"image that climbs out of the root", "image", func(m *fleet.Machine) { m.Image = "../../etc/passwd" }},
+		{"last_known_good with a separator", "last_known_good", func(m *fleet.Machine) { m.LastKnownGood = "a/b.img" }},
+		{"user-data that is not YAML", "user_data", func(m *fleet.Machine) { m.UserData = "#cloud-config\nusers: [unclosed\n" }},
+		{"meta-data that is not YAML", "meta_data", func(m *fleet.Machine) { m.MetaData = "instance-id: [x\n" }},
+		{"user-data of 1.5 MB", "user_data", func(m *fleet.Machine) { m.UserData = "#cloud-config\n#" + strings.Repeat("x", 1500*1000) }},
+		{"cijoe_workflow_ref of two lines", "cijoe_workflow_ref", func(m *fleet.Machine) { m.CijoeWorkflowRef = "a.yaml\nb" }},
+		{"cijoe_workflow_ref over 1024 bytes", "cijoe_workflow_ref", func(m *fleet.Machine) { m.CijoeWorkflowRef = strings.Repeat("w", 2000) }},
+		{"unknown boot policy", "boot_policy", func(m *fleet.Machine) { m.BootPolicy = "sometimes" }},
+		{"last_seen_ip of two lines", "last_seen_ip", func(m *fleet.Machine) { m.LastSeenIP = "10.0.0.1\nx" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := good
+			bad.MAC, _ = fleet.ParseMAC(badMAC)
+			tt.bad(&bad)
+			t.Cleanup(func() { // each case starts from an empty fleet
+				ts.do(t, "DELETE", "/machines/"+goodMAC, nil, h)
+				ts.do(t, "DELETE", "/machines/"+badMAC, nil, h)
+			})
+			archive, err := json.Marshal(map[string]any{"format": archiveFormat, "machines": []fleet.Machine{good, bad}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := ts.do(t, "POST", "/state/import", strings.NewReader(string(archive)), h)
+			if r.code != 400 {
+				t.Fatalf("import: %d %.300s, want 400", r.code, r.body)
+			}
+			if msg := r.errMsg(t); !strings.Contains(msg, "nothing imported") || !strings.Contains(msg, badMAC) || !strings.Contains(msg, tt.field) {
+				t.Errorf("message %.300q: want it to say nothing was imported and name %s and %s", msg, badMAC, tt.field)
+			}
+			var ms []fleet.Machine
+			ts.do(t, "GET", "/machines", nil, h).json(t, &ms)
+			if len(ms) != 0 {
+				t.Errorf("a refused import stored %d records: %v", len(ms), ms)
+			}
+		})
+	}
+	// The good record alone is imported: the refusals were the bad one's.
+	archive, _ := json.Marshal(map[string]any{"format": archiveFormat, "machines": []fleet.Machine{good}})
+	if r := ts.do(t, "POST", "/state/import", strings.NewReader(string(archive)), h); r.code != 200 {
+		t.Errorf("the good record alone: %d %.300s", r.code, r.body)
+	}
+}
