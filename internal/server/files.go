@@ -12,18 +12,32 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/fleet"
 )
 
-// checkName validates a file name from a URL path: one path element, no
-// traversal, no NUL, not hidden (uploads in progress are hidden files).
+// checkName validates a file name from a URL path or a machine record
+// (image and boot-artifact names): checkPathName's rules, then
+// checkDisplayName's.
 func checkName(name string) error {
+	if err := checkPathName(name); err != nil {
+		return err
+	}
+	return checkDisplayName(name)
+}
+
+// checkPathName checks that name is safe as a path: one path element,
+// no traversal, no NUL, not hidden (uploads in progress are hidden
+// files), at most fleet.MaxNameBytes.
+func checkPathName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("empty file name")
-	case len(name) > 255:
-		return errors.New("file name longer than 255 bytes")
+	case len(name) > fleet.MaxNameBytes:
+		return fmt.Errorf("file name longer than %d bytes", fleet.MaxNameBytes)
 	case strings.ContainsRune(name, 0):
 		return errors.New("file name contains a NUL byte")
 	case strings.ContainsAny(name, `/\`):
@@ -34,6 +48,49 @@ func checkName(name string) error {
 		return fmt.Errorf("file name %q starts with a dot (hidden files are not served)", name)
 	}
 	return nil
+}
+
+// checkDisplayName refuses a name that would not display as what it
+// is: invalid UTF-8, white space at either end, and control, format
+// (among them the bidirectional controls that reorder what follows,
+// U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C, and invisible
+// ones like U+200B) or line-separator characters anywhere. Letters of
+// any script and inner spaces are fine.
+func checkDisplayName(name string) error {
+	const todo = "; use a name of visible characters"
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("file name %q is not valid UTF-8%s", name, todo)
+	}
+	if first, _ := utf8.DecodeRuneInString(name); unicode.IsSpace(first) {
+		return fmt.Errorf("file name %q starts with white space%s", name, todo)
+	}
+	if last, _ := utf8.DecodeLastRuneInString(name); unicode.IsSpace(last) {
+		return fmt.Errorf("file name %q ends with white space%s", name, todo)
+	}
+	for _, r := range name {
+		var what string
+		switch {
+		case isBidiControl(r):
+			what = "a bidirectional control character, which makes the name display in another order than it has"
+		case unicode.IsControl(r):
+			what = "a control character"
+		case unicode.Is(unicode.Cf, r):
+			what = "an invisible format character"
+		case unicode.In(r, unicode.Zl, unicode.Zp):
+			what = "a line or paragraph separator"
+		default:
+			continue
+		}
+		return fmt.Errorf("file name %q contains %U, %s%s", name, r, what, todo)
+	}
+	return nil
+}
+
+// isBidiControl reports whether r is one of Unicode's bidirectional
+// formatting characters (UAX #9: embeddings, overrides, isolates,
+// marks).
+func isBidiControl(r rune) bool {
+	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F || r == 0x061C
 }
 
 // serveFile serves dir/name with Range, If-Range and a strong ETag from

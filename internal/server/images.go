@@ -70,7 +70,9 @@ func (c *catalog) list(ctx context.Context) ([]api.Image, error) {
 	}
 	out := []api.Image{}
 	for _, d := range dirents {
-		if checkName(d.Name()) != nil {
+		// Hidden files (uploads in progress) are not images; a name
+		// that would display misleadingly is listed as unusable (get).
+		if checkPathName(d.Name()) != nil {
 			continue
 		}
 		e, ok := c.get(ctx, d.Name())
@@ -83,7 +85,9 @@ func (c *catalog) list(ctx context.Context) ([]api.Image, error) {
 }
 
 // get describes one file of the root; ok is false when it is not an
-// image (no known suffix or magic) or not a regular file.
+// image (no known suffix or magic) or not a regular file. A name that
+// passes checkPathName but not checkDisplayName is an entry whose Error
+// says why.
 func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	p := filepath.Join(c.root, name)
 	st, err := os.Stat(p)
@@ -97,6 +101,11 @@ func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 		e, ok := inspect(p, name, st)
 		if !ok {
 			return api.Image{}, false
+		}
+		// Such a name is refused by every route (checkName), so the file
+		// can be neither assigned nor served: say so, and do not hash it.
+		if err := checkDisplayName(name); err != nil {
+			e.Error = err.Error() + ", then rename the file in the image root on the server (or remove it)"
 		}
 		ce = catalogEntry{size: st.Size(), mtime: st.ModTime(), entry: e}
 	}

@@ -1,9 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/btyproject/bty/internal/fleet"
 )
@@ -119,5 +124,82 @@ func TestImportChecksLikePut(t *testing.T) {
 	archive, _ := json.Marshal(map[string]any{"format": archiveFormat, "machines": []fleet.Machine{good}})
 	if r := ts.do(t, "POST", "/state/import", strings.NewReader(string(archive)), h); r.code != 200 {
 		t.Errorf("the good record alone: %d %.300s", r.code, r.body)
+	}
+}
+
+// TestImageNamesDisplayAsTheyAre: names that would display as something
+// else (bidi overrides, invisible or control characters, white space at
+// an end, invalid UTF-8) are refused on upload and as a machine's
+// image; names in any script are accepted; a file already in the root
+// under such a name is listed as unusable, with the reason.
+func TestImageNamesDisplayAsTheyAre(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.auth()
+	body := randomBytes(t, 64<<10)
+	bad := []struct{ name, want string }{
+		{"evil\u202egpj.img", "U+202E"},            // right-to-left override: shows as "evilgmi.jpg"
+		{"\u202adebian.img", "U+202A"},             // left-to-right embedding
+		{"debian\u2066.img", "U+2066"},             // left-to-right isolate
+		{"debian\u2069.img", "U+2069"},             // pop directional isolate
+		{"deb\u200eian.img", "U+200E"},             // left-to-right mark
+		{"deb\u200fian.img", "U+200F"},             // right-to-left mark
+		{"deb\u061cian.img", "U+061C"},             // Arabic letter mark
+		{"deb\u200bian.img", "U+200B"},             // zero-width space (format)
+		{"deb\ufeffian.img", "U+FEFF"},             // byte-order mark (format)
+		{" debian.img", "starts with white space"}, // leading space
+		{"\u00a0debian.img", "starts with white space"},
+		{"debian.img ", "ends with white space"},
+		{"debian.img\t", "ends with white space"},
+		{"deb\nian.img", "U+000A"},
+		{"deb\x1bian.img", "U+001B"},
+		{"deb\u0085ian.img", "U+0085"},
+		{"deb\u2028ian.img", "U+2028"},
+		{"deb\xffian.img", "not valid UTF-8"},
+	}
+	for _, tt := range bad {
+		r := ts.do(t, "PUT", "/images/"+url.PathEscape(tt.name), bytes.NewReader(body), h)
+		if r.code != 400 || !strings.Contains(r.errMsg(t), tt.want) {
+			t.Errorf("PUT /images/%q: %d %s, want 400 saying %q", tt.name, r.code, r.body, tt.want)
+		}
+		if !utf8.ValidString(tt.name) {
+			continue // JSON cannot carry it: encoding/json makes it U+FFFD
+		}
+		mb, _ := json.Marshal(map[string]string{"image": tt.name})
+		if r := ts.do(t, "PUT", "/machines/52:54:00:00:00:60", bytes.NewReader(mb), h); r.code != 400 || !strings.Contains(r.errMsg(t), "image") {
+			t.Errorf("PUT /machines image %q: %d %s, want 400 naming image", tt.name, r.code, r.body)
+		}
+	}
+	if left, _ := os.ReadDir(ts.cfg.ImageRoot); len(left) != 0 {
+		t.Errorf("refused uploads left files: %v", left)
+	}
+	for _, name := range []string{"débian-ü.img", "日本語.img", "Ελληνικά.img", "my image.img", "עברית.img"} {
+		if r := ts.do(t, "PUT", "/images/"+url.PathEscape(name), bytes.NewReader(body), h); r.code != 201 {
+			t.Errorf("PUT /images/%q: %d %s, want 201", name, r.code, r.body)
+		}
+	}
+	// A file put in the root by hand under such a name is listed as
+	// unusable, with the reason.
+	const planted = "evil\u202egpj.img"
+	if err := os.WriteFile(filepath.Join(ts.cfg.ImageRoot, planted), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var list []struct {
+		Name, Error string
+	}
+	ts.do(t, "GET", "/images", nil, nil).json(t, &list)
+	found := false
+	for _, e := range list {
+		switch {
+		case e.Name == planted:
+			found = true
+			if !strings.Contains(e.Error, "U+202E") || !strings.Contains(e.Error, "rename") {
+				t.Errorf("catalog entry for %q: error %q, want the reason and what to do", planted, e.Error)
+			}
+		case e.Error != "":
+			t.Errorf("catalog entry %q: unexpected error %q", e.Name, e.Error)
+		}
+	}
+	if !found || len(list) != 6 {
+		t.Errorf("catalog %+v: want the 5 uploads and %q", list, planted)
 	}
 }
