@@ -11,7 +11,7 @@ import (
 )
 
 // TestMainRefusesEmptyStateDB: a 0-byte state.db (issue 17, item 9) is
-// not a first start: bty-web and bty-web passwd exit non-zero with the
+// not a first start: bty-web and bty-web passwd exit 1 with the
 // store's explanation and leave the file empty.
 func TestMainRefusesEmptyStateDB(t *testing.T) {
 	dir := t.TempDir()
@@ -32,8 +32,8 @@ func TestMainRefusesEmptyStateDB(t *testing.T) {
 			defer cancel()
 			var stdout, stderr bytes.Buffer
 			code := Main(ctx, args, strings.NewReader("a-long-enough-password\n"), &stdout, &stderr)
-			if code == 0 {
-				t.Fatalf("exit 0, want non-zero; stderr %q", stderr.String())
+			if code != 1 {
+				t.Fatalf("exit %d, want 1; stderr %q", code, stderr.String())
 			}
 			for _, w := range []string{db, "empty (0 bytes)", "restore it from a backup"} {
 				if !strings.Contains(stderr.String(), w) {
