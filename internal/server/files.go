@@ -100,10 +100,14 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, dir, name, ki
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	f, err := os.Open(filepath.Join(dir, name))
+	f, err := openInRoot(dir, name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no %s %q", kind, name))
+			return
+		}
+		if leavesRoot(dir, name, err) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q is a link out of the %s directory: not served", kind, name, kindDir(kind)))
 			return
 		}
 		s.internalError(w, r, err)
@@ -312,7 +316,7 @@ func (s *Server) bootFiles() ([]api.BootFile, error) {
 		if checkName(e.Name()) != nil {
 			continue
 		}
-		st, err := os.Stat(filepath.Join(s.cfg.BootDir, e.Name()))
+		st, err := statInRoot(s.cfg.BootDir, e.Name()) // a link out of the directory is not served: not present
 		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}

@@ -90,7 +90,10 @@ func (c *catalog) list(ctx context.Context) ([]api.Image, error) {
 // says why.
 func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	p := filepath.Join(c.root, name)
-	st, err := os.Stat(p)
+	st, err := statInRoot(c.root, name)
+	if leavesRoot(c.root, name, err) {
+		return escapingImage(c.root, name), true
+	}
 	if err != nil || !st.Mode().IsRegular() {
 		return api.Image{}, false
 	}
@@ -98,7 +101,7 @@ func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	ce, hit := c.entries[name]
 	c.mu.Unlock()
 	if !hit || ce.size != st.Size() || !ce.mtime.Equal(st.ModTime()) {
-		e, ok := inspect(p, name, st)
+		e, ok := inspect(c.root, p, name, st)
 		if !ok {
 			return api.Image{}, false
 		}
@@ -125,10 +128,24 @@ func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	return ce.entry, true
 }
 
-func inspect(path, name string, st os.FileInfo) (api.Image, bool) {
+// escapingImage is the catalog entry of a symbolic link that leads out
+// of the image root: listed, so the operator sees why it is not served,
+// but never read.
+func escapingImage(root, name string) api.Image {
+	e := api.Image{Name: name, Error: "a link out of the images directory: not served (copy or move the image into it, or link to a file inside it)"}
+	if f, ok := image.FormatFromName(name); ok {
+		e.Format = string(f)
+	}
+	if fi, err := os.Lstat(filepath.Join(root, name)); err == nil {
+		e.ModifiedAt = fi.ModTime().UTC()
+	}
+	return e
+}
+
+func inspect(root, path, name string, st os.FileInfo) (api.Image, bool) {
 	e := api.Image{Name: name, SizeBytes: st.Size(), ModifiedAt: st.ModTime().UTC()}
 	fmtName, known := image.FormatFromName(name)
-	src, err := source.OpenFile(path)
+	src, err := openSourceInRoot(root, name)
 	if err != nil {
 		if !known {
 			return e, false
@@ -206,19 +223,18 @@ func (c *catalog) hash(name string) {
 		case <-ctx.Done():
 		}
 	}()
-	p := filepath.Join(c.root, name)
-	st, err := os.Stat(p)
+	st, err := statInRoot(c.root, name)
 	if err != nil {
 		return
 	}
 	start := time.Now()
-	fileSum, err := ctxio.FileSHA256(ctx, p)
+	fileSum, err := c.fileSHA256(ctx, name)
 	if err != nil {
 		c.log.Warn("hashing image", "name", name, "err", err)
 		return
 	}
 	decoded := fileSum
-	src, err := source.OpenFile(p)
+	src, err := openSourceInRoot(c.root, name)
 	if err != nil {
 		return
 	}
@@ -234,7 +250,7 @@ func (c *catalog) hash(name string) {
 		c.log.Warn("hashing decoded image", "name", name, "err", err)
 		return
 	}
-	if st2, err := os.Stat(p); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
+	if st2, err := statInRoot(c.root, name); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
 		return // changed meanwhile: hashed again on the next listing
 	}
 	if err := c.store.SetImageHash(ctx, name, st.Size(), st.ModTime(), fileSum+" "+decoded); err != nil {
@@ -249,6 +265,16 @@ func (c *catalog) hash(name string) {
 	}
 	c.mu.Unlock()
 	c.log.Info("image hashed", "name", name, "sha256", fileSum, "decoded_sha256", decoded, "seconds", time.Since(start).Seconds())
+}
+
+// fileSHA256 hashes the root's file name, opened inside the root.
+func (c *catalog) fileSHA256(ctx context.Context, name string) (string, error) {
+	f, err := openInRoot(c.root, name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return ctxio.SHA256(ctx, f)
 }
 
 func hashDecoded(ctx context.Context, img image.Image) (string, error) {

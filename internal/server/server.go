@@ -7,6 +7,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -220,10 +222,27 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, api.Error{Error: msg})
 }
 
-// internalError logs err and answers 500 without internals.
+// internalError logs err with a short random id and answers 500 with
+// only that id: the error's text (a database path, an SQLite message) is
+// for the server's log, not for a client of an open route.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+	id := s.logInternal("request failed", r, err)
+	writeError(w, http.StatusInternalServerError, "internal error (id "+id+"): see the server log")
+}
+
+// logInternal logs err at error level with a new error_id and returns
+// the id, which the answer shows so the operator can find the line.
+func (s *Server) logInternal(msg string, r *http.Request, err error) string {
+	id := errorID()
+	s.log.Error(msg, "error_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	return id
+}
+
+// errorID is 8 random hex digits.
+func errorID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 // decodeJSON reads a JSON body of at most limit bytes into v, refusing

@@ -164,8 +164,7 @@ func (s *Server) uiAuth(h http.HandlerFunc) http.HandlerFunc {
 			var err error
 			ok, err = s.store.SessionValid(r.Context(), hashToken(tok), time.Now())
 			if err != nil {
-				s.log.Error("checking a session", "err", err)
-				s.uiError(w, r, http.StatusInternalServerError, "Server error", "The session could not be checked: "+err.Error())
+				s.uiInternal(w, r, fmt.Errorf("checking a session: %w", err))
 				return
 			}
 		}

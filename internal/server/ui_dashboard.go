@@ -72,8 +72,10 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "dashboard", uiPage{Title: "Dashboard", Nav: "dashboard", LoggedIn: true, Data: d})
 }
 
-// uiInternal logs err and renders a 500 page.
+// uiInternal logs err with an error_id and renders a 500 page that
+// shows only the id (as internalError does for the API).
 func (s *Server) uiInternal(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("page failed", "path", r.URL.Path, "err", err)
-	s.uiError(w, r, http.StatusInternalServerError, "Server error", "The page could not be built: "+err.Error())
+	id := s.logInternal("page failed", r, err)
+	s.uiError(w, r, http.StatusInternalServerError, "Server error",
+		"The page could not be built (error id "+id+"): the server's log has the details under that id.")
 }

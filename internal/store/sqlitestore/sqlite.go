@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -61,9 +62,11 @@ const synchronous = "FULL"
 const busyTimeoutMS = 10000
 
 // Open opens (creating if missing) the state database at path,
-// creating its directory (0700) and file (0600), and applies pending
-// migrations. A database written by a newer bty-web is refused with a
-// *SchemaTooNewError.
+// creating its directory (0700) and file (0600), checks it with PRAGMA
+// quick_check and applies pending migrations. An existing file that is
+// empty or not an SQLite database, or a damaged database, is refused
+// and left as it is: only a missing path starts a new fleet. A database
+// written by a newer bty-web is refused with a *SchemaTooNewError.
 func Open(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -156,7 +159,18 @@ func prepareFile(path string) error {
 	probe.Close()
 	os.Remove(probe.Name())
 
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// An existing file must already be an SQLite database: a fresh schema
+	// over an empty or foreign file would start an empty fleet (every
+	// machine gone, a new admin password) without a word.
+	if _, err := os.Lstat(path); err == nil {
+		return checkExisting(path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return checkExisting(path) // another process created it meanwhile
+	}
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
@@ -175,6 +189,44 @@ func prepareFile(path string) error {
 	return nil
 }
 
+// sqliteHeader starts every SQLite database file.
+const sqliteHeader = "SQLite format 3\x00"
+
+// checkExisting refuses an existing state database that is not a regular,
+// writable SQLite file, and leaves the file as it is.
+func checkExisting(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("state database %s is not writable: %w (fix its owner or mode, or set BTY_STATE_DIR to another directory)", path, err)
+		}
+		return fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("opening state database %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("state database %s is not a regular file", path)
+	}
+	if fi.Size() == 0 {
+		return fmt.Errorf("state database %s exists but is empty (0 bytes): it is not a bty state database, "+
+			"and bty-web will not start a new fleet over it; restore it from a backup, "+
+			"or move it away to start a new fleet (bty-web creates a new database where none exists)", path)
+	}
+	head := make([]byte, len(sqliteHeader))
+	if _, err := io.ReadFull(f, head); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("state database %s: reading its header: %w (is the disk failing? restore it from a backup)", path, err)
+	}
+	if string(head) != sqliteHeader {
+		return fmt.Errorf("state database %s (%d bytes) is not an SQLite database (it does not start with the SQLite header): "+
+			"it is not a bty-web database or is damaged; restore it from a backup, "+
+			"or move it away to start a new fleet", path, fi.Size())
+	}
+	return nil
+}
+
 // setup checks WAL took effect and applies migrations.
 func (s *SQLite) setup(ctx context.Context) error {
 	var mode string
@@ -183,6 +235,9 @@ func (s *SQLite) setup(ctx context.Context) error {
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("state database %s: journal mode is %q, not WAL (is it on a network filesystem? put BTY_STATE_DIR on a local disk)", s.path, mode)
+	}
+	if err := s.quickCheck(ctx); err != nil {
+		return err
 	}
 	ms, err := loadMigrations(migrationFS)
 	if err != nil {
@@ -194,6 +249,38 @@ func (s *SQLite) setup(ctx context.Context) error {
 			return err
 		}
 		return s.openError(err)
+	}
+	return nil
+}
+
+// quickCheck runs PRAGMA quick_check (the b-tree structure of every
+// table and index, without the slower index-content cross-check of
+// integrity_check) and refuses a damaged database before anything is
+// written to it.
+func (s *SQLite) quickCheck(ctx context.Context) error {
+	const remedy = "the file is damaged: stop bty-web, move it (with any -wal and -shm files beside it) aside " +
+		"and restore it from a backup, or set BTY_STATE_DIR elsewhere to start a new fleet"
+	rows, err := s.w.QueryContext(ctx, "PRAGMA quick_check(10)")
+	if err != nil {
+		return fmt.Errorf("state database %s: SQLite's quick_check (PRAGMA quick_check) failed: %w; %s", s.path, err, remedy)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("state database %s: SQLite's quick_check (PRAGMA quick_check) failed: %w; %s", s.path, err, remedy)
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("state database %s: SQLite's quick_check (PRAGMA quick_check) failed: %w; %s", s.path, err, remedy)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("state database %s failed SQLite's quick_check (PRAGMA quick_check): %s; %s",
+			s.path, strings.Join(problems, "; "), remedy)
 	}
 	return nil
 }
