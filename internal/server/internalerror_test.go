@@ -33,6 +33,13 @@ func (f *failingStore) err() error {
 	return fmt.Errorf("state database %s: reading machines: disk I/O error (10)", f.Path())
 }
 
+func (f *failingStore) Ping(ctx context.Context) error {
+	if f.fail.Load() {
+		return f.err()
+	}
+	return f.SQLite.Ping(ctx)
+}
+
 func (f *failingStore) ListMachines(ctx context.Context) ([]fleet.Machine, error) {
 	if f.fail.Load() {
 		return nil, f.err()
@@ -133,6 +140,13 @@ func TestInternalErrorHidesDetails(t *testing.T) {
 		msg := r.errMsg(t)
 		if !regexp.MustCompile(`^internal error \(id [0-9a-f]{8}\): see the server log$`).MatchString(msg) {
 			t.Errorf("error %q, want \"internal error (id XXXXXXXX): see the server log\"", msg)
+		}
+		check(t, string(r.body))
+	})
+	t.Run("health check", func(t *testing.T) {
+		r := ts.do(t, "GET", "/healthz", nil, nil)
+		if r.code != http.StatusServiceUnavailable {
+			t.Fatalf("GET /healthz: %d %s, want 503", r.code, r.body)
 		}
 		check(t, string(r.body))
 	})

@@ -196,8 +196,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.Error("health check: database", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Error: "database: " + err.Error()})
+		// An open route: the error (the database's path among it) goes
+		// to the log under an id, the answer carries only the id.
+		id := s.logInternal("health check: database", r, err)
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Error: "database unavailable (id " + id + "): see the server log"})
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
