@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -191,6 +192,28 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
+// retryError is a login refused for now (429): after is the wait in
+// whole seconds, the same number the message gives, for Retry-After.
+type retryError struct {
+	after int
+	msg   string
+}
+
+func (e *retryError) Error() string { return e.msg }
+
+// waitSeconds rounds d up to whole seconds, at least 1.
+func waitSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
+}
+
+// setRetryAfter sets Retry-After when err is a *retryError.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	var re *retryError
+	if errors.As(err, &re) {
+		w.Header().Set("Retry-After", strconv.Itoa(re.after))
+	}
+}
+
 type authKind int
 
 const (
@@ -273,8 +296,9 @@ func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
 // are rate-limited per client address, successful or not.
 func (s *Server) login(ctx context.Context, addr, password string) (api.Session, int, error) {
 	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
-		return api.Session{}, http.StatusTooManyRequests,
-			fmt.Errorf("too many login attempts from %s: try again in %d s", addr, int(wait.Seconds())+1)
+		secs := waitSeconds(wait)
+		return api.Session{}, http.StatusTooManyRequests, &retryError{after: secs,
+			msg: fmt.Sprintf("too many login attempts from %s: try again in %d s", addr, secs)}
 	}
 	hash, err := s.store.Setting(ctx, SettingAdminPassword)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -309,9 +333,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			s.internalError(w, r, err)
 			return
 		}
-		if code == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "60")
-		}
+		setRetryAfter(w, err)
 		writeError(w, code, err.Error())
 		return
 	}
