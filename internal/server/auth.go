@@ -293,7 +293,9 @@ func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // login checks the admin password and issues a session token. Attempts
-// are rate-limited per client address, successful or not.
+// are rate-limited per client address, successful or not, and at most
+// Config.MaxLoginChecks password checks run at once: the excess gets 429
+// before any hashing.
 func (s *Server) login(ctx context.Context, addr, password string) (api.Session, int, error) {
 	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
 		secs := waitSeconds(wait)
@@ -304,7 +306,21 @@ func (s *Server) login(ctx context.Context, addr, password string) (api.Session,
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return api.Session{}, http.StatusInternalServerError, err
 	}
-	if hash == "" || !CheckPassword(hash, password) {
+	ok := false
+	if hash != "" {
+		// Each check holds 64 MiB for ~50 ms: past the cap, answer at
+		// once rather than queue (or allocate) for every caller.
+		select {
+		case s.pwChecks <- struct{}{}:
+		default:
+			s.log.Warn("login refused: too many password checks at once", "client", addr, "max", cap(s.pwChecks))
+			return api.Session{}, http.StatusTooManyRequests, &retryError{after: 1,
+				msg: "the server is busy checking other logins: try again in 1 s"}
+		}
+		ok = s.checkPassword(hash, password)
+		<-s.pwChecks
+	}
+	if !ok {
 		s.log.Warn("login refused", "client", addr)
 		return api.Session{}, http.StatusUnauthorized, errors.New("wrong password")
 	}
