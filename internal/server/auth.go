@@ -107,10 +107,32 @@ func hashToken(tok string) []byte {
 	return h[:]
 }
 
+// SetAdminPassword stores pw's hash as the admin password and revokes
+// every session, returning how many: a session made under the old
+// password never outlives it. Every change of SettingAdminPassword
+// (BTY_ADMIN_PASSWORD at start, bty-web passwd) goes through here.
+func SetAdminPassword(ctx context.Context, st store.Store, pw string) (revoked int, err error) {
+	h, err := HashPassword(pw)
+	if err != nil {
+		return 0, err
+	}
+	// Store, then revoke: no login with the old password can slip in
+	// between and keep its session.
+	if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
+		return 0, fmt.Errorf("storing the admin password: %w", err)
+	}
+	n, err := st.RevokeAllSessions(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("the admin password changed but the existing sessions could not be revoked, so they may still be valid: %w; run bty-web passwd again or POST /auth/revoke-all", err)
+	}
+	return n, nil
+}
+
 // EnsureAdminPassword applies the password policy at start: pw (from
-// BTY_ADMIN_PASSWORD) replaces the stored hash when it does not match;
-// with neither, a password is generated, stored, and returned so the
-// caller can print it once. generated is "" otherwise.
+// BTY_ADMIN_PASSWORD) replaces the stored hash when it does not match,
+// revoking every session; with neither, a password is generated, stored,
+// and returned so the caller can print it once. generated is ""
+// otherwise.
 func EnsureAdminPassword(ctx context.Context, st store.Store, pw string) (generated string, err error) {
 	cur, err := st.Setting(ctx, SettingAdminPassword)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -127,11 +149,7 @@ func EnsureAdminPassword(ctx context.Context, st store.Store, pw string) (genera
 		pw = NewPassword()
 		generated = pw
 	}
-	h, err := HashPassword(pw)
-	if err != nil {
-		return "", err
-	}
-	if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
+	if _, err := SetAdminPassword(ctx, st, pw); err != nil {
 		return "", err
 	}
 	return generated, nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -221,4 +222,48 @@ func TestConfigMaxLoginChecks(t *testing.T) {
 	if cap(s.pwChecks) < 1 {
 		t.Errorf("New with MaxLoginChecks 0: cap %d", cap(s.pwChecks))
 	}
+}
+
+// A session made under one admin password is refused once the server
+// restarts with another (BTY_ADMIN_PASSWORD), and survives a restart
+// with the same one.
+func TestPasswordChangeRevokesSessions(t *testing.T) {
+	const pwA, pwB = "password A, the first", "password B, the second"
+	dir := t.TempDir()
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+
+	ts, stop := bootServer(t, dir, pwA, nil, nil)
+	tok := ts.login(t, pwA)
+	stop()
+
+	ts, stop = bootServer(t, dir, pwA, nil, nil)
+	if r := ts.do(t, "GET", "/machines", nil, bearer(tok)); r.code != 200 {
+		t.Fatalf("after a restart with the same password: %d %s, want 200", r.code, r.body)
+	}
+	stop()
+
+	ts, stop = bootServer(t, dir, pwB, nil, nil)
+	defer stop()
+	if r := ts.do(t, "GET", "/machines", nil, bearer(tok)); r.code != 401 {
+		t.Errorf("after a restart with a new password: %d %s, want 401", r.code, r.body)
+	}
+	if r := ts.do(t, "POST", "/auth/login", strings.NewReader(fmt.Sprintf(`{"password":%q}`, pwA)), nil); r.code != 401 {
+		t.Errorf("login with the old password: %d, want 401", r.code)
+	}
+	tokB := ts.login(t, pwB)
+
+	// bty-web passwd (on the same state, the server still running)
+	// revokes the sessions too.
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"passwd", "--password-stdin", "--state-dir", dir},
+		strings.NewReader("password C, the third\n"), &stdout, &stderr); code != 0 {
+		t.Fatalf("bty-web passwd: exit %d, %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "1 session(s) revoked") {
+		t.Errorf("bty-web passwd said %q", stdout.String())
+	}
+	if r := ts.do(t, "GET", "/machines", nil, bearer(tokB)); r.code != 401 {
+		t.Errorf("after bty-web passwd: %d, want 401", r.code)
+	}
+	ts.login(t, "password C, the third")
 }
