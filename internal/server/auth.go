@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,10 +107,32 @@ func hashToken(tok string) []byte {
 	return h[:]
 }
 
+// SetAdminPassword stores pw's hash as the admin password and revokes
+// every session, returning how many: a session made under the old
+// password never outlives it. Every change of SettingAdminPassword
+// (BTY_ADMIN_PASSWORD at start, bty-web passwd) goes through here.
+func SetAdminPassword(ctx context.Context, st store.Store, pw string) (revoked int, err error) {
+	h, err := HashPassword(pw)
+	if err != nil {
+		return 0, err
+	}
+	// Store, then revoke: no login with the old password can slip in
+	// between and keep its session.
+	if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
+		return 0, fmt.Errorf("storing the admin password: %w", err)
+	}
+	n, err := st.RevokeAllSessions(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("the admin password changed but the existing sessions could not be revoked, so they may still be valid: %w; run bty-web passwd again or POST /auth/revoke-all", err)
+	}
+	return n, nil
+}
+
 // EnsureAdminPassword applies the password policy at start: pw (from
-// BTY_ADMIN_PASSWORD) replaces the stored hash when it does not match;
-// with neither, a password is generated, stored, and returned so the
-// caller can print it once. generated is "" otherwise.
+// BTY_ADMIN_PASSWORD) replaces the stored hash when it does not match,
+// revoking every session; with neither, a password is generated, stored,
+// and returned so the caller can print it once. generated is ""
+// otherwise.
 func EnsureAdminPassword(ctx context.Context, st store.Store, pw string) (generated string, err error) {
 	cur, err := st.Setting(ctx, SettingAdminPassword)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -126,11 +149,7 @@ func EnsureAdminPassword(ctx context.Context, st store.Store, pw string) (genera
 		pw = NewPassword()
 		generated = pw
 	}
-	h, err := HashPassword(pw)
-	if err != nil {
-		return "", err
-	}
-	if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
+	if _, err := SetAdminPassword(ctx, st, pw); err != nil {
 		return "", err
 	}
 	return generated, nil
@@ -189,6 +208,28 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// retryError is a login refused for now (429): after is the wait in
+// whole seconds, the same number the message gives, for Retry-After.
+type retryError struct {
+	after int
+	msg   string
+}
+
+func (e *retryError) Error() string { return e.msg }
+
+// waitSeconds rounds d up to whole seconds, at least 1.
+func waitSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
+}
+
+// setRetryAfter sets Retry-After when err is a *retryError.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	var re *retryError
+	if errors.As(err, &re) {
+		w.Header().Set("Retry-After", strconv.Itoa(re.after))
+	}
 }
 
 type authKind int
@@ -270,17 +311,34 @@ func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // login checks the admin password and issues a session token. Attempts
-// are rate-limited per client address, successful or not.
+// are rate-limited per client address, successful or not, and at most
+// Config.MaxLoginChecks password checks run at once: the excess gets 429
+// before any hashing.
 func (s *Server) login(ctx context.Context, addr, password string) (api.Session, int, error) {
 	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
-		return api.Session{}, http.StatusTooManyRequests,
-			fmt.Errorf("too many login attempts from %s: try again in %d s", addr, int(wait.Seconds())+1)
+		secs := waitSeconds(wait)
+		return api.Session{}, http.StatusTooManyRequests, &retryError{after: secs,
+			msg: fmt.Sprintf("too many login attempts from %s: try again in %d s", addr, secs)}
 	}
 	hash, err := s.store.Setting(ctx, SettingAdminPassword)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return api.Session{}, http.StatusInternalServerError, err
 	}
-	if hash == "" || !CheckPassword(hash, password) {
+	ok := false
+	if hash != "" {
+		// Each check holds 64 MiB for ~50 ms: past the cap, answer at
+		// once rather than queue (or allocate) for every caller.
+		select {
+		case s.pwChecks <- struct{}{}:
+		default:
+			s.log.Warn("login refused: too many password checks at once", "client", addr, "max", cap(s.pwChecks))
+			return api.Session{}, http.StatusTooManyRequests, &retryError{after: 1,
+				msg: "the server is busy checking other logins: try again in 1 s"}
+		}
+		ok = s.checkPassword(hash, password)
+		<-s.pwChecks
+	}
+	if !ok {
 		s.log.Warn("login refused", "client", addr)
 		return api.Session{}, http.StatusUnauthorized, errors.New("wrong password")
 	}
@@ -309,9 +367,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			s.internalError(w, r, err)
 			return
 		}
-		if code == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "60")
-		}
+		setRetryAfter(w, err)
 		writeError(w, code, err.Error())
 		return
 	}

@@ -189,14 +189,7 @@ uses the new password at the next login.`,
 				return err
 			}
 			defer st.Close()
-			h, err := HashPassword(pw)
-			if err != nil {
-				return err
-			}
-			if err := st.SetSetting(ctx, SettingAdminPassword, h, time.Now()); err != nil {
-				return err
-			}
-			n, err := st.RevokeAllSessions(ctx)
+			n, err := SetAdminPassword(ctx, st, pw)
 			if err != nil {
 				return err
 			}

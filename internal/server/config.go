@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,11 @@ type Config struct {
 	// AdminPassword, when set (BTY_ADMIN_PASSWORD), becomes the admin
 	// password at start.
 	AdminPassword string
+	// MaxLoginChecks caps the password checks running at once
+	// (BTY_MAX_LOGIN_CHECKS, default the number of CPUs); each holds
+	// 64 MiB, and logins beyond the cap get 429 before any hashing. Below
+	// 1, New uses the default.
+	MaxLoginChecks int
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -63,6 +69,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		AdminPassword:  getenv("BTY_ADMIN_PASSWORD"),
 		MaxUpload:      64 << 30,
 		SessionTTL:     12 * time.Hour,
+		MaxLoginChecks: defaultLoginChecks(),
 	}
 	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
 	var err error
@@ -87,11 +94,22 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.SessionTTL = d
 	}
+	if v := getenv("BTY_MAX_LOGIN_CHECKS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_MAX_LOGIN_CHECKS=%q: want a whole number of at least 1 (each running password check holds 64 MiB)", v)
+		}
+		c.MaxLoginChecks = n
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")
 	}
 	return c, nil
 }
+
+// defaultLoginChecks is MaxLoginChecks' default: one password check per
+// CPU, at least 1.
+func defaultLoginChecks() int { return max(1, runtime.NumCPU()) }
 
 func envOr(getenv func(string) string, key, def string) string {
 	if v := strings.TrimSpace(getenv(key)); v != "" {

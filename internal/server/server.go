@@ -40,6 +40,12 @@ type Server struct {
 	pxe        pxeServices
 	recent     *recentLog
 	ui         *uiTemplates
+
+	// pwChecks is the semaphore of password checks running at once
+	// (Config.MaxLoginChecks); checkPassword is CheckPassword, which
+	// tests replace.
+	pwChecks      chan struct{}
+	checkPassword func(encoded, pw string) bool
 }
 
 // New builds a server; reg receives its metrics (nil: a new registry).
@@ -60,6 +66,11 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		mux:        &routeMux{ServeMux: http.NewServeMux()},
 		loginLimit: newLimiter(10, 6*time.Second),
 	}
+	if s.cfg.MaxLoginChecks < 1 {
+		s.cfg.MaxLoginChecks = defaultLoginChecks()
+	}
+	s.pwChecks = make(chan struct{}, s.cfg.MaxLoginChecks)
+	s.checkPassword = CheckPassword
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)
 	s.catalog = newCatalog(cfg.ImageRoot, st, s.log)

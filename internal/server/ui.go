@@ -309,6 +309,7 @@ func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) {
 			if code == http.StatusUnauthorized {
 				data["Error"] = "Wrong password. (Forgotten it? Run bty-web passwd on the server.)"
 			}
+			setRetryAfter(w, err)
 		}
 		s.render(w, r, code, "login", uiPage{Title: "Log in", Data: data})
 		return
