@@ -23,7 +23,8 @@ import (
 	"github.com/btyproject/bty/internal/version"
 )
 
-// Main is bty-web's command line: `bty-web [serve]`, `bty-web passwd`.
+// Main is bty-web's command line: `bty-web [serve]`, `bty-web passwd`,
+// `bty-web backup FILE`, `bty-web check`.
 // It returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
@@ -48,6 +49,8 @@ Configuration (environment):
   BTY_TLS_CERT/KEY     serve HTTPS with this pair
   BTY_ADMIN_PASSWORD   set the admin password at start
   BTY_LOG_LEVEL        debug, info, warn or error        (info)
+  BTY_BACKUP_INTERVAL  backup into $BTY_STATE_DIR/backups, 0 = off (6h)
+  BTY_BACKUP_KEEP      automatic backups kept            (8)
 
 Without BTY_ADMIN_PASSWORD and without a stored password (bty-web passwd),
 the first start generates one and prints it once on stderr.`,
@@ -61,6 +64,7 @@ the first start generates one and prints it once on stderr.`,
 	root.SetVersionTemplate("bty-web {{.Version}}\n")
 	serve := newServeCmd(stderr)
 	root.AddCommand(serve, newPasswdCmd(stdin, stdout, stderr))
+	root.AddCommand(newBackupCmd(stdout, stderr), newCheckCmd(stdout, stderr))
 	root.RunE = serve.RunE
 	root.Flags().AddFlagSet(serve.Flags())
 	return cmdrun.Execute(ctx, root, args, nil)
@@ -127,6 +131,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, console io.Writer) e
 		return err
 	}
 	defer st.Close()
+	stopBackups := startBackups(ctx, st, cfg.BackupDir(), cfg.BackupInterval, cfg.BackupKeep, log)
+	defer stopBackups()
 	generated, err := EnsureAdminPassword(ctx, st, cfg.AdminPassword)
 	if err != nil {
 		return fmt.Errorf("setting up the admin password: %w", err)

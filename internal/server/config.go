@@ -50,6 +50,12 @@ type Config struct {
 	// 64 MiB, and logins beyond the cap get 429 before any hashing. Below
 	// 1, New uses the default.
 	MaxLoginChecks int
+	// BackupInterval is how often the server writes a backup of
+	// state.db into $BTY_STATE_DIR/backups (BTY_BACKUP_INTERVAL, default
+	// 6h; 0 turns it off), keeping the BackupKeep newest (BTY_BACKUP_KEEP,
+	// default 8).
+	BackupInterval time.Duration
+	BackupKeep     int
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -70,6 +76,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		MaxUpload:      64 << 30,
 		SessionTTL:     12 * time.Hour,
 		MaxLoginChecks: defaultLoginChecks(),
+		BackupInterval: 6 * time.Hour,
+		BackupKeep:     8,
 	}
 	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
 	var err error
@@ -100,6 +108,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("BTY_MAX_LOGIN_CHECKS=%q: want a whole number of at least 1 (each running password check holds 64 MiB)", v)
 		}
 		c.MaxLoginChecks = n
+	}
+	if v := getenv("BTY_BACKUP_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || (d != 0 && d < time.Minute) {
+			return c, fmt.Errorf("BTY_BACKUP_INTERVAL=%q: want a duration of at least 1m, like 6h, or 0 to turn automatic backups off", v)
+		}
+		c.BackupInterval = d
+	}
+	if v := getenv("BTY_BACKUP_KEEP"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_BACKUP_KEEP=%q: want a whole number of at least 1", v)
+		}
+		c.BackupKeep = n
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")
@@ -132,3 +157,6 @@ func envPort(getenv func(string) string, key string, def int, zeroOK bool) (int,
 
 // DBPath is the SQLite database file.
 func (c Config) DBPath() string { return filepath.Join(c.StateDir, "state.db") }
+
+// BackupDir holds the automatic backups.
+func (c Config) BackupDir() string { return filepath.Join(c.StateDir, "backups") }
