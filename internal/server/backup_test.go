@@ -174,3 +174,25 @@ func TestStartBackupsWrites(t *testing.T) {
 	}
 	stop()
 }
+
+func TestConfigBackupEnv(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	c, err := ConfigFromEnv(env(nil))
+	if err != nil || c.BackupInterval != 6*time.Hour || c.BackupKeep != 8 {
+		t.Errorf("defaults: %v %d, %v", c.BackupInterval, c.BackupKeep, err)
+	}
+	c, err = ConfigFromEnv(env(map[string]string{"BTY_BACKUP_INTERVAL": "0", "BTY_BACKUP_KEEP": "2"}))
+	if err != nil || c.BackupInterval != 0 || c.BackupKeep != 2 {
+		t.Errorf("0 and 2: %v %d, %v", c.BackupInterval, c.BackupKeep, err)
+	}
+	for k, v := range map[string]string{"BTY_BACKUP_INTERVAL": "10s", "BTY_BACKUP_KEEP": "0"} {
+		if _, err := ConfigFromEnv(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%s: %v, want an error naming it", k, v, err)
+		}
+	}
+	for _, v := range []string{"x", "-1h"} {
+		if _, err := ConfigFromEnv(env(map[string]string{"BTY_BACKUP_INTERVAL": v})); err == nil {
+			t.Errorf("BTY_BACKUP_INTERVAL=%s accepted", v)
+		}
+	}
+}
