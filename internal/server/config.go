@@ -56,6 +56,19 @@ type Config struct {
 	// default 8).
 	BackupInterval time.Duration
 	BackupKeep     int
+	// BodyTimeout is how long a request body may take in all
+	// (BTY_BODY_TIMEOUT, default 30s); UploadIdleTimeout is how long an
+	// upload (PUT /images, PUT /boot, POST /state/import) may go without
+	// a byte arriving (BTY_UPLOAD_IDLE_TIMEOUT, default 60s): uploads
+	// have no overall limit. Zero: New uses the default.
+	BodyTimeout       time.Duration
+	UploadIdleTimeout time.Duration
+	// MaxConns caps the HTTP connections open at once (BTY_MAX_CONNS,
+	// default 4096) and MaxConnsPerAddr those from one client address
+	// (BTY_MAX_CONNS_PER_ADDR, default 256); connections beyond are
+	// closed at once. Below 1: New uses the default.
+	MaxConns        int
+	MaxConnsPerAddr int
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -126,6 +139,18 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.BackupKeep = n
 	}
+	if c.BodyTimeout, err = envDuration(getenv, "BTY_BODY_TIMEOUT", defaultBodyTimeout); err != nil {
+		return c, err
+	}
+	if c.UploadIdleTimeout, err = envDuration(getenv, "BTY_UPLOAD_IDLE_TIMEOUT", defaultUploadIdleTimeout); err != nil {
+		return c, err
+	}
+	if c.MaxConns, err = envCount(getenv, "BTY_MAX_CONNS", defaultMaxConns); err != nil {
+		return c, err
+	}
+	if c.MaxConnsPerAddr, err = envCount(getenv, "BTY_MAX_CONNS_PER_ADDR", defaultMaxConnsPerAddr); err != nil {
+		return c, err
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")
 	}
@@ -141,6 +166,32 @@ func envOr(getenv func(string) string, key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envDuration reads a duration of at least 1s.
+func envDuration(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("%s=%q: want a duration of at least 1s, like %v", key, v, def)
+	}
+	return d, nil
+}
+
+// envCount reads a whole number of at least 1.
+func envCount(getenv func(string) string, key string, def int) (int, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s=%q: want a whole number of at least 1", key, v)
+	}
+	return n, nil
 }
 
 func envPort(getenv func(string) string, key string, def int, zeroOK bool) (int, error) {

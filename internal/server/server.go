@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,9 @@ type Server struct {
 	// tests replace.
 	pwChecks      chan struct{}
 	checkPassword func(encoded, pw string) bool
+
+	// conns is Serve's listener, which counts the open connections.
+	conns atomic.Pointer[connLimitListener]
 }
 
 // New builds a server; reg receives its metrics (nil: a new registry).
@@ -70,6 +74,18 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
 	}
 	s.pwChecks = make(chan struct{}, s.cfg.MaxLoginChecks)
+	if s.cfg.BodyTimeout <= 0 {
+		s.cfg.BodyTimeout = defaultBodyTimeout
+	}
+	if s.cfg.UploadIdleTimeout <= 0 {
+		s.cfg.UploadIdleTimeout = defaultUploadIdleTimeout
+	}
+	if s.cfg.MaxConns < 1 {
+		s.cfg.MaxConns = defaultMaxConns
+	}
+	if s.cfg.MaxConnsPerAddr < 1 {
+		s.cfg.MaxConnsPerAddr = defaultMaxConnsPerAddr
+	}
 	s.checkPassword = CheckPassword
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)
@@ -79,7 +95,10 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 }
 
 // Handler is the HTTP handler with logging and metrics.
-func (s *Server) Handler() http.Handler { return s.instrument(s.mux) }
+//
+// Bodies are read under a deadline (bodyDeadline): BodyTimeout for the
+// whole body, or on upload routes UploadIdleTimeout without progress.
+func (s *Server) Handler() http.Handler { return s.bodyDeadline(s.instrument(s.mux)) }
 
 // routeMux is an http.ServeMux that remembers the patterns registered
 // on it, in order, for Routes.
@@ -129,14 +148,14 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /machines/{mac}", s.requireAuth(s.handleMachineGet))
 	m.HandleFunc("PUT /machines/{mac}", s.requireAuth(s.handleMachinePut))
 	m.HandleFunc("DELETE /machines/{mac}", s.requireAuth(s.handleMachineDelete))
-	m.HandleFunc("PUT /images/{name}", s.requireAuth(s.handleImagePut))
+	m.HandleFunc("PUT /images/{name}", s.requireAuth(s.progressDeadline(s.handleImagePut)))
 	m.HandleFunc("DELETE /images/{name}", s.requireAuth(s.handleImageDelete))
-	m.HandleFunc("PUT /boot/{name}", s.requireAuth(s.handleBootPut))
+	m.HandleFunc("PUT /boot/{name}", s.requireAuth(s.progressDeadline(s.handleBootPut)))
 	m.HandleFunc("GET /events/machines", s.requireAuth(s.handleEvents))
 	m.HandleFunc("GET /settings", s.requireAuth(s.handleSettingsGet))
 	m.HandleFunc("PUT /settings", s.requireAuth(s.handleSettingsPut))
 	m.HandleFunc("GET /state/export", s.requireAuth(s.handleExport))
-	m.HandleFunc("POST /state/import", s.requireAuth(s.handleImport))
+	m.HandleFunc("POST /state/import", s.requireAuth(s.progressDeadline(s.handleImport)))
 
 	s.uiRoutes()
 
@@ -164,8 +183,13 @@ func (s *Server) handleNoRoute(w http.ResponseWriter, r *http.Request) {
 
 // Serve serves on l until ctx ends, then shuts down gracefully: new
 // connections are refused, requests in flight get up to grace to
-// finish, SSE streams are closed.
+// finish, SSE streams are closed. Connections beyond MaxConns, or
+// beyond MaxConnsPerAddr from one client address, are closed as soon
+// as they are accepted.
 func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration) error {
+	cl := newConnLimitListener(l, s.cfg.MaxConns, s.cfg.MaxConnsPerAddr, s.log)
+	s.conns.Store(cl)
+	l = cl
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
