@@ -50,6 +50,16 @@ type Config struct {
 	// 64 MiB, and logins beyond the cap get 429 before any hashing. Below
 	// 1, New uses the default.
 	MaxLoginChecks int
+	// PXE contacts of unknown machines create records (discovery) at
+	// most DiscoveryBurst at once per client address, one more per
+	// DiscoveryEvery (BTY_DISCOVERY_BURST, default 10;
+	// BTY_DISCOVERY_EVERY, default 10s), and while fewer than
+	// MaxUnclaimed discovered machines have no image
+	// (BTY_MAX_UNCLAIMED, default 1000). Beyond: the discovery boot is
+	// served, nothing recorded. Below 1 (0), New uses the defaults.
+	DiscoveryBurst int
+	DiscoveryEvery time.Duration
+	MaxUnclaimed   int
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -70,6 +80,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		MaxUpload:      64 << 30,
 		SessionTTL:     12 * time.Hour,
 		MaxLoginChecks: defaultLoginChecks(),
+		DiscoveryBurst: defaultDiscoveryBurst,
+		DiscoveryEvery: defaultDiscoveryEvery,
+		MaxUnclaimed:   defaultMaxUnclaimed,
 	}
 	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
 	var err error
@@ -100,6 +113,27 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("BTY_MAX_LOGIN_CHECKS=%q: want a whole number of at least 1 (each running password check holds 64 MiB)", v)
 		}
 		c.MaxLoginChecks = n
+	}
+	if v := getenv("BTY_DISCOVERY_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_DISCOVERY_BURST=%q: want a whole number of at least 1 (discoveries a client address may make at once)", v)
+		}
+		c.DiscoveryBurst = n
+	}
+	if v := getenv("BTY_DISCOVERY_EVERY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("BTY_DISCOVERY_EVERY=%q: want a positive duration like 10s (one more discovery per client address per this)", v)
+		}
+		c.DiscoveryEvery = d
+	}
+	if v := getenv("BTY_MAX_UNCLAIMED"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_MAX_UNCLAIMED=%q: want a whole number of at least 1 (discovered machines without an image)", v)
+		}
+		c.MaxUnclaimed = n
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")

@@ -145,11 +145,13 @@ func (h *hub) close() {
 }
 
 func (s *Server) publishMachine(m fleet.Machine) {
+	s.discovery.note(m, false)
 	s.hub.publish(api.MachineEvent{Type: "upsert", MAC: m.MAC, Machine: &m})
 }
 
 // publishDelete announces that the machine mac is gone.
 func (s *Server) publishDelete(mac fleet.MAC) {
+	s.discovery.note(fleet.Machine{MAC: mac}, true)
 	s.hub.publish(api.MachineEvent{Type: "delete", MAC: mac})
 }
 

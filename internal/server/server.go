@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -37,6 +38,7 @@ type Server struct {
 	metrics    *metrics
 	catalog    *catalog
 	loginLimit *limiter
+	discovery  *discoveryGate
 	pxe        pxeServices
 	recent     *recentLog
 	ui         *uiTemplates
@@ -70,6 +72,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
 	}
 	s.pwChecks = make(chan struct{}, s.cfg.MaxLoginChecks)
+	s.discovery = newDiscoveryGate(cmp.Or(max(0, s.cfg.DiscoveryBurst), defaultDiscoveryBurst),
+		cmp.Or(max(0, s.cfg.DiscoveryEvery), defaultDiscoveryEvery), cmp.Or(max(0, s.cfg.MaxUnclaimed), defaultMaxUnclaimed))
 	s.checkPassword = CheckPassword
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)
