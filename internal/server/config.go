@@ -69,6 +69,16 @@ type Config struct {
 	// closed at once. Below 1: New uses the default.
 	MaxConns        int
 	MaxConnsPerAddr int
+	// PXE contacts of unknown machines create records (discovery) at
+	// most DiscoveryBurst at once per client address, one more per
+	// DiscoveryEvery (BTY_DISCOVERY_BURST, default 10;
+	// BTY_DISCOVERY_EVERY, default 10s), and while fewer than
+	// MaxUnclaimed discovered machines have no image
+	// (BTY_MAX_UNCLAIMED, default 1000). Beyond: the discovery boot is
+	// served, nothing recorded. Below 1 (0), New uses the defaults.
+	DiscoveryBurst int
+	DiscoveryEvery time.Duration
+	MaxUnclaimed   int
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -91,6 +101,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		MaxLoginChecks: defaultLoginChecks(),
 		BackupInterval: 6 * time.Hour,
 		BackupKeep:     8,
+		DiscoveryBurst: defaultDiscoveryBurst,
+		DiscoveryEvery: defaultDiscoveryEvery,
+		MaxUnclaimed:   defaultMaxUnclaimed,
 	}
 	c.BootDir = envOr(getenv, "BTY_BOOT_DIR", filepath.Join(c.StateDir, "boot"))
 	var err error
@@ -150,6 +163,27 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.MaxConnsPerAddr, err = envCount(getenv, "BTY_MAX_CONNS_PER_ADDR", defaultMaxConnsPerAddr); err != nil {
 		return c, err
+	}
+	if v := getenv("BTY_DISCOVERY_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_DISCOVERY_BURST=%q: want a whole number of at least 1 (discoveries a client address may make at once)", v)
+		}
+		c.DiscoveryBurst = n
+	}
+	if v := getenv("BTY_DISCOVERY_EVERY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("BTY_DISCOVERY_EVERY=%q: want a positive duration like 10s (one more discovery per client address per this)", v)
+		}
+		c.DiscoveryEvery = d
+	}
+	if v := getenv("BTY_MAX_UNCLAIMED"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("BTY_MAX_UNCLAIMED=%q: want a whole number of at least 1 (discovered machines without an image)", v)
+		}
+		c.MaxUnclaimed = n
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")

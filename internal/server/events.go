@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -11,73 +14,145 @@ import (
 	"github.com/btyproject/bty/internal/fleet"
 )
 
-// subscriberBuffer is how many events a slow client may lag behind
-// before it is dropped; writers never wait for a client.
-const subscriberBuffer = 256
+// eventLogBytes bounds the bytes of encoded events the hub retains for
+// subscribers, whatever their number: a subscriber further behind is
+// sent a fresh snapshot instead of the events it missed.
+const eventLogBytes = 8 << 20
 
-// hub fans machine events out to SSE subscribers.
+// eventOverhead is what the hub counts per retained event beyond its
+// JSON (the slice header and allocation rounding), so tiny events still
+// bound the count.
+const eventOverhead = 64
+
+// eventBatch is how many events a subscriber takes at a time.
+const eventBatch = 256
+
+// hub fans machine events out to SSE subscribers. Publishing encodes an
+// event once and appends it to a shared log (oldest dropped beyond
+// maxBytes), then wakes every waiting subscriber by closing one channel:
+// O(1) whatever the number of subscribers. Each subscriber is only a
+// cursor into the log, read from its own goroutine (the SSE handler), so
+// a stuck subscriber holds no copy of anything and costs publishers
+// nothing.
 type hub struct {
-	mu      sync.Mutex
-	subs    map[chan api.MachineEvent]struct{}
-	closed  bool
-	metrics *metrics
+	mu       sync.Mutex
+	log      [][]byte      // encoded events, oldest first
+	first    uint64        // sequence number of log[0]
+	bytes    int           // retained: sum of len+eventOverhead over log
+	maxBytes int           // the bound on bytes
+	wake     chan struct{} // closed (and replaced) on every publish
+	subs     int
+	closed   bool
+	metrics  *metrics
 }
 
-func newHub(m *metrics) *hub { return &hub{subs: map[chan api.MachineEvent]struct{}{}, metrics: m} }
+// subscription is one subscriber's place in the hub's log.
+type subscription struct {
+	next uint64 // sequence number of the next event to read
+	gone bool
+}
 
-func (h *hub) subscribe() (chan api.MachineEvent, bool) {
+func newHub(m *metrics) *hub {
+	return &hub{maxBytes: eventLogBytes, wake: make(chan struct{}), metrics: m}
+}
+
+func (h *hub) subscribe() (*subscription, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, false
 	}
-	c := make(chan api.MachineEvent, subscriberBuffer)
-	h.subs[c] = struct{}{}
-	h.metrics.subscribers.Set(float64(len(h.subs)))
-	return c, true
+	h.subs++
+	h.metrics.subscribers.Set(float64(h.subs))
+	return &subscription{next: h.first + uint64(len(h.log))}, true
 }
 
-func (h *hub) unsubscribe(c chan api.MachineEvent) {
+func (h *hub) unsubscribe(s *subscription) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.subs[c]; ok {
-		delete(h.subs, c)
-		close(c)
-		h.metrics.subscribers.Set(float64(len(h.subs)))
+	if s.gone {
+		return
 	}
+	s.gone = true
+	h.subs--
+	h.metrics.subscribers.Set(float64(h.subs))
 }
 
-// publish sends e to every subscriber without blocking: a subscriber
-// whose buffer is full is dropped (its stream ends; it reconnects and
-// gets a fresh snapshot).
+// publish appends e to the log and wakes the subscribers; it never
+// waits for one and does no work per subscriber.
 func (h *hub) publish(e api.MachineEvent) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return // a machine record always encodes
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for c := range h.subs {
-		select {
-		case c <- e:
-		default:
-			delete(h.subs, c)
-			close(c)
-		}
+	if h.closed {
+		return
 	}
-	h.metrics.subscribers.Set(float64(len(h.subs)))
+	h.log = append(h.log, b)
+	h.bytes += len(b) + eventOverhead
+	for h.bytes > h.maxBytes && len(h.log) > 0 {
+		h.bytes -= len(h.log[0]) + eventOverhead
+		h.log[0] = nil
+		h.log = h.log[1:]
+		h.first++
+	}
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// read returns the events after s's cursor (at most eventBatch, appended
+// to buf[:0]) and advances it. lost: s fell behind the retained log (its
+// cursor now points at the newest end; send a fresh snapshot). wait is
+// closed on the next publish; ok is false once the hub is closed.
+func (h *hub) read(s *subscription, buf [][]byte) (evs [][]byte, lost bool, wait <-chan struct{}, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, false, nil, false
+	}
+	end := h.first + uint64(len(h.log))
+	if s.next < h.first {
+		s.next = end
+		return buf[:0], true, h.wake, true
+	}
+	from := int(s.next - h.first)
+	to := min(len(h.log), from+eventBatch)
+	evs = append(buf[:0], h.log[from:to]...)
+	s.next += uint64(len(evs))
+	return evs, false, h.wake, true
+}
+
+// retained reports the log's accounting: events and bytes held.
+func (h *hub) retained() (events, bytes int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.log), h.bytes
 }
 
 // close ends every stream (server shutdown).
 func (h *hub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closed = true
-	for c := range h.subs {
-		delete(h.subs, c)
-		close(c)
+	if h.closed {
+		return
 	}
+	h.closed = true
+	h.log, h.bytes = nil, 0
+	close(h.wake)
 	h.metrics.subscribers.Set(0)
 }
 
 func (s *Server) publishMachine(m fleet.Machine) {
+	s.discovery.note(m, false)
 	s.hub.publish(api.MachineEvent{Type: "upsert", MAC: m.MAC, Machine: &m})
+}
+
+// publishDelete announces that the machine mac is gone.
+func (s *Server) publishDelete(mac fleet.MAC) {
+	s.discovery.note(fleet.Machine{MAC: mac}, true)
+	s.hub.publish(api.MachineEvent{Type: "delete", MAC: mac})
 }
 
 // heartbeatEvery keeps idle SSE connections (and proxies) alive.
@@ -85,19 +160,20 @@ var heartbeatEvery = 15 * time.Second
 
 // handleEvents streams machine changes: a "snapshot" event with every
 // machine on connect, then one "machine" event per change, and comment
-// heartbeats.
+// heartbeats. A client too slow to keep up with the hub's retained
+// events gets a fresh "snapshot" event in place of those it missed.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
-	c, ok := s.hub.subscribe()
+	sub, ok := s.hub.subscribe()
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	defer s.hub.unsubscribe(c)
+	defer s.hub.unsubscribe(sub)
 	// Subscribe first, then snapshot: no change falls between the two.
 	machines, err := s.store.ListMachines(r.Context())
 	if err != nil {
@@ -109,37 +185,87 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	if err := writeSSE(w, "snapshot", machines); err != nil {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	flush := func() error {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		fl.Flush()
+		return nil
+	}
+	if err := writeSnapshot(bw, machines); err != nil || flush() != nil {
 		return
 	}
-	fl.Flush()
+	machines = nil
 	tick := time.NewTicker(heartbeatEvery)
 	defer tick.Stop()
+	var buf [][]byte
 	for {
+		evs, lost, wait, ok := s.hub.read(sub, buf)
+		if !ok {
+			return
+		}
+		buf = evs
+		switch {
+		case lost:
+			if err := s.resnapshot(r.Context(), bw); err != nil || flush() != nil {
+				return
+			}
+			continue
+		case len(evs) > 0:
+			for _, b := range evs {
+				if _, err := fmt.Fprintf(bw, "event: machine\ndata: %s\n\n", b); err != nil {
+					return
+				}
+			}
+			clear(buf)
+			if flush() != nil {
+				return
+			}
+			continue
+		}
 		select {
 		case <-r.Context().Done():
 			return
-		case e, ok := <-c:
-			if !ok {
-				return
-			}
-			if err := writeSSE(w, "machine", e); err != nil {
-				return
-			}
+		case <-wait:
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
+			if _, err := io.WriteString(bw, ": heartbeat\n\n"); err != nil || flush() != nil {
 				return
 			}
 		}
-		fl.Flush()
 	}
 }
 
-func writeSSE(w http.ResponseWriter, event string, v any) error {
-	b, err := json.Marshal(v)
+// resnapshot sends a fresh snapshot to a subscriber that fell behind
+// (its cursor already moved to the newest event).
+func (s *Server) resnapshot(ctx context.Context, w io.Writer) error {
+	machines, err := s.store.ListMachines(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+	return writeSnapshot(w, machines)
+}
+
+// writeSnapshot writes the "snapshot" event, encoding one machine at a
+// time into w (buffered): no whole-fleet JSON is built in memory.
+func writeSnapshot(w io.Writer, machines []fleet.Machine) error {
+	if _, err := io.WriteString(w, "event: snapshot\ndata: ["); err != nil {
+		return err
+	}
+	for i := range machines {
+		b, err := json.Marshal(&machines[i])
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "]\n\n")
 	return err
 }

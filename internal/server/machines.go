@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/store"
@@ -136,7 +135,7 @@ func (s *Server) deleteMachine(ctx context.Context, mac fleet.MAC) error {
 	if err := s.store.DeleteMachine(ctx, mac); err != nil {
 		return err
 	}
-	s.hub.publish(api.MachineEvent{Type: "delete", MAC: mac})
+	s.publishDelete(mac)
 	return nil
 }
 

@@ -16,6 +16,8 @@ type metrics struct {
 	flashesFailed prometheus.Counter
 	bytesServed   *prometheus.CounterVec
 	subscribers   prometheus.Gauge
+
+	discoveriesRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,11 +40,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bty_sse_subscribers", Help: "Clients connected to GET /events/machines.",
 		}),
+		discoveriesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_discoveries_refused_total",
+			Help: "PXE contacts of unknown machines served the discovery boot but not recorded, by reason: rate (the client address's discovery rate) or cap (too many unclaimed discovered machines).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers,
+	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)
+	}
+	for _, r := range []string{refusedRate, refusedCap} {
+		m.discoveriesRefused.WithLabelValues(r)
 	}
 	for _, k := range []string{"image", "boot"} {
 		m.bytesServed.WithLabelValues(k)

@@ -30,13 +30,14 @@ func (s *Server) serverURL(r *http.Request) string {
 }
 
 // handlePXE answers a PXE contact with the iPXE script of the machine's
-// boot policy, recording discovery and last_seen_*.
+// boot policy, recording discovery (within the discovery gate's limits:
+// Server.pxeContact) and last_seen_*.
 func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	mac, ok := pathMAC(w, r)
 	if !ok {
 		return
 	}
-	c, err := store.PXEContact(r.Context(), s.store, mac, clientAddr(r), time.Now())
+	c, stored, err := s.pxeContact(r.Context(), mac, clientAddr(r), time.Now())
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -44,7 +45,9 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	if c.Discovered {
 		s.log.Info("machine discovered", "mac", mac, "ip", clientAddr(r))
 	}
-	s.publishMachine(c.Machine)
+	if stored {
+		s.publishMachine(c.Machine)
+	}
 	script, policy := s.bootScript(r.Context(), c.Machine, c.Decision, s.serverURL(r), false)
 	s.metrics.pxeContacts.WithLabelValues(string(policy)).Inc()
 	writeScript(w, script)

@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,6 +39,7 @@ type Server struct {
 	metrics    *metrics
 	catalog    *catalog
 	loginLimit *limiter
+	discovery  *discoveryGate
 	pxe        pxeServices
 	recent     *recentLog
 	ui         *uiTemplates
@@ -86,6 +88,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	if s.cfg.MaxConnsPerAddr < 1 {
 		s.cfg.MaxConnsPerAddr = defaultMaxConnsPerAddr
 	}
+	s.discovery = newDiscoveryGate(cmp.Or(max(0, s.cfg.DiscoveryBurst), defaultDiscoveryBurst),
+		cmp.Or(max(0, s.cfg.DiscoveryEvery), defaultDiscoveryEvery), cmp.Or(max(0, s.cfg.MaxUnclaimed), defaultMaxUnclaimed))
 	s.checkPassword = CheckPassword
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/fleet"
+)
+
+func testEvent(i int) api.MachineEvent {
+	return api.MachineEvent{Type: "upsert", MAC: fleet.MustParseMAC(fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff))}
+}
+
+// publishTime is the best of a few runs of publishing, to 20 fresh hubs
+// with subs subscribers that never read, 250 events each (fewer than
+// any per-subscriber queue would hold, so no subscriber is dropped).
+func publishTime(t *testing.T, subs int) time.Duration {
+	t.Helper()
+	best := time.Duration(1 << 62)
+	for range 3 {
+		var total time.Duration
+		for range 20 {
+			h := newHub(newMetrics(prometheus.NewRegistry()))
+			for range subs {
+				if _, ok := h.subscribe(); !ok {
+					t.Fatal("subscribe")
+				}
+			}
+			start := time.Now()
+			for i := range 250 {
+				h.publish(testEvent(i))
+			}
+			total += time.Since(start)
+		}
+		best = min(best, total)
+	}
+	return best
+}
+
+// TestPublishCostIndependentOfSubscribers: publishing costs the PXE path
+// the same with 1,000 idle subscribers as with none (the review measured
+// PXE throughput falling in proportion to SSE clients).
+func TestPublishCostIndependentOfSubscribers(t *testing.T) {
+	none := publishTime(t, 0)
+	many := publishTime(t, 1000)
+	t.Logf("5000 events: %s with no subscriber, %s with 1000", none, many)
+	if many > 5*none+5*time.Millisecond {
+		t.Errorf("publishing 5000 events took %s with 1000 idle subscribers, %s with none: publish does work per subscriber", many, none)
+	}
+}
+
+// TestStuckSubscribersHoldNoCopies: subscribers that never read hold
+// nothing of their own: the hub's memory is its shared log, bounded in
+// bytes, whatever their number.
+func TestStuckSubscribersHoldNoCopies(t *testing.T) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	h := newHub(newMetrics(prometheus.NewRegistry()))
+	subs := make([]*subscription, 1000)
+	for i := range subs {
+		subs[i], _ = h.subscribe()
+	}
+	for i := range 10000 {
+		h.publish(testEvent(i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	grown := int64(ms.HeapAlloc) - int64(before)
+	events, bytes := h.retained()
+	t.Logf("heap grew %d bytes; the log holds %d events, %d bytes", grown, events, bytes)
+	if events != 10000 || bytes > eventLogBytes {
+		t.Errorf("the log holds %d events, %d bytes; want 10000 within %d", events, bytes, eventLogBytes)
+	}
+	// 1000 subscribers × 256 queued events each would be ~12 MB.
+	if grown > 4<<20 {
+		t.Errorf("1000 stuck subscribers and 10000 events grew the heap by %d bytes, want under 4 MiB", grown)
+	}
+	runtime.KeepAlive(subs)
+
+	// The log is bounded in bytes: many more events drop the oldest.
+	h.maxBytes = 64 << 10
+	for i := range 5000 {
+		h.publish(testEvent(i))
+	}
+	if _, bytes := h.retained(); bytes > h.maxBytes {
+		t.Errorf("the log holds %d bytes, more than its %d bound", bytes, h.maxBytes)
+	}
+}
+
+// TestSlowSubscriberResyncs: a client that never reads costs writers
+// nothing; once it falls behind the retained log it is told to resync
+// (the handler sends a fresh snapshot), then follows new events again.
+func TestSlowSubscriberResyncs(t *testing.T) {
+	ts := startServer(t, nil)
+	h := ts.srv.hub
+	h.maxBytes = 16 << 10
+	sub, ok := h.subscribe()
+	if !ok {
+		t.Fatal("subscribe")
+	}
+	start := time.Now()
+	for i := range 2000 {
+		h.publish(testEvent(i))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("publishing to a stuck subscriber took %s", d)
+	}
+	if _, bytes := h.retained(); bytes > h.maxBytes {
+		t.Errorf("the log holds %d bytes, more than its %d bound", bytes, h.maxBytes)
+	}
+	if evs, lost, _, ok := h.read(sub, nil); !ok || !lost || len(evs) != 0 {
+		t.Fatalf("the stuck subscriber read %d events, lost %v, ok %v; want told to resync", len(evs), lost, ok)
+	}
+	h.publish(testEvent(7))
+	evs, lost, _, ok := h.read(sub, nil)
+	if !ok || lost || len(evs) != 1 || !strings.Contains(string(evs[0]), `"02:00:00:00:00:07"`) {
+		t.Fatalf("after resyncing: %q lost %v ok %v", evs, lost, ok)
+	}
+}
+
+// TestEventsResnapshot: over HTTP, a client that fell behind the
+// retained log gets a fresh "snapshot" event with the current fleet
+// instead of the events it missed, and the stream goes on.
+func TestEventsResnapshot(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.srv.hub.mu.Lock()
+	ts.srv.hub.maxBytes = 1 // no event is retained: every reader falls behind
+	ts.srv.hub.mu.Unlock()
+	req, _ := http.NewRequest("GET", ts.URL+"/events/machines", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	if ev, data := readSSE(t, br); ev != "snapshot" || data != "[]" {
+		t.Fatalf("first event %s %s", ev, data)
+	}
+	ts.do(t, "GET", "/pxe/aa:00:00:00:00:05", nil, nil)
+	ev, data := readSSE(t, br)
+	var snap []fleet.Machine
+	if err := json.Unmarshal([]byte(data), &snap); ev != "snapshot" || err != nil || len(snap) != 1 || snap[0].MAC.String() != "aa:00:00:00:00:05" {
+		t.Fatalf("after falling behind: %s %s (%v)", ev, data, err)
+	}
+}
