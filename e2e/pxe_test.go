@@ -33,6 +33,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -78,9 +79,10 @@ func TestPXEReflashCycle(t *testing.T) {
 	if err := os.MkdirAll(imageRoot, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(zst, filepath.Join(imageRoot, pxeImageName)); err != nil {
-		t.Fatal(err)
-	}
+	// bty-web serves only files inside its image root (a link out of it
+	// is refused), as an operator's server would: a hard link, or a copy
+	// across filesystems.
+	linkOrCopy(t, zst, filepath.Join(imageRoot, pxeImageName))
 	t.Logf("image %s: %s decoded, sha256 %s; served as %s", img, humanize.IBytes(uint64(size)), sum, pxeImageName)
 
 	l := newLab(t, true)
@@ -373,4 +375,28 @@ func allocatedBytes(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Blocks * 512
+}
+
+// linkOrCopy puts src at dst as a hard link, or a copy when they are on
+// different filesystems.
+func linkOrCopy(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.Link(src, dst); err == nil {
+		return
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
