@@ -33,7 +33,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -381,22 +380,7 @@ func allocatedBytes(t *testing.T, path string) int64 {
 // different filesystems.
 func linkOrCopy(t *testing.T, src, dst string) {
 	t.Helper()
-	if err := os.Link(src, dst); err == nil {
-		return
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
+	if err := os.Link(src, dst); err != nil {
+		copyFile(t, src, dst)
 	}
 }

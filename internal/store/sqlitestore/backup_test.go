@@ -221,21 +221,7 @@ func TestIntegrityCheckReportsGarbledPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := fi.Size() / pageSize
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, pageSize)
-	for i := range junk {
-		junk[i] = byte(0xA5 ^ i)
-	}
-	if _, err := f.WriteAt(junk, (pages/2)*pageSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	garblePage(t, path, pageSize, fi.Size()/pageSize/2)
 	probs, err := s.IntegrityCheck(ctx)
 	if err == nil && len(probs) == 0 {
 		t.Fatal("integrity_check of a database with a garbled page reported nothing")

@@ -93,22 +93,7 @@ func TestOpenRefusesDamagedDatabase(t *testing.T) {
 	if pages < 8 {
 		t.Fatalf("only %d pages: seed more machines", pages)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, pageSize)
-	for i := range junk {
-		junk[i] = byte(0xA5 ^ i)
-	}
-	// A page in the middle of the machines table, past page 1 (the
-	// header and schema), so only a structural check finds it.
-	if _, err := f.WriteAt(junk, (pages/2)*pageSize); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	garblePage(t, path, pageSize, pages/2)
 	s, err = Open(context.Background(), path, nil)
 	if err == nil {
 		s.Close()
@@ -140,5 +125,26 @@ func TestOpenFreshPathStillCreates(t *testing.T) {
 	var n int
 	if err := s.r.QueryRow("SELECT count(*) FROM machines").Scan(&n); err != nil || n != 3 {
 		t.Errorf("machines after reopen = %d, %v; want 3", n, err)
+	}
+}
+
+// garblePage overwrites page n (0-based, of pageSize bytes) of the database file at path
+// with junk: a page in the middle of the machines table, past page 1
+// (the header and schema), which only a structural check finds.
+func garblePage(t *testing.T, path string, pageSize, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, pageSize)
+	for i := range junk {
+		junk[i] = byte(0xA5 ^ i)
+	}
+	if _, err := f.WriteAt(junk, n*pageSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

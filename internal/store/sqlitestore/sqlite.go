@@ -172,21 +172,31 @@ func prepareFile(path string) error {
 		return checkExisting(path) // another process created it meanwhile
 	}
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("state database %s is not writable: %w (fix its owner or mode, or set BTY_STATE_DIR to another directory)", path, err)
-		}
-		return fmt.Errorf("opening state database %s: %w", path, err)
+		return openFileError(path, err)
 	}
 	defer f.Close()
+	_, err = regularFile(f, path)
+	return err
+}
+
+// openFileError says why the state database could not be opened.
+func openFileError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("state database %s is not writable: %w (fix its owner or mode, or set BTY_STATE_DIR to another directory)", path, err)
+	}
+	return fmt.Errorf("opening state database %s: %w", path, err)
+}
+
+// regularFile returns f's info, or an error when it is not a regular file.
+func regularFile(f *os.File, path string) (fs.FileInfo, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("opening state database %s: %w", path, err)
+		return nil, fmt.Errorf("opening state database %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("state database %s is not a regular file", path)
+		return nil, fmt.Errorf("state database %s is not a regular file", path)
 	}
-	return nil
+	return fi, nil
 }
 
 // sqliteHeader starts every SQLite database file.
@@ -197,18 +207,12 @@ const sqliteHeader = "SQLite format 3\x00"
 func checkExisting(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("state database %s is not writable: %w (fix its owner or mode, or set BTY_STATE_DIR to another directory)", path, err)
-		}
-		return fmt.Errorf("opening state database %s: %w", path, err)
+		return openFileError(path, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	fi, err := regularFile(f, path)
 	if err != nil {
-		return fmt.Errorf("opening state database %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("state database %s is not a regular file", path)
+		return err
 	}
 	if fi.Size() == 0 {
 		return fmt.Errorf("state database %s exists but is empty (0 bytes): it is not a bty state database, "+
