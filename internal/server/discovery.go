@@ -115,34 +115,14 @@ func (g *discoveryGate) refusal(reason string, now time.Time) (warn bool, since 
 	return true, since
 }
 
-// errUnknownMachine: a PXE contact's MAC has no record (it would be a
-// discovery).
-var errUnknownMachine = errors.New("unknown machine")
-
-// knownContact records a PXE contact of a known machine, in one
-// transaction (store.PXEContact's rule); errUnknownMachine, writing
-// nothing, when there is no such machine.
-func knownContact(ctx context.Context, st store.Store, mac fleet.MAC, ip string, now time.Time) (store.Contact, error) {
-	var c store.Contact
-	m, err := st.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
-		if !found {
-			return m, errUnknownMachine
-		}
-		m, c.Decision = m.Contact(ip, now)
-		return m, nil
-	})
-	c.Machine = m
-	return c, err
-}
-
 // pxeContact records a PXE contact: a known machine's always; an unknown
 // one's (a discovery) only when the discovery gate admits it. A refused
 // discovery is answered as a discovered machine would be (fleet.Discover)
 // but not stored, counted in bty_discoveries_refused_total, and warned
 // about at most once per discoveryWarnEvery; stored is then false.
 func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, addr string, now time.Time) (c store.Contact, stored bool, err error) {
-	c, err = knownContact(ctx, s.store, mac, addr, now)
-	if !errors.Is(err, errUnknownMachine) {
+	c, err = store.KnownContact(ctx, s.store, mac, addr, now)
+	if !errors.Is(err, store.ErrNotFound) {
 		return c, err == nil, err
 	}
 	reason, err := s.discovery.admit(ctx, s.store, mac, addr, now)

@@ -87,9 +87,23 @@ func notFound(mac fleet.MAC) error { return fmt.Errorf("machine %s: %w", mac, Er
 // served: an unknown MAC is discovered (fleet.Discover), a known one
 // advances by fleet.Machine.Contact.
 func PXEContact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time) (Contact, error) {
+	return contact(ctx, s, mac, ip, now, true)
+}
+
+// KnownContact is PXEContact for a known machine only: an unknown MAC is
+// ErrNotFound and nothing is written (the caller decides whether it may
+// be discovered).
+func KnownContact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time) (Contact, error) {
+	return contact(ctx, s, mac, ip, now, false)
+}
+
+func contact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time, discover bool) (Contact, error) {
 	var c Contact
 	m, err := s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		c = Contact{}
+		if !found && !discover {
+			return m, notFound(mac)
+		}
 		if !found {
 			m, c.Decision = fleet.Discover(mac, ip, now)
 			c.Discovered = true

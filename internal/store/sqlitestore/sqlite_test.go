@@ -320,6 +320,13 @@ func TestPXEContactDiscovery(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	var mac = fleet.MustParseMAC("52:54:00:00:00:01")
+	// KnownContact does not discover: ErrNotFound, nothing written.
+	if _, err := store.KnownContact(ctx, s, mac, "192.0.2.10", t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("KnownContact of an unknown MAC: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("KnownContact stored a record: %v", err)
+	}
 	c, err := store.PXEContact(ctx, s, mac, "192.0.2.10", t0)
 	if err != nil {
 		t.Fatal(err)
@@ -333,9 +340,10 @@ func TestPXEContactDiscovery(t *testing.T) {
 		t.Errorf("stored (-want +got):\n%s", cmp.Diff(want, got))
 	}
 
-	// A later contact updates last_seen_* only; updated_at stays.
+	// A later contact (KnownContact now finds it) updates last_seen_*
+	// only; updated_at stays.
 	t1 := t0.Add(time.Hour)
-	c, err = store.PXEContact(ctx, s, mac, "192.0.2.11", t1)
+	c, err = store.KnownContact(ctx, s, mac, "192.0.2.11", t1)
 	if err != nil {
 		t.Fatal(err)
 	}
