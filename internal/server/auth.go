@@ -174,21 +174,40 @@ func newLimiter(burst int, per time.Duration) *limiter {
 	return &limiter{burst: float64(burst), per: per, buckets: map[string]*bucket{}}
 }
 
+// maxLimiterKeys bounds the addresses a limiter remembers.
+const maxLimiterKeys = 10000
+
+// trim forgets full buckets (an address that has waited long enough
+// starts full anyway) and, if many addresses are still mid-limit (a flood
+// from many addresses), arbitrary ones down to 90 % of maxLimiterKeys: the
+// map stays bounded and a trim, which walks it, happens at most once per
+// maxLimiterKeys/10 new addresses. A forgotten address starts with a full
+// bucket; the global caps (password checks at once, unclaimed
+// discoveries) hold regardless.
+func (l *limiter) trim(now time.Time) {
+	for k, b := range l.buckets {
+		if b.tokens+float64(now.Sub(b.last))/float64(l.per) >= l.burst {
+			delete(l.buckets, k)
+		}
+	}
+	for k := range l.buckets {
+		if len(l.buckets) <= maxLimiterKeys*9/10 {
+			break
+		}
+		delete(l.buckets, k)
+	}
+}
+
 // allow takes one attempt for key; when none is left it returns false
 // and how long until the next one.
 func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.buckets) > 10000 {
-		// Forget full buckets so the map cannot grow without bound.
-		for k, b := range l.buckets {
-			if b.tokens+float64(now.Sub(b.last))/float64(l.per) >= l.burst {
-				delete(l.buckets, k)
-			}
-		}
-	}
 	b, ok := l.buckets[key]
 	if !ok {
+		if len(l.buckets) >= maxLimiterKeys {
+			l.trim(now)
+		}
 		b = &bucket{tokens: l.burst, last: now}
 		l.buckets[key] = b
 	}

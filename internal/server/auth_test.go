@@ -267,3 +267,24 @@ func TestPasswordChangeRevokesSessions(t *testing.T) {
 	}
 	ts.login(t, "password C, the third")
 }
+
+// TestLimiterBounded: a flood from many addresses, each mid-limit, does
+// not grow the limiter's memory without bound (it walked the map on every
+// call past 10,000 entries and kept every partly used bucket).
+func TestLimiterBounded(t *testing.T) {
+	l := newLimiter(10, time.Hour)
+	now := time.Now()
+	for i := range 3 * maxLimiterKeys {
+		l.allow(fmt.Sprintf("2001:db8::%x", i), now)
+	}
+	if n := len(l.buckets); n > maxLimiterKeys {
+		t.Fatalf("the limiter remembers %d addresses, want at most %d", n, maxLimiterKeys)
+	}
+	// A remembered address is still limited.
+	for range 10 {
+		l.allow("192.0.2.1", now)
+	}
+	if ok, wait := l.allow("192.0.2.1", now); ok || wait <= 0 {
+		t.Errorf("the 11th attempt of one address: allowed %v, wait %v", ok, wait)
+	}
+}
