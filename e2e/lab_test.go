@@ -491,7 +491,19 @@ func (w *btyWeb) ctlTry(stdin string, args ...string) (string, error) {
 // from inside the server namespace (curl).
 func (w *btyWeb) getStatus(t *testing.T, path string) int {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", w.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", w.url+path).Output()
+	return w.callStatus(t, "GET", path)
+}
+
+// callStatus sends method path from inside the lab (from the server's
+// own address, not a guest's) with the headers hdr ("Name: value"),
+// and returns the status code.
+func (w *btyWeb) callStatus(t *testing.T, method, path string, hdr ...string) int {
+	t.Helper()
+	args := []string{"netns", "exec", w.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method}
+	for _, h := range hdr {
+		args = append(args, "-H", h)
+	}
+	out, err := exec.Command("ip", append(args, w.url+path)...).Output()
 	if err != nil {
 		t.Fatalf("curl %s: %v", path, err)
 	}

@@ -28,6 +28,13 @@ type Error struct {
 	Error string `json:"error"`
 }
 
+// ReportStatus answers a live env's report (POST /pxe/{mac}/done,
+// /failed) that was recorded: the route is open, so it carries the
+// status only ("recorded"), never the record.
+type ReportStatus struct {
+	Status string `json:"status"`
+}
+
 // MachineEvent is one change on GET /events/machines (server-sent
 // events): an upsert carries the record, a delete only the MAC.
 type MachineEvent struct {

@@ -79,34 +79,43 @@ func (c *Client) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 	return err
 }
 
+// CycleHeader carries the flash cycle's token (the bty.cycle= kernel
+// parameter of the live env's boot script) on the live env's calls back:
+// the server accepts them only with the token of the machine's open
+// cycle, from the address of the PXE contact that opened it.
+const CycleHeader = "X-Bty-Cycle"
+
+func cycleHeader(cycle string) http.Header { return http.Header{CycleHeader: {cycle}} }
+
 // PXEDone is the live env's signal that it flashed the machine (open
-// route); the server records last_flashed_at and answers the record.
-func (c *Client) PXEDone(ctx context.Context, mac fleet.MAC) (api.Machine, error) {
-	var m api.Machine
-	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "done")}, &m)
-	return m, err
+// route, in the flash cycle whose token is cycle); the server records
+// last_flashed_at. A refused report is a 403 *APIError.
+func (c *Client) PXEDone(ctx context.Context, mac fleet.MAC, cycle string) error {
+	var st api.ReportStatus
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "done"), header: cycleHeader(cycle)}, &st)
+	return err
 }
 
 // PXEFailed reports that the live env could not flash the machine
 // (open route, like done); the reason shows on the machine's record.
-func (c *Client) PXEFailed(ctx context.Context, mac fleet.MAC, reason string) (api.Machine, error) {
-	var m api.Machine
+func (c *Client) PXEFailed(ctx context.Context, mac fleet.MAC, cycle, reason string) error {
+	var st api.ReportStatus
 	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "failed"),
-		body: api.FailureReport{Reason: reason}}, &m)
-	return m, err
+		body: api.FailureReport{Reason: reason}, header: cycleHeader(cycle)}, &st)
+	return err
 }
 
 // PXESeed fetches the machine's cloud-init seed (open routes GET
-// /pxe/{mac}/user-data and meta-data), which the server gives only to
-// the machine itself, from the address of its last PXE contact, while
-// it flashes. userData is nil when the server has none for it (a 404:
-// none on the record, or not asked by the machine in its flash cycle);
-// metaData is the record's, or one the server makes.
-func (c *Client) PXESeed(ctx context.Context, mac fleet.MAC) (userData, metaData []byte, err error) {
+// /pxe/{mac}/user-data and meta-data), which the server releases once
+// per flash cycle, to the call carrying the cycle's token from the
+// address of the PXE contact that opened it. userData is nil when the
+// record has none (a 404); metaData is the record's, or one the server
+// makes. A refused call is a 403 *APIError.
+func (c *Client) PXESeed(ctx context.Context, mac fleet.MAC, cycle string) (userData, metaData []byte, err error) {
 	get := func(what string) ([]byte, error) {
 		var b []byte
 		_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("pxe", mac.String(), what),
-			text: &b, textLimit: fleet.MaxSeedBytes}, nil)
+			text: &b, textLimit: fleet.MaxSeedBytes, header: cycleHeader(cycle)}, nil)
 		if IsNotFound(err) {
 			return nil, nil
 		}

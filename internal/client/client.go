@@ -155,6 +155,10 @@ func StatusCode(err error) int {
 // password).
 func IsUnauthorized(err error) bool { return StatusCode(err) == http.StatusUnauthorized }
 
+// IsForbidden reports whether the server answered 403 (for the live
+// env's calls: not its machine's open flash cycle; retrying cannot help).
+func IsForbidden(err error) bool { return StatusCode(err) == http.StatusForbidden }
+
 // IsNotFound reports whether the server answered 404.
 func IsNotFound(err error) bool { return StatusCode(err) == http.StatusNotFound }
 

@@ -148,31 +148,38 @@ func TestPXEDone(t *testing.T) {
 	ts, c := loggedIn(t)
 	cx := ctx(t)
 	anon, _ := client.New(ts.URL)
-	if _, err := anon.PXEDone(cx, fleet.MustParseMAC("52:54:00:12:34:56")); !client.IsNotFound(err) {
-		t.Fatalf("PXEDone for an unknown machine: %v, want 404", err)
+	mac := fleet.MustParseMAC("52:54:00:12:34:56")
+	// An unknown machine and a known one outside its cycle get the same
+	// 403: the open route tells a stranger nothing.
+	if err := anon.PXEDone(cx, mac, ""); !client.IsForbidden(err) {
+		t.Fatalf("PXEDone for an unknown machine: %v, want 403", err)
 	}
-	// A PXE contact registers the machine; done then needs no token.
-	resp, err := http.Get(ts.URL + "/pxe/52-54-00-12-34-56")
-	if err != nil {
-		t.Fatal(err)
+	// A PXE contact registers the machine (tui) and opens its cycle;
+	// done needs the cycle's token.
+	_, cycle := clienttest.PXEBoot(t, ts.URL, mac)
+	if cycle == "" {
+		t.Fatal("the discovery script carries no bty.cycle")
 	}
-	resp.Body.Close()
+	if err := anon.PXEDone(cx, mac, fleet.NewCycleToken()); !client.IsForbidden(err) {
+		t.Fatalf("PXEDone with a wrong token: %v, want 403", err)
+	}
 	before := time.Now().Add(-time.Second)
-	m, err := anon.PXEDone(cx, fleet.MustParseMAC("52-54-00-12-34-56"))
-	if err != nil {
+	if err := anon.PXEDone(cx, mac, cycle); err != nil {
 		t.Fatal(err)
 	}
-	if m.LastFlashedAt == nil || m.LastFlashedAt.Before(before) || m.BootPolicy != "tui" || m.DiscoveredAt == nil {
-		t.Errorf("PXEDone answered %+v", m)
+	m, err := c.Machine(cx, mac)
+	if err != nil || m.LastFlashedAt == nil || m.LastFlashedAt.Before(before) || m.BootPolicy != "tui" || m.DiscoveredAt == nil {
+		t.Errorf("Machine after done = %+v, %v", m, err)
 	}
-	if got, err := c.Machine(cx, m.MAC); err != nil || got.LastFlashedAt == nil {
-		t.Errorf("Machine after done = %+v, %v", got, err)
+	// Once per cycle.
+	if err := anon.PXEDone(cx, mac, cycle); !client.IsForbidden(err) {
+		t.Errorf("second PXEDone in the cycle: %v, want 403", err)
 	}
 }
 
 // TestPXESeed: the live env's seed fetch gets the record's user-data
-// and the server-made meta-data only in the machine's flash cycle, and
-// nil user-data (not an error) when there is none for it.
+// and the server-made meta-data only in the machine's flash cycle, with
+// its token, once; and nil user-data (not an error) when there is none.
 func TestPXESeed(t *testing.T) {
 	t.Parallel()
 	ts, c := loggedIn(t)
@@ -184,25 +191,30 @@ func TestPXESeed(t *testing.T) {
 	if _, _, err := c.PutMachine(cx, mac, api.MachineUpdate{BootPolicy: &pol, Image: &img, UserData: &ud}); err != nil {
 		t.Fatal(err)
 	}
-	// Before any PXE contact the machine is not in a flash cycle.
-	if u, m, err := anon.PXESeed(cx, mac); err != nil || u != nil || m != nil {
-		t.Fatalf("PXESeed before the contact = %q, %q, %v; want nothing", u, m, err)
+	// Before any PXE contact the machine has no flash cycle.
+	if _, _, err := anon.PXESeed(cx, mac, fleet.NewCycleToken()); !client.IsForbidden(err) {
+		t.Fatalf("PXESeed before the contact: %v, want 403", err)
 	}
-	resp, err := http.Get(ts.URL + "/pxe/52:54:00:12:34:58")
-	if err != nil {
-		t.Fatal(err)
+	_, cycle := clienttest.PXEBoot(t, ts.URL, mac)
+	if _, _, err := anon.PXESeed(cx, mac, ""); !client.IsForbidden(err) {
+		t.Fatalf("PXESeed without the token: %v, want 403", err)
 	}
-	resp.Body.Close()
-	u, m, err := anon.PXESeed(cx, mac)
+	u, m, err := anon.PXESeed(cx, mac, cycle)
 	if err != nil || string(u) != ud || !strings.HasPrefix(string(m), "instance-id: bty-525400123458-") {
 		t.Fatalf("PXESeed in the flash cycle = %q, %q, %v", u, m, err)
 	}
-	// After done the cycle is closed.
-	if _, err := anon.PXEDone(cx, mac); err != nil {
+	// Released once per cycle.
+	if _, _, err := anon.PXESeed(cx, mac, cycle); !client.IsForbidden(err) {
+		t.Fatalf("second PXESeed in the cycle: %v, want 403", err)
+	}
+	// A record without user-data: nil, not an error, in a new cycle.
+	empty := ""
+	if _, _, err := c.PutMachine(cx, mac, api.MachineUpdate{UserData: &empty}); err != nil {
 		t.Fatal(err)
 	}
-	if u, m, err := anon.PXESeed(cx, mac); err != nil || u != nil || m != nil {
-		t.Fatalf("PXESeed after done = %q, %q, %v; want nothing", u, m, err)
+	_, cycle = clienttest.PXEBoot(t, ts.URL, mac)
+	if u, m, err := anon.PXESeed(cx, mac, cycle); err != nil || u != nil || m != nil {
+		t.Fatalf("PXESeed with no user-data = %q, %q, %v; want nothing", u, m, err)
 	}
 }
 
@@ -211,23 +223,17 @@ func TestPXEFailed(t *testing.T) {
 	ts, c := loggedIn(t)
 	cx := ctx(t)
 	anon, _ := client.New(ts.URL)
-	if _, err := anon.PXEFailed(cx, fleet.MustParseMAC("52:54:00:12:34:57"), "x"); !client.IsNotFound(err) {
-		t.Fatalf("PXEFailed for an unknown machine: %v, want 404", err)
+	mac := fleet.MustParseMAC("52:54:00:12:34:57")
+	if err := anon.PXEFailed(cx, mac, "", "x"); !client.IsForbidden(err) {
+		t.Fatalf("PXEFailed for an unknown machine: %v, want 403", err)
 	}
-	resp, err := http.Get(ts.URL + "/pxe/52:54:00:12:34:57")
-	if err != nil {
+	_, cycle := clienttest.PXEBoot(t, ts.URL, mac)
+	if err := anon.PXEFailed(cx, mac, cycle, "no disk\nfound\x1b[2J"); err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	m, err := anon.PXEFailed(cx, fleet.MustParseMAC("52:54:00:12:34:57"), "no disk\nfound\x1b[2J")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.LastFailure != "no disk found [2J" || m.LastFailedAt == nil || m.LastFlashedAt != nil {
-		t.Errorf("PXEFailed answered %+v", m)
-	}
-	if got, err := c.Machine(cx, m.MAC); err != nil || got.LastFailure != m.LastFailure {
-		t.Errorf("Machine after failed = %+v, %v", got, err)
+	m, err := c.Machine(cx, mac)
+	if err != nil || m.LastFailure != "no disk found [2J" || m.LastFailedAt == nil || m.LastFlashedAt != nil {
+		t.Errorf("Machine after failed = %+v, %v", m, err)
 	}
 }
 

@@ -138,12 +138,32 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"last flashed", localTime(m.LastFlashedAt)},
 		{"last failed", localTime(m.LastFailedAt)},
 		{"last failure", dash(m.LastFailure)},
+		{"flash cycle", cycleText(m.Cycle)},
+		{"PXE conflict", conflictText(m)},
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-22s %s\n", r[0]+":", r[1])
 	}
+}
+
+// cycleText says where a machine's flash cycle is bound and until when.
+func cycleText(c *fleet.Cycle) string {
+	if c == nil {
+		return "-"
+	}
+	return "bound to " + c.IP + " since " + localTime(&c.StartedAt) + ", until " + localTime(&c.ExpiresAt)
+}
+
+// conflictText is the last PXE conflict: another address sending the
+// machine's MAC during its flash cycle.
+func conflictText(m api.Machine) string {
+	if m.LastConflictAt == nil {
+		return "-"
+	}
+	return "WARNING " + m.LastConflictIP + " sent this MAC during the flash cycle at " + localTime(m.LastConflictAt) +
+		" (served the local disk, nothing changed; check for impersonation)"
 }
 
 func newMachinesSetCmd(e *env) *cobra.Command {

@@ -17,6 +17,12 @@ type Decision struct {
 	// Note, when set, is said on the machine's console: the policy asks
 	// for something the record cannot give (a flash with no image).
 	Note string
+	// Cycle is the token of the flash cycle this contact opened, for
+	// the script's kernel command line (bty.cycle); "" when none.
+	Cycle string
+	// Conflict is set when the contact came from another address than
+	// the machine's open flash cycle (Machine.Conflicting).
+	Conflict bool
 }
 
 // Decide is the one rule for what a machine's next PXE contact is
@@ -49,43 +55,42 @@ func Decide(m Machine) Decision {
 	}
 }
 
-// Discover is the record an unknown MAC's first PXE contact creates:
+// Discover is the record an unknown MAC's first PXE contact v creates:
 // boot policy tui (the interactive live env, where an operator can
-// pick an image), discovered now, served tui.
-func Discover(mac MAC, ip string, now time.Time) (Machine, Decision) {
-	now = now.UTC()
+// pick an image), discovered now, served tui in a new flash cycle.
+func Discover(mac MAC, v Visit) (Machine, Decision) {
+	now := v.At.UTC()
 	m := Machine{MAC: mac, BootPolicy: PolicyTUI, NextBoot: NextFlash,
-		DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: ip, CreatedAt: now, UpdatedAt: now}
+		DiscoveredAt: &now, LastSeenAt: &now, LastSeenIP: v.IP, CreatedAt: now, UpdatedAt: now}
 	d := Decide(m)
 	m.LastServed = d.Serve
-	return m, d
+	return m.open(v, d)
 }
 
-// Contact is m after a PXE contact from ip at now, and what the contact
-// is served (Decide). A flash machine booting its disk once has its
-// NextBoot turned back to flash, so the contact after reflashes.
-// last_seen_* change on every contact; UpdatedAt only when the contact
-// changes the record's state (NextBoot), so it keeps meaning "last
-// changed" rather than "last booted".
-func (m Machine) Contact(ip string, now time.Time) (Machine, Decision) {
-	now = now.UTC()
+// Contact is m after the PXE contact v, and what the contact is served
+// (Decide). A flash machine booting its disk once has its NextBoot
+// turned back to flash, so the contact after reflashes. A contact served
+// the live env opens a new flash cycle bound to v.IP; any earlier one
+// ends. last_seen_* change on every contact; UpdatedAt only when the
+// contact changes the record's state (NextBoot), so it keeps meaning
+// "last changed" rather than "last booted".
+//
+// A contact from another address than an open cycle's (Conflicting)
+// changes none of that: it is served the local disk and only recorded
+// as a conflict (last_conflict_*), so a stranger sending the MAC can
+// neither take over the cycle nor use up the boot-the-disk-once turn.
+func (m Machine) Contact(v Visit) (Machine, Decision) {
+	if m.Conflicting(v) {
+		return m.conflict(v)
+	}
+	now := v.At.UTC()
 	d := Decide(m)
 	if m.BootPolicy == PolicyFlash && m.NextBoot == NextLocal {
 		m.NextBoot = NextFlash
 		m.UpdatedAt = now
 	}
-	m.LastSeenAt, m.LastSeenIP, m.LastServed = &now, ip, d.Serve
-	return m, d
-}
-
-// InFlashCycle reports whether the machine's last PXE contact was served
-// the flash live env and no done has come since: the window in which
-// the live env may fetch the machine's seed.
-func (m Machine) InFlashCycle() bool {
-	if m.LastServed != PolicyFlash || m.LastSeenAt == nil {
-		return false
-	}
-	return m.LastFlashedAt == nil || m.LastFlashedAt.Before(*m.LastSeenAt)
+	m.LastSeenAt, m.LastSeenIP, m.LastServed = &now, v.IP, d.Serve
+	return m.open(v, d)
 }
 
 // Done is m after the live env reported a finished flash at now: the
@@ -167,7 +172,7 @@ const MaxRecordedBytes = 4096
 
 // ForImport checks a whole record being restored from an export and
 // fills what older exports lack: a bad MAC, a settable field Validate
-// refuses, an over-long or multi-line last_seen_ip or
+// refuses, an over-long or multi-line last_seen_ip, last_conflict_ip or
 // last_workflow_output_path, or a bad workflow status is a
 // *ValidationError naming the machine; a last_failure is cut to
 // MaxFailureLen characters, as Failed cuts it; a missing NextBoot is
@@ -181,7 +186,8 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 	if errs := m.Settable().Validate(); len(errs) > 0 {
 		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: errs[0].Error()}
 	}
-	for _, f := range []struct{ field, v string }{{"last_seen_ip", m.LastSeenIP}, {"last_workflow_output_path", m.LastWorkflowOutputPath}} {
+	for _, f := range []struct{ field, v string }{{"last_seen_ip", m.LastSeenIP}, {"last_conflict_ip", m.LastConflictIP},
+		{"last_workflow_output_path", m.LastWorkflowOutputPath}} {
 		if e := maxBytes(f.field, &f.v, MaxRecordedBytes, ""); e != nil {
 			return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: e.Error()}
 		}
@@ -198,6 +204,9 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 	if m.LastWorkflowStatus != nil && !m.LastWorkflowStatus.Valid() {
 		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "last_workflow_status must be running, success, failed or null"}
 	}
+	// A cycle's token hash is never exported: a restored record has no
+	// open cycle, and its next contact opens one.
+	m.Cycle = nil
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now.UTC()
 	}

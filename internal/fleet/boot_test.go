@@ -55,7 +55,7 @@ func TestContactCadence(t *testing.T) {
 		op        string // contact, done, failed
 		wantServe Policy
 		wantNext  NextBoot
-		wantCycle bool // InFlashCycle after the step
+		wantCycle bool // a live env call in the cycle is accepted after the step
 		wantUpd   bool // UpdatedAt moved to this step's time
 	}
 	tests := []struct {
@@ -68,7 +68,7 @@ func TestContactCadence(t *testing.T) {
 			{op: "done", wantNext: NextLocal, wantUpd: true},
 			{op: "contact", wantServe: PolicyLocal, wantNext: NextFlash, wantUpd: true},
 			{op: "contact", wantServe: PolicyFlash, wantNext: NextFlash, wantCycle: true},
-			{op: "failed", wantNext: NextFlash, wantCycle: true, wantUpd: true},
+			{op: "failed", wantNext: NextFlash, wantUpd: true},
 			{op: "contact", wantServe: PolicyFlash, wantNext: NextFlash, wantCycle: true},
 		}},
 		{"local never moves next boot", Machine{MAC: testMAC, BootPolicy: PolicyLocal, NextBoot: NextFlash}, []step{
@@ -76,7 +76,8 @@ func TestContactCadence(t *testing.T) {
 			{op: "contact", wantServe: PolicyLocal, wantNext: NextFlash},
 		}},
 		{"tui", Machine{MAC: testMAC, BootPolicy: PolicyTUI, NextBoot: NextFlash}, []step{
-			{op: "contact", wantServe: PolicyTUI, wantNext: NextFlash},
+			{op: "contact", wantServe: PolicyTUI, wantNext: NextFlash, wantCycle: true},
+			{op: "done", wantNext: NextLocal, wantUpd: true},
 		}},
 		{"flash with no image boots the disk", Machine{MAC: testMAC, BootPolicy: PolicyFlash, NextBoot: NextFlash}, []step{
 			{op: "contact", wantServe: PolicyLocal, wantNext: NextFlash},
@@ -85,15 +86,22 @@ func TestContactCadence(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := tt.m
+			var token string
 			for i, s := range tt.steps {
 				now := t0.Add(time.Duration(i+1) * time.Minute)
 				switch s.op {
 				case "contact":
 					var d Decision
-					m, d = m.Contact("10.0.0.7", now)
+					tok := NewCycleToken()
+					m, d = m.Contact(Visit{IP: "10.0.0.7", At: now, Token: tok})
 					if d.Serve != s.wantServe || m.LastServed != s.wantServe {
 						t.Fatalf("step %d: served %q (recorded %q), want %q", i, d.Serve, m.LastServed, s.wantServe)
 					}
+					live := d.Serve == PolicyFlash || d.Serve == PolicyTUI
+					if live != (d.Cycle == tok) || live != (m.Cycle != nil) {
+						t.Fatalf("step %d: served %q with cycle token %q (gave %q), record's cycle %+v", i, d.Serve, d.Cycle, tok, m.Cycle)
+					}
+					token = d.Cycle
 					if m.LastSeenAt == nil || !m.LastSeenAt.Equal(now) || m.LastSeenIP != "10.0.0.7" {
 						t.Fatalf("step %d: last seen %v %q", i, m.LastSeenAt, m.LastSeenIP)
 					}
@@ -111,8 +119,8 @@ func TestContactCadence(t *testing.T) {
 				if m.NextBoot != s.wantNext {
 					t.Fatalf("step %d (%s): next boot %q, want %q", i, s.op, m.NextBoot, s.wantNext)
 				}
-				if got := m.InFlashCycle(); got != s.wantCycle {
-					t.Fatalf("step %d (%s): in flash cycle %v, want %v", i, s.op, got, s.wantCycle)
+				if got := m.CheckCycle(token, "10.0.0.7", now) == nil; got != s.wantCycle {
+					t.Fatalf("step %d (%s): call in the cycle accepted %v, want %v", i, s.op, got, s.wantCycle)
 				}
 				if got := m.UpdatedAt.Equal(now); got != s.wantUpd {
 					t.Fatalf("step %d (%s): updated_at %v moved=%v, want moved=%v", i, s.op, m.UpdatedAt, got, s.wantUpd)
@@ -123,14 +131,20 @@ func TestContactCadence(t *testing.T) {
 }
 
 func TestDiscover(t *testing.T) {
-	m, d := Discover(testMAC, "10.0.0.9", t0)
+	tok := NewCycleToken()
+	m, d := Discover(testMAC, Visit{IP: "10.0.0.9", At: t0, Token: tok, TTL: time.Hour})
 	want := Machine{MAC: testMAC, BootPolicy: PolicyTUI, NextBoot: NextFlash, DiscoveredAt: tp(t0), LastSeenAt: tp(t0),
-		LastSeenIP: "10.0.0.9", CreatedAt: t0, UpdatedAt: t0, LastServed: PolicyTUI}
+		LastSeenIP: "10.0.0.9", CreatedAt: t0, UpdatedAt: t0, LastServed: PolicyTUI,
+		Cycle: &Cycle{TokenHash: HashCycleToken(tok), IP: "10.0.0.9", StartedAt: t0, ExpiresAt: t1}}
 	if diff := cmp.Diff(want, m, cmp.AllowUnexported(MAC{})); diff != "" {
 		t.Errorf("Discover (-want +got):\n%s", diff)
 	}
-	if d.Serve != PolicyTUI || !m.Unassigned() {
-		t.Errorf("served %q, unassigned %v", d.Serve, m.Unassigned())
+	if d.Serve != PolicyTUI || !m.Unassigned() || d.Cycle != tok {
+		t.Errorf("served %q, unassigned %v, cycle token %q", d.Serve, m.Unassigned(), d.Cycle)
+	}
+	// Not recorded (no token): no cycle.
+	if m, d := Discover(testMAC, Visit{IP: "10.0.0.9", At: t0}); m.Cycle != nil || d.Cycle != "" {
+		t.Errorf("Discover without a token opened a cycle: %+v, %q", m.Cycle, d.Cycle)
 	}
 }
 

@@ -45,6 +45,15 @@ type Machine struct {
 	// LastServed is what the last PXE contact was served (local, flash,
 	// tui; "" before the first contact).
 	LastServed Policy `json:"last_served"`
+	// Cycle is the machine's flash cycle (null when none): the address
+	// it is bound to, when it started and expires, and whether the seed
+	// was released (see Cycle).
+	Cycle *Cycle `json:"cycle"`
+	// LastConflictAt and LastConflictIP are the last PXE contact for this
+	// MAC from another address than its open flash cycle's: someone else
+	// sent the machine's MAC, or the machine's address changed mid-cycle.
+	LastConflictAt *time.Time `json:"last_conflict_at"`
+	LastConflictIP string     `json:"last_conflict_ip"`
 }
 
 // MaxSeedBytes caps user_data and meta_data each: they live in the

@@ -14,7 +14,7 @@ import (
 func TestParseCmdlineFlash(t *testing.T) {
 	// What internal/netboot's flash script puts on the kernel line.
 	line := `bty-live-x86_64.vmlinuz initrd=bty-live-x86_64.initrd bty.server=http://192.0.2.1:8080 bty.mac=52-54-00-B7-70-01 ` +
-		`bty.image_url=http://192.0.2.1:8080/images/debian%2013.img.zst bty.provisioning=cloud-init ` +
+		`bty.cycle=0123456789abcdef0123456789abcdef bty.image_url=http://192.0.2.1:8080/images/debian%2013.img.zst bty.provisioning=cloud-init ` +
 		`bty.sha256=ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789 bty.hostname=vm-1 bty.retry_delay=7 bty.image_size=2147483648 ` +
 		`bty.frobnicate=1 console=tty0 console=ttyS0,115200n8 panic=10`
 	p, err := ParseCmdline(line)
@@ -27,7 +27,7 @@ func TestParseCmdlineFlash(t *testing.T) {
 		Hostname: "vm-1", RetryDelay: 7 * time.Second, Unknown: []string{"bty.frobnicate"}}
 	if p.Mode != want.Mode || p.Server != want.Server || p.MAC != want.MAC || p.ImageURL != want.ImageURL ||
 		p.Provisioning != want.Provisioning || p.SHA256 != want.SHA256 || p.Hostname != want.Hostname ||
-		p.RetryDelay != want.RetryDelay || p.ImageSize != 2<<30 || strings.Join(p.Unknown, ",") != "bty.frobnicate" {
+		p.RetryDelay != want.RetryDelay || p.ImageSize != 2<<30 || p.Cycle != "0123456789abcdef0123456789abcdef" || strings.Join(p.Unknown, ",") != "bty.frobnicate" {
 		t.Errorf("got  %+v\nwant %+v", p, want)
 	}
 }
@@ -45,6 +45,8 @@ func TestParseCmdlineModesAndErrors(t *testing.T) {
 		{`bty.mode=wild`, ModeFlash, `bty.mode="wild"`},
 		{`bty.mode=usb bty.mac=zz`, ModeUSB, `bty.mac="zz"`},
 		{`bty.mode=usb bty.image_size=-1`, ModeUSB, "bty.image_size"},
+		{`bty.mode=usb bty.cycle=0123456789ABCDEF0123456789ABCDEF`, ModeUSB, "bty.cycle"},
+		{`bty.mode=usb bty.cycle=0123`, ModeUSB, "bty.cycle"},
 		{`bty.mode=usb bty.retry_delay=0`, ModeUSB, "bty.retry_delay"},
 		{`bty.mode=usb bty.server=ftp://x`, ModeUSB, "want an http(s) URL"},
 		{`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`, ModeUSB, ""},

@@ -107,7 +107,7 @@ func (s *system) fetchSeed(ctx context.Context) (userData, metaData flash.Input,
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ud, md, err := c.PXESeed(ctx, s.params.MAC)
+	ud, md, err := c.PXESeed(ctx, s.params.MAC, s.params.Cycle)
 	if err != nil {
 		return flash.Input{}, flash.Input{}, err
 	}
@@ -133,12 +133,12 @@ func (s *system) reportDone(ctx context.Context) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		_, err := c.PXEDone(ctx, s.params.MAC)
+		err := c.PXEDone(ctx, s.params.MAC, s.params.Cycle)
 		if err == nil {
 			s.say("reported done to %s", s.params.Server)
 			return
 		}
-		if time.Now().After(deadline) {
+		if client.IsForbidden(err) || time.Now().After(deadline) {
 			s.say("could not report done to %s: %v (the next PXE boot flashes again)", s.params.Server, err)
 			return
 		}
@@ -157,9 +157,12 @@ func (s *system) reportFailed(ctx context.Context, reason string) {
 		return
 	}
 	for try := 0; try < 3; try++ {
-		if _, err = c.PXEFailed(ctx, s.params.MAC, reason); err == nil {
+		if err = c.PXEFailed(ctx, s.params.MAC, s.params.Cycle, reason); err == nil {
 			s.say("reported the failure to %s", s.params.Server)
 			return
+		}
+		if client.IsForbidden(err) {
+			break
 		}
 		time.Sleep(3 * time.Second)
 	}
@@ -172,6 +175,9 @@ func (s *system) interactiveMode(ctx context.Context) {
 	args := []string{"--server", s.params.Server}
 	if !s.params.MAC.IsZero() {
 		args = append(args, "--mac", s.params.MAC.String())
+	}
+	if s.params.Cycle != "" {
+		args = append(args, "--cycle", s.params.Cycle)
 	}
 	s.tuiOnConsoles(ctx, args...)
 }

@@ -35,6 +35,7 @@ type Params struct {
 	Mode         string
 	Server       string     // bty.server: bty-web's base URL
 	MAC          fleet.MAC  // bty.mac: the MAC this machine PXE-booted with
+	Cycle        string     // bty.cycle: the flash cycle's token, sent back on every call to the server
 	ImageURL     string     // bty.image_url
 	SHA256       string     // bty.sha256: the decoded image's sha256
 	ImageSize    int64      // bty.image_size: the decoded image's size, for progress
@@ -83,6 +84,12 @@ func ParseCmdline(cmdline string) (Params, error) {
 				continue
 			}
 			p.MAC = mac
+		case "bty.cycle":
+			if !fleet.ValidCycleToken(val) {
+				errs = append(errs, fmt.Errorf("bty.cycle=%q: want the %d hex digits bty-web's boot script gives", val, fleet.CycleTokenLen))
+				continue
+			}
+			p.Cycle = val
 		case "bty.image_url":
 			p.ImageURL = val
 		case "bty.sha256":

@@ -60,6 +60,11 @@ type Params struct {
 	// characters other than letters, digits and " :.,()-_/" are
 	// dropped, so it can never be more than an echo.
 	Note string
+	// Cycle is the flash cycle's token (fleet.NewCycleToken) the live
+	// env sends back on its calls; it goes on the kernel command line
+	// as bty.cycle= when set (live scripts only). It must have the
+	// token's form (fleet.ValidCycleToken).
+	Cycle string
 }
 
 // Script renders the iPXE script for p.Policy:
@@ -68,8 +73,8 @@ type Params struct {
 //     boots its next boot device; on BIOS sanboot the first disk (0x80),
 //     and exit to the BIOS if that fails.
 //   - flash: fetch the live env's kernel and initrd from
-//     ServerURL/boot/ and boot it with bty.server, bty.mac,
-//     bty.image_url, bty.provisioning (and bty.sha256, bty.hostname when
+//     ServerURL/boot/ and boot it with bty.server, bty.mac, bty.cycle
+//     (when set), bty.image_url, bty.provisioning (and bty.sha256, bty.hostname when
 //     set) and serial + VGA consoles. The kernel line names the initrd
 //     (initrd=NAME) because Debian's iPXE under UEFI passes the initrd
 //     to the kernel only then.
@@ -173,6 +178,12 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 	}
 	if p.Policy == fleet.PolicyTUI {
 		args = append(args, "bty.mode=interactive")
+	}
+	if p.Cycle != "" {
+		if !fleet.ValidCycleToken(p.Cycle) {
+			return nil, fmt.Errorf("flash cycle token %q: want %d lower-case hex digits", p.Cycle, fleet.CycleTokenLen)
+		}
+		args = append(args, "bty.cycle="+p.Cycle)
 	}
 	if p.ImageURL == "" {
 		if p.Policy == fleet.PolicyFlash {

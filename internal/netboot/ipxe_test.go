@@ -100,7 +100,7 @@ func TestScriptSemantics(t *testing.T) {
 
 	for _, pol := range []fleet.Policy{fleet.PolicyFlash, fleet.PolicyTUI} {
 		s, err := Script(Params{Policy: pol, ServerURL: testServer, MAC: fleet.MustParseMAC("52-54-00-12-34-56"), ImageURL: testServer + "/images/x.img",
-			ImageSHA256: testSHA, Provisioning: "cloud-init", Hostname: "n1"})
+			ImageSHA256: testSHA, Provisioning: "cloud-init", Hostname: "n1", Cycle: "0123456789abcdef0123456789abcdef"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,8 @@ func TestScriptSemantics(t *testing.T) {
 		}
 		want := map[string]bool{"bty.server=" + testServer: true, "bty.mac=" + testMAC.String(): true,
 			"bty.image_url=" + testServer + "/images/x.img": true, "bty.provisioning=cloud-init": true,
-			"bty.sha256=" + testSHA: true, "bty.hostname=n1": true, "console=tty0": true, "console=ttyS0,115200n8": true}
+			"bty.sha256=" + testSHA: true, "bty.hostname=n1": true, "console=tty0": true, "console=ttyS0,115200n8": true,
+			"bty.cycle=0123456789abcdef0123456789abcdef": true}
 		if pol == fleet.PolicyTUI {
 			want["bty.mode=interactive"] = true
 		}
@@ -173,6 +174,9 @@ func TestScriptRefuses(t *testing.T) {
 		{"flash without image", func(p *Params) { p.ImageURL = "" }, "no image assigned"},
 		{"image not a URL", func(p *Params) { p.ImageURL = "debian.img" }, "image URL"},
 		{"image file URL", func(p *Params) { p.ImageURL = "file:///etc/passwd" }, "image URL"},
+		{"cycle token with space", func(p *Params) { p.Cycle = "0123456789abcdef0123456789abcd x" }, "flash cycle token"},
+		{"cycle token too short", func(p *Params) { p.Cycle = "0123" }, "flash cycle token"},
+		{"cycle token with expansion", func(p *Params) { p.Cycle = "${net0/ip}0123456789abcdef012345" }, "flash cycle token"},
 		{"hostname with space", func(p *Params) { p.Hostname = "a b" }, "hostname"},
 		{"hostname with newline", func(p *Params) { p.Hostname = "a\nshell" }, "hostname"},
 		{"hostname expansion", func(p *Params) { p.Hostname = "${net0/ip}" }, "hostname"},

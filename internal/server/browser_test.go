@@ -607,11 +607,14 @@ func TestBrowserFlow(t *testing.T) {
 		t.Fatalf("seeding an image: %d %s", r.code, r.body)
 	}
 	waitCatalog(t, ts, seedName)
-	if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(`{"hostname":"alpha","image":"seed.img","boot_policy":"local"}`), h); r.code != 201 {
+	if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(`{"hostname":"alpha","image":"seed.img","boot_policy":"tui"}`), h); r.code != 201 {
 		t.Fatalf("seeding a machine: %d %s", r.code, r.body)
 	}
-	if r := ts.do(t, "POST", "/pxe/"+macSeed+"/done", nil, nil); r.code != 200 {
+	if r := ts.report(t, macSeed, "done", nil); r.code != 200 {
 		t.Fatalf("marking %s flashed: %d %s", macSeed, r.code, r.body)
+	}
+	if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(`{"boot_policy":"local"}`), h); r.code != 200 {
+		t.Fatalf("seeding a machine: %d %s", r.code, r.body)
 	}
 	if r := ts.do(t, "GET", "/pxe/"+macDisc, nil, nil); r.code != 200 {
 		t.Fatalf("discovering %s: %d %s", macDisc, r.code, r.body)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/btyproject/bty/internal/fleet"
 )
 
 // Config is bty-web's configuration, read from the environment (docs/reference.md,
@@ -79,6 +81,12 @@ type Config struct {
 	DiscoveryBurst int
 	DiscoveryEvery time.Duration
 	MaxUnclaimed   int
+	// CycleTTL is how long a flash cycle stays open (BTY_CYCLE_TTL,
+	// default 4h): its live env's calls are accepted, and other
+	// addresses sending its MAC are conflicts, until done and the disk
+	// boot after it, a failure and the retry, or this long after the
+	// contact that opened it. Zero: New uses the default.
+	CycleTTL time.Duration
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -156,6 +164,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.UploadIdleTimeout, err = envDuration(getenv, "BTY_UPLOAD_IDLE_TIMEOUT", defaultUploadIdleTimeout); err != nil {
+		return c, err
+	}
+	if c.CycleTTL, err = envDuration(getenv, "BTY_CYCLE_TTL", fleet.DefaultCycleTTL); err != nil {
 		return c, err
 	}
 	if c.MaxConns, err = envCount(getenv, "BTY_MAX_CONNS", defaultMaxConns); err != nil {

@@ -120,8 +120,9 @@ func (g *discoveryGate) refusal(reason string, now time.Time) (warn bool, since 
 // discovery is answered as a discovered machine would be (fleet.Discover)
 // but not stored, counted in bty_discoveries_refused_total, and warned
 // about at most once per discoveryWarnEvery; stored is then false.
-func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, addr string, now time.Time) (c store.Contact, stored bool, err error) {
-	c, err = store.KnownContact(ctx, s.store, mac, addr, now)
+func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, v fleet.Visit) (c store.Contact, stored bool, err error) {
+	addr, now := v.IP, v.At
+	c, err = store.KnownContact(ctx, s.store, mac, v)
 	if !errors.Is(err, store.ErrNotFound) {
 		return c, err == nil, err
 	}
@@ -139,11 +140,13 @@ func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, addr string, now
 			s.log.Warn(msg, "reason", reason, "refused", n, "mac", mac, "ip", addr,
 				"max_unclaimed", s.discovery.max, "next_warning_in", discoveryWarnEvery)
 		}
+		// Not recorded, so no flash cycle: the tui is served without a
+		// token, and reports nothing back.
 		c = store.Contact{}
-		c.Machine, c.Decision = fleet.Discover(mac, addr, now)
+		c.Machine, c.Decision = fleet.Discover(mac, fleet.Visit{IP: addr, At: now})
 		return c, false, nil
 	}
-	c, err = store.PXEContact(ctx, s.store, mac, addr, now)
+	c, err = store.PXEContact(ctx, s.store, mac, v)
 	if err != nil {
 		s.discovery.forget(mac)
 	}

@@ -10,36 +10,42 @@ import (
 func TestPXEFailed(t *testing.T) {
 	ts := startServer(t, nil)
 	const mac = "52:54:00:0f:00:01"
-	if r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader("x"), nil); r.code != 404 {
+	if r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader("x"), nil); r.code != 403 {
 		t.Fatalf("unknown machine: %d", r.code)
 	}
 	if r := ts.do(t, "POST", "/pxe/zz/failed", strings.NewReader("x"), nil); r.code != 400 {
 		t.Fatalf("bad MAC: %d", r.code)
 	}
-	pxe2(t, ts, mac)
-	// Plain text, no credentials (an open route like done).
-	r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader("writing /dev/sda:\r\n input/output error\x00"), nil)
-	if r.code != 200 {
+	get := func() fleet.Machine {
+		var m fleet.Machine
+		ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
+		return m
+	}
+	// Plain text, no credentials (an open route like done), in the
+	// flash cycle of a discovery contact.
+	r := ts.report(t, mac, "failed", strings.NewReader("writing /dev/sda:\r\n input/output error\x00"))
+	if r.code != 200 || !statusOnly(r) {
 		t.Fatalf("text report: %d %s", r.code, r.body)
 	}
-	var m fleet.Machine
-	r.json(t, &m)
-	if m.LastFailure != "writing /dev/sda: input/output error" || m.LastFailedAt == nil {
+	if m := get(); m.LastFailure != "writing /dev/sda: input/output error" || m.LastFailedAt == nil {
 		t.Fatalf("text report stored %+v", m)
 	}
 	// JSON, and a bad JSON body is refused.
-	r = ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader(`{"reason": "no disk"}`), map[string]string{"Content-Type": "application/json"})
-	r.json(t, &m)
-	if r.code != 200 || m.LastFailure != "no disk" {
-		t.Fatalf("JSON report: %d %+v", r.code, m)
-	}
-	if r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader(`{"reason": `), map[string]string{"Content-Type": "application/json"}); r.code != 400 {
+	_, cycle := ts.boot(t, "127.0.0.1", mac)
+	r = ts.callFromHdr(t, "127.0.0.1", "POST", "/pxe/"+mac+"/failed", strings.NewReader(`{"reason": `),
+		map[string]string{"Content-Type": "application/json", cycleHeader: cycle})
+	if r.code != 400 {
 		t.Fatalf("bad JSON: %d", r.code)
 	}
-	if r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader(strings.Repeat("x", maxFailureBody+1)), nil); r.code != 413 {
+	r = ts.callFromHdr(t, "127.0.0.1", "POST", "/pxe/"+mac+"/failed", strings.NewReader(`{"reason": "no disk"}`),
+		map[string]string{"Content-Type": "application/json", cycleHeader: cycle})
+	if m := get(); r.code != 200 || m.LastFailure != "no disk" {
+		t.Fatalf("JSON report: %d %+v", r.code, m)
+	}
+	if r := ts.report(t, mac, "failed", strings.NewReader(strings.Repeat("x", maxFailureBody+1))); r.code != 413 {
 		t.Fatalf("oversized report: %d", r.code)
 	}
-	if r := ts.do(t, "POST", "/pxe/"+mac+"/failed", strings.NewReader(" \n"), nil); r.code != 200 || !strings.Contains(string(r.body), "no reason given") {
+	if r := ts.report(t, mac, "failed", strings.NewReader(" \n")); r.code != 200 || !strings.Contains(get().LastFailure, "no reason given") {
 		t.Fatalf("empty report: %d %s", r.code, r.body)
 	}
 	// The record, the dashboard and the metrics show it.

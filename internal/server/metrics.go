@@ -18,6 +18,8 @@ type metrics struct {
 	subscribers   prometheus.Gauge
 
 	discoveriesRefused *prometheus.CounterVec
+	cycleConflicts     prometheus.Counter
+	cycleRefused       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,14 +46,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bty_discoveries_refused_total",
 			Help: "PXE contacts of unknown machines served the discovery boot but not recorded, by reason: rate (the client address's discovery rate) or cap (too many unclaimed discovered machines).",
 		}, []string{"reason"}),
+		cycleConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bty_pxe_conflicts_total",
+			Help: "PXE contacts for a machine in an open flash cycle from another address than the cycle's: served the local disk, nothing changed.",
+		}),
+		cycleRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_cycle_calls_refused_total",
+			Help: "Live env calls (user-data, meta-data, done, failed) refused because they did not carry the machine's open flash cycle's token from its address, by call.",
+		}, []string{"call"}),
 	}
 	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
+		m.cycleConflicts, m.cycleRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)
 	}
 	for _, r := range []string{refusedRate, refusedCap} {
 		m.discoveriesRefused.WithLabelValues(r)
+	}
+	for _, c := range []string{"user-data", "meta-data", "done", "failed"} {
+		m.cycleRefused.WithLabelValues(c)
 	}
 	for _, k := range []string{"image", "boot"} {
 		m.bytesServed.WithLabelValues(k)

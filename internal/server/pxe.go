@@ -31,19 +31,30 @@ func (s *Server) serverURL(r *http.Request) string {
 
 // handlePXE answers a PXE contact with the iPXE script of the machine's
 // boot policy, recording discovery (within the discovery gate's limits:
-// Server.pxeContact) and last_seen_*.
+// Server.pxeContact) and last_seen_*. A script that boots the live env
+// opens a flash cycle and carries its token (bty.cycle); a contact from
+// another address during an open cycle is a conflict: served the local
+// disk, logged, and shown on the machine (fleet.Machine.Contact).
 func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	mac, ok := pathMAC(w, r)
 	if !ok {
 		return
 	}
-	c, stored, err := s.pxeContact(r.Context(), mac, clientAddr(r), time.Now())
+	v := fleet.Visit{IP: clientAddr(r), At: time.Now(), Token: fleet.NewCycleToken(), TTL: s.cfg.CycleTTL}
+	c, stored, err := s.pxeContact(r.Context(), mac, v)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	if c.Discovered {
-		s.log.Info("machine discovered", "mac", mac, "ip", clientAddr(r))
+		s.log.Info("machine discovered", "mac", mac, "ip", v.IP)
+	}
+	if c.Decision.Conflict {
+		s.metrics.cycleConflicts.Inc()
+		if ok, _ := s.conflictWarn.allow(mac.String(), v.At); ok {
+			s.log.Warn("PXE conflict: another address sent the MAC of a machine in its flash cycle; served the local disk, nothing changed (one warning per machine per minute)",
+				"mac", mac, "ip", v.IP, "cycle_ip", c.Machine.Cycle.IP)
+		}
 	}
 	if stored {
 		s.publishMachine(c.Machine)
@@ -60,7 +71,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 func (s *Server) bootScript(ctx context.Context, m fleet.Machine, d fleet.Decision, base string, preview bool) (script []byte, policy fleet.Policy) {
 	mac := m.MAC
 	p := netboot.Params{Policy: d.Serve, ServerURL: base, MAC: mac,
-		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, Note: d.Note}
+		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, Note: d.Note, Cycle: d.Cycle}
 	if p.Policy == fleet.PolicyFlash {
 		p.ImageURL = imageURL(p.ServerURL, m.Image)
 		e, ok := s.catalog.get(ctx, m.Image)
@@ -94,25 +105,37 @@ func writeScript(w http.ResponseWriter, script []byte) {
 	_, _ = w.Write(script)
 }
 
-// handlePXEDone records that the live env flashed the machine.
+// cycleHeader carries a live env's flash cycle token on its calls back.
+const cycleHeader = "X-Bty-Cycle"
+
+// cycleCall is r as a call in a flash cycle: the token it carries, its
+// address, now.
+func cycleCall(r *http.Request) store.CycleCall {
+	return store.CycleCall{Token: r.Header.Get(cycleHeader), IP: clientAddr(r), At: time.Now()}
+}
+
+// handlePXEDone records that the live env flashed the machine, if the
+// call belongs to its open flash cycle (store.FlashDone).
 func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 	mac, ok := pathMAC(w, r)
 	if !ok {
 		return
 	}
-	m, err := store.FlashDone(r.Context(), s.store, mac, time.Now())
+	m, err := store.FlashDone(r.Context(), s.store, mac, cycleCall(r))
 	if s.answerReport(w, r, mac, "done", m, err) {
 		s.metrics.flashesDone.Inc()
 		s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
 	}
 }
 
-// answerReport answers a live env's report (done, failed) with the
-// updated record, publishing it; an unknown machine is a 404 saying it
-// must PXE-boot first. It reports whether the report was recorded.
+// answerReport answers a live env's report (done, failed) with its
+// status only: the route is open, so the answer says nothing a stranger
+// could use, not even whether the MAC is known. A report outside the
+// machine's flash cycle is a 403 whose reason goes to the log only. It
+// publishes the record and reports whether the report was recorded.
 func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac fleet.MAC, what string, m fleet.Machine, err error) bool {
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac.String()+": it must PXE-boot (GET /pxe/"+mac.String()+") before it reports "+what)
+	if errors.Is(err, fleet.ErrCycleRefused) {
+		s.refuseCycleCall(w, r, mac, what, err)
 		return false
 	}
 	if err != nil {
@@ -120,9 +143,19 @@ func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac fleet.
 		return false
 	}
 	s.publishMachine(m)
-	// An open route: the answer never carries the seed.
-	writeJSON(w, http.StatusOK, m.Redacted())
+	writeJSON(w, http.StatusOK, api.ReportStatus{Status: "recorded"})
 	return true
+}
+
+// refuseCycleCall answers a live env call (seed, done, failed) that is
+// not its machine's open cycle's with one 403 whatever the reason, and
+// logs the reason (rate limited per machine).
+func (s *Server) refuseCycleCall(w http.ResponseWriter, r *http.Request, mac fleet.MAC, what string, why error) {
+	s.metrics.cycleRefused.WithLabelValues(what).Inc()
+	if ok, _ := s.conflictWarn.allow("refused "+mac.String(), time.Now()); ok {
+		s.log.Warn("live env call refused (one warning per machine per minute)", "mac", mac, "call", what, "ip", clientAddr(r), "why", why.Error())
+	}
+	writeError(w, http.StatusForbidden, "refused: "+what+" for "+mac.String()+" is taken only from the machine in its open flash cycle, with the bty.cycle token its boot script carried, from the address of that PXE contact (the server log says why)")
 }
 
 // maxFailureBody caps a failure report's body.
@@ -157,7 +190,7 @@ func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
 		reason = doc.Reason
 	}
 	reason = cleanReason(reason)
-	m, err := store.FlashFailed(r.Context(), s.store, mac, reason, time.Now())
+	m, err := store.FlashFailed(r.Context(), s.store, mac, reason, cycleCall(r))
 	if s.answerReport(w, r, mac, "failed", m, err) {
 		s.metrics.flashesFailed.Inc()
 		s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -16,18 +17,71 @@ import (
 // host's loopback), with no credentials.
 func (ts *testServer) getFrom(t *testing.T, ip, path string) resp {
 	t.Helper()
+	return ts.callFrom(t, ip, "GET", path, "", nil)
+}
+
+// callFrom sends method path from local address ip with no
+// credentials, with cycle (when set) as the X-Bty-Cycle header.
+func (ts *testServer) callFrom(t *testing.T, ip, method, path, cycle string, body io.Reader) resp {
+	t.Helper()
+	var hdr map[string]string
+	if cycle != "" {
+		hdr = map[string]string{cycleHeader: cycle}
+	}
+	return ts.callFromHdr(t, ip, method, path, body, hdr)
+}
+
+// callFromHdr sends method path from local address ip with the headers
+// hdr.
+func (ts *testServer) callFromHdr(t *testing.T, ip, method, path string, body io.Reader, hdr map[string]string) resp {
+	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return d.DialContext(ctx, network, addr)
 	}}}
 	defer c.CloseIdleConnections()
-	res, err := c.Get(ts.URL + path)
+	req, err := http.NewRequest(method, ts.URL+path, body)
 	if err != nil {
-		t.Fatalf("GET %s from %s: %v", path, ip, err)
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s from %s: %v", method, path, ip, err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return resp{res.StatusCode, res.Header, b}
+}
+
+// report is the live env's report (route "done" or "failed") for mac
+// in the flash cycle of a PXE contact from 127.0.0.1 made just before;
+// the machine's policy must serve the live env (flash, tui).
+func (ts *testServer) report(t *testing.T, mac, route string, body io.Reader) resp {
+	t.Helper()
+	_, cycle := ts.boot(t, "127.0.0.1", mac)
+	if cycle == "" {
+		t.Fatalf("%s: the PXE contact opened no flash cycle (policy local?)", mac)
+	}
+	return ts.callFrom(t, "127.0.0.1", "POST", "/pxe/"+mac+"/"+route, cycle, body)
+}
+
+var cycleParam = regexp.MustCompile(`\bbty\.cycle=([0-9a-f]{32})\b`)
+
+// boot is a PXE contact for mac from ip: the script served and the
+// flash cycle token on its kernel line ("" when none).
+func (ts *testServer) boot(t *testing.T, ip, mac string) (script, cycle string) {
+	t.Helper()
+	r := ts.getFrom(t, ip, "/pxe/"+mac)
+	if r.code != 200 {
+		t.Fatalf("PXE contact %s from %s: %d %s", mac, ip, r.code, r.body)
+	}
+	if m := cycleParam.FindSubmatch(r.body); m != nil {
+		cycle = string(m[1])
+	}
+	return string(r.body), cycle
 }
 
 // TestSeedAPI: user_data and meta_data are set through PUT, validated
@@ -71,22 +125,21 @@ func TestSeedAPI(t *testing.T) {
 	if m.UserData != ud {
 		t.Fatalf("a refused PUT changed user_data: %q", m.UserData)
 	}
-	// The open routes' answers carry no seed.
-	if r := ts.do(t, "GET", "/pxe/"+mac, nil, nil); r.code != 200 {
-		t.Fatalf("PXE: %d", r.code)
-	}
+	// The open routes' answers carry no seed, nor anything else of the
+	// record: a status.
 	for _, path := range []string{"/pxe/" + mac + "/failed", "/pxe/" + mac + "/done"} {
-		r := ts.do(t, "POST", path, strings.NewReader("x"), nil)
-		if r.code != 200 || strings.Contains(string(r.body), "bty-proof") || strings.Contains(string(r.body), "user_data\":\"#") {
-			t.Errorf("POST %s answered the seed: %d %s", path, r.code, r.body)
+		_, cycle := ts.boot(t, "127.0.0.1", mac)
+		r := ts.callFrom(t, "127.0.0.1", "POST", path, cycle, strings.NewReader("x"))
+		if r.code != 200 || !statusOnly(r) {
+			t.Errorf("POST %s answered: %d %s", path, r.code, r.body)
 		}
 	}
 }
 
 // TestSeedRoutes: GET /pxe/{mac}/user-data and meta-data answer only
-// during a flash cycle and only to the last PXE contact's address; the
-// synthesised meta-data carries the hostname and an instance-id that
-// changes with every flash.
+// the machine's open flash cycle (its token, from its address), each
+// once; the synthesised meta-data carries the hostname and an
+// instance-id that changes with every flash.
 func TestSeedRoutes(t *testing.T) {
 	ts := startServer(t, nil)
 	const mac = "52:54:00:5e:ed:02"
@@ -96,69 +149,78 @@ func TestSeedRoutes(t *testing.T) {
 		t.Fatalf("PUT: %d %s", r.code, r.body)
 	}
 	ud1, md1 := "/pxe/"+mac+"/user-data", "/pxe/"+mac+"/meta-data"
+	seed := func(ip, path, cycle string) resp { return ts.callFrom(t, ip, "GET", path, cycle, nil) }
 	// Before any PXE contact: no flash cycle.
-	if r := ts.getFrom(t, "127.0.0.1", ud1); r.code != 404 {
+	if r := seed("127.0.0.1", ud1, fleet.NewCycleToken()); r.code != 403 {
 		t.Fatalf("before a contact: %d %s", r.code, r.body)
 	}
-	if r := ts.getFrom(t, "127.0.0.1", "/pxe/"+mac); r.code != 200 || !strings.Contains(string(r.body), "bty.provisioning=cloud-init") {
-		t.Fatalf("flash contact: %d %s", r.code, r.body)
+	script, cycle := ts.boot(t, "127.0.0.1", mac)
+	if !strings.Contains(script, "bty.provisioning=cloud-init") || cycle == "" {
+		t.Fatalf("flash contact: %s", script)
 	}
-	r := ts.getFrom(t, "127.0.0.1", ud1)
-	if r.code != 200 || string(r.body) != ud || r.header.Get("Cache-Control") != "no-store" {
-		t.Fatalf("user-data from the machine: %d %q", r.code, r.body)
+	// Without the token, or with another, from the right address: 403.
+	for _, c := range []string{"", fleet.NewCycleToken(), strings.ToUpper(cycle)} {
+		if r := seed("127.0.0.1", ud1, c); r.code != 403 || strings.Contains(string(r.body), "echo hi") {
+			t.Fatalf("user-data with token %q: %d %s", c, r.code, r.body)
+		}
 	}
-	// From another address: 404, the body says nothing of the seed.
+	// The right token from another address: 403, the body says nothing
+	// of the seed.
 	for _, p := range []string{ud1, md1} {
-		if r := ts.getFrom(t, "127.0.0.2", p); r.code != 404 || strings.Contains(string(r.body), "echo hi") {
+		if r := seed("127.0.0.2", p, cycle); r.code != 403 || strings.Contains(string(r.body), "echo hi") {
 			t.Errorf("%s from another address: %d %s", p, r.code, r.body)
 		}
 	}
-	r = ts.getFrom(t, "127.0.0.1", md1)
+	r := seed("127.0.0.1", ud1, cycle)
+	if r.code != 200 || string(r.body) != ud || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("user-data to the machine: %d %q", r.code, r.body)
+	}
+	// Once per cycle.
+	if r := seed("127.0.0.1", ud1, cycle); r.code != 403 {
+		t.Fatalf("user-data a second time: %d %s", r.code, r.body)
+	}
+	r = seed("127.0.0.1", md1, cycle)
 	md := string(r.body)
 	if r.code != 200 || !strings.Contains(md, "local-hostname: node-7\n") || !strings.HasPrefix(md, "instance-id: bty-5254005eed02-") {
 		t.Fatalf("synthesised meta-data: %d %q", r.code, md)
 	}
-	// done closes the cycle.
+	// done ends the cycle's calls.
 	if r := ts.getFrom(t, "127.0.0.1", "/pxe/"+mac+"/done"); r.code != 405 {
 		t.Fatalf("GET done: %d", r.code)
 	}
-	if r := ts.do(t, "POST", "/pxe/"+mac+"/done", nil, nil); r.code != 200 {
-		t.Fatalf("done: %d", r.code)
+	if r := ts.callFrom(t, "127.0.0.1", "POST", "/pxe/"+mac+"/done", cycle, nil); r.code != 200 {
+		t.Fatalf("done: %d %s", r.code, r.body)
 	}
-	if r := ts.getFrom(t, "127.0.0.1", ud1); r.code != 404 {
+	if r := seed("127.0.0.1", md1, cycle); r.code != 403 {
 		t.Fatalf("after done: %d", r.code)
 	}
-	// The contact after done boots the disk (still no seed); the one
-	// after that flashes again, with a new instance-id.
-	ts.getFrom(t, "127.0.0.1", "/pxe/"+mac)
-	if r := ts.getFrom(t, "127.0.0.1", md1); r.code != 404 {
-		t.Fatalf("after the local contact: %d", r.code)
+	// The contact after done boots the disk (no cycle, no seed); the
+	// one after that flashes again, in a new cycle, with a new
+	// instance-id.
+	if script, c := ts.boot(t, "127.0.0.1", mac); c != "" || !strings.Contains(script, "booting from the local disk") {
+		t.Fatalf("the local contact after done: cycle %q, %s", c, script)
 	}
-	ts.getFrom(t, "127.0.0.1", "/pxe/"+mac)
-	r = ts.getFrom(t, "127.0.0.1", md1)
+	_, cycle2 := ts.boot(t, "127.0.0.1", mac)
+	if cycle2 == "" || cycle2 == cycle {
+		t.Fatalf("second flash's cycle %q (first %q)", cycle2, cycle)
+	}
+	r = seed("127.0.0.1", md1, cycle2)
 	if r.code != 200 || string(r.body) == md || !strings.HasPrefix(string(r.body), "instance-id: bty-5254005eed02-") {
 		t.Fatalf("second flash's meta-data: %d %q (first %q)", r.code, r.body, md)
-	}
-	// The machine moved: the last contact's address is the one served.
-	ts.getFrom(t, "127.0.0.2", "/pxe/"+mac) // no done since: flash again, from a new address
-	if r := ts.getFrom(t, "127.0.0.1", ud1); r.code != 404 {
-		t.Fatalf("the old address after a contact from a new one: %d", r.code)
-	}
-	if r := ts.getFrom(t, "127.0.0.2", ud1); r.code != 200 {
-		t.Fatalf("the new address: %d", r.code)
 	}
 	// The operator's own meta-data is served as it is.
 	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"meta_data": "instance-id: mine\n"}`), ts.auth()); r.code != 200 {
 		t.Fatalf("PUT meta_data: %d %s", r.code, r.body)
 	}
-	if r := ts.getFrom(t, "127.0.0.2", md1); string(r.body) != "instance-id: mine\n" {
+	_, cycle3 := ts.boot(t, "127.0.0.1", mac)
+	if r := seed("127.0.0.1", md1, cycle3); string(r.body) != "instance-id: mine\n" {
 		t.Fatalf("operator meta-data: %d %q", r.code, r.body)
 	}
-	// No user_data on the record: 404 even in the cycle.
+	// No user_data on the record: 404 to the cycle's own live env.
 	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"user_data": ""}`), ts.auth()); r.code != 200 {
 		t.Fatalf("clearing: %d", r.code)
 	}
-	if r := ts.getFrom(t, "127.0.0.2", ud1); r.code != 404 {
+	if r := seed("127.0.0.1", ud1, cycle3); r.code != 404 {
 		t.Fatalf("without user_data: %d", r.code)
 	}
 	if r := ts.getFrom(t, "127.0.0.2", "/pxe/zz/user-data"); r.code != 400 {

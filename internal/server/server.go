@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/version"
 )
@@ -39,10 +40,13 @@ type Server struct {
 	metrics    *metrics
 	catalog    *catalog
 	loginLimit *limiter
-	discovery  *discoveryGate
-	pxe        pxeServices
-	recent     *recentLog
-	ui         *uiTemplates
+	// conflictWarn rate-limits the warnings about PXE conflicts and
+	// refused live env calls: one per machine per minute.
+	conflictWarn *limiter
+	discovery    *discoveryGate
+	pxe          pxeServices
+	recent       *recentLog
+	ui           *uiTemplates
 
 	// pwChecks is the semaphore of password checks running at once
 	// (Config.MaxLoginChecks); checkPassword is CheckPassword, which
@@ -64,13 +68,14 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	}
 	recent := newRecentLog(50)
 	s := &Server{
-		cfg:        cfg,
-		store:      st,
-		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
-		recent:     recent,
-		ui:         parsedUI(),
-		mux:        &routeMux{ServeMux: http.NewServeMux()},
-		loginLimit: newLimiter(10, 6*time.Second),
+		cfg:          cfg,
+		store:        st,
+		log:          slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
+		recent:       recent,
+		ui:           parsedUI(),
+		mux:          &routeMux{ServeMux: http.NewServeMux()},
+		loginLimit:   newLimiter(10, 6*time.Second),
+		conflictWarn: newLimiter(1, time.Minute),
 	}
 	if s.cfg.MaxLoginChecks < 1 {
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
@@ -81,6 +86,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	}
 	if s.cfg.UploadIdleTimeout <= 0 {
 		s.cfg.UploadIdleTimeout = defaultUploadIdleTimeout
+	}
+	if s.cfg.CycleTTL <= 0 {
+		s.cfg.CycleTTL = fleet.DefaultCycleTTL
 	}
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns

@@ -15,6 +15,7 @@ type dashData struct {
 	BootMissing                              []string
 	BootDir                                  string
 	MissingImages                            []fleet.Machine
+	Conflicts                                []fleet.Machine
 	Errors                                   []logEntry
 }
 
@@ -51,6 +52,9 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 			d.Flashed24h++
 			d.FlashedList = append(d.FlashedList, m)
 		}
+		if m.LastConflictAt != nil && m.LastConflictAt.After(since) {
+			d.Conflicts = append(d.Conflicts, m)
+		}
 		if m.Image != "" && !inCatalog[m.Image] {
 			d.MissingImages = append(d.MissingImages, m)
 		}
@@ -64,6 +68,8 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 	d.DiscoveredList = d.DiscoveredList[:min(len(d.DiscoveredList), 10)]
 	d.FlashedList = d.FlashedList[:min(len(d.FlashedList), 10)]
 	d.MissingImages = d.MissingImages[:min(len(d.MissingImages), 10)]
+	sort.Slice(d.Conflicts, func(i, j int) bool { return d.Conflicts[i].LastConflictAt.After(*d.Conflicts[j].LastConflictAt) })
+	d.Conflicts = d.Conflicts[:min(len(d.Conflicts), 10)]
 	for _, f := range boot {
 		if f.Required && !f.Present {
 			d.BootMissing = append(d.BootMissing, f.Name)

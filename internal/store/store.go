@@ -83,21 +83,22 @@ type Contact struct {
 
 func notFound(mac fleet.MAC) error { return fmt.Errorf("machine %s: %w", mac, ErrNotFound) }
 
-// PXEContact records a PXE contact from ip and returns what it is
-// served: an unknown MAC is discovered (fleet.Discover), a known one
-// advances by fleet.Machine.Contact.
-func PXEContact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time) (Contact, error) {
-	return contact(ctx, s, mac, ip, now, true)
+// PXEContact records the PXE contact v and returns what it is served:
+// an unknown MAC is discovered (fleet.Discover), a known one advances by
+// fleet.Machine.Contact (which may open a flash cycle, or record a
+// conflict).
+func PXEContact(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit) (Contact, error) {
+	return contact(ctx, s, mac, v, true)
 }
 
 // KnownContact is PXEContact for a known machine only: an unknown MAC is
 // ErrNotFound and nothing is written (the caller decides whether it may
 // be discovered).
-func KnownContact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time) (Contact, error) {
-	return contact(ctx, s, mac, ip, now, false)
+func KnownContact(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit) (Contact, error) {
+	return contact(ctx, s, mac, v, false)
 }
 
-func contact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Time, discover bool) (Contact, error) {
+func contact(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit, discover bool) (Contact, error) {
 	var c Contact
 	m, err := s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		c = Contact{}
@@ -105,36 +106,72 @@ func contact(ctx context.Context, s Store, mac fleet.MAC, ip string, now time.Ti
 			return m, notFound(mac)
 		}
 		if !found {
-			m, c.Decision = fleet.Discover(mac, ip, now)
+			m, c.Decision = fleet.Discover(mac, v)
 			c.Discovered = true
 			return m, nil
 		}
-		m, c.Decision = m.Contact(ip, now)
+		m, c.Decision = m.Contact(v)
 		return m, nil
 	})
 	c.Machine = m
 	return c, err
 }
 
-// FlashDone records a done signal (fleet.Machine.Done); ErrNotFound for
-// an unknown MAC.
-func FlashDone(ctx context.Context, s Store, mac fleet.MAC, now time.Time) (fleet.Machine, error) {
+// CycleCall is a live env's call back in its flash cycle: the token it
+// sent (X-Bty-Cycle), the address it came from, and when.
+type CycleCall struct {
+	Token string
+	IP    string
+	At    time.Time
+}
+
+// refusedUnknown is the error of a call for an unknown MAC: it wraps
+// fleet.ErrCycleRefused, and ErrNotFound for an unknown MAC.
+func refusedUnknown(mac fleet.MAC) error {
+	return fmt.Errorf("machine %s: %w (%w)", mac, fleet.ErrCycleRefused, ErrNotFound)
+}
+
+// FlashDone records a done signal (fleet.Machine.Done) if the call
+// belongs to the machine's flash cycle (fleet.Machine.CheckCycle);
+// otherwise it writes nothing and returns an error wrapping
+// fleet.ErrCycleRefused.
+func FlashDone(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.Machine, error) {
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
-			return m, notFound(mac)
+			return m, refusedUnknown(mac)
 		}
-		return m.Done(now), nil
+		if err := m.CheckCycle(c.Token, c.IP, c.At); err != nil {
+			return m, err
+		}
+		return m.Done(c.At), nil
 	})
 }
 
-// FlashFailed records a failure report (fleet.Machine.Failed);
-// ErrNotFound for an unknown MAC.
-func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, now time.Time) (fleet.Machine, error) {
+// FlashFailed records a failure report (fleet.Machine.Failed) if the
+// call belongs to the machine's flash cycle, like FlashDone.
+func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, c CycleCall) (fleet.Machine, error) {
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
-			return m, notFound(mac)
+			return m, refusedUnknown(mac)
 		}
-		return m.Failed(reason, now), nil
+		if err := m.CheckCycle(c.Token, c.IP, c.At); err != nil {
+			return m, err
+		}
+		return m.Failed(reason, c.At), nil
+	})
+}
+
+// ReleaseSeed marks the seed's half what ("user-data", "meta-data") as
+// released in the machine's flash cycle and returns the record, if the
+// call belongs to the cycle and that half was not released in it yet
+// (fleet.Machine.ReleaseSeed); otherwise it writes nothing and returns
+// an error wrapping fleet.ErrCycleRefused.
+func ReleaseSeed(ctx context.Context, s Store, mac fleet.MAC, what string, c CycleCall) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, refusedUnknown(mac)
+		}
+		return m.ReleaseSeed(what, c.Token, c.IP, c.At)
 	})
 }
 

@@ -27,7 +27,7 @@ import (
 const DefaultImageRoot = "/var/lib/bty/images"
 
 type options struct {
-	imageRoot, server, mac, jsonEvents, logFile, rebootCmd string
+	imageRoot, server, mac, cycle, jsonEvents, logFile, rebootCmd string
 }
 
 // Main runs bty-tui with args and returns the exit code: 0, 1 when the
@@ -46,7 +46,9 @@ progress and see the result. It uses the same engine as bty flash.
 Local mode lists the image root (--image-root, else $BTY_IMAGE_ROOT, else
 ` + DefaultImageRoot + `). With --server URL it lists a bty-web server's
 images and streams the chosen one straight to the disk; with --mac it then
-tells the server the machine is flashed (POST /pxe/MAC/done).
+tells the server the machine is flashed (POST /pxe/MAC/done), with --cycle
+the flash cycle's token bty-web put on the live env's kernel command line
+(bty.cycle=), without which the server refuses the report.
 
 Keyboard only: arrows or j/k move, enter chooses, esc or q goes back, the
 bottom line lists the keys. Ctrl-C during a flash asks before aborting.
@@ -64,6 +66,7 @@ Logs go to --log-file, never over the screen. Needs root to write disks.`,
 	f.StringVar(&o.imageRoot, "image-root", "", "directory of images for local mode (default $BTY_IMAGE_ROOT or "+DefaultImageRoot+")")
 	f.StringVar(&o.server, "server", "", "bty-web URL: list and stream its images instead of local ones")
 	f.StringVar(&o.mac, "mac", "", "with --server: report a successful flash for this MAC (POST /pxe/MAC/done)")
+	f.StringVar(&o.cycle, "cycle", "", "with --mac: the flash cycle token to send with the done report (bty.cycle= of the live env's boot script)")
 	f.StringVar(&o.jsonEvents, "json-events", "", "also write the engine's events to FILE as JSON lines")
 	f.StringVar(&o.logFile, "log-file", "", "log file (default $BTY_LOG_DIR/bty-tui.log, else /var/log/bty/bty-tui.log, else in the temp dir)")
 	f.StringVar(&o.rebootCmd, "reboot-command", "", "run this shell command instead of rebooting (testing)")
@@ -86,6 +89,9 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		}
 		cfg.MAC = mac
 	}
+	if o.cycle != "" && !fleet.ValidCycleToken(o.cycle) {
+		return exitcode.Wrap(exitcode.Usage, fmt.Errorf("--cycle: want the %d hex digits of bty.cycle= on the live env's kernel command line", fleet.CycleTokenLen))
+	}
 	if o.server != "" {
 		if o.imageRoot != "" {
 			return exitcode.New(exitcode.Usage, "--image-root and --server exclude each other: the images come from one place")
@@ -97,8 +103,7 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		c.UserAgent = "bty-tui/" + version.Version
 		cfg.Catalog = RemoteCatalog{Client: c}
 		cfg.Done = func(ctx context.Context, mac fleet.MAC) error {
-			_, err := c.PXEDone(ctx, mac)
-			return err
+			return c.PXEDone(ctx, mac, o.cycle)
 		}
 	} else {
 		root := o.imageRoot

@@ -15,6 +15,7 @@ func TestMainMisuse(t *testing.T) {
 	}{
 		{"mac without server", []string{"--mac", "52:54:00:12:34:56"}, "--mac needs --server"},
 		{"bad mac", []string{"--server", "http://127.0.0.1:1", "--mac", "zz"}, "--mac"},
+		{"bad cycle", []string{"--server", "http://127.0.0.1:1", "--mac", "52:54:00:12:34:56", "--cycle", "not-hex"}, "--cycle"},
 		{"both sources", []string{"--server", "http://127.0.0.1:1", "--image-root", "/tmp"}, "exclude each other"},
 		{"bad server", []string{"--server", "ftp://x"}, "--server"},
 		{"unknown flag", []string{"--frobnicate"}, "unknown flag"},

@@ -805,14 +805,11 @@ func TestE2ERemote(t *testing.T) {
 	c := uploadImage(t, srv, "mixed.img.zst", zst)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// A PXE contact makes the machine exist.
-	resp, err := http.Get(srv.URL + "/pxe/" + mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /pxe/%s: %s", mac, resp.Status)
+	// A PXE contact makes the machine exist (discovered: tui) and opens
+	// its flash cycle; the live env passes the cycle's token on.
+	_, cycle := clienttest.PXEBoot(t, srv.URL, fleet.MustParseMAC(mac))
+	if cycle == "" {
+		t.Fatal("the tui script carries no bty.cycle")
 	}
 	m, err := c.Machine(ctx, fleet.MustParseMAC(mac))
 	if err != nil {
@@ -824,7 +821,7 @@ func TestE2ERemote(t *testing.T) {
 	events := filepath.Join(work, "events.ndjson")
 	before := time.Now().Add(-time.Second)
 
-	s := startTUI(t, "--server", srv.URL, "--mac", strings.ToUpper(mac), "--json-events", events, "--log-file", filepath.Join(work, "log"))
+	s := startTUI(t, "--server", srv.URL, "--mac", strings.ToUpper(mac), "--cycle", cycle, "--json-events", events, "--log-file", filepath.Join(work, "log"))
 	norm, err := client.NormalizeServer(srv.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -5,15 +5,19 @@ package clienttest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/server"
 	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/store/sqlitestore"
@@ -91,4 +95,28 @@ func Start(t testing.TB, mod func(*server.Config)) *Server {
 		st.Close()
 	})
 	return &Server{URL: "http://" + l.Addr().String(), Config: cfg, Store: st}
+}
+
+// cycleParam finds the flash cycle token on a live env script's kernel
+// line.
+var cycleParam = regexp.MustCompile(`\bbty\.cycle=([0-9a-f]+)\b`)
+
+// PXEBoot is a machine's PXE contact (GET base/pxe/MAC from loopback,
+// as iPXE asks): it returns the script served and the flash cycle token
+// on its kernel line ("" when the script opens no cycle).
+func PXEBoot(t testing.TB, base string, mac fleet.MAC) (script, cycle string) {
+	t.Helper()
+	resp, err := http.Get(base + "/pxe/" + mac.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /pxe/%s: %d %s %v", mac, resp.StatusCode, b, err)
+	}
+	if m := cycleParam.FindSubmatch(b); m != nil {
+		cycle = string(m[1])
+	}
+	return string(b), cycle
 }

@@ -65,7 +65,7 @@ func BenchmarkPXEContact(b *testing.B) {
 				r := rand.New(rand.NewPCG(rand.Uint64(), 0))
 				for pb.Next() {
 					t0 := time.Now()
-					if _, err := store.PXEContact(context.Background(), s, benchMAC(r.IntN(machines)), "10.0.0.1", t0); err != nil {
+					if _, err := store.PXEContact(context.Background(), s, benchMAC(r.IntN(machines)), visit("10.0.0.1", t0)); err != nil {
 						b.Error(err)
 						return
 					}

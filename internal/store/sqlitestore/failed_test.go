@@ -21,7 +21,14 @@ func TestFlashFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := t0.Add(time.Minute)
-	m, err := store.FlashFailed(ctx, s, mac, "no disk found", at)
+	if _, err := store.FlashFailed(ctx, s, mac, "x", call("", "10.0.0.3", at)); !errors.Is(err, fleet.ErrCycleRefused) {
+		t.Fatalf("failed before any contact: %v, want refused", err)
+	}
+	c, err := store.PXEContact(ctx, s, mac, visit("10.0.0.3", t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := store.FlashFailed(ctx, s, mac, "no disk found", call(c.Decision.Cycle, "10.0.0.3", at))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +44,13 @@ func TestFlashFailed(t *testing.T) {
 		t.Fatalf("stored: %+v, %v", got, err)
 	}
 	// Long reasons are cut.
-	m, err = store.FlashFailed(ctx, s, mac, strings.Repeat("é", fleet.MaxFailureLen+50), at)
+	at = at.Add(time.Second)
+	c, _ = store.PXEContact(ctx, s, mac, visit("10.0.0.3", at))
+	m, err = store.FlashFailed(ctx, s, mac, strings.Repeat("é", fleet.MaxFailureLen+50), call(c.Decision.Cycle, "10.0.0.3", at.Add(time.Second)))
 	if err != nil || len([]rune(m.LastFailure)) != fleet.MaxFailureLen {
 		t.Fatalf("long reason: %d runes, %v", len([]rune(m.LastFailure)), err)
 	}
-	if _, err := store.FlashFailed(ctx, s, fleet.MustParseMAC("52:54:00:00:00:99"), "x", at); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.FlashFailed(ctx, s, fleet.MustParseMAC("52:54:00:00:00:99"), "x", call(c.Decision.Cycle, "10.0.0.3", at)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
 }
@@ -61,6 +70,10 @@ func TestMigrationFromV1(t *testing.T) {
 	}
 	for _, q := range []string{`ALTER TABLE machines DROP COLUMN last_failure`, `ALTER TABLE machines DROP COLUMN last_failed_at`,
 		`ALTER TABLE machines DROP COLUMN user_data`, `ALTER TABLE machines DROP COLUMN meta_data`, `ALTER TABLE machines DROP COLUMN last_served`,
+		`ALTER TABLE machines DROP COLUMN cycle_token_hash`, `ALTER TABLE machines DROP COLUMN cycle_ip`,
+		`ALTER TABLE machines DROP COLUMN cycle_started_at`, `ALTER TABLE machines DROP COLUMN cycle_expires_at`,
+		`ALTER TABLE machines DROP COLUMN cycle_seed_served`, `ALTER TABLE machines DROP COLUMN last_conflict_at`,
+		`ALTER TABLE machines DROP COLUMN last_conflict_ip`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -76,7 +89,14 @@ func TestMigrationFromV1(t *testing.T) {
 	if err != nil || m.Hostname != "old" || m.LastFailure != "" || m.LastFailedAt != nil {
 		t.Fatalf("after upgrading: %+v, %v", m, err)
 	}
-	if _, err := store.FlashFailed(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), "boom", t0); err != nil {
+	if _, _, err := store.PutMachine(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyTUI)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := store.PXEContact(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), visit("10.0.0.3", t0))
+	if err != nil || c.Machine.Cycle == nil {
+		t.Fatalf("PXEContact after upgrading: %+v, %v", c.Machine.Cycle, err)
+	}
+	if _, err := store.FlashFailed(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), "boom", call(c.Decision.Cycle, "10.0.0.3", t0)); err != nil {
 		t.Fatalf("FlashFailed after upgrading: %v", err)
 	}
 }

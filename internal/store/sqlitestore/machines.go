@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
@@ -15,7 +16,12 @@ import (
 const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref, last_known_good,
 	discovered_at, last_seen_at, last_seen_ip, boot_policy, next_boot, last_flashed_at,
 	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
-	last_failed_at, last_failure, user_data, meta_data, last_served`
+	last_failed_at, last_failure, user_data, meta_data, last_served,
+	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
+	last_conflict_at, last_conflict_ip`
+
+// machinePlaceholders is one "?" per column of machineCols.
+var machinePlaceholders = strings.TrimSuffix(strings.Repeat("?, ", strings.Count(machineCols, ",")+1), ", ")
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -26,11 +32,15 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		discovered, seen, flashed, wfRun, wfStatus sql.NullString
 		failed                                     sql.NullString
 		created, updated                           string
+		cycleHash, cycleStart, cycleEnd, conflict  sql.NullString
+		cycleIP                                    string
+		seedServed                                 int
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
-		&m.UserData, &m.MetaData, &served); err != nil {
+		&m.UserData, &m.MetaData, &served,
+		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
@@ -41,10 +51,23 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 	for _, f := range []struct {
 		dst **time.Time
 		src sql.NullString
-	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}, {&m.LastFailedAt, failed}} {
+	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}, {&m.LastFailedAt, failed}, {&m.LastConflictAt, conflict}} {
 		if *f.dst, err = parseNullTime(f.src); err != nil {
 			return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 		}
+	}
+	if cycleHash.Valid {
+		c := fleet.Cycle{TokenHash: cycleHash.String, IP: cycleIP,
+			UserDataServed: seedServed&1 != 0, MetaDataServed: seedServed&2 != 0}
+		for _, f := range []struct {
+			dst *time.Time
+			src sql.NullString
+		}{{&c.StartedAt, cycleStart}, {&c.ExpiresAt, cycleEnd}} {
+			if *f.dst, err = parseTime(f.src.String); err != nil {
+				return fleet.Machine{}, fmt.Errorf("machine %s: flash cycle: %w", m.MAC, err)
+			}
+		}
+		m.Cycle = &c
 	}
 	if wfStatus.Valid {
 		st := fleet.WorkflowStatus(wfStatus.String)
@@ -106,24 +129,40 @@ func machineValues(m fleet.Machine) []any {
 	if m.LastWorkflowStatus != nil {
 		wf = sql.NullString{String: string(*m.LastWorkflowStatus), Valid: true}
 	}
+	var (
+		cycleHash, cycleStart, cycleEnd sql.NullString
+		cycleIP                         string
+		seedServed                      int
+	)
+	if c := m.Cycle; c != nil {
+		cycleHash = sql.NullString{String: c.TokenHash, Valid: true}
+		cycleStart, cycleEnd, cycleIP = nullTime(&c.StartedAt), nullTime(&c.ExpiresAt), c.IP
+		if c.UserDataServed {
+			seedServed |= 1
+		}
+		if c.MetaDataServed {
+			seedServed |= 2
+		}
+	}
 	return []any{m.MAC.String(), m.Image, string(m.ProvisioningMode), m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
 		nullTime(m.DiscoveredAt), nullTime(m.LastSeenAt), m.LastSeenIP, string(m.BootPolicy), string(m.NextBoot), nullTime(m.LastFlashedAt),
 		nullTime(m.LastWorkflowRunAt), wf, m.LastWorkflowOutputPath,
 		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure,
-		m.UserData, m.MetaData, string(m.LastServed)}
+		m.UserData, m.MetaData, string(m.LastServed),
+		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP}
 }
 
 // insertMachine writes a new record, every column from m.
 func insertMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, machineValues(m)...)
+		VALUES (`+machinePlaceholders+`)`, machineValues(m)...)
 	return err
 }
 
 // updateMachine rewrites every column of m's row.
 func updateMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	_, err := tx.ExecContext(ctx, `UPDATE machines SET (`+machineCols+`)
-		= (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE mac = ?`,
+		= (`+machinePlaceholders+`) WHERE mac = ?`,
 		append(machineValues(m), m.MAC.String())...)
 	return err
 }

@@ -2,11 +2,13 @@ package sqlitestore
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestSeedAndFlashCycle: user_data and meta_data are stored, kept by
@@ -28,27 +30,46 @@ func TestSeedAndFlashCycle(t *testing.T) {
 	if got, _ := s.GetMachine(ctx, mac); got.UserData != ud || got.MetaData != md {
 		t.Fatalf("stored: %q %q", got.UserData, got.MetaData)
 	}
-	if m.InFlashCycle() {
-		t.Fatal("in a flash cycle before any contact")
+	if m.Cycle != nil {
+		t.Fatal("a flash cycle before any contact")
 	}
 	t1 := t0.Add(time.Minute)
-	c, err := store.PXEContact(ctx, s, mac, "192.0.2.7", t1)
-	if err != nil || c.Decision.Serve != fleet.PolicyFlash || c.Machine.LastServed != fleet.PolicyFlash || !c.Machine.InFlashCycle() {
+	const ip = "192.0.2.7"
+	c, err := store.PXEContact(ctx, s, mac, visit(ip, t1))
+	if err != nil || c.Decision.Serve != fleet.PolicyFlash || c.Machine.LastServed != fleet.PolicyFlash || c.Machine.Cycle == nil {
 		t.Fatalf("flash contact: %+v %v", c, err)
 	}
-	if got, _ := s.GetMachine(ctx, mac); got.LastServed != fleet.PolicyFlash || !got.InFlashCycle() {
+	tok := c.Decision.Cycle
+	if got, _ := s.GetMachine(ctx, mac); got.LastServed != fleet.PolicyFlash || !cmp.Equal(got.Cycle, c.Machine.Cycle) {
 		t.Fatalf("stored after the flash contact: %+v", got)
 	}
-	m, err = store.FlashDone(ctx, s, mac, t1.Add(time.Minute))
-	if err != nil || m.InFlashCycle() {
-		t.Fatalf("done closes the cycle: %+v %v", m, err)
+	// The seed: each half once, to the cycle's token from its address.
+	if _, err := store.ReleaseSeed(ctx, s, mac, "user-data", call(tok, "192.0.2.8", t1)); !errors.Is(err, fleet.ErrCycleRefused) {
+		t.Fatalf("seed from another address: %v", err)
 	}
-	c, _ = store.PXEContact(ctx, s, mac, "192.0.2.7", t1.Add(2*time.Minute))
-	if c.Decision.Serve != fleet.PolicyLocal || c.Machine.LastServed != fleet.PolicyLocal || c.Machine.InFlashCycle() {
+	m, err = store.ReleaseSeed(ctx, s, mac, "user-data", call(tok, ip, t1))
+	if err != nil || m.UserData != ud || !m.Cycle.UserDataServed || m.Cycle.MetaDataServed {
+		t.Fatalf("user-data: %+v %v", m.Cycle, err)
+	}
+	if got, _ := s.GetMachine(ctx, mac); !got.Cycle.UserDataServed {
+		t.Fatal("the release was not stored")
+	}
+	if _, err := store.ReleaseSeed(ctx, s, mac, "user-data", call(tok, ip, t1)); !errors.Is(err, fleet.ErrCycleRefused) {
+		t.Fatalf("user-data twice: %v", err)
+	}
+	if m, err = store.ReleaseSeed(ctx, s, mac, "meta-data", call(tok, ip, t1)); err != nil || !m.Cycle.MetaDataServed {
+		t.Fatalf("meta-data: %v", err)
+	}
+	m, err = store.FlashDone(ctx, s, mac, call(tok, ip, t1.Add(time.Minute)))
+	if err != nil || m.CheckCycle(tok, ip, t1.Add(time.Minute)) == nil {
+		t.Fatalf("done ends the cycle's calls: %+v %v", m, err)
+	}
+	c, _ = store.PXEContact(ctx, s, mac, visit(ip, t1.Add(2*time.Minute)))
+	if c.Decision.Serve != fleet.PolicyLocal || c.Machine.LastServed != fleet.PolicyLocal || c.Machine.Cycle != nil {
 		t.Fatalf("the local contact after done: %+v", c)
 	}
-	c, _ = store.PXEContact(ctx, s, mac, "192.0.2.7", t1.Add(3*time.Minute))
-	if c.Decision.Serve != fleet.PolicyFlash || !c.Machine.InFlashCycle() {
+	c, _ = store.PXEContact(ctx, s, mac, visit(ip, t1.Add(3*time.Minute)))
+	if c.Decision.Serve != fleet.PolicyFlash || c.Machine.Cycle == nil {
 		t.Fatalf("the next flash contact opens a new cycle: %+v", c)
 	}
 	empty := ""

@@ -35,6 +35,17 @@ func openTest(t *testing.T) (*SQLite, string) {
 
 func ptr[T any](v T) *T { return &v }
 
+// visit is a PXE contact from ip at at that opens a flash cycle if it
+// is served the live env.
+func visit(ip string, at time.Time) fleet.Visit {
+	return fleet.Visit{IP: ip, At: at, Token: fleet.NewCycleToken(), TTL: time.Hour}
+}
+
+// call is a live env call in the cycle whose token is token.
+func call(token, ip string, at time.Time) store.CycleCall {
+	return store.CycleCall{Token: token, IP: ip, At: at}
+}
+
 // t0 has a sub-second part, to show times round-trip exactly.
 var t0 = time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC)
 
@@ -304,8 +315,8 @@ func TestValidation(t *testing.T) {
 	var zero fleet.MAC
 	errs := map[string]error{}
 	_, _, errs["PutMachine"] = store.PutMachine(ctx, s, zero, fleet.MachineUpdate{}, t0)
-	_, errs["PXEContact"] = store.PXEContact(ctx, s, zero, "10.0.0.1", t0)
-	_, errs["FlashDone"] = store.FlashDone(ctx, s, zero, t0)
+	_, errs["PXEContact"] = store.PXEContact(ctx, s, zero, visit("10.0.0.1", t0))
+	_, errs["FlashDone"] = store.FlashDone(ctx, s, zero, call("", "10.0.0.1", t0))
 	for name, err := range errs {
 		if !fleet.IsValidation(err) {
 			t.Errorf("%s(zero MAC): %v, want a ValidationError", name, err)
@@ -321,34 +332,41 @@ func TestPXEContactDiscovery(t *testing.T) {
 	ctx := context.Background()
 	var mac = fleet.MustParseMAC("52:54:00:00:00:01")
 	// KnownContact does not discover: ErrNotFound, nothing written.
-	if _, err := store.KnownContact(ctx, s, mac, "192.0.2.10", t0); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.KnownContact(ctx, s, mac, visit("192.0.2.10", t0)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("KnownContact of an unknown MAC: %v, want ErrNotFound", err)
 	}
 	if _, err := s.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("KnownContact stored a record: %v", err)
 	}
-	c, err := store.PXEContact(ctx, s, mac, "192.0.2.10", t0)
+	v := visit("192.0.2.10", t0)
+	c, err := store.PXEContact(ctx, s, mac, v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := fleet.Machine{MAC: mac, BootPolicy: fleet.PolicyTUI, NextBoot: fleet.NextFlash, DiscoveredAt: ptr(t0), LastSeenAt: ptr(t0),
-		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0, LastServed: fleet.PolicyTUI}
-	if diff := cmp.Diff(store.Contact{Machine: want, Decision: fleet.Decide(want), Discovered: true}, c); diff != "" {
+		LastSeenIP: "192.0.2.10", CreatedAt: t0, UpdatedAt: t0, LastServed: fleet.PolicyTUI,
+		Cycle: &fleet.Cycle{TokenHash: fleet.HashCycleToken(v.Token), IP: "192.0.2.10", StartedAt: t0, ExpiresAt: t0.Add(time.Hour)}}
+	wantD := fleet.Decide(want)
+	wantD.Cycle = v.Token
+	if diff := cmp.Diff(store.Contact{Machine: want, Decision: wantD, Discovered: true}, c); diff != "" {
 		t.Errorf("first contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
 		t.Errorf("stored (-want +got):\n%s", cmp.Diff(want, got))
 	}
 
-	// A later contact (KnownContact now finds it) updates last_seen_*
-	// only; updated_at stays.
+	// A later contact (KnownContact now finds it; the first cycle has
+	// expired) updates last_seen_* and opens a new cycle; updated_at
+	// stays.
 	t1 := t0.Add(time.Hour)
-	c, err = store.KnownContact(ctx, s, mac, "192.0.2.11", t1)
+	v = visit("192.0.2.11", t1)
+	c, err = store.KnownContact(ctx, s, mac, v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want.LastSeenAt, want.LastSeenIP = ptr(t1), "192.0.2.11"
-	if diff := cmp.Diff(store.Contact{Machine: want, Decision: fleet.Decision{Serve: fleet.PolicyTUI, Why: "interactive live env (tui)"}}, c); diff != "" {
+	want.Cycle = &fleet.Cycle{TokenHash: fleet.HashCycleToken(v.Token), IP: "192.0.2.11", StartedAt: t1, ExpiresAt: t1.Add(time.Hour)}
+	if diff := cmp.Diff(store.Contact{Machine: want, Decision: fleet.Decision{Serve: fleet.PolicyTUI, Why: "interactive live env (tui)", Cycle: v.Token}}, c); diff != "" {
 		t.Errorf("second contact (-want +got):\n%s", diff)
 	}
 	if got, _ := s.GetMachine(ctx, mac); !cmp.Equal(want, got) {
@@ -360,7 +378,7 @@ func TestPXEContactDiscovery(t *testing.T) {
 	if _, _, err := store.PutMachine(ctx, s, known, fleet.MachineUpdate{}, t0); err != nil {
 		t.Fatal(err)
 	}
-	c, err = store.PXEContact(ctx, s, known, "192.0.2.12", t1)
+	c, err = store.PXEContact(ctx, s, known, visit("192.0.2.12", t1))
 	if err != nil || c.Decision.Serve != fleet.PolicyLocal || c.Discovered || c.Machine.DiscoveredAt != nil {
 		t.Errorf("contact of a local machine: %+v, %v", c, err)
 	}
@@ -375,9 +393,11 @@ func TestFlashCadence(t *testing.T) {
 	if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash), Image: ptr("d.raw")}, tick()); err != nil {
 		t.Fatal(err)
 	}
+	var token string // the open cycle's
 	contact := func(wantServe fleet.Policy, wantNext fleet.NextBoot) {
 		t.Helper()
-		c, err := store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
+		c, err := store.PXEContact(ctx, s, mac, visit("10.0.0.5", tick()))
+		token = c.Decision.Cycle
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +413,7 @@ func TestFlashCadence(t *testing.T) {
 		t.Helper()
 		at := tick()
 		before, _ := s.GetMachine(ctx, mac)
-		m, err := store.FlashDone(ctx, s, mac, at)
+		m, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", at))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -411,7 +431,14 @@ func TestFlashCadence(t *testing.T) {
 	contact(fleet.PolicyFlash, fleet.NextFlash) // next reboot reflashes
 	contact(fleet.PolicyFlash, fleet.NextFlash) // a flash that never said done keeps reflashing
 	done()
-	done() // a repeated done changes nothing further
+	// A repeated done is refused and changes nothing.
+	before, _ := s.GetMachine(ctx, mac)
+	if _, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
+		t.Fatalf("second done in a cycle: %v, want refused", err)
+	}
+	if after, _ := s.GetMachine(ctx, mac); !cmp.Equal(before, after) {
+		t.Fatalf("a refused done changed the record (-before +after):\n%s", cmp.Diff(before, after))
+	}
 	contact(fleet.PolicyLocal, fleet.NextFlash)
 	contact(fleet.PolicyFlash, fleet.NextFlash)
 
@@ -423,12 +450,15 @@ func TestFlashCadence(t *testing.T) {
 	if m, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyLocal)}, tick()); err != nil || m.NextBoot != fleet.NextFlash {
 		t.Fatalf("policy change: next_boot %s, %v; want flash", m.NextBoot, err)
 	}
-	c, err := store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
-	if err != nil || c.Decision.Serve != fleet.PolicyLocal {
+	c, err := store.PXEContact(ctx, s, mac, visit("10.0.0.5", tick()))
+	if err != nil || c.Decision.Serve != fleet.PolicyLocal || c.Machine.Cycle != nil {
 		t.Fatalf("local machine: %+v, %v", c, err)
 	}
-	done() // done on a local machine: policy stays local
-	c, err = store.PXEContact(ctx, s, mac, "10.0.0.5", tick())
+	// done on a local machine: no cycle, refused.
+	if _, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
+		t.Fatalf("done on a local machine: %v, want refused", err)
+	}
+	c, err = store.PXEContact(ctx, s, mac, visit("10.0.0.5", tick()))
 	if err != nil || c.Decision.Serve != fleet.PolicyLocal || c.Machine.BootPolicy != fleet.PolicyLocal {
 		t.Fatalf("local machine after done: %+v, %v", c, err)
 	}
@@ -437,7 +467,7 @@ func TestFlashCadence(t *testing.T) {
 	}
 	contact(fleet.PolicyFlash, fleet.NextFlash) // back on flash: reflashes at once
 
-	if _, err := store.FlashDone(ctx, s, fleet.MustParseMAC("52:54:00:99:99:99"), now); !errors.Is(err, store.ErrNotFound) {
+	if _, err := store.FlashDone(ctx, s, fleet.MustParseMAC("52:54:00:99:99:99"), call(token, "10.0.0.5", now)); !errors.Is(err, store.ErrNotFound) || !errors.Is(err, fleet.ErrCycleRefused) {
 		t.Errorf("FlashDone of unknown: %v, want ErrNotFound", err)
 	}
 }
@@ -446,14 +476,17 @@ func TestPXEContactCadenceBumpsUpdatedAt(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	var mac = fleet.MustParseMAC("52:54:00:00:00:04")
-	store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, t0)
+	store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash), Image: ptr("a.img")}, t0)
 	t1, t2, t3 := t0.Add(time.Second), t0.Add(2*time.Second), t0.Add(3*time.Second)
-	store.FlashDone(ctx, s, mac, t1)
-	c, _ := store.PXEContact(ctx, s, mac, "10.0.0.1", t2) // next_boot local -> flash: a state change
+	c, _ := store.PXEContact(ctx, s, mac, visit("10.0.0.1", t0))
+	if _, err := store.FlashDone(ctx, s, mac, call(c.Decision.Cycle, "10.0.0.1", t1)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = store.PXEContact(ctx, s, mac, visit("10.0.0.1", t2)) // next_boot local -> flash: a state change
 	if !c.Machine.UpdatedAt.Equal(t2) {
 		t.Errorf("updated_at %v after the cadence advanced, want %v", c.Machine.UpdatedAt, t2)
 	}
-	c, _ = store.PXEContact(ctx, s, mac, "10.0.0.1", t3) // last_seen only
+	c, _ = store.PXEContact(ctx, s, mac, visit("10.0.0.1", t3)) // last_seen only
 	if !c.Machine.UpdatedAt.Equal(t2) || !c.Machine.LastSeenAt.Equal(t3) {
 		t.Errorf("plain contact: updated_at %v last_seen %v, want %v and %v", c.Machine.UpdatedAt, c.Machine.LastSeenAt, t2, t3)
 	}
@@ -588,7 +621,7 @@ func TestCloseIdempotentAndRefusesWrites(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := store.PXEContact(context.Background(), s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), "", t0); !errors.Is(err, ErrClosed) {
+	if _, err := store.PXEContact(context.Background(), s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), visit("", t0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("write after Close: %v, want ErrClosed", err)
 	}
 }
@@ -653,7 +686,9 @@ func TestConcurrentWriters(t *testing.T) {
 			defer wg.Done()
 			for i := range contacts {
 				mac := benchMAC((g*contacts + i) % macs) // goroutines share MACs
-				if _, err := store.PXEContact(ctx, s, mac, fmt.Sprintf("10.0.%d.%d", g, i%250), time.Now()); err != nil {
+				ip := fmt.Sprintf("10.0.%d.%d", g, i%250)
+				c, err := store.PXEContact(ctx, s, mac, visit(ip, time.Now()))
+				if err != nil {
 					errc <- err
 				}
 				if i%20 == 0 {
@@ -663,7 +698,9 @@ func TestConcurrentWriters(t *testing.T) {
 					if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash)}, time.Now()); err != nil {
 						errc <- err
 					}
-					if _, err := store.FlashDone(ctx, s, mac, time.Now()); err != nil {
+					// Other goroutines' contacts for the MAC may have
+					// replaced the cycle meanwhile: refused is fine.
+					if _, err := store.FlashDone(ctx, s, mac, call(c.Decision.Cycle, ip, time.Now())); err != nil && !errors.Is(err, fleet.ErrCycleRefused) {
 						errc <- err
 					}
 				}
@@ -788,7 +825,7 @@ func TestHelperWriter(t *testing.T) {
 				} else {
 					_, _, err = store.PutMachine(context.Background(), s, mac, fleet.MachineUpdate{Image: ptr("img-" + mac.String()), BootPolicy: ptr(fleet.PolicyFlash)}, time.Now())
 					if err == nil {
-						_, err = store.PXEContact(context.Background(), s, mac, "10.0.0.1", time.Now())
+						_, err = store.PXEContact(context.Background(), s, mac, visit("10.0.0.1", time.Now()))
 					}
 				}
 				if err != nil {
@@ -825,7 +862,7 @@ func TestWritePanic(t *testing.T) {
 	if _, err := s.GetMachine(ctx, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the panicking write was kept: %v", err)
 	}
-	if _, err := store.PXEContact(ctx, s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), "10.0.0.1", t0); err != nil {
+	if _, err := store.PXEContact(ctx, s, fleet.MustParseMAC("aa:bb:cc:dd:ee:ff"), visit("10.0.0.1", t0)); err != nil {
 		t.Errorf("writer broken after a panic: %v", err)
 	}
 }
