@@ -629,6 +629,7 @@ func attackMain(args []string) error {
 	st.slowHeldRange[0].Store(st.slowHeld.Load())
 	st.slowHeldRange[1].Store(st.slowHeld.Load())
 	loginsAtReady, discoverAtReady := st.logins.total(), st.discover.total()
+	heldAtEnd := st.slowHeld.Load()
 	sample := time.NewTicker(200 * time.Millisecond)
 	progress := time.NewTicker(5 * time.Second)
 loop:
@@ -638,6 +639,7 @@ loop:
 			break loop
 		case <-sample.C:
 			h := st.slowHeld.Load()
+			heldAtEnd = h
 			if h < st.slowHeldRange[0].Load() {
 				st.slowHeldRange[0].Store(h)
 			}
@@ -653,8 +655,9 @@ loop:
 	sample.Stop()
 	progress.Stop()
 	secs := time.Since(readyAt).Seconds()
-	// Counts at the end, before the connections are closed.
-	heldAtEnd, sseAtEnd := st.slowHeld.Load(), st.sseConnected.Load()
+	// Counts at the end, before the connections are closed (heldAtEnd:
+	// the last sample).
+	sseAtEnd := st.sseConnected.Load()
 	cancel()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
