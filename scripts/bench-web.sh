@@ -134,11 +134,12 @@ metric() {
   curl -fs "http://127.0.0.1:$web_port/metrics" | awk -v re="$1" '!/^#/ && $0 ~ re {s += $NF} END {printf "%.0f", s}'
 }
 
+load_quiet=$(cut -d' ' -f1-3 /proc/loadavg)
 log "wrk (quiet): ${secs}s, $conns connections, 2 threads, GET /pxe/{mac} over $count machines"
 run_wrk quiet
 rps=$quiet_rps p50=$quiet_p50 p99=$quiet_p99 errs=$quiet_errs
 
-attack_rows=() sanity_rows=() sanity_ok=1
+attack_rows=() sanity_rows=() sanity_ok=1 load_attacked=
 if [ "$attack" = 1 ]; then
   log "attacked run: webattack up first (2,000 slow bodies, 48 wrong-login loops, 100 idle SSE streams, discovery flood), then the same wrk"
   refused0=$(metric '^bty_discoveries_refused_total')
@@ -170,6 +171,7 @@ if [ "$attack" = 1 ]; then
   ) &
   sampler_pid=$!
   pids+=($sampler_pid)
+  load_attacked=$(cut -d' ' -f1-3 /proc/loadavg)
   log "wrk (attacked): same settings"
   run_wrk attacked
   sse_after=$(metric '^bty_sse_subscribers')
@@ -245,6 +247,8 @@ out=$repo/.cache/bench-web-results.md
 mkdir -p "$repo/.cache"
 {
   echo "# bty-web benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+  echo
+  echo "Load average before the quiet wrk: $load_quiet${load_attacked:+; before the attacked wrk (webattack up): $load_attacked} (wrk, webattack and bty-web share the cores; anything else running skews both runs)."
   echo
   echo "| measure | result | goal |"
   echo "|---|---|---|"
