@@ -330,9 +330,9 @@ func (s *Server) requireAuth(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // login checks the admin password and issues a session token. Attempts
-// are rate-limited per client address, successful or not, and at most
-// Config.MaxLoginChecks password checks run at once: the excess gets 429
-// before any hashing.
+// are rate-limited per client address, successful or not; password
+// checks are rate-limited server-wide, and at most Config.MaxLoginChecks
+// run at once: the excess gets 429 before any hashing.
 func (s *Server) login(ctx context.Context, addr, password string) (api.Session, int, error) {
 	if ok, wait := s.loginLimit.allow(addr, time.Now()); !ok {
 		secs := waitSeconds(wait)
@@ -345,12 +345,24 @@ func (s *Server) login(ctx context.Context, addr, password string) (api.Session,
 	}
 	ok := false
 	if hash != "" {
-		// Each check holds 64 MiB for ~50 ms: past the cap, answer at
-		// once rather than queue (or allocate) for every caller.
+		// Each check holds 64 MiB and both cores for ~50 ms. Logins
+		// from many addresses (each within its own limit) could still
+		// keep the CPU busy hashing: the server as a whole starts at
+		// most loginChecksBurst checks at once and loginChecksPerSecond
+		// a second after that, and past either limit or the cap on
+		// checks running at once, answers at once rather than queue (or
+		// allocate) for every caller.
+		now := time.Now()
+		if ok, wait := s.pwRate.allow("", now); !ok {
+			s.warnBusyLogins(addr, now)
+			secs := waitSeconds(wait)
+			return api.Session{}, http.StatusTooManyRequests, &retryError{after: secs,
+				msg: fmt.Sprintf("the server is checking too many logins: try again in %d s", secs)}
+		}
 		select {
 		case s.pwChecks <- struct{}{}:
 		default:
-			s.log.Warn("login refused: too many password checks at once", "client", addr, "max", cap(s.pwChecks))
+			s.warnBusyLogins(addr, now)
 			return api.Session{}, http.StatusTooManyRequests, &retryError{after: 1,
 				msg: "the server is busy checking other logins: try again in 1 s"}
 		}
@@ -369,6 +381,22 @@ func (s *Server) login(ctx context.Context, addr, password string) (api.Session,
 	}
 	s.log.Info("login", "client", addr, "expires_at", exp)
 	return api.Session{Token: tok, ExpiresAt: exp}, http.StatusOK, nil
+}
+
+// Server-wide password checks: at most loginChecksBurst in a burst, then
+// loginChecksPerSecond (docs/reference.md, "Routes").
+const (
+	loginChecksBurst     = 10
+	loginChecksPerSecond = 2
+)
+
+// warnBusyLogins logs a login refused because the server is checking
+// too many passwords: once a minute, not once per attempt.
+func (s *Server) warnBusyLogins(addr string, now time.Time) {
+	if ok, _ := s.warnLimit.allow("busy logins", now); ok {
+		s.log.Warn("logins refused: the server is checking too many passwords (a login flood?); once a minute", "client", addr,
+			"max_at_once", cap(s.pwChecks), "per_second", loginChecksPerSecond)
+	}
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {

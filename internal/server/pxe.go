@@ -51,7 +51,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	}
 	if c.Decision.Conflict {
 		s.metrics.cycleConflicts.Inc()
-		if ok, _ := s.conflictWarn.allow(mac.String(), v.At); ok {
+		if ok, _ := s.warnLimit.allow(mac.String(), v.At); ok {
 			s.log.Warn("PXE conflict: another address sent the MAC of a machine in its flash cycle; served the local disk, nothing changed (one warning per machine per minute)",
 				"mac", mac, "ip", v.IP, "cycle_ip", c.Machine.Cycle.IP)
 		}
@@ -152,7 +152,7 @@ func (s *Server) answerReport(w http.ResponseWriter, r *http.Request, mac fleet.
 // logs the reason (rate limited per machine).
 func (s *Server) refuseCycleCall(w http.ResponseWriter, r *http.Request, mac fleet.MAC, what string, why error) {
 	s.metrics.cycleRefused.WithLabelValues(what).Inc()
-	if ok, _ := s.conflictWarn.allow("refused "+mac.String(), time.Now()); ok {
+	if ok, _ := s.warnLimit.allow("refused "+mac.String(), time.Now()); ok {
 		s.log.Warn("live env call refused (one warning per machine per minute)", "mac", mac, "call", what, "ip", clientAddr(r), "why", why.Error())
 	}
 	writeError(w, http.StatusForbidden, "refused: "+what+" for "+mac.String()+" is taken only from the machine in its open flash cycle, with the bty.cycle token its boot script carried, from the address of that PXE contact (the server log says why)")

@@ -40,13 +40,15 @@ type Server struct {
 	metrics    *metrics
 	catalog    *catalog
 	loginLimit *limiter
-	// conflictWarn rate-limits the warnings about PXE conflicts and
-	// refused live env calls: one per machine per minute.
-	conflictWarn *limiter
-	discovery    *discoveryGate
-	pxe          pxeServices
-	recent       *recentLog
-	ui           *uiTemplates
+	// pwRate bounds the password checks the whole server starts.
+	pwRate *limiter
+	// warnLimit rate-limits repeated warnings (PXE conflicts, refused
+	// live env calls, busy logins): one per key per minute.
+	warnLimit *limiter
+	discovery *discoveryGate
+	pxe       pxeServices
+	recent    *recentLog
+	ui        *uiTemplates
 
 	// pwChecks is the semaphore of password checks running at once
 	// (Config.MaxLoginChecks); checkPassword is CheckPassword, which
@@ -68,14 +70,15 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	}
 	recent := newRecentLog(50)
 	s := &Server{
-		cfg:          cfg,
-		store:        st,
-		log:          slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
-		recent:       recent,
-		ui:           parsedUI(),
-		mux:          &routeMux{ServeMux: http.NewServeMux()},
-		loginLimit:   newLimiter(10, 6*time.Second),
-		conflictWarn: newLimiter(1, time.Minute),
+		cfg:        cfg,
+		store:      st,
+		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
+		recent:     recent,
+		ui:         parsedUI(),
+		mux:        &routeMux{ServeMux: http.NewServeMux()},
+		loginLimit: newLimiter(10, 6*time.Second),
+		pwRate:     newLimiter(loginChecksBurst, time.Second/loginChecksPerSecond),
+		warnLimit:  newLimiter(1, time.Minute),
 	}
 	if s.cfg.MaxLoginChecks < 1 {
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
