@@ -172,8 +172,10 @@ func TestUIMachinesPages(t *testing.T) {
 		t.Errorf("policy=flash q=10.0: %d rows, %s", len(fm), regexp.MustCompile(`id="machine-count"[^>]*>[^<]*`).FindString(body))
 	}
 	body, fm = get("/ui/machines?policy=tui&sort=hostname&dir=desc")
-	if len(fm) != 83 || !strings.Contains(body, `href="/ui/machines?dir=desc&amp;page=1`) && !strings.Contains(body, "rows 1–83") {
-		t.Errorf("policy=tui: %d rows", len(fm))
+	if len(fm) != 83 || !strings.Contains(body, "rows 1–83 of 83 matching (250 total)") || !strings.Contains(body, `<td class="hostname" data-label="Hostname">node-95</td>`) {
+		t.Errorf("policy=tui sorted by hostname, descending: %d rows", len(fm))
+	} else if i := strings.Index(body, `data-mac="`+fm[0]+`"`); !strings.Contains(body[i:i+900], "node-95") {
+		t.Errorf("policy=tui sorted by hostname, descending: the first row is %s, want node-95's", fm[0])
 	}
 	body, fm = get("/ui/machines?q=zzz")
 	if len(fm) != 0 || !strings.Contains(body, "No machine matches the filter.") || !strings.Contains(body, "0 of 250 machines match") {
@@ -198,7 +200,8 @@ func TestUIMachinesPages(t *testing.T) {
 // TestFleetOf100k: with 100,000 machines in a real SQLite store, the
 // machine page answers quickly and small, GET /machines answers one
 // bounded page, and the event stream without snapshot sends none. The
-// numbers are logged (go test -v -run TestFleetOf100k).
+// numbers are logged (go test -v -run TestFleetOf100k); the time bounds
+// hold without -race only.
 func TestFleetOf100k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds 100,000 machines (-short)")
@@ -227,8 +230,11 @@ func TestFleetOf100k(t *testing.T) {
 	}
 	for _, path := range []string{"/ui/machines", "/ui/machines?sort=last_seen&dir=desc", "/ui/machines?q=node-99&sort=hostname", "/ui/machines?page=1000"} {
 		r, d := timed(path, cookie)
-		if len(r.body) > 200<<10 || d > 500*time.Millisecond {
-			t.Errorf("GET %s: %d bytes in %s, want under 200 KiB and 500 ms", path, len(r.body), d)
+		if len(r.body) > 200<<10 {
+			t.Errorf("GET %s: %d bytes, want under 200 KiB", path, len(r.body))
+		}
+		if d > 500*time.Millisecond && !raceDetector {
+			t.Errorf("GET %s took %s, want under 500 ms", path, d)
 		}
 		if path == "/ui/machines" && !strings.Contains(string(r.body), "rows 1–100 of 100000 matching (100000 total)") {
 			t.Errorf("the count line of page 1 is wrong")
@@ -239,7 +245,7 @@ func TestFleetOf100k(t *testing.T) {
 	if err := json.Unmarshal(r.body, &ms); err != nil || len(ms) != defaultMachinesLimit || r.header.Get("X-Total-Count") != "100000" || nextLink(r.header) == "" {
 		t.Errorf("GET /machines: %d machines (%v), total %q, Link %q", len(ms), err, r.header.Get("X-Total-Count"), r.header.Get("Link"))
 	}
-	if len(r.body) > 2<<20 || d > time.Second {
+	if len(r.body) > 2<<20 || (d > time.Second && !raceDetector) {
 		t.Errorf("GET /machines: %d bytes in %s, want a bounded page", len(r.body), d)
 	}
 
