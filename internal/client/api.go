@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -49,14 +52,74 @@ func (c *Client) Version(ctx context.Context) (api.Version, error) {
 	return v, err
 }
 
-// Machines lists every machine, by MAC.
+// machinesPage is how many machines Machines asks for per request
+// (bty-web's GET /machines answers at most 10,000); Client.machinesPage
+// overrides it (tests).
+const machinesPage = 5000
+
+// Machines lists every machine, by MAC. bty-web answers GET /machines a
+// page at a time, with the next page in a Link header (rel="next", in
+// MAC order an after=MAC cursor: a machine added or deleted meanwhile
+// neither repeats nor hides another); Machines follows the pages to the
+// end. A server from before pages answers everything at once, without a
+// Link.
 func (c *Client) Machines(ctx context.Context) ([]api.Machine, error) {
-	var ms []api.Machine
-	_, err := c.do(ctx, request{method: http.MethodGet, url: c.endpoint("machines"), auth: true}, &ms)
-	if ms == nil && err == nil {
-		ms = []api.Machine{}
+	ms := []api.Machine{}
+	page := machinesPage
+	if c.machinesPage > 0 {
+		page = c.machinesPage
 	}
-	return ms, err
+	u := c.endpoint("machines") + "?limit=" + strconv.Itoa(page)
+	seen := map[string]bool{}
+	for u != "" {
+		var page []api.Machine
+		var h http.Header
+		if _, err := c.do(ctx, request{method: http.MethodGet, url: u, auth: true, respHeader: &h}, &page); err != nil {
+			return nil, err
+		}
+		ms = append(ms, page...)
+		next, err := nextLink(u, h)
+		if err != nil {
+			return nil, err
+		}
+		if next != "" && (len(page) == 0 || seen[next]) {
+			return nil, fmt.Errorf("listing machines on %s: the server's next page (%s) goes nowhere", c.Server(), next)
+		}
+		seen[next] = true
+		u = next
+	}
+	return ms, nil
+}
+
+// nextLink is the absolute URL of the Link header's rel="next" target
+// (RFC 8288), resolved against the request's URL u; "" when there is
+// none.
+func nextLink(u string, h http.Header) (string, error) {
+	for _, v := range h.Values("Link") {
+		for _, link := range strings.Split(v, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(link), ";")
+			target = strings.TrimSpace(target)
+			if !ok || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+				continue
+			}
+			for _, p := range strings.Split(params, ";") {
+				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if !strings.EqualFold(k, "rel") || !slices.Contains(strings.Fields(strings.ToLower(strings.Trim(val, `"`))), "next") {
+					continue
+				}
+				base, err := url.Parse(u)
+				if err != nil {
+					return "", err
+				}
+				ref, err := url.Parse(target[1 : len(target)-1])
+				if err != nil {
+					return "", fmt.Errorf("the server's Link header %q: %w", v, err)
+				}
+				return base.ResolveReference(ref).String(), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // api.Machine returns one machine; an unknown MAC is a 404 *APIError. The

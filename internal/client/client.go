@@ -32,6 +32,8 @@ type Client struct {
 	hc    *http.Client
 	// UserAgent is sent with every request.
 	UserAgent string
+	// machinesPage, when set, is Machines' page size (tests).
+	machinesPage int
 }
 
 // Option configures a Client.
@@ -189,6 +191,8 @@ type request struct {
 	// textLimit bytes; more is an error) instead of decoding JSON.
 	text      *[]byte
 	textLimit int64
+	// respHeader, when set, receives a 2xx answer's header.
+	respHeader *http.Header
 }
 
 // do runs r and decodes a 2xx JSON answer into out (nil: discarded). It
@@ -242,6 +246,9 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, apiError(r.method, r.url, resp)
+	}
+	if r.respHeader != nil {
+		*r.respHeader = resp.Header
 	}
 	if r.text != nil {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, r.textLimit+1))

@@ -16,7 +16,8 @@ import (
 
 // eventLogBytes bounds the bytes of encoded events the hub retains for
 // subscribers, whatever their number: a subscriber further behind is
-// sent a fresh snapshot instead of the events it missed.
+// sent a fresh snapshot (or, without snapshots, a resync event) instead
+// of the events it missed.
 const eventLogBytes = 8 << 20
 
 // eventOverhead is what the hub counts per retained event beyond its
@@ -104,7 +105,8 @@ func (h *hub) publish(e api.MachineEvent) {
 
 // read returns the events after s's cursor (at most eventBatch, appended
 // to buf[:0]) and advances it. lost: s fell behind the retained log (its
-// cursor now points at the newest end; send a fresh snapshot). wait is
+// cursor now points at the newest end; send a fresh snapshot, or a
+// resync event). wait is
 // closed on the next publish; ok is false once the hub is closed.
 func (h *hub) read(s *subscription, buf [][]byte) (evs [][]byte, lost bool, wait <-chan struct{}, ok bool) {
 	h.mu.Lock()
@@ -158,11 +160,28 @@ func (s *Server) publishDelete(mac fleet.MAC) {
 // heartbeatEvery keeps idle SSE connections (and proxies) alive.
 var heartbeatEvery = 15 * time.Second
 
+// resyncEvent tells a client that asked for no snapshot that it fell
+// behind the hub's retained events: it should re-read what it shows
+// (GET /machines, a page of the table).
+const resyncEvent = "event: resync\ndata: {}\n\n"
+
 // handleEvents streams machine changes: a "snapshot" event with every
 // machine on connect, then one "machine" event per change, and comment
 // heartbeats. A client too slow to keep up with the hub's retained
 // events gets a fresh "snapshot" event in place of those it missed.
+// With ?snapshot=0 there is no snapshot, on connect or after: a client
+// that fell behind gets a "resync" event instead, a few bytes whatever
+// the fleet's size.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	snapshot := true
+	switch v := r.URL.Query().Get("snapshot"); v {
+	case "", "1":
+	case "0":
+		snapshot = false
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("snapshot=%q: want 1 (the default: every machine on connect) or 0 (none; a resync event when this client falls behind)", v))
+		return
+	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
@@ -175,10 +194,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.hub.unsubscribe(sub)
 	// Subscribe first, then snapshot: no change falls between the two.
-	machines, err := s.store.ListMachines(r.Context())
-	if err != nil {
-		s.internalError(w, r, err)
-		return
+	var machines []fleet.Machine
+	if snapshot {
+		var err error
+		if machines, err = s.store.ListMachines(r.Context()); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -193,7 +215,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return nil
 	}
-	if err := writeSnapshot(bw, machines); err != nil || flush() != nil {
+	if snapshot {
+		if err := writeSnapshot(bw, machines); err != nil {
+			return
+		}
+	} else if _, err := io.WriteString(bw, ": subscribed\n\n"); err != nil {
+		return
+	}
+	if flush() != nil {
 		return
 	}
 	machines = nil
@@ -207,6 +236,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		buf = evs
 		switch {
+		case lost && !snapshot:
+			if _, err := io.WriteString(bw, resyncEvent); err != nil || flush() != nil {
+				return
+			}
+			continue
 		case lost:
 			if err := s.resnapshot(r.Context(), bw); err != nil || flush() != nil {
 				return

@@ -155,3 +155,57 @@ func TestEventsResnapshot(t *testing.T) {
 		t.Fatalf("after falling behind: %s %s (%v)", ev, data, err)
 	}
 }
+
+// openEvents opens GET /events/machines with the query; the test ends it.
+func openEvents(t *testing.T, ts *testServer, query string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", ts.URL+"/events/machines"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res, bufio.NewReader(res.Body)
+}
+
+// TestEventsWithoutSnapshot: with ?snapshot=0 the stream starts with no
+// snapshot (the first event is the first change), and a client that
+// fell behind the retained log gets a "resync" event of a few bytes
+// instead of a snapshot of the fleet, then the stream goes on.
+func TestEventsWithoutSnapshot(t *testing.T) {
+	ts := startServer(t, nil)
+	for i := range 50 {
+		ts.do(t, "PUT", fmt.Sprintf("/machines/aa:00:00:00:01:%02x", i), strings.NewReader(`{"hostname":"pre"}`), ts.auth())
+	}
+	res, br := openEvents(t, ts, "?snapshot=0")
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	waitSSESubscriber(t, ts)
+	ts.do(t, "PUT", "/machines/aa:00:00:00:00:07", strings.NewReader(`{"hostname":"n7"}`), ts.auth())
+	ev, data := readSSE(t, br)
+	var e api.MachineEvent
+	if err := json.Unmarshal([]byte(data), &e); ev != "machine" || err != nil || e.MAC.String() != "aa:00:00:00:00:07" || e.Machine == nil || e.Machine.Hostname != "n7" {
+		t.Fatalf("first event %s (%d bytes: %.120s...) (%v), want the change of aa:00:00:00:00:07 and no snapshot", ev, len(data), data, err)
+	}
+
+	ts.srv.hub.mu.Lock()
+	ts.srv.hub.maxBytes = 1 // no event is retained: every reader falls behind
+	ts.srv.hub.mu.Unlock()
+	ts.do(t, "GET", "/pxe/aa:00:00:00:00:05", nil, nil)
+	if ev, data := readSSE(t, br); ev != "resync" || len(data) > 16 {
+		t.Fatalf("after falling behind: %s %q, want a small resync event", ev, data)
+	}
+	ts.srv.hub.mu.Lock()
+	ts.srv.hub.maxBytes = eventLogBytes
+	ts.srv.hub.mu.Unlock()
+	ts.do(t, "PUT", "/machines/aa:00:00:00:00:08", strings.NewReader(`{}`), ts.auth())
+	if ev, data := readSSE(t, br); ev != "machine" || !strings.Contains(data, "aa:00:00:00:00:08") {
+		t.Fatalf("after the resync: %s %s", ev, data)
+	}
+
+	if r := ts.do(t, "GET", "/events/machines?snapshot=no", nil, ts.auth()); r.code != 400 || !strings.Contains(string(r.body), "snapshot=") {
+		t.Errorf("?snapshot=no: %d %s, want 400 naming the parameter", r.code, r.body)
+	}
+}

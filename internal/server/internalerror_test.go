@@ -47,6 +47,13 @@ func (f *failingStore) ListMachines(ctx context.Context) ([]fleet.Machine, error
 	return f.SQLite.ListMachines(ctx)
 }
 
+func (f *failingStore) QueryMachines(ctx context.Context, q store.MachineQuery) (store.MachinePage, error) {
+	if f.fail.Load() {
+		return store.MachinePage{}, f.err()
+	}
+	return f.SQLite.QueryMachines(ctx, q)
+}
+
 func (f *failingStore) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(fleet.Machine, bool) (fleet.Machine, error)) (fleet.Machine, error) {
 	if f.fail.Load() {
 		return fleet.Machine{}, f.err()

@@ -3,7 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
@@ -22,13 +27,101 @@ func pathMAC(w http.ResponseWriter, r *http.Request) (fleet.MAC, bool) {
 	return mac, true
 }
 
+// The page sizes of GET /machines (docs/reference.md, "Routes").
+const (
+	defaultMachinesLimit = 1000
+	maxMachinesLimit     = 10000
+)
+
+// machinesQuery reads the query of GET /machines: the filter (q,
+// policy, discovered), the order (sort, dir) and the page (limit, and
+// after or offset). A bad value is an error for a 400 that names it.
+func machinesQuery(v url.Values) (store.MachineQuery, error) {
+	q := store.MachineQuery{Search: strings.TrimSpace(v.Get("q")), Policy: fleet.Policy(v.Get("policy")),
+		Sort: v.Get("sort"), Limit: defaultMachinesLimit}
+	bad := func(name, msg string) error { return fmt.Errorf("%s=%q: %s", name, v.Get(name), msg) }
+	if q.Policy != "" && !q.Policy.Valid() {
+		return q, bad("policy", "not a boot policy (want one of local, flash, tui)")
+	}
+	if q.Sort != "" && !slices.Contains(store.MachineSorts, q.Sort) {
+		return q, bad("sort", "not a column (want one of "+strings.Join(store.MachineSorts, ", ")+")")
+	}
+	switch v.Get("dir") {
+	case "", "asc":
+	case "desc":
+		q.Desc = true
+	default:
+		return q, bad("dir", "want asc or desc")
+	}
+	switch v.Get("discovered") {
+	case "", "0":
+	case "1":
+		q.Unassigned = true
+	default:
+		return q, bad("discovered", "want 1 (only machines discovered by PXE with no image) or 0")
+	}
+	if raw := v.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > maxMachinesLimit {
+			return q, bad("limit", fmt.Sprintf("want a whole number from 1 to %d", maxMachinesLimit))
+		}
+		q.Limit = n
+	}
+	if raw := v.Get("offset"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 0 {
+			return q, bad("offset", "want a whole number, 0 or more")
+		}
+		q.Offset = n
+	}
+	if raw := v.Get("after"); raw != "" {
+		mac, err := fleet.ParseMAC(raw)
+		if err != nil {
+			return q, bad("after", err.Error())
+		}
+		if q.Sort != "" && q.Sort != store.SortMAC {
+			return q, bad("after", "a MAC cursor works only in MAC order (sort=mac, the default); use offset with other orders")
+		}
+		q.After = mac
+	}
+	return q, nil
+}
+
+// handleMachines answers one page of machines (a JSON array, as before
+// pages), the counts in X-Total-Count and X-Matched-Count, and the next
+// page, if any, in a Link header (RFC 8288): in MAC order an after=MAC
+// cursor, which neither repeats nor skips a machine while others come
+// and go, else offset.
 func (s *Server) handleMachines(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.store.ListMachines(r.Context())
+	v := r.URL.Query()
+	q, err := machinesQuery(v)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := q.Limit
+	q.Limit++ // one more says whether a next page exists
+	p, err := s.store.QueryMachines(r.Context(), q)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ms)
+	h := w.Header()
+	h.Set("X-Total-Count", strconv.Itoa(p.Total))
+	h.Set("X-Matched-Count", strconv.Itoa(p.Matched))
+	if len(p.Machines) > limit {
+		p.Machines = p.Machines[:limit]
+		next := cloneValues(v)
+		next.Set("limit", strconv.Itoa(limit))
+		if q.Sort == "" || q.Sort == store.SortMAC {
+			next.Del("offset")
+			next.Set("after", p.Machines[limit-1].MAC.String())
+		} else {
+			next.Set("offset", strconv.Itoa(q.Offset+limit))
+		}
+		h.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
+	}
+	writeJSON(w, http.StatusOK, p.Machines)
 }
 
 func (s *Server) handleMachineGet(w http.ResponseWriter, r *http.Request) {

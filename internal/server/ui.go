@@ -197,6 +197,7 @@ func (s *Server) uiRoutes() {
 	m.HandleFunc("GET /ui/machines", s.uiAuth(s.uiMachines))
 	m.HandleFunc("POST /ui/machines/bulk", s.uiAuth(s.uiMachinesBulk))
 	m.HandleFunc("GET /ui/machines/{mac}", s.uiAuth(s.uiMachine))
+	m.HandleFunc("GET /ui/machines/{mac}/row", s.uiAuth(s.uiMachineRow))
 	m.HandleFunc("POST /ui/machines/{mac}", s.uiAuth(s.uiMachineSave))
 	m.HandleFunc("GET /ui/machines/{mac}/delete", s.uiAuth(s.uiMachineDeleteConfirm))
 	m.HandleFunc("POST /ui/machines/{mac}/delete", s.uiAuth(s.uiMachineDelete))

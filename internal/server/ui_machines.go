@@ -1,14 +1,14 @@
 package server
 
 import (
-	"cmp"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/store"
@@ -31,7 +31,10 @@ type uiColumn struct {
 
 type machinesData struct {
 	Rows           []machineRow
-	Total, Shown   int
+	Total, Matched int
+	// First and Last are the 1-based positions of the page's rows among
+	// the matches (0 when none).
+	First, Last    int
 	Q, Sort, Dir   string
 	Policy         fleet.Policy
 	DiscoveredOnly bool
@@ -39,57 +42,30 @@ type machinesData struct {
 	Policies       []fleet.Policy
 	Images         []string
 	Back, Query    string
+	// Page is the page shown (1-based) of Pages; Prev and Next link to
+	// the pages beside it ("" when none), keeping filter and sort.
+	Page, Pages int
+	Prev, Next  string
 }
 
-// machineColumns are the sortable columns: key, label.
+// uiPageRows is how many machines one page of the table shows.
+const uiPageRows = 100
+
+// machineColumns are the sortable columns: key (a store.MachineSorts
+// order), label.
 var machineColumns = [][2]string{
-	{"mac", "MAC"}, {"hostname", "Hostname"}, {"image", "Image"}, {"policy", "Policy"},
-	{"next_boot", "Next boot"}, {"last_seen", "Last seen"}, {"last_flashed", "Last flashed"},
+	{store.SortMAC, "MAC"}, {store.SortHostname, "Hostname"}, {store.SortImage, "Image"}, {store.SortPolicy, "Policy"},
+	{store.SortNextBoot, "Next boot"}, {store.SortLastSeen, "Last seen"}, {store.SortLastFlashed, "Last flashed"},
 }
 
-func timeKey(t *time.Time) int64 {
-	if t == nil {
-		return 0
-	}
-	return t.UnixNano()
+// newMachineRow is m as a row of the table.
+func newMachineRow(m fleet.Machine, selected bool) machineRow {
+	return machineRow{Machine: m, Selected: selected, Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
+		FailedSinceFlash: m.FailedSinceFlash()}
 }
 
-func compareMachines(key string) func(a, b fleet.Machine) int {
-	return func(a, b fleet.Machine) int {
-		var c int
-		switch key {
-		case "hostname":
-			c = cmp.Compare(a.Hostname, b.Hostname)
-		case "image":
-			c = cmp.Compare(a.Image, b.Image)
-		case "policy":
-			c = cmp.Compare(a.BootPolicy, b.BootPolicy)
-		case "next_boot":
-			c = cmp.Compare(fleet.Decide(a).Why, fleet.Decide(b).Why)
-		case "last_seen":
-			c = cmp.Compare(timeKey(a.LastSeenAt), timeKey(b.LastSeenAt))
-		case "last_flashed":
-			c = cmp.Compare(timeKey(a.LastFlashedAt), timeKey(b.LastFlashedAt))
-		}
-		if c == 0 {
-			c = cmp.Compare(a.MAC.String(), b.MAC.String())
-		}
-		return c
-	}
-}
-
-// matches reports whether m matches the search text q (lower case):
-// MAC (with any separator or none), hostname, image or address.
-func matches(m fleet.Machine, q string) bool {
-	if q == "" {
-		return true
-	}
-	flat := strings.NewReplacer(":", "", "-", "", ".", "").Replace(q)
-	return strings.Contains(m.MAC.String(), q) || (flat != "" && strings.Contains(m.MAC.Hex(), flat)) ||
-		strings.Contains(strings.ToLower(m.Hostname), q) || strings.Contains(strings.ToLower(m.Image), q) ||
-		strings.Contains(m.LastSeenIP, q)
-}
-
+// uiMachines is the machine table: one page of uiPageRows machines,
+// filtered, sorted and paged by the store (store.QueryMachines).
 func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
@@ -98,15 +74,31 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 		Sort: q.Get("sort"), Dir: q.Get("dir"), Policies: fleet.Policies,
 	}
 	if !slices.ContainsFunc(machineColumns, func(c [2]string) bool { return c[0] == d.Sort }) {
-		d.Sort = "mac"
+		d.Sort = store.SortMAC
 	}
 	if d.Dir != "desc" {
 		d.Dir = "asc"
 	}
-	ms, err := s.store.ListMachines(ctx)
+	if !d.Policy.Valid() {
+		d.Policy = ""
+	}
+	d.Page, _ = strconv.Atoi(q.Get("page"))
+	d.Page = max(d.Page, 1)
+	sq := store.MachineQuery{Search: d.Q, Policy: d.Policy, Unassigned: d.DiscoveredOnly, Sort: d.Sort, Desc: d.Dir == "desc",
+		Offset: (d.Page - 1) * uiPageRows, Limit: uiPageRows}
+	p, err := s.store.QueryMachines(ctx, sq)
 	if err != nil {
 		s.uiInternal(w, r, err)
 		return
+	}
+	d.Pages = max(1, (p.Matched+uiPageRows-1)/uiPageRows)
+	if d.Page > d.Pages { // past the end (machines went away): the last page
+		d.Page = d.Pages
+		sq.Offset = (d.Page - 1) * uiPageRows
+		if p, err = s.store.QueryMachines(ctx, sq); err != nil {
+			s.uiInternal(w, r, err)
+			return
+		}
 	}
 	imgs, err := s.catalog.list(ctx)
 	if err != nil {
@@ -122,24 +114,13 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 			selected[n] = true
 		}
 	}
-	d.Total = len(ms)
-	lq := strings.ToLower(d.Q)
-	var shown []fleet.Machine
-	for _, m := range ms {
-		if !matches(m, lq) || (d.Policy != "" && m.BootPolicy != d.Policy) || (d.DiscoveredOnly && !m.Unassigned()) {
-			continue
-		}
-		shown = append(shown, m)
+	d.Total, d.Matched = p.Total, p.Matched
+	for _, m := range p.Machines {
+		d.Rows = append(d.Rows, newMachineRow(m, selected[m.MAC]))
 	}
-	slices.SortStableFunc(shown, compareMachines(d.Sort))
-	if d.Dir == "desc" {
-		slices.Reverse(shown)
+	if len(d.Rows) > 0 {
+		d.First, d.Last = sq.Offset+1, sq.Offset+len(d.Rows)
 	}
-	for _, m := range shown {
-		d.Rows = append(d.Rows, machineRow{Machine: m, Selected: selected[m.MAC], Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
-			FailedSinceFlash: m.FailedSinceFlash()})
-	}
-	d.Shown = len(d.Rows)
 
 	base := url.Values{}
 	for k, v := range map[string]string{"q": d.Q, "policy": string(d.Policy)} {
@@ -168,9 +149,58 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	cur := cloneValues(base)
 	cur.Set("sort", d.Sort)
 	cur.Set("dir", d.Dir)
-	d.Query = cur.Encode()
-	d.Back = "/ui/machines?" + d.Query
+	pageURL := func(n int) string {
+		v := cloneValues(cur)
+		if n > 1 {
+			v.Set("page", strconv.Itoa(n))
+		}
+		return "/ui/machines?" + v.Encode()
+	}
+	if d.Page > 1 {
+		d.Prev = pageURL(d.Page - 1)
+	}
+	if d.Page < d.Pages {
+		d.Next = pageURL(d.Page + 1)
+	}
+	d.Back = pageURL(d.Page)
+	d.Query = strings.TrimPrefix(d.Back, "/ui/machines?")
 	s.render(w, r, http.StatusOK, "machines", uiPage{Title: "Machines", Nav: "machines", LoggedIn: true, Data: d})
+}
+
+// uiMachineRow is one row of the machine table (the template's "row"),
+// for the live table to swap in when that machine changes; 404 when the
+// machine is gone. selected=1 renders its checkbox checked.
+func (s *Server) uiMachineRow(w http.ResponseWriter, r *http.Request) {
+	mac, err := fleet.ParseMAC(r.PathValue("mac"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	m, err := s.store.GetMachine(r.Context(), mac)
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, "no machine "+mac.String(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	s.renderFragment(w, r, "row", newMachineRow(m, r.URL.Query().Get("selected") == "1"))
+}
+
+// renderFragment writes the template name of the machines page set,
+// without the layout: a piece of a page for htmx to swap in.
+func (s *Server) renderFragment(w http.ResponseWriter, r *http.Request, name string, data any) {
+	var buf bytes.Buffer
+	if err := s.ui.pages["machines"].ExecuteTemplate(&buf, name, data); err != nil {
+		s.uiInternal(w, r, fmt.Errorf("rendering %s: %w", name, err))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(buf.Bytes())
 }
 
 func cloneValues(v url.Values) url.Values {

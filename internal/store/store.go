@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
@@ -28,6 +30,11 @@ type Store interface {
 	// ListMachines returns every machine, by MAC (an empty slice, never
 	// nil, when there are none).
 	ListMachines(ctx context.Context) ([]fleet.Machine, error)
+	// QueryMachines returns one page of the machines matching q's
+	// filter, in q's order, with the number of machines and of matches,
+	// all read from one snapshot of the database. The filter, the order
+	// and the page are the database's work: it never loads every record.
+	QueryMachines(ctx context.Context, q MachineQuery) (MachinePage, error)
 	// GetMachine returns ErrNotFound for an unknown MAC.
 	GetMachine(ctx context.Context, mac fleet.MAC) (fleet.Machine, error)
 	// ModifyMachine is the read-modify-write of one record, in one
@@ -70,6 +77,72 @@ type Store interface {
 	// Ping checks the database answers (GET /healthz).
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// The orders QueryMachines knows (MachineQuery.Sort); each breaks ties
+// by MAC, in the same direction.
+const (
+	SortMAC         = "mac"          // aa:bb:... as text
+	SortHostname    = "hostname"     // byte order of the text
+	SortImage       = "image"        // likewise
+	SortPolicy      = "policy"       // likewise (boot_policy)
+	SortNextBoot    = "next_boot"    // fleet.Decide(m).Why as text
+	SortLastSeen    = "last_seen"    // never seen first (ascending)
+	SortLastFlashed = "last_flashed" // never flashed first (ascending)
+)
+
+// MachineSorts lists the orders QueryMachines knows.
+var MachineSorts = []string{SortMAC, SortHostname, SortImage, SortPolicy, SortNextBoot, SortLastSeen, SortLastFlashed}
+
+// MachineQuery selects a filtered, sorted page of machines. The zero
+// value is every machine by MAC.
+type MachineQuery struct {
+	// Search keeps machines with the text, case-insensitively, in the
+	// MAC (aa:bb:cc:dd:ee:ff or, with ':', '-' and '.' ignored,
+	// aabbccddeeff), hostname, image or last-seen IP. "" keeps all.
+	Search string
+	// Policy keeps machines with this boot policy ("" any).
+	Policy fleet.Policy
+	// Unassigned keeps machines discovered by PXE with no image
+	// (fleet.Machine.Unassigned).
+	Unassigned bool
+	// Sort is one of MachineSorts ("" is SortMAC); Desc reverses it,
+	// the MAC tie-break included.
+	Sort string
+	Desc bool
+	// After, with Sort SortMAC, starts the page after this MAC (a
+	// keyset cursor: it neither repeats nor skips a machine when others
+	// come and go between pages); Offset skips that many matches first.
+	After  fleet.MAC
+	Offset int
+	// Limit bounds the page (0: no bound).
+	Limit int
+}
+
+// MachinePage is one page of QueryMachines.
+type MachinePage struct {
+	Machines []fleet.Machine // never nil
+	// Total is every machine; Matched those matching the filter (After
+	// and Offset aside).
+	Total, Matched int
+}
+
+// Check reports a query QueryMachines refuses: an unknown sort, a
+// negative offset or limit, After with another sort than SortMAC.
+func (q MachineQuery) Check() error {
+	switch {
+	case q.Sort != "" && !slices.Contains(MachineSorts, q.Sort):
+		return &fleet.ValidationError{Field: "sort", Msg: fmt.Sprintf("%q is not one of %s", q.Sort, strings.Join(MachineSorts, ", "))}
+	case q.Offset < 0:
+		return &fleet.ValidationError{Field: "offset", Msg: "must not be negative"}
+	case q.Limit < 0:
+		return &fleet.ValidationError{Field: "limit", Msg: "must not be negative"}
+	case !q.After.IsZero() && q.Sort != "" && q.Sort != SortMAC:
+		return &fleet.ValidationError{Field: "after", Msg: "works only with the MAC order (sort=mac)"}
+	case q.Policy != "" && !q.Policy.Valid():
+		return &fleet.ValidationError{Field: "policy", Msg: fmt.Sprintf("%q is not a boot policy", q.Policy)}
+	}
+	return nil
 }
 
 // Contact is the outcome of one PXE contact.

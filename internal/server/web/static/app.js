@@ -108,18 +108,25 @@
     sync();
   }
 
-  // Live table: every machine event (relayed by the SSE extension as
-  // sse:machine on #live-signal) asks for one refresh of the table. Events
-  // are coalesced: at most one refresh in flight, and one more after it
-  // when anything changed meanwhile, so the last change always shows.
-  var liveTimer = null, liveBusy = false, livePending = false;
+  // Live table. The page subscribes to /events/machines?snapshot=0: no
+  // fleet-sized snapshot, one small event per change. An event for a
+  // machine on this page fetches and swaps just its row
+  // (/ui/machines/MAC/row); any other change (a machine that may now
+  // belong on this page, the counts) refreshes the page's table at most
+  // every pageEvery ms. Both are coalesced: at most one fetch in flight
+  // (per row, and for the table), and one more after it when anything
+  // changed meanwhile, so the last change always shows. A "resync" (this
+  // page fell behind the server's event log) and every (re)connection
+  // refresh the table, for the changes it may have missed.
+  var pageEvery = 2000;
+  var liveTimer = null, liveBusy = false, livePending = false, liveLast = 0;
   function refreshTable() {
     liveTimer = null;
     var table = document.getElementById('machines-table');
     if (!table || !window.htmx) return;
     if (liveBusy) { livePending = true; return; }
-    liveBusy = true; livePending = false;
-    // The same view (filter, sort) with the checked rows kept checked.
+    liveBusy = true; livePending = false; liveLast = Date.now();
+    // The same view (filter, sort, page) with the checked rows kept checked.
     var url = table.getAttribute('data-refresh');
     var checked = table.querySelectorAll('input.select-row:checked');
     for (var i = 0; i < checked.length; i++) url += '&mac=' + encodeURIComponent(checked[i].value);
@@ -129,11 +136,71 @@
     };
     htmx.ajax('GET', url, { target: '#machines-table', select: '#machines-table', swap: 'outerHTML' }).then(done, done);
   }
+  // scheduleRefresh refreshes the table soon, but not sooner than
+  // pageEvery after the last refresh began.
   function scheduleRefresh() {
-    if (!liveTimer) liveTimer = setTimeout(refreshTable, 250);
+    if (!liveTimer) liveTimer = setTimeout(refreshTable, Math.max(250, liveLast + pageEvery - Date.now()));
   }
-  document.addEventListener('sse:machine', scheduleRefresh);
-  document.addEventListener('sse:snapshot', scheduleRefresh);
+  function refreshNow() {
+    if (liveTimer) clearTimeout(liveTimer);
+    liveTimer = setTimeout(refreshTable, 0);
+  }
+
+  function shownRow(mac) {
+    return document.querySelector('#machine-rows tr[data-mac="' + (window.CSS && CSS.escape ? CSS.escape(mac) : mac) + '"]');
+  }
+  var rowBusy = {}, rowPending = {};
+  function refreshRow(mac) {
+    if (rowBusy[mac]) { rowPending[mac] = true; return; }
+    var tr = shownRow(mac);
+    if (!tr) { scheduleRefresh(); return; }
+    rowBusy[mac] = true;
+    var box = tr.querySelector('input.select-row');
+    var url = '/ui/machines/' + encodeURIComponent(mac) + '/row' + (box && box.checked ? '?selected=1' : '');
+    fetch(url, { credentials: 'same-origin', headers: { 'HX-Request': 'true' } }).then(function (resp) {
+      if (resp.status === 404) { // deleted meanwhile
+        var gone = shownRow(mac);
+        if (gone) gone.remove();
+        scheduleRefresh();
+        return null;
+      }
+      return resp.ok && !resp.redirected ? resp.text() : null;
+    }).then(function (html) {
+      var cur = shownRow(mac);
+      if (html == null || !cur) return;
+      var tmp = document.createElement('tbody');
+      tmp.innerHTML = html;
+      var row = tmp.querySelector('tr[data-mac]');
+      if (!row || row.getAttribute('data-mac') !== mac) return;
+      // Keep what the user did meanwhile: the checkbox, the focus.
+      var was = cur.querySelector('input.select-row'), now = row.querySelector('input.select-row');
+      if (was && now) now.checked = was.checked;
+      var a = document.activeElement, focusId = a && cur.contains(a) ? a.id : null;
+      cur.replaceWith(row);
+      localizeTimes(row);
+      if (window.htmx) htmx.process(row);
+      if (focusId && document.getElementById(focusId)) document.getElementById(focusId).focus({ preventScroll: true });
+    }).catch(function () { /* the next event or resync shows it */ }).then(function () {
+      rowBusy[mac] = false;
+      if (rowPending[mac]) { delete rowPending[mac]; refreshRow(mac); }
+    });
+  }
+  document.addEventListener('sse:machine', function (ev) {
+    var e = null;
+    try { e = JSON.parse(ev.detail && ev.detail.data); } catch (err) { /* not JSON */ }
+    var mac = e && e.mac;
+    if (!mac || !shownRow(mac)) { scheduleRefresh(); return; }
+    if (e.type === 'delete') {
+      shownRow(mac).remove();
+      scheduleRefresh();
+      return;
+    }
+    refreshRow(mac);
+  });
+  document.addEventListener('sse:resync', refreshNow);
+  document.addEventListener('htmx:sseOpen', function (ev) {
+    if (document.getElementById('machines-table') && ev.target && ev.target.id === 'bulk-form') refreshNow();
+  });
 
   // Live updates replace the table; keep keyboard focus where it was.
   var focusId = null;
