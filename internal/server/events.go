@@ -12,6 +12,7 @@ import (
 
 	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/store"
 )
 
 // eventLogBytes bounds the bytes of encoded events the hub retains for
@@ -193,30 +194,31 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.hub.unsubscribe(sub)
-	// Subscribe first, then snapshot: no change falls between the two.
-	var machines []fleet.Machine
-	if snapshot {
-		var err error
-		if machines, err = s.store.ListMachines(r.Context()); err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
+	rc := http.NewResponseController(w)
+	// Every write must go through within s.eventWriteTimeout: a client
+	// that stops reading is dropped, rather than holding its goroutine
+	// and what it was sending for as long as it stays connected.
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.eventWriteTimeout)) }
 	flush := func() error {
+		deadline()
 		if err := bw.Flush(); err != nil {
 			return err
 		}
 		fl.Flush()
 		return nil
 	}
+	// Subscribed first, then the snapshot: no change falls between the
+	// two (one made meanwhile may come twice, as part of the snapshot
+	// and as an event).
+	deadline()
 	if snapshot {
-		if err := writeSnapshot(bw, machines); err != nil {
+		if err := s.writeSnapshot(r.Context(), bw, deadline); err != nil {
 			return
 		}
 	} else if _, err := io.WriteString(bw, ": subscribed\n\n"); err != nil {
@@ -225,7 +227,6 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if flush() != nil {
 		return
 	}
-	machines = nil
 	tick := time.NewTicker(heartbeatEvery)
 	defer tick.Stop()
 	var buf [][]byte
@@ -242,11 +243,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		case lost:
-			if err := s.resnapshot(r.Context(), bw); err != nil || flush() != nil {
+			deadline()
+			if err := s.writeSnapshot(r.Context(), bw, deadline); err != nil || flush() != nil {
 				return
 			}
 			continue
 		case len(evs) > 0:
+			deadline()
 			for _, b := range evs {
 				if _, err := fmt.Fprintf(bw, "event: machine\ndata: %s\n\n", b); err != nil {
 					return
@@ -263,6 +266,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-wait:
 		case <-tick.C:
+			deadline()
 			if _, err := io.WriteString(bw, ": heartbeat\n\n"); err != nil || flush() != nil {
 				return
 			}
@@ -270,35 +274,50 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// resnapshot sends a fresh snapshot to a subscriber that fell behind
-// (its cursor already moved to the newest event).
-func (s *Server) resnapshot(ctx context.Context, w io.Writer) error {
-	machines, err := s.store.ListMachines(ctx)
-	if err != nil {
-		return err
-	}
-	return writeSnapshot(w, machines)
-}
+// snapshotPage is how many machines a snapshot reads from the store at
+// a time: a client reading slowly holds at most one page.
+const snapshotPage = 500
 
-// writeSnapshot writes the "snapshot" event, encoding one machine at a
-// time into w (buffered): no whole-fleet JSON is built in memory.
-func writeSnapshot(w io.Writer, machines []fleet.Machine) error {
+// defaultEventWriteTimeout bounds every write to an event stream
+// (Server.eventWriteTimeout).
+const defaultEventWriteTimeout = 30 * time.Second
+
+// writeSnapshot writes the "snapshot" event with every machine, read
+// from the store a page at a time (by MAC) and encoded one machine at a
+// time into w (buffered): neither the whole fleet nor its JSON is ever
+// in memory. tick is called before each page (to renew the write
+// deadline).
+func (s *Server) writeSnapshot(ctx context.Context, w io.Writer, tick func()) error {
 	if _, err := io.WriteString(w, "event: snapshot\ndata: ["); err != nil {
 		return err
 	}
-	for i := range machines {
-		b, err := json.Marshal(&machines[i])
+	var after fleet.MAC
+	first := true
+	for {
+		tick()
+		p, err := s.store.QueryMachines(ctx, store.MachineQuery{After: after, Limit: snapshotPage})
 		if err != nil {
 			return err
 		}
-		if i > 0 {
-			if _, err := io.WriteString(w, ","); err != nil {
+		for i := range p.Machines {
+			b, err := json.Marshal(&p.Machines[i])
+			if err != nil {
+				return err
+			}
+			if !first {
+				if _, err := io.WriteString(w, ","); err != nil {
+					return err
+				}
+			}
+			first = false
+			if _, err := w.Write(b); err != nil {
 				return err
 			}
 		}
-		if _, err := w.Write(b); err != nil {
-			return err
+		if len(p.Machines) < snapshotPage {
+			break
 		}
+		after = p.Machines[len(p.Machines)-1].MAC
 	}
 	_, err := io.WriteString(w, "]\n\n")
 	return err

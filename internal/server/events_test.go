@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -208,4 +210,57 @@ func TestEventsWithoutSnapshot(t *testing.T) {
 	if r := ts.do(t, "GET", "/events/machines?snapshot=no", nil, ts.auth()); r.code != 400 || !strings.Contains(string(r.body), "snapshot=") {
 		t.Errorf("?snapshot=no: %d %s, want 400 naming the parameter", r.code, r.body)
 	}
+}
+
+// TestEventsStuckClientDropped: a client that opens the event stream of
+// a fleet larger than the socket buffers and never reads is dropped
+// after the write timeout (the review's 100 idle SSE clients held the
+// whole fleet each, 887 MiB), while a reading client gets every machine
+// exactly once, read from the store a page at a time.
+func TestEventsStuckClientDropped(t *testing.T) {
+	const n = 20000 // ~12 MB of snapshot: more than loopback's buffers
+	ts, _ := bootServer(t, t.TempDir(), testPassword, nil, func(s *Server) { s.eventWriteTimeout = time.Second })
+	ts.token = ts.login(t, testPassword)
+	importFleet(t, ts, n)
+
+	// A reader gets the whole snapshot, each machine once.
+	res, br := openEvents(t, ts, "")
+	ev, data := readSSE(t, br)
+	var snap []fleet.Machine
+	if err := json.Unmarshal([]byte(data), &snap); ev != "snapshot" || err != nil || len(snap) != n {
+		t.Fatalf("snapshot: %s, %d machines, %v; want %d", ev, len(snap), err, n)
+	}
+	seen := map[fleet.MAC]bool{}
+	for _, m := range snap {
+		if seen[m.MAC] {
+			t.Fatalf("%s twice in the snapshot", m.MAC)
+		}
+		seen[m.MAC] = true
+	}
+	res.Body.Close()
+
+	// A client that never reads.
+	c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /events/machines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", ts.token)
+	gauge := regexp.MustCompile(`(?m)^bty_sse_subscribers \d+$`)
+	subs := func() string { return string(gauge.Find(ts.do(t, "GET", "/metrics", nil, nil).body)) }
+	deadline := time.Now().Add(10 * time.Second)
+	for subs() != "bty_sse_subscribers 1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stuck client never subscribed: %s", subs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	for subs() != "bty_sse_subscribers 0" {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("a client that reads nothing is still subscribed after %s (write timeout 1 s)", time.Since(start).Round(time.Second))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the stuck client was dropped %s after it subscribed", time.Since(start).Round(10*time.Millisecond))
 }

@@ -45,10 +45,13 @@ type Server struct {
 	// warnLimit rate-limits repeated warnings (PXE conflicts, refused
 	// live env calls, busy logins): one per key per minute.
 	warnLimit *limiter
-	discovery *discoveryGate
-	pxe       pxeServices
-	recent    *recentLog
-	ui        *uiTemplates
+	// eventWriteTimeout bounds every write to an event stream: a client
+	// that stops reading is dropped after it.
+	eventWriteTimeout time.Duration
+	discovery         *discoveryGate
+	pxe               pxeServices
+	recent            *recentLog
+	ui                *uiTemplates
 
 	// pwChecks is the semaphore of password checks running at once
 	// (Config.MaxLoginChecks); checkPassword is CheckPassword, which
