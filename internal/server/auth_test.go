@@ -197,6 +197,37 @@ func TestLoginChecksConcurrency(t *testing.T) {
 	}
 }
 
+// TestLoginChecksServerWide: wrong logins from many addresses, each
+// within its own per-address limit, start at most loginChecksBurst
+// password checks and then loginChecksPerSecond a second, server-wide;
+// the rest get 429 with a Retry-After before any hashing (the bench's
+// 48 attacking addresses kept both cores hashing).
+func TestLoginChecksServerWide(t *testing.T) {
+	var calls atomic.Int32
+	ts, _ := bootServer(t, t.TempDir(), testPassword, func(c *Config) { c.MaxLoginChecks = 64 }, func(s *Server) {
+		s.checkPassword = func(string, string) bool { calls.Add(1); return false }
+	})
+	start := time.Now()
+	var limited int
+	for i := range 200 {
+		_, code, err := ts.srv.login(context.Background(), fmt.Sprintf("192.0.2.%d", i%200+1), "wrong")
+		var re *retryError
+		switch {
+		case code == 429 && errors.As(err, &re) && re.after >= 1 && strings.Contains(re.msg, "too many logins"):
+			limited++
+		case code != 401:
+			t.Fatalf("login %d: %d %v", i, code, err)
+		}
+	}
+	elapsed := time.Since(start)
+	if max := loginChecksBurst + int(elapsed.Seconds()*loginChecksPerSecond) + 1; int(calls.Load()) > max {
+		t.Errorf("%d password checks in %s from 200 addresses; the server-wide limit allows %d", calls.Load(), elapsed, max)
+	}
+	if limited == 0 || int(calls.Load())+limited != 200 {
+		t.Errorf("%d checks, %d refused, of 200", calls.Load(), limited)
+	}
+}
+
 func TestConfigMaxLoginChecks(t *testing.T) {
 	env := func(v string) func(string) string {
 		return func(k string) string {

@@ -73,15 +73,16 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	}
 	recent := newRecentLog(50)
 	s := &Server{
-		cfg:        cfg,
-		store:      st,
-		log:        slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
-		recent:     recent,
-		ui:         parsedUI(),
-		mux:        &routeMux{ServeMux: http.NewServeMux()},
-		loginLimit: newLimiter(10, 6*time.Second),
-		pwRate:     newLimiter(loginChecksBurst, time.Second/loginChecksPerSecond),
-		warnLimit:  newLimiter(1, time.Minute),
+		cfg:               cfg,
+		store:             st,
+		log:               slog.New(&teeHandler{inner: log.Handler(), ring: recent}),
+		recent:            recent,
+		ui:                parsedUI(),
+		mux:               &routeMux{ServeMux: http.NewServeMux()},
+		loginLimit:        newLimiter(10, 6*time.Second),
+		pwRate:            newLimiter(loginChecksBurst, time.Second/loginChecksPerSecond),
+		eventWriteTimeout: defaultEventWriteTimeout,
+		warnLimit:         newLimiter(1, time.Minute),
 	}
 	if s.cfg.MaxLoginChecks < 1 {
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
