@@ -109,7 +109,9 @@ EOF
 log "populating $machines machines (PUT /machines/{mac}, webattack seed)"
 "$work/webattack" seed -url "http://127.0.0.1:$web_port" -password bench-password -machines "$machines" || die "seeding the machines failed"
 token=$(curl -fs -X POST -H 'Content-Type: application/json' -d '{"password":"bench-password"}' "http://127.0.0.1:$web_port/auth/login" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
-count=$(curl -fs -H "Authorization: Bearer $token" "http://127.0.0.1:$web_port/machines" | grep -c '"mac"')
+# GET /machines answers a page; X-Total-Count counts them all.
+count=$(curl -fs -o /dev/null -D - -H "Authorization: Bearer $token" "http://127.0.0.1:$web_port/machines?limit=1" | tr -d '\r' | sed -n 's/^[Xx]-[Tt]otal-[Cc]ount: *//p')
+count=${count:-0}
 [ "$count" -ge "$machines" ] || die "only $count machines after populating"
 
 # to_ms 10.20ms|1.05s|500.00us|2.00m -> milliseconds

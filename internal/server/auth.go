@@ -30,11 +30,14 @@ const SettingAdminPassword = "admin_password_hash"
 const CookieName = "bty-token"
 
 // argon2id parameters (RFC 9106's second recommended option, with less
-// memory: a login costs ~50 ms and 64 MiB here).
+// memory and one lane: a login costs ~100 ms of one core and 64 MiB
+// here). One lane keeps a password check to one core, so a login flood
+// cannot take every core from PXE clients; hashes made with other
+// parameters (older ones had p=2) are checked with their own.
 const (
 	argonTime    = 3
 	argonMemory  = 64 << 10 // KiB
-	argonThreads = 2
+	argonThreads = 1
 	argonKeyLen  = 32
 )
 
@@ -345,7 +348,7 @@ func (s *Server) login(ctx context.Context, addr, password string) (api.Session,
 	}
 	ok := false
 	if hash != "" {
-		// Each check holds 64 MiB and both cores for ~50 ms. Logins
+		// Each check holds 64 MiB and a core for ~100 ms. Logins
 		// from many addresses (each within its own limit) could still
 		// keep the CPU busy hashing: the server as a whole starts at
 		// most loginChecksBurst checks at once and loginChecksPerSecond

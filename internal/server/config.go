@@ -48,7 +48,7 @@ type Config struct {
 	// password at start.
 	AdminPassword string
 	// MaxLoginChecks caps the password checks running at once
-	// (BTY_MAX_LOGIN_CHECKS, default the number of CPUs); each holds
+	// (BTY_MAX_LOGIN_CHECKS, default half the number of CPUs); each holds
 	// 64 MiB, and logins beyond the cap get 429 before any hashing. Below
 	// 1, New uses the default.
 	MaxLoginChecks int
@@ -203,8 +203,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 }
 
 // defaultLoginChecks is MaxLoginChecks' default: one password check per
-// CPU, at least 1.
-func defaultLoginChecks() int { return max(1, runtime.NumCPU()) }
+// two CPUs, at least 1, so logins can never take every core from PXE
+// clients.
+func defaultLoginChecks() int { return max(1, runtime.NumCPU()/2) }
 
 func envOr(getenv func(string) string, key, def string) string {
 	if v := strings.TrimSpace(getenv(key)); v != "" {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -127,6 +128,25 @@ func (h *hub) read(s *subscription, buf [][]byte) (evs [][]byte, lost bool, wait
 	return evs, false, h.wake, true
 }
 
+// end is the sequence number the next published event gets.
+func (h *hub) end() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.first + uint64(len(h.log))
+}
+
+// rewind moves s's cursor back to seq, so it reads the events from seq
+// on, if the log still holds them all; it reports whether it did.
+func (h *hub) rewind(s *subscription, seq uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if seq < h.first || seq > h.first+uint64(len(h.log)) {
+		return false
+	}
+	s.next = seq
+	return true
+}
+
 // retained reports the log's accounting: events and bytes held.
 func (h *hub) retained() (events, bytes int) {
 	h.mu.Lock()
@@ -218,7 +238,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// and as an event).
 	deadline()
 	if snapshot {
-		if err := s.writeSnapshot(r.Context(), bw, deadline); err != nil {
+		if err := s.sendSnapshot(r.Context(), bw, sub, deadline); err != nil {
 			return
 		}
 	} else if _, err := io.WriteString(bw, ": subscribed\n\n"); err != nil {
@@ -243,8 +263,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		case lost:
-			deadline()
-			if err := s.writeSnapshot(r.Context(), bw, deadline); err != nil || flush() != nil {
+			if err := s.sendSnapshot(r.Context(), bw, sub, deadline); err != nil || flush() != nil {
 				return
 			}
 			continue
@@ -282,19 +301,69 @@ const snapshotPage = 500
 // (Server.eventWriteTimeout).
 const defaultEventWriteTimeout = 30 * time.Second
 
+// snapshotReuse is how long an encoded snapshot is shared: subscribers
+// that ask for one within it (a page reload, a rack of browsers, a
+// reconnect wave) get the same bytes, encoded once.
+const snapshotReuse = time.Second
+
+// snapshotChunk is how much of a snapshot goes out per write deadline.
+const snapshotChunk = 256 << 10
+
+// snapshotCache is the last encoded snapshot: its bytes (the whole
+// "snapshot" event), the hub position it is current to, and when it
+// was made. mu is held while one is made, so subscribers asking at once
+// wait for it instead of each making their own.
+type snapshotCache struct {
+	mu   sync.Mutex
+	data []byte
+	seq  uint64
+	at   time.Time
+}
+
+// sendSnapshot sends sub a "snapshot" event current to at least sub's
+// cursor, so the events after the cursor follow it (one made while the
+// snapshot was read may come twice). A snapshot made less than
+// snapshotReuse ago is reused, and sub's cursor moved back to where
+// that snapshot is current to, when the hub still retains every event
+// since; otherwise a new one is made. tick renews the write deadline,
+// once per chunk.
+func (s *Server) sendSnapshot(ctx context.Context, w io.Writer, sub *subscription, tick func()) error {
+	c := &s.snap
+	c.mu.Lock()
+	if c.data == nil || time.Since(c.at) > snapshotReuse || !s.hub.rewind(sub, c.seq) {
+		seq := s.hub.end()
+		var b bytes.Buffer
+		if err := s.writeSnapshot(ctx, &b); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		// sub's cursor stays where it is (before seq): the snapshot is
+		// newer, and the events after the cursor repeat or follow it.
+		c.data, c.seq, c.at = b.Bytes(), seq, time.Now()
+	}
+	data := c.data
+	c.mu.Unlock()
+	for len(data) > 0 {
+		tick()
+		n := min(len(data), snapshotChunk)
+		if _, err := w.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
 // writeSnapshot writes the "snapshot" event with every machine, read
 // from the store a page at a time (by MAC) and encoded one machine at a
-// time into w (buffered): neither the whole fleet nor its JSON is ever
-// in memory. tick is called before each page (to renew the write
-// deadline).
-func (s *Server) writeSnapshot(ctx context.Context, w io.Writer, tick func()) error {
+// time into w: the fleet's records are never in memory all at once.
+func (s *Server) writeSnapshot(ctx context.Context, w io.Writer) error {
 	if _, err := io.WriteString(w, "event: snapshot\ndata: ["); err != nil {
 		return err
 	}
 	var after fleet.MAC
 	first := true
 	for {
-		tick()
 		p, err := s.store.QueryMachines(ctx, store.MachineQuery{After: after, Limit: snapshotPage})
 		if err != nil {
 			return err

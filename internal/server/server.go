@@ -48,6 +48,8 @@ type Server struct {
 	// eventWriteTimeout bounds every write to an event stream: a client
 	// that stops reading is dropped after it.
 	eventWriteTimeout time.Duration
+	// snap is the last encoded event-stream snapshot, shared.
+	snap snapshotCache
 	discovery         *discoveryGate
 	pxe               pxeServices
 	recent            *recentLog
