@@ -201,6 +201,15 @@ func (l *limiter) trim(now time.Time) {
 	}
 }
 
+// spent reports whether key has no attempt left at now (allow would
+// refuse it), without taking one.
+func (l *limiter) spent(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	return ok && b.tokens+float64(now.Sub(b.last))/float64(l.per) < 1
+}
+
 // allow takes one attempt for key; when none is left it returns false
 // and how long until the next one.
 func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {

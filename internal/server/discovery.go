@@ -122,13 +122,25 @@ func (g *discoveryGate) refusal(reason string, now time.Time) (warn bool, since 
 // about at most once per discoveryWarnEvery; stored is then false.
 func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, v fleet.Visit) (c store.Contact, stored bool, err error) {
 	addr, now := v.IP, v.At
-	c, err = store.KnownContact(ctx, s.store, mac, v)
-	if !errors.Is(err, store.ErrNotFound) {
-		return c, err == nil, err
+	var reason string
+	if s.discovery.perAddr.spent(addr, now) {
+		// An address that used up its discoveries (a flood of made-up
+		// MACs, most likely): a read first, so an unknown MAC from it
+		// is refused without taking the store's one writer.
+		if _, err := s.store.GetMachine(ctx, mac); errors.Is(err, store.ErrNotFound) {
+			reason = refusedRate
+		} else if err != nil {
+			return c, false, err
+		}
 	}
-	reason, err := s.discovery.admit(ctx, s.store, mac, addr, now)
-	if err != nil {
-		return c, false, err
+	if reason == "" {
+		c, err = store.KnownContact(ctx, s.store, mac, v)
+		if !errors.Is(err, store.ErrNotFound) {
+			return c, err == nil, err
+		}
+		if reason, err = s.discovery.admit(ctx, s.store, mac, addr, now); err != nil {
+			return c, false, err
+		}
 	}
 	if reason != "" {
 		s.metrics.discoveriesRefused.WithLabelValues(reason).Inc()

@@ -3,12 +3,17 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
 // refusedWarnings counts the warnings about refused discoveries in the
@@ -148,5 +153,58 @@ func TestConfigDiscovery(t *testing.T) {
 		}); err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%s: %v", k, v, err)
 		}
+	}
+}
+
+// countingStore is a real store that counts ModifyMachine calls: the
+// writes that go through the store's one writer.
+type countingStore struct {
+	*sqlitestore.SQLite
+	modifies atomic.Int64
+}
+
+func (c *countingStore) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(fleet.Machine, bool) (fleet.Machine, error)) (fleet.Machine, error) {
+	c.modifies.Add(1)
+	return c.SQLite.ModifyMachine(ctx, mac, fn)
+}
+
+// TestDiscoveryFloodSparesTheWriter: once an address has used up its
+// discoveries, its contacts for unknown MACs are refused after a read,
+// without a write transaction (a flood of made-up MACs queued behind
+// every known machine's contact in the one writer); a known machine
+// from that address is still served and recorded.
+func TestDiscoveryFloodSparesTheWriter(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, ImageRoot: filepath.Join(dir, "images"), BootDir: filepath.Join(dir, "boot"),
+		Host: "127.0.0.1", SessionTTL: time.Hour}
+	sq, err := sqlitestore.Open(context.Background(), cfg.DBPath(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	st := &countingStore{SQLite: sq}
+	srv := New(cfg, st, slog.New(slog.DiscardHandler), nil)
+	defer srv.Close()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	ts := &testServer{URL: hs.URL, cfg: cfg, srv: srv, st: sq}
+
+	pxeMACs(t, ts, 0, defaultDiscoveryBurst) // the address's burst: recorded
+	before := st.modifies.Load()
+	pxeMACs(t, ts, 100, 50) // the flood: refused
+	if n := st.modifies.Load() - before; n != 0 {
+		t.Errorf("50 refused discoveries took the writer %d times, want 0", n)
+	}
+	if ms, _ := sq.ListMachines(context.Background()); len(ms) != defaultDiscoveryBurst {
+		t.Errorf("%d machines stored, want %d", len(ms), defaultDiscoveryBurst)
+	}
+	// A known machine from the flooding address: served and recorded.
+	known := fmt.Sprintf("02:dd:00:00:%02x:%02x", 0, 3)
+	before = st.modifies.Load()
+	if _, c := ts.boot(t, "127.0.0.1", known); c == "" {
+		t.Error("a known machine from a flooding address got no live env")
+	}
+	if st.modifies.Load() == before {
+		t.Error("the known machine's contact was not recorded")
 	}
 }
