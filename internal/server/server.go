@@ -49,11 +49,11 @@ type Server struct {
 	// that stops reading is dropped after it.
 	eventWriteTimeout time.Duration
 	// snap is the last encoded event-stream snapshot, shared.
-	snap snapshotCache
-	discovery         *discoveryGate
-	pxe               pxeServices
-	recent            *recentLog
-	ui                *uiTemplates
+	snap      snapshotCache
+	discovery *discoveryGate
+	pxe       pxeServices
+	recent    *recentLog
+	ui        *uiTemplates
 
 	// pwChecks is the semaphore of password checks running at once
 	// (Config.MaxLoginChecks); checkPassword is CheckPassword, which
