@@ -132,7 +132,7 @@ func (d *ipmiDriver) once(ctx context.Context, what string, fn func(context.Cont
 	}
 	// go-ipmi retries each datagram itself; give each try a slice of
 	// the call's timeout so a lost datagram is resent in time.
-	cl.WithTimeout(min(max(d.o.timeout/5, 200*time.Millisecond), 2*time.Second)).WithRetry(2)
+	cl.WithTimeout(min(max(d.o.timeout/3, 100*time.Millisecond), 2*time.Second)).WithRetry(2)
 	cl.WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
 	if d.c.CipherSuite != 0 {
 		cl.WithCipherSuiteID(types.CipherSuiteID(d.c.CipherSuite))
@@ -179,7 +179,10 @@ func (d *ipmiDriver) mapError(ctx context.Context, what string, err error) error
 		return fmt.Errorf("%w: ipmi %s on %s: user %q may not do this: give the BMC account the operator or administrator privilege",
 			ErrCredentials, what, d.addr(), d.c.Username)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
+		errors.As(err, &ne) && ne.Timeout(),
+		// go-ipmi's own resends can run out before the context does;
+		// it says so only in text ("... before UDP read deadline").
+		strings.Contains(err.Error(), "read deadline"):
 		return fmt.Errorf("%w: ipmi %s: no answer from %s within %s: check the address, that IPMI over LAN is enabled on the BMC and UDP port %d is reachable from here",
 			ErrUnreachable, what, d.addr(), d.o.timeout, d.port)
 	case ctx.Err() != nil:
