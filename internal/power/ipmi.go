@@ -132,7 +132,7 @@ func (d *ipmiDriver) once(ctx context.Context, what string, fn func(context.Cont
 	}
 	// go-ipmi retries each datagram itself; give each try a slice of
 	// the call's timeout so a lost datagram is resent in time.
-	cl.WithTimeout(min(max(d.o.timeout/3, 100*time.Millisecond), 2*time.Second)).WithRetry(2)
+	cl.WithTimeout(min(max(d.o.timeout/10, 100*time.Millisecond), time.Second)).WithRetry(2)
 	cl.WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
 	if d.c.CipherSuite != 0 {
 		cl.WithCipherSuiteID(types.CipherSuiteID(d.c.CipherSuite))
