@@ -18,7 +18,7 @@ declare -A pkg=(
   [debugfs]=e2fsprogs [mkswap]=util-linux
   [curl]=curl [ip]=iproute2 [dnsmasq]=dnsmasq-base [/usr/lib/ipxe/ipxe.efi]=ipxe
   [chromium]=chromium [tmux]=tmux
-  [mkfs.exfat]=exfatprogs [mcopy]=mtools [cpio]=cpio
+  [mkfs.exfat]=exfatprogs [mcopy]=mtools [cpio]=cpio [ipmi_sim]=openipmi
 )
 case $what in
   test|media) ;;

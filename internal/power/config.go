@@ -118,7 +118,7 @@ func (c Config) Validate() []FieldError {
 		add("driver", "required: one of %s (none for a machine without a BMC)", strings.Join(Drivers, ", "))
 		return errs
 	default:
-		add("driver", "%q is not one of %s", c.Driver, strings.Join(Drivers, ", "))
+		add("driver", "%q is not one of %s", scrub(c.Driver, c.Password), strings.Join(Drivers, ", "))
 		return errs
 	}
 	if c.Username == "" {

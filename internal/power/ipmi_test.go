@@ -30,7 +30,7 @@ const simUser, simPassword = "admin", "Sim-pa55word-7Q"
 
 func startIPMISim(t *testing.T) *ipmiSim {
 	t.Helper()
-	bin, err := exec.LookPath("ipmi_sim")
+	bin, err := lookIPMISim()
 	if err != nil {
 		t.Skip("ipmi_sim not installed (Debian package openipmi; scripts/install-deps.sh test installs it)")
 	}
@@ -98,6 +98,8 @@ set_working_mc 0x20
 	})
 	return &ipmiSim{addr: fmt.Sprintf("127.0.0.1:%d", port), events: events}
 }
+
+func lookIPMISim() (string, error) { return exec.LookPath("ipmi_sim") }
 
 func write(t *testing.T, path, s string, mode os.FileMode) {
 	t.Helper()
