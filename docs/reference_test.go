@@ -362,7 +362,8 @@ func TestReferenceRoutes(t *testing.T) {
 // wireTypes are internal/api's types, by name.
 var wireTypes = map[string]any{
 	"Machine": api.Machine{}, "MachineUpdate": api.MachineUpdate{}, "MachineEvent": api.MachineEvent{},
-	"FailureReport": api.FailureReport{}, "ReportStatus": api.ReportStatus{}, "Image": api.Image{}, "BootFile": api.BootFile{},
+	"FailureReport": api.FailureReport{}, "ReportStatus": api.ReportStatus{}, "Power": api.Power{}, "PowerUpdate": api.PowerUpdate{},
+	"PowerRequest": api.PowerRequest{}, "PowerResult": api.PowerResult{}, "Image": api.Image{}, "BootFile": api.BootFile{},
 	"BootUpload": api.BootUpload{}, "LoginRequest": api.LoginRequest{}, "Session": api.Session{},
 	"Revoked": api.Revoked{}, "Settings": api.Settings{}, "ProxyDHCPStatus": api.ProxyDHCPStatus{},
 	"Interface": api.Interface{}, "SettingsUpdate": api.SettingsUpdate{}, "Version": api.Version{},

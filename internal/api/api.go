@@ -21,6 +21,11 @@ import (
 type (
 	Machine       = fleet.Machine
 	MachineUpdate = fleet.MachineUpdate
+	// Power is a machine's "power" (its BMC settings; the password is
+	// never sent back, password_set says whether one is stored);
+	// PowerUpdate is MachineUpdate's "power".
+	Power       = fleet.Power
+	PowerUpdate = fleet.PowerUpdate
 )
 
 // Error is the body of every non-2xx answer.
@@ -33,6 +38,19 @@ type Error struct {
 // status only ("recorded"), never the record.
 type ReportStatus struct {
 	Status string `json:"status"`
+}
+
+// PowerRequest is the body of POST /machines/{mac}/power.
+type PowerRequest struct {
+	Action string `json:"action"`
+}
+
+// PowerResult answers a power action: what was done, through which
+// driver, and the power state the BMC reported right after.
+type PowerResult struct {
+	Action string `json:"action"`
+	State  string `json:"state"`
+	Driver string `json:"driver"`
 }
 
 // MachineEvent is one change on GET /events/machines (server-sent

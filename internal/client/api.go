@@ -136,6 +136,15 @@ func (c *Client) PutMachine(ctx context.Context, mac fleet.MAC, u api.MachineUpd
 	return m, code == http.StatusCreated, err
 }
 
+// Power runs a power action (on, off, cycle, status) through the
+// machine's BMC and returns the state it reported.
+func (c *Client) Power(ctx context.Context, mac fleet.MAC, action string) (api.PowerResult, error) {
+	var res api.PowerResult
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("machines", mac.String(), "power"),
+		body: api.PowerRequest{Action: action}, auth: true}, &res)
+	return res, err
+}
+
 // DeleteMachine deletes a machine; an unknown MAC is a 404 *APIError.
 func (c *Client) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 	_, err := c.do(ctx, request{method: http.MethodDelete, url: c.endpoint("machines", mac.String()), auth: true}, nil)

@@ -692,3 +692,43 @@ func TestPolicyString(t *testing.T) {
 		}
 	}
 }
+
+// TestMachinesPower: --power-* set the machine's BMC settings with the
+// password read from stdin and never printed; machines power reaches the
+// server's power route and reports a BMC that does not answer as exit 1
+// with the reason; misuse is exit 2 before the server is asked.
+func TestMachinesPower(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.login()
+	const mac, secret = "52:54:00:90:00:02", "bmc-Stdin-Secret-1"
+	// A port nothing listens on: the BMC does not answer.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + l.Addr().String()
+	l.Close()
+	h.want(h.run("", "machines", "set", mac, "--power-driver", "redfish", "--power-password-stdin"), 2, "standard input has no password")
+	h.want(h.run("", "machines", "set", mac, "--power-driver", "smoke"), 2, "--power-driver")
+	h.want(h.run(secret+"\n", "machines", "set", mac, "--power-driver", "ipmi", "--power-user", "admin", "--power-password-stdin"), 1, "power.address")
+	r := h.run(secret+"\n", "machines", "set", mac, "--power-driver", "redfish", "--power-address", addr, "--power-user", "admin", "--power-password-stdin")
+	h.want(r, 0, "power:                 redfish "+addr+", user admin, password set")
+	r2 := h.run("", "machines", "get", mac, "--json")
+	for _, out := range []string{r.stdout + r.stderr, r2.stdout} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("the BMC password is printed:\n%s", out)
+		}
+	}
+	if !strings.Contains(r2.stdout, `"password_set": true`) {
+		t.Errorf("machines get --json: no password_set:\n%s", r2.stdout)
+	}
+	h.want(h.run("", "machines", "power", mac, "explode"), 2, "want on, off, cycle or status")
+	r = h.run("", "machines", "power", mac, "status")
+	h.want(r, 1, "did not answer")
+	if strings.Contains(r.stdout+r.stderr, secret) {
+		t.Fatalf("the power error shows the password:\n%s", r.stderr)
+	}
+	h.want(h.run("", "machines", "set", mac, "--power-driver", "none"), 0, "power:                 - (no BMC")
+	h.want(h.run("", "machines", "power", mac, "on"), 1, "no power driver")
+}

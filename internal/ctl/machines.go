@@ -25,7 +25,7 @@ Each has a boot policy, what its next PXE boot gets: local (boot the
 local disk), flash (chain the live env and reflash the assigned image on
 every PXE boot, booting the disk once after each flash), or tui (the
 interactive live env; what an unknown machine gets on first contact).`,
-		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e))
+		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e))
 }
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
@@ -140,12 +140,30 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"last failure", dash(m.LastFailure)},
 		{"flash cycle", cycleText(m.Cycle)},
 		{"PXE conflict", conflictText(m)},
+		{"power", powerText(m.Power)},
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-22s %s\n", r[0]+":", r[1])
 	}
+}
+
+// powerText is the machine's power control (never its password).
+func powerText(p *api.Power) string {
+	if p == nil {
+		return "- (no BMC: power it by other means)"
+	}
+	t := p.Driver + " " + p.Address
+	if p.Username != "" {
+		t += ", user " + p.Username
+	}
+	if p.PasswordSet {
+		t += ", password set"
+	} else {
+		t += ", no password"
+	}
+	return t
 }
 
 // cycleText says where a machine's flash cycle is bound and until when.
@@ -168,6 +186,7 @@ func conflictText(m api.Machine) string {
 
 func newMachinesSetCmd(e *env) *cobra.Command {
 	var image, policy, hostname, provisioning, workflow, userData, metaData string
+	var pw powerFlags
 	cmd := &cobra.Command{
 		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--user-data FILE] [--meta-data FILE]",
 		Short: "Register a machine or change its record",
@@ -186,6 +205,17 @@ field (--image "" unassigns the image).
                   one with the hostname and an instance-id that changes
                   on every flash, so cloud-init runs again each time
 
+Power control (bty-ctl machines power), through the machine's BMC:
+
+  --power-driver          ipmi | redfish | none (none removes it)
+  --power-address         IPMI host[:port] (623), or the Redfish base URL
+  --power-user            the BMC account
+  --power-password-stdin  read the BMC password from standard input (one
+                          line); it is never shown again, by any command
+  --power-cipher-suite    IPMI lanplus cipher suite (default: the BMC's best)
+  --power-system          Redfish system, when the BMC has several
+  --power-insecure        Redfish: accept the BMC's self-signed certificate
+
 The seed is served only to the machine itself while it flashes, and
 only shown to logged-in callers. --user-data "" clears it.
 
@@ -196,7 +226,8 @@ local to stop.`,
 		Example: `  bty-ctl machines set AA-BB-CC-DD-EE-FF --image debian-12.img.zst --policy flash
   bty-ctl machines set aa:bb:cc:dd:ee:ff --hostname node7 --provisioning cloud-init
   bty-ctl machines set aa:bb:cc:dd:ee:ff --provisioning cloud-init --user-data node7.yaml
-  bty-ctl machines set aa:bb:cc:dd:ee:ff --policy local`,
+  bty-ctl machines set aa:bb:cc:dd:ee:ff --policy local
+  echo "$BMC_PASSWORD" | bty-ctl machines set aa:bb:cc:dd:ee:ff --power-driver ipmi --power-address 10.0.0.9 --power-user admin --power-password-stdin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-set"
@@ -249,8 +280,11 @@ local to stop.`,
 				}
 				*s.dst = &v
 			}
+			if u.Power, err = pw.update(f, e.stdin); err != nil {
+				return e.fail(name, err, map[string]any{"mac": mac})
+			}
 			if u == (api.MachineUpdate{}) {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data (to only register the machine: --policy local)"),
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -290,6 +324,7 @@ local to stop.`,
 	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
+	pw.register(f)
 	return cmd
 }
 

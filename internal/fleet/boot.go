@@ -154,6 +154,9 @@ func (m *Machine) set(u MachineUpdate) {
 	if u.BootPolicy != nil {
 		m.BootPolicy = *u.BootPolicy
 	}
+	if u.Power != nil {
+		m.Power = u.Power.Apply(m.Power)
+	}
 }
 
 // Settable is the MachineUpdate that would set every settable field of

@@ -54,6 +54,9 @@ type Machine struct {
 	// sent the machine's MAC, or the machine's address changed mid-cycle.
 	LastConflictAt *time.Time `json:"last_conflict_at"`
 	LastConflictIP string     `json:"last_conflict_ip"`
+	// Power is how bty-web reaches the machine's BMC (null: it cannot
+	// power the machine; it must be rebooted by other means).
+	Power *Power `json:"power"`
 }
 
 // MaxSeedBytes caps user_data and meta_data each: they live in the
@@ -91,6 +94,8 @@ type MachineUpdate struct {
 	BootPolicy       *Policy `json:"boot_policy"`
 	UserData         *string `json:"user_data"`
 	MetaData         *string `json:"meta_data"`
+	// Power changes the machine's power control (see PowerUpdate).
+	Power *PowerUpdate `json:"power"`
 }
 
 // The bounds of the settable string fields (besides MaxSeedBytes for

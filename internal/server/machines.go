@@ -214,6 +214,13 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 	if errs := machineUpdateErrors(u); len(errs) > 0 {
 		return fleet.Machine{}, false, errs[0]
 	}
+	perrs, err := s.powerErrors(ctx, mac, u.Power)
+	if err != nil {
+		return fleet.Machine{}, false, err
+	}
+	if len(perrs) > 0 {
+		return fleet.Machine{}, false, perrs[0]
+	}
 	m, created, err := store.PutMachine(ctx, s.store, mac, u, time.Now())
 	if err != nil {
 		return fleet.Machine{}, false, err

@@ -20,6 +20,7 @@ type metrics struct {
 	discoveriesRefused *prometheus.CounterVec
 	cycleConflicts     prometheus.Counter
 	cycleRefused       *prometheus.CounterVec
+	powerActions       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,9 +55,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bty_cycle_calls_refused_total",
 			Help: "Live env calls (user-data, meta-data, done, failed) refused because they did not carry the machine's open flash cycle's token from its address, by call.",
 		}, []string{"call"}),
+		powerActions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_power_actions_total",
+			Help: "Power actions through a machine's BMC (POST /machines/{mac}/power), by driver and result: ok, credentials, unreachable, error.",
+		}, []string{"driver", "result"}),
 	}
 	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
-		m.cycleConflicts, m.cycleRefused,
+		m.cycleConflicts, m.cycleRefused, m.powerActions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)

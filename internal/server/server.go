@@ -152,6 +152,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.Handle("GET /metrics", metricsHandler(reg))
 	m.HandleFunc("GET /pxe/{mac}", s.handlePXE)
 	m.HandleFunc("POST /pxe/{mac}/done", s.handlePXEDone)
+	m.HandleFunc("POST /machines/{mac}/power", s.requireAuth(s.handlePower))
 	m.HandleFunc("POST /pxe/{mac}/failed", s.handlePXEFailed)
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))

@@ -73,7 +73,7 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN cycle_token_hash`, `ALTER TABLE machines DROP COLUMN cycle_ip`,
 		`ALTER TABLE machines DROP COLUMN cycle_started_at`, `ALTER TABLE machines DROP COLUMN cycle_expires_at`,
 		`ALTER TABLE machines DROP COLUMN cycle_seed_served`, `ALTER TABLE machines DROP COLUMN last_conflict_at`,
-		`ALTER TABLE machines DROP COLUMN last_conflict_ip`,
+		`ALTER TABLE machines DROP COLUMN last_conflict_ip`, `ALTER TABLE machines DROP COLUMN power`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,7 +19,41 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
 	last_failed_at, last_failure, user_data, meta_data, last_served,
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
-	last_conflict_at, last_conflict_ip`
+	last_conflict_at, last_conflict_ip, power`
+
+// storedPower is a machine's power column: fleet.Power with its
+// password, which fleet.Power's own JSON leaves out.
+type storedPower struct {
+	Driver      string `json:"driver"`
+	Address     string `json:"address"`
+	Username    string `json:"username"`
+	Password    string `json:"password"`
+	CipherSuite int    `json:"cipher_suite,omitempty"`
+	System      string `json:"system,omitempty"`
+	Insecure    bool   `json:"insecure,omitempty"`
+}
+
+func encodePower(p *fleet.Power) string {
+	if p == nil {
+		return ""
+	}
+	sp := storedPower{Driver: p.Driver, Address: p.Address, Username: p.Username, Password: p.Password,
+		CipherSuite: p.CipherSuite, System: p.System, Insecure: p.Insecure}
+	b, _ := json.Marshal(sp) // strings, an int and a bool always encode
+	return string(b)
+}
+
+func decodePower(s string) (*fleet.Power, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var sp storedPower
+	if err := json.Unmarshal([]byte(s), &sp); err != nil {
+		return nil, fmt.Errorf("its power column is not JSON: %w", err)
+	}
+	return &fleet.Power{Driver: sp.Driver, Address: sp.Address, Username: sp.Username, Password: sp.Password,
+		CipherSuite: sp.CipherSuite, System: sp.System, Insecure: sp.Insecure, PasswordSet: sp.Password != ""}, nil
+}
 
 // machinePlaceholders is one "?" per column of machineCols.
 var machinePlaceholders = strings.TrimSuffix(strings.Repeat("?, ", strings.Count(machineCols, ",")+1), ", ")
@@ -35,12 +70,13 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		cycleHash, cycleStart, cycleEnd, conflict  sql.NullString
 		cycleIP                                    string
 		seedServed                                 int
+		powerJSON                                  string
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
 		&m.UserData, &m.MetaData, &served,
-		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP); err != nil {
+		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
@@ -55,6 +91,9 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		if *f.dst, err = parseNullTime(f.src); err != nil {
 			return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 		}
+	}
+	if m.Power, err = decodePower(powerJSON); err != nil {
+		return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 	}
 	if cycleHash.Valid {
 		c := fleet.Cycle{TokenHash: cycleHash.String, IP: cycleIP,
@@ -149,7 +188,8 @@ func machineValues(m fleet.Machine) []any {
 		nullTime(m.LastWorkflowRunAt), wf, m.LastWorkflowOutputPath,
 		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure,
 		m.UserData, m.MetaData, string(m.LastServed),
-		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP}
+		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
+		encodePower(m.Power)}
 }
 
 // insertMachine writes a new record, every column from m.

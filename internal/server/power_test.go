@@ -1,0 +1,176 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/store/sqlitestore"
+)
+
+// redfishBMC is a minimal Redfish service with one ComputerSystem whose
+// PowerState follows the resets it is sent; it checks Basic auth.
+func redfishBMC(t *testing.T, user, pass string) (*httptest.Server, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	state := "Off"
+	var resets []string
+	doc := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.Method + " " + r.URL.Path {
+		case "GET /redfish/v1", "GET /redfish/v1/":
+			doc(w, map[string]any{"@odata.id": "/redfish/v1", "Systems": map[string]string{"@odata.id": "/redfish/v1/Systems"}})
+		case "GET /redfish/v1/Systems":
+			doc(w, map[string]any{"@odata.id": "/redfish/v1/Systems", "Members": []map[string]string{{"@odata.id": "/redfish/v1/Systems/1"}}})
+		case "GET /redfish/v1/Systems/1":
+			doc(w, map[string]any{"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": state,
+				"Actions": map[string]any{"#ComputerSystem.Reset": map[string]any{
+					"target":                            "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+					"ResetType@Redfish.AllowableValues": []string{"On", "ForceOff", "PowerCycle"}}}})
+		case "POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset":
+			var body struct{ ResetType string }
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			resets = append(resets, body.ResetType)
+			switch body.ResetType {
+			case "On", "PowerCycle":
+				state = "On"
+			case "ForceOff":
+				state = "Off"
+			}
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), resets...) }
+}
+
+// TestPowerControl: a machine's BMC settings are validated field by
+// field, its password is write-only (never in an answer, an event, the
+// machine page, an export or the log), and POST /machines/{mac}/power
+// drives a real Redfish exchange and answers the state; a machine
+// without a driver, a wrong password and bad requests get clear errors.
+func TestPowerControl(t *testing.T) {
+	const secret = "bmc-Secret-4711"
+	bmc, resets := redfishBMC(t, "admin", secret)
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, ImageRoot: filepath.Join(dir, "images"), BootDir: filepath.Join(dir, "boot"),
+		Host: "127.0.0.1", SessionTTL: time.Hour}
+	sq, err := sqlitestore.Open(context.Background(), cfg.DBPath(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	if _, err := EnsureAdminPassword(context.Background(), sq, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer // every log line, debug included
+	srv := New(cfg, sq, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	defer srv.Close()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	ts := &testServer{URL: hs.URL, cfg: cfg, srv: srv, st: sq}
+	ts.token = ts.login(t, testPassword)
+	const mac = "52:54:00:90:00:01"
+	put := func(body string) resp { return ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(body), ts.auth()) }
+	for body, field := range map[string]string{
+		`{"power": {"driver": "ipmi", "username": "u", "password": "p"}}`:                            "power.address",
+		`{"power": {"driver": "smoke-signals"}}`:                                                     "power.driver",
+		`{"power": {"driver": "redfish", "address": "ftp://bmc", "username": "u", "password": "p"}}`: "power.address",
+	} {
+		if r := put(body); r.code != 400 || !strings.Contains(r.errMsg(t), field) {
+			t.Errorf("PUT %s: %d %s, want 400 naming %s", body, r.code, r.body, field)
+		}
+	}
+	if r := ts.do(t, "POST", "/machines/"+mac+"/power", strings.NewReader(`{"action":"status"}`), ts.auth()); r.code != 404 {
+		t.Errorf("power for an unknown machine: %d", r.code)
+	}
+	if r := put(`{"hostname": "p1"}`); r.code != 201 {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
+	}
+	if r := ts.do(t, "POST", "/machines/"+mac+"/power", strings.NewReader(`{"action":"status"}`), ts.auth()); r.code != 409 ||
+		!strings.Contains(r.errMsg(t), "--power-driver") {
+		t.Errorf("power without a driver: %d %s", r.code, r.body)
+	}
+	r := put(`{"power": {"driver": "redfish", "address": "` + bmc.URL + `", "username": "admin", "password": "` + secret + `"}}`)
+	if r.code != 200 || strings.Contains(string(r.body), secret) || !strings.Contains(string(r.body), `"password_set": true`) {
+		t.Fatalf("PUT power: %d %s", r.code, r.body)
+	}
+	// A later change without the password keeps it.
+	if r := put(`{"power": {"username": "admin"}}`); r.code != 200 {
+		t.Fatalf("PUT power without password: %d %s", r.code, r.body)
+	}
+	power := func(action string) resp {
+		return ts.do(t, "POST", "/machines/"+mac+"/power", strings.NewReader(`{"action":"`+action+`"}`), ts.auth())
+	}
+	for _, c := range []struct{ action, state string }{{"status", "off"}, {"on", "on"}, {"cycle", "on"}, {"off", "off"}} {
+		r := power(c.action)
+		var res struct{ Action, State, Driver string }
+		if r.code != 200 || json.Unmarshal(r.body, &res) != nil || res.State != c.state || res.Driver != "redfish" {
+			t.Errorf("power %s: %d %s, want state %s", c.action, r.code, r.body, c.state)
+		}
+	}
+	if got := strings.Join(resets(), ","); got != "On,PowerCycle,ForceOff" {
+		t.Errorf("the BMC was sent resets %s, want On,PowerCycle,ForceOff", got)
+	}
+	if r := power("explode"); r.code != 400 {
+		t.Errorf("bad action: %d", r.code)
+	}
+	if r := ts.do(t, "POST", "/machines/"+mac+"/power", strings.NewReader(`{"action":"on"}`), nil); r.code != 401 {
+		t.Errorf("power without a session: %d", r.code)
+	}
+	// A wrong password: a clear 502, the password in nothing.
+	if r := put(`{"power": {"password": "wrong-Pass-99"}}`); r.code != 200 {
+		t.Fatal(r.code)
+	}
+	r = power("status")
+	if r.code != 502 || !strings.Contains(strings.ToLower(r.errMsg(t)), "credentials") || strings.Contains(string(r.body), "wrong-Pass-99") {
+		t.Errorf("wrong BMC password: %d %s", r.code, r.body)
+	}
+	if !strings.Contains(string(ts.do(t, "GET", "/metrics", nil, nil).body), `bty_power_actions_total{driver="redfish",result="credentials"} 1`) {
+		t.Error("/metrics does not count the refused power action")
+	}
+	// Write-only: no surface shows either password.
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token}
+	for what, body := range map[string][]byte{
+		"GET /machines/{mac}": ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).body,
+		"GET /machines":       ts.do(t, "GET", "/machines", nil, ts.auth()).body,
+		"GET /state/export":   ts.do(t, "GET", "/state/export", nil, ts.auth()).body,
+		"the machine page":    ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body,
+		"the machines page":   ts.do(t, "GET", "/ui/machines", nil, cookie).body,
+		"the server's log":    []byte(logs.String()),
+	} {
+		for _, pw := range []string{secret, "wrong-Pass-99"} {
+			if strings.Contains(string(body), pw) {
+				t.Errorf("%s shows the BMC password", what)
+			}
+		}
+	}
+	var m fleet.Machine
+	ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
+	if m.Power == nil || m.Power.Driver != "redfish" || m.Power.Address != bmc.URL {
+		t.Errorf("stored power %+v", m.Power)
+	}
+	// Driver none removes power control.
+	if r := put(`{"power": {"driver": "none"}}`); r.code != 200 || !strings.Contains(string(r.body), `"power": null`) {
+		t.Errorf("driver none: %d %s", r.code, r.body)
+	}
+}
