@@ -64,11 +64,7 @@ func (s *Server) handlePower(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req, 4<<10) {
 		return
 	}
-	action := power.Action(req.Action)
-	valid := false
-	for _, a := range power.Actions {
-		valid = valid || a == action
-	}
+	action, valid := parseAction(req.Action)
 	if !valid {
 		writeError(w, http.StatusBadRequest, `action: want "on", "off", "cycle" or "status"`)
 		return
@@ -82,17 +78,29 @@ func (s *Server) handlePower(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if m.Power == nil {
-		writeError(w, http.StatusConflict, "machine "+mac.String()+" has no power driver: set one with bty-ctl machines set "+mac.String()+
-			" --power-driver ipmi|redfish --power-address ... --power-user ... --power-password-stdin, or power it by other means")
+	res, code, err := s.powerAction(r.Context(), m, action)
+	if err != nil {
+		writeError(w, code, err.Error())
 		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// powerAction runs action through m's BMC, counting and logging it. On
+// failure it returns the HTTP status that fits (409: no usable power
+// settings; 502: the BMC refused or failed; 504: it did not answer) and
+// an error that says what happened and what to do, never the password.
+func (s *Server) powerAction(ctx context.Context, m fleet.Machine, action power.Action) (api.PowerResult, int, error) {
+	mac := m.MAC.String()
+	if m.Power == nil {
+		return api.PowerResult{}, http.StatusConflict, errors.New("machine " + mac + " has no power driver: set one with bty-ctl machines set " + mac +
+			" --power-driver ipmi|redfish --power-address ... --power-user ... --power-password-stdin, or power it by other means")
 	}
 	d, err := power.New(powerConfig(m.Power), power.WithLogger(s.log))
 	if err != nil {
-		writeError(w, http.StatusConflict, "machine "+mac.String()+": its power settings are not usable: "+err.Error())
-		return
+		return api.PowerResult{}, http.StatusConflict, errors.New("machine " + mac + ": its power settings are not usable: " + err.Error())
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), powerTimeout)
+	ctx, cancel := context.WithTimeout(ctx, powerTimeout)
 	defer cancel()
 	start := time.Now()
 	st, err := d.Power(ctx, action)
@@ -110,9 +118,64 @@ func (s *Server) handlePower(w http.ResponseWriter, r *http.Request) {
 	s.metrics.powerActions.WithLabelValues(m.Power.Driver, result).Inc()
 	if err != nil {
 		s.log.Warn("power action failed", "mac", mac, "action", action, "driver", m.Power.Driver, "address", m.Power.Address, "err", err)
-		writeError(w, code, "power "+string(action)+" for "+mac.String()+" through its "+m.Power.Driver+" BMC at "+m.Power.Address+": "+err.Error())
-		return
+		return api.PowerResult{}, code, errors.New("power " + string(action) + " for " + mac + " through its " + m.Power.Driver + " BMC at " + m.Power.Address + ": " + err.Error())
 	}
 	s.log.Info("power action", "mac", mac, "action", action, "driver", m.Power.Driver, "state", st, "took", time.Since(start).Round(time.Millisecond))
-	writeJSON(w, http.StatusOK, api.PowerResult{Action: string(action), State: string(st), Driver: m.Power.Driver})
+	return api.PowerResult{Action: string(action), State: string(st), Driver: m.Power.Driver}, http.StatusOK, nil
+}
+
+// parseAction is the power.Action named v, if it is one.
+func parseAction(v string) (power.Action, bool) {
+	for _, a := range power.Actions {
+		if string(a) == v {
+			return a, true
+		}
+	}
+	return "", false
+}
+
+// uiMachinePowerConfirm asks before a power action that stops the
+// machine (off, cycle).
+func (s *Server) uiMachinePowerConfirm(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	action, ok := parseAction(r.URL.Query().Get("action"))
+	if !ok || (action != power.Off && action != power.Cycle) {
+		s.uiError(w, r, http.StatusBadRequest, "Bad request", "Only off and cycle are confirmed: choose an action on the machine's page.")
+		return
+	}
+	mac := m.MAC.String()
+	what := map[power.Action]string{power.Off: "Power off", power.Cycle: "Power cycle"}[action]
+	d := confirmData{Question: what + " " + mac + " now?", Button: what, Action: "/ui/machines/" + mac + "/power", Back: "/ui/machines/" + mac,
+		Fields:  map[string]string{"action": string(action), "confirmed": "yes"},
+		Details: []string{"This is a hard power action through its BMC: whatever the machine is doing (a job, a flash) stops at once."}}
+	s.render(w, r, http.StatusOK, "confirm", uiPage{Title: what, Nav: "machines", LoggedIn: true, Data: d})
+}
+
+// uiMachinePower runs a power action from the machine's page (off and
+// cycle only once confirmed) and shows the outcome there.
+func (s *Server) uiMachinePower(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok || !parseForm(w, r) {
+		return
+	}
+	mac := m.MAC.String()
+	action, ok := parseAction(r.PostForm.Get("action"))
+	if !ok {
+		s.uiError(w, r, http.StatusBadRequest, "Bad request", "Unknown power action: choose one on the machine's page.")
+		return
+	}
+	if (action == power.Off || action == power.Cycle) && r.PostForm.Get("confirmed") != "yes" {
+		redirect(w, r, "/ui/machines/"+mac+"/power?action="+string(action))
+		return
+	}
+	res, _, err := s.powerAction(r.Context(), m, action)
+	if err != nil {
+		s.setFlash(w, "Power "+string(action)+" failed: "+err.Error())
+	} else {
+		s.setFlash(w, "Power "+string(action)+": the BMC reports the machine "+res.State+".")
+	}
+	redirect(w, r, "/ui/machines/"+mac)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -172,5 +173,67 @@ func TestPowerControl(t *testing.T) {
 	// Driver none removes power control.
 	if r := put(`{"power": {"driver": "none"}}`); r.code != 200 || !strings.Contains(string(r.body), `"power": null`) {
 		t.Errorf("driver none: %d %s", r.code, r.body)
+	}
+}
+
+// TestUIPower: the machine page offers power buttons for a machine with
+// a BMC; status and on run at once and show the BMC's answer; off and
+// cycle go through a confirmation first (the unconfirmed POST changes
+// nothing); a cross-origin form is refused.
+func TestUIPower(t *testing.T) {
+	bmc, resets := redfishBMC(t, "admin", "pw-UI-1")
+	ts := startServer(t, nil)
+	const mac = "52:54:00:90:00:03"
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	page := func() string { return string(ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body) }
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"hostname":"u1"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	if strings.Contains(page(), `id="power-form"`) {
+		t.Fatal("power buttons for a machine without a BMC")
+	}
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"power":{"driver":"redfish","address":"`+bmc.URL+`","username":"admin","password":"pw-UI-1"}}`), ts.auth()); r.code != 200 {
+		t.Fatal(r.code, string(r.body))
+	}
+	if p := page(); !strings.Contains(p, `id="power-form"`) || !strings.Contains(p, "password set") || strings.Contains(p, "pw-UI-1") {
+		t.Fatal("the machine page: no power buttons, or the password shown")
+	}
+	post := func(vals url.Values, hdr map[string]string) formResp {
+		return ts.form(t, "/ui/machines/"+mac+"/power", vals, hdr)
+	}
+	r := post(url.Values{"action": {"on"}}, cookie)
+	if r.StatusCode != 303 {
+		t.Fatalf("power on: %d", r.StatusCode)
+	}
+	// The outcome is shown on the page the redirect leads to.
+	var flash string
+	for _, c := range r.Cookies() {
+		if c.Name == flashCookie {
+			flash = c.Value
+		}
+	}
+	shown := string(ts.do(t, "GET", "/ui/machines/"+mac, nil, map[string]string{"Cookie": cookie["Cookie"] + "; " + flashCookie + "=" + flash}).body)
+	if !strings.Contains(shown, "the BMC reports the machine on") {
+		t.Error("the page does not show the power on's outcome")
+	}
+	// off unconfirmed: to the confirmation, nothing sent to the BMC.
+	if r := post(url.Values{"action": {"off"}}, cookie); r.StatusCode != 303 || !strings.Contains(r.Header.Get("Location"), "/power?action=off") {
+		t.Fatalf("unconfirmed off: %d %s", r.StatusCode, r.Header.Get("Location"))
+	}
+	if c := string(ts.do(t, "GET", "/ui/machines/"+mac+"/power?action=off", nil, cookie).body); !strings.Contains(c, "Power off "+mac+" now?") ||
+		!strings.Contains(c, `name="confirmed" value="yes"`) {
+		t.Fatalf("the confirmation page:\n%s", c)
+	}
+	if got := strings.Join(resets(), ","); got != "On" {
+		t.Fatalf("resets before confirming: %s", got)
+	}
+	if r := post(url.Values{"action": {"off"}, "confirmed": {"yes"}}, map[string]string{"Cookie": cookie["Cookie"], "Origin": "http://evil.example"}); r.StatusCode != 403 {
+		t.Errorf("cross-origin power off: %d", r.StatusCode)
+	}
+	if r := post(url.Values{"action": {"off"}, "confirmed": {"yes"}}, cookie); r.StatusCode != 303 {
+		t.Fatalf("confirmed off: %d", r.StatusCode)
+	}
+	if got := strings.Join(resets(), ","); got != "On,ForceOff" {
+		t.Errorf("resets: %s, want On,ForceOff", got)
 	}
 }

@@ -430,6 +430,8 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 type confirmData struct {
 	Question, Button, Action, Back string
 	Details                        []string
+	// Fields are hidden form fields the confirmed POST carries.
+	Fields map[string]string
 }
 
 func (s *Server) uiMachineDeleteConfirm(w http.ResponseWriter, r *http.Request) {
