@@ -103,7 +103,7 @@ func (m Machine) CheckCycle(token, ip string, now time.Time) error {
 	case !c.Open(now):
 		return refusal("the flash cycle expired at " + c.ExpiresAt.UTC().Format(time.RFC3339))
 	case token == "":
-		return refusal("no X-Bty-Cycle token")
+		return refusal("no X-Bty-Cycle token (a live env older than this server sends none: rebuild the boot directory's files with bty-media netboot)")
 	case subtle.ConstantTimeCompare([]byte(HashCycleToken(token)), []byte(c.TokenHash)) != 1:
 		return refusal("wrong X-Bty-Cycle token")
 	case ip != c.IP:
