@@ -137,23 +137,14 @@ func (m Machine) Apply(u MachineUpdate, now time.Time) Machine {
 }
 
 func (m *Machine) set(u MachineUpdate) {
-	set := func(dst *string, src *string) {
-		if src != nil {
-			*dst = *src
-		}
-	}
-	set(&m.Image, u.Image)
-	set(&m.Hostname, u.Hostname)
-	set(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
-	set(&m.LastKnownGood, u.LastKnownGood)
-	set(&m.UserData, u.UserData)
-	set(&m.MetaData, u.MetaData)
-	if u.ProvisioningMode != nil {
-		m.ProvisioningMode = *u.ProvisioningMode
-	}
-	if u.BootPolicy != nil {
-		m.BootPolicy = *u.BootPolicy
-	}
+	setField(&m.Image, u.Image)
+	setField(&m.Hostname, u.Hostname)
+	setField(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
+	setField(&m.LastKnownGood, u.LastKnownGood)
+	setField(&m.UserData, u.UserData)
+	setField(&m.MetaData, u.MetaData)
+	setField(&m.ProvisioningMode, u.ProvisioningMode)
+	setField(&m.BootPolicy, u.BootPolicy)
 	if u.Power != nil {
 		m.Power = u.Power.Apply(m.Power)
 	}

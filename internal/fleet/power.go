@@ -60,26 +60,24 @@ func (u PowerUpdate) Apply(p *Power) *Power {
 	if p != nil {
 		n = *p
 	}
-	set := func(dst *string, src *string) {
-		if src != nil {
-			*dst = *src
-		}
-	}
-	set(&n.Driver, u.Driver)
-	set(&n.Address, u.Address)
-	set(&n.Username, u.Username)
+	setField(&n.Driver, u.Driver)
+	setField(&n.Address, u.Address)
+	setField(&n.Username, u.Username)
 	if u.Password != nil && *u.Password != "" {
 		n.Password = *u.Password
 	}
-	set(&n.System, u.System)
-	if u.CipherSuite != nil {
-		n.CipherSuite = *u.CipherSuite
-	}
-	if u.Insecure != nil {
-		n.Insecure = *u.Insecure
-	}
+	setField(&n.System, u.System)
+	setField(&n.CipherSuite, u.CipherSuite)
+	setField(&n.Insecure, u.Insecure)
 	if n.Driver == "" || n.Driver == DriverNone {
 		return nil
 	}
 	return &n
+}
+
+// setField sets *dst to *src when src is given (an update's field).
+func setField[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/store"
 	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
@@ -174,20 +175,8 @@ func (c *countingStore) ModifyMachine(ctx context.Context, mac fleet.MAC, fn fun
 // every known machine's contact in the one writer); a known machine
 // from that address is still served and recorded.
 func TestDiscoveryFloodSparesTheWriter(t *testing.T) {
-	dir := t.TempDir()
-	cfg := Config{StateDir: dir, ImageRoot: filepath.Join(dir, "images"), BootDir: filepath.Join(dir, "boot"),
-		Host: "127.0.0.1", SessionTTL: time.Hour}
-	sq, err := sqlitestore.Open(context.Background(), cfg.DBPath(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sq.Close()
-	st := &countingStore{SQLite: sq}
-	srv := New(cfg, st, slog.New(slog.DiscardHandler), nil)
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	ts := &testServer{URL: hs.URL, cfg: cfg, srv: srv, st: sq}
+	var st *countingStore
+	ts, sq := customServer(t, func(sq *sqlitestore.SQLite) store.Store { st = &countingStore{SQLite: sq}; return st }, slog.New(slog.DiscardHandler))
 
 	pxeMACs(t, ts, 0, defaultDiscoveryBurst) // the address's burst: recorded
 	before := st.modifies.Load()
@@ -207,4 +196,31 @@ func TestDiscoveryFloodSparesTheWriter(t *testing.T) {
 	if st.modifies.Load() == before {
 		t.Error("the known machine's contact was not recorded")
 	}
+}
+
+// customServer runs a server over a real SQLite store that wrap may
+// wrap (nil: as it is), logging to log, behind httptest, logged in.
+func customServer(t *testing.T, wrap func(*sqlitestore.SQLite) store.Store, log *slog.Logger) (*testServer, *sqlitestore.SQLite) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, ImageRoot: filepath.Join(dir, "images"), BootDir: filepath.Join(dir, "boot"),
+		Host: "127.0.0.1", SessionTTL: time.Hour}
+	sq, err := sqlitestore.Open(context.Background(), cfg.DBPath(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	if _, err := EnsureAdminPassword(context.Background(), sq, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	var st store.Store = sq
+	if wrap != nil {
+		st = wrap(sq)
+	}
+	srv := New(cfg, st, log, nil)
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	ts := &testServer{URL: hs.URL, cfg: cfg, srv: srv, st: sq}
+	ts.token = ts.login(t, testPassword)
+	return ts, sq
 }

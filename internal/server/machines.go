@@ -129,16 +129,24 @@ func (s *Server) handleMachineGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if m, ok := s.apiMachine(w, r, mac); ok {
+		writeJSON(w, http.StatusOK, m)
+	}
+}
+
+// apiMachine reads the machine mac for an API route; on failure it has
+// answered (404 unknown, 500 otherwise) and returns false.
+func (s *Server) apiMachine(w http.ResponseWriter, r *http.Request, mac fleet.MAC) (fleet.Machine, bool) {
 	m, err := s.store.GetMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no machine "+mac.String())
-		return
+		return m, false
 	}
 	if err != nil {
 		s.internalError(w, r, err)
-		return
+		return m, false
 	}
-	writeJSON(w, http.StatusOK, m)
+	return m, true
 }
 
 func (s *Server) handleMachinePut(w http.ResponseWriter, r *http.Request) {

@@ -69,13 +69,8 @@ func (s *Server) handlePower(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `action: want "on", "off", "cycle" or "status"`)
 		return
 	}
-	m, err := s.store.GetMachine(r.Context(), mac)
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, "no machine "+mac.String())
-		return
-	}
-	if err != nil {
-		s.internalError(w, r, err)
+	m, ok := s.apiMachine(w, r, mac)
+	if !ok {
 		return
 	}
 	res, code, err := s.powerAction(r.Context(), m, action)

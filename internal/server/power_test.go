@@ -1,20 +1,16 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
-	"github.com/btyproject/bty/internal/store/sqlitestore"
 )
 
 // redfishBMC is a minimal Redfish service with one ComputerSystem whose
@@ -72,24 +68,8 @@ func redfishBMC(t *testing.T, user, pass string) (*httptest.Server, func() []str
 func TestPowerControl(t *testing.T) {
 	const secret = "bmc-Secret-4711"
 	bmc, resets := redfishBMC(t, "admin", secret)
-	dir := t.TempDir()
-	cfg := Config{StateDir: dir, ImageRoot: filepath.Join(dir, "images"), BootDir: filepath.Join(dir, "boot"),
-		Host: "127.0.0.1", SessionTTL: time.Hour}
-	sq, err := sqlitestore.Open(context.Background(), cfg.DBPath(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sq.Close()
-	if _, err := EnsureAdminPassword(context.Background(), sq, testPassword); err != nil {
-		t.Fatal(err)
-	}
 	var logs syncBuffer // every log line, debug included
-	srv := New(cfg, sq, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	ts := &testServer{URL: hs.URL, cfg: cfg, srv: srv, st: sq}
-	ts.token = ts.login(t, testPassword)
+	ts, _ := customServer(t, nil, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	const mac = "52:54:00:90:00:01"
 	put := func(body string) resp { return ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(body), ts.auth()) }
 	for body, field := range map[string]string{
