@@ -89,7 +89,10 @@ func (m Machine) Contact(v Visit) (Machine, Decision) {
 		m.NextBoot = NextFlash
 		m.UpdatedAt = now
 	}
-	m.LastSeenAt, m.LastSeenIP, m.LastServed = &now, v.IP, d.Serve
+	m.LastSeenAt, m.LastServed = &now, d.Serve
+	if !v.DHCP {
+		m.LastSeenIP = v.IP
+	}
 	return m.open(v, d)
 }
 

@@ -73,11 +73,20 @@ func ValidCycleToken(s string) bool {
 // Visit is one PXE contact: where from, when, and the token and
 // lifetime of the flash cycle it opens if it is served the live env
 // (an empty Token opens none: a contact that is not recorded).
+//
+// A Visit with DHCP set is a PXE firmware's DHCP request that bty's
+// proxy-DHCP left without a boot file because the machine's next boot
+// is its local disk (docs/reference.md, "Proxy-DHCP"): the machine goes
+// on to its disk with no iPXE in the way, and the contact still counts
+// (a flash machine's boot-the-disk-once turn is used). Its address is
+// not known yet (IP is ""): it is never a conflict, last_seen_ip stays,
+// and it opens no cycle.
 type Visit struct {
 	IP    string
 	At    time.Time
 	Token string
 	TTL   time.Duration
+	DHCP  bool
 }
 
 // ErrCycleRefused wraps every reason a live env call is refused
@@ -140,7 +149,7 @@ func (m Machine) ReleaseSeed(what, token, ip string, now time.Time) (Machine, er
 // Conflicting reports whether a contact from v.IP at v.At conflicts
 // with m's open cycle: one is open and bound to another address.
 func (m Machine) Conflicting(v Visit) bool {
-	return m.Cycle.Open(v.At) && v.IP != m.Cycle.IP
+	return !v.DHCP && m.Cycle.Open(v.At) && v.IP != m.Cycle.IP
 }
 
 // conflict is m after a conflicting contact v, and what it is served:

@@ -155,3 +155,25 @@ func TestForImportDropsCycle(t *testing.T) {
 		t.Fatalf("ForImport kept the cycle: %+v, %v", got.Cycle, err)
 	}
 }
+
+// TestDHCPVisit: the proxy-DHCP's contact for a machine whose next boot
+// is the disk (no address yet) uses the disk turn, keeps last_seen_ip,
+// opens no cycle and is never a conflict, even while a cycle is open.
+func TestDHCPVisit(t *testing.T) {
+	m, d := flashMachine().Contact(visit(ipA, t0))
+	m = m.Done(t0.Add(time.Minute))
+	if !m.Cycle.Open(t0.Add(2 * time.Minute)) {
+		t.Fatal("the cycle should still be open after done")
+	}
+	m2, d2 := m.Contact(Visit{At: t0.Add(2 * time.Minute), DHCP: true})
+	if d2.Conflict || d2.Serve != PolicyLocal || d2.Cycle != "" {
+		t.Fatalf("DHCP contact after done: %+v", d2)
+	}
+	if m2.NextBoot != NextFlash || m2.LastSeenIP != ipA || m2.Cycle != nil || m2.LastConflictAt != nil {
+		t.Fatalf("DHCP contact after done: next %q ip %q cycle %+v conflict %v", m2.NextBoot, m2.LastSeenIP, m2.Cycle, m2.LastConflictAt)
+	}
+	if !m2.LastSeenAt.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("last_seen_at %v", m2.LastSeenAt)
+	}
+	_ = d
+}
