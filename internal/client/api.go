@@ -162,9 +162,23 @@ func cycleHeader(cycle string) http.Header { return http.Header{CycleHeader: {cy
 // PXEDone is the live env's signal that it flashed the machine (open
 // route, in the flash cycle whose token is cycle); the server records
 // last_flashed_at. A refused report is a 403 *APIError.
-func (c *Client) PXEDone(ctx context.Context, mac fleet.MAC, cycle string) error {
+//
+// totals are the flash's figures (image, sha256, bytes written, total,
+// rate) for the flash history; the server takes a done without them.
+func (c *Client) PXEDone(ctx context.Context, mac fleet.MAC, cycle string, totals fleet.Progress) error {
 	var st api.ReportStatus
-	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "done"), header: cycleHeader(cycle)}, &st)
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "done"), header: cycleHeader(cycle),
+		body: totals}, &st)
+	return err
+}
+
+// PXEProgress reports a running flash's progress (open route, in the
+// flash cycle whose token is cycle): the first report marks the image
+// fetch in the flash history; the figures show on the machine's page.
+func (c *Client) PXEProgress(ctx context.Context, mac fleet.MAC, cycle string, p fleet.Progress) error {
+	var st api.ReportStatus
+	_, err := c.do(ctx, request{method: http.MethodPost, url: c.endpoint("pxe", mac.String(), "progress"), header: cycleHeader(cycle),
+		body: p}, &st)
 	return err
 }
 

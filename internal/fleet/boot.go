@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -36,7 +37,13 @@ type Decision struct {
 //   - flash otherwise: the live env flashing the assigned image.
 //
 // It is a pure function of the record; Machine.Contact applies it.
+//
+// A demand flash (Machine.Reflash) that has not reported yet comes
+// first: the live env flashing its image, whatever the policy.
 func Decide(m Machine) Decision {
+	if f := m.Flash; f.awaitingPXE() {
+		return Decision{Serve: PolicyFlash, Why: fmt.Sprintf("flash %s (reflash %d requested)", f.Image, f.ID)}
+	}
 	switch m.BootPolicy {
 	case PolicyFlash:
 		switch {
@@ -93,12 +100,16 @@ func (m Machine) Contact(v Visit) (Machine, Decision) {
 	if !v.DHCP {
 		m.LastSeenIP = v.IP
 	}
+	m = m.contactFlash(v, d)
 	return m.open(v, d)
 }
 
-// Done is m after the live env reported a finished flash at now: the
-// next contact boots the disk once. The boot policy never changes.
-func (m Machine) Done(now time.Time) Machine {
+// Done is m after the live env reported a finished flash at now, with
+// its totals p: the next contact boots the disk once, and the flash
+// waits for its ready check (or is ready: ReadyNone). The boot policy
+// never changes.
+func (m Machine) Done(p Progress, now time.Time) Machine {
+	m = m.flashDone(p, now)
 	now = now.UTC()
 	m.LastFlashedAt, m.NextBoot, m.UpdatedAt = &now, NextLocal, now
 	return m
@@ -113,6 +124,7 @@ func (m Machine) Failed(reason string, now time.Time) Machine {
 	if utf8.RuneCountInString(reason) > MaxFailureLen {
 		reason = string([]rune(reason)[:MaxFailureLen])
 	}
+	m = m.flashFailed(reason, now)
 	m.LastFailedAt, m.LastFailure, m.UpdatedAt = &now, reason, now
 	return m
 }
@@ -148,6 +160,8 @@ func (m *Machine) set(u MachineUpdate) {
 	setField(&m.MetaData, u.MetaData)
 	setField(&m.ProvisioningMode, u.ProvisioningMode)
 	setField(&m.BootPolicy, u.BootPolicy)
+	setField(&m.ReadyCheck, u.ReadyCheck)
+	setField(&m.FlashDeadline, u.FlashDeadline)
 	if u.Power != nil {
 		m.Power = u.Power.Apply(m.Power)
 	}
@@ -158,8 +172,9 @@ func (m *Machine) set(u MachineUpdate) {
 func (m Machine) Settable() MachineUpdate {
 	image, mode, host, ref, lkg, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
 		m.LastKnownGood, m.BootPolicy, m.UserData, m.MetaData
+	rc, fd := m.ReadyCheck, m.FlashDeadline
 	return MachineUpdate{Image: &image, ProvisioningMode: &mode, Hostname: &host, CijoeWorkflowRef: &ref,
-		LastKnownGood: &lkg, BootPolicy: &policy, UserData: &ud, MetaData: &md}
+		LastKnownGood: &lkg, BootPolicy: &policy, UserData: &ud, MetaData: &md, ReadyCheck: &rc, FlashDeadline: &fd}
 }
 
 // MaxRecordedBytes bounds the strings of a record the server writes
@@ -202,8 +217,9 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "last_workflow_status must be running, success, failed or null"}
 	}
 	// A cycle's token hash is never exported: a restored record has no
-	// open cycle, and its next contact opens one.
-	m.Cycle = nil
+	// open cycle, and its next contact opens one. Flashes are history
+	// of the database they ran in: a restored record has none running.
+	m.Cycle, m.Flash = nil, nil
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now.UTC()
 	}

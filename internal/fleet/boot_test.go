@@ -106,7 +106,7 @@ func TestContactCadence(t *testing.T) {
 						t.Fatalf("step %d: last seen %v %q", i, m.LastSeenAt, m.LastSeenIP)
 					}
 				case "done":
-					m = m.Done(now)
+					m = m.Done(Progress{}, now)
 					if m.LastFlashedAt == nil || !m.LastFlashedAt.Equal(now) {
 						t.Fatalf("step %d: last flashed %v", i, m.LastFlashedAt)
 					}
@@ -156,7 +156,7 @@ func TestApply(t *testing.T) {
 		t.Fatalf("NewMachine: %+v", m)
 	}
 	m = m.Apply(MachineUpdate{BootPolicy: &flash, ProvisioningMode: &mode}, t1)
-	m = m.Done(t1)
+	m = m.Done(Progress{}, t1)
 	if m.NextBoot != NextLocal || m.ProvisioningMode != ModeCloudInit {
 		t.Fatalf("after done: %+v", m)
 	}

@@ -87,6 +87,9 @@ type Visit struct {
 	Token string
 	TTL   time.Duration
 	DHCP  bool
+	// FlashDeadline is the server's default flash deadline, for a flash
+	// this contact starts (0: DefaultFlashDeadline).
+	FlashDeadline time.Duration
 }
 
 // ErrCycleRefused wraps every reason a live env call is refused

@@ -66,7 +66,7 @@ func TestCycleConflict(t *testing.T) {
 	if err != nil || !m4.Cycle.MetaDataServed {
 		t.Fatalf("meta-data: %v", err)
 	}
-	m5 := m4.Done(at)
+	m5 := m4.Done(Progress{}, at)
 	refused(t, "done twice", m5.CheckCycle(tok, ipA, at))
 	refused(t, "seed after done", func() error { _, err := m5.ReleaseSeed("meta-data", tok, ipA, at); return err }())
 
@@ -161,7 +161,7 @@ func TestForImportDropsCycle(t *testing.T) {
 // opens no cycle and is never a conflict, even while a cycle is open.
 func TestDHCPVisit(t *testing.T) {
 	m, d := flashMachine().Contact(visit(ipA, t0))
-	m = m.Done(t0.Add(time.Minute))
+	m = m.Done(Progress{}, t0.Add(time.Minute))
 	if !m.Cycle.Open(t0.Add(2 * time.Minute)) {
 		t.Fatal("the cycle should still be open after done")
 	}

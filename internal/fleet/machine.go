@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Machine is one machine's record; its JSON is the wire shape of
@@ -57,6 +58,13 @@ type Machine struct {
 	// Power is how bty-web reaches the machine's BMC (null: it cannot
 	// power the machine; it must be rebooted by other means).
 	Power *Power `json:"power"`
+	// ReadyCheck says when a flashed machine is ready ("" the default:
+	// see ReadyCheck.Effective); FlashDeadline how long a flash may take
+	// to ready ("" the server's default).
+	ReadyCheck    ReadyCheck `json:"ready_check"`
+	FlashDeadline string     `json:"flash_deadline"`
+	// Flash is the machine's latest flash (null before the first).
+	Flash *Flash `json:"flash"`
 }
 
 // MaxSeedBytes caps user_data and meta_data each: they live in the
@@ -96,6 +104,9 @@ type MachineUpdate struct {
 	MetaData         *string `json:"meta_data"`
 	// Power changes the machine's power control (see PowerUpdate).
 	Power *PowerUpdate `json:"power"`
+	// ReadyCheck and FlashDeadline: see Machine.
+	ReadyCheck    *ReadyCheck `json:"ready_check"`
+	FlashDeadline *string     `json:"flash_deadline"`
 }
 
 // The bounds of the settable string fields (besides MaxSeedBytes for
@@ -129,6 +140,16 @@ func (u MachineUpdate) Validate() []*ValidationError {
 	if u.ProvisioningMode != nil && !u.ProvisioningMode.Valid() {
 		add(oneOfError("provisioning_mode", string(*u.ProvisioningMode), Modes))
 	}
+	if u.ReadyCheck != nil && !u.ReadyCheck.Valid() {
+		add(&ValidationError{Field: "ready_check", Msg: fmt.Sprintf("%q: want phone-home, tcp:PORT (1-65535), none, or empty for the default (phone-home in cloud-init mode, else tcp:22)", truncate(string(*u.ReadyCheck), 64))})
+	}
+	if u.FlashDeadline != nil {
+		if len(*u.FlashDeadline) > 64 {
+			add(&ValidationError{Field: "flash_deadline", Msg: "is too long: give a duration like 45m or 2h"})
+		} else if _, err := ParseFlashDeadline(*u.FlashDeadline); err != nil {
+			add(err.(*ValidationError))
+		}
+	}
 	add(maxBytes("image", u.Image, MaxNameBytes, "use a name from GET /images"))
 	add(maxBytes("hostname", u.Hostname, MaxHostnameBytes, "RFC 1123 caps a host name at 253"))
 	if e := maxBytes("cijoe_workflow_ref", u.CijoeWorkflowRef, MaxWorkflowRefBytes, "give the workflow's path or name, not its contents"); e != nil {
@@ -144,6 +165,18 @@ func (u MachineUpdate) Validate() []*ValidationError {
 
 // maxBytes is the *ValidationError for a field longer than limit bytes
 // (nil when it is not), with what to do.
+// truncate is s cut to at most n bytes (on a rune boundary), with "…"
+// when cut: for quoting input in a message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 func maxBytes(field string, v *string, limit int, todo string) *ValidationError {
 	if v == nil || len(*v) <= limit {
 		return nil

@@ -133,7 +133,7 @@ func (s *system) reportDone(ctx context.Context) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := c.PXEDone(ctx, s.params.MAC, s.params.Cycle)
+		err := c.PXEDone(ctx, s.params.MAC, s.params.Cycle, fleet.Progress{})
 		if err == nil {
 			s.say("reported done to %s", s.params.Server)
 			return

@@ -65,6 +65,10 @@ type Params struct {
 	// as bty.cycle= when set (live scripts only). It must have the
 	// token's form (fleet.ValidCycleToken).
 	Cycle string
+	// PhoneHome asks the live env to seed cloud-init's phone_home
+	// module so the flashed OS reports ready (POST /pxe/{mac}/ready
+	// with the cycle's token): bty.ready=phone-home. It needs Cycle.
+	PhoneHome bool
 }
 
 // Script renders the iPXE script for p.Policy:
@@ -184,6 +188,9 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 			return nil, fmt.Errorf("flash cycle token %q: want %d lower-case hex digits", p.Cycle, fleet.CycleTokenLen)
 		}
 		args = append(args, "bty.cycle="+p.Cycle)
+		if p.PhoneHome {
+			args = append(args, "bty.ready=phone-home")
+		}
 	}
 	if p.ImageURL == "" {
 		if p.Policy == fleet.PolicyFlash {

@@ -121,7 +121,7 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m, err := store.FlashDone(r.Context(), s.store, mac, cycleCall(r))
+	m, err := store.FlashDone(r.Context(), s.store, mac, fleet.Progress{}, cycleCall(r))
 	if s.answerReport(w, r, mac, "done", m, err) {
 		s.metrics.flashesDone.Inc()
 		s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))

@@ -38,7 +38,8 @@ type Store interface {
 	// GetMachine returns ErrNotFound for an unknown MAC.
 	GetMachine(ctx context.Context, mac fleet.MAC) (fleet.Machine, error)
 	// ModifyMachine is the read-modify-write of one record, in one
-	// transaction: it reads the machine (found false and a zero record
+	// transaction (the record's latest flash, Machine.Flash, is written
+	// to the flash history in it too; a new flash, ID 0, gets its ID): it reads the machine (found false and a zero record
 	// when there is none), calls fn, and writes the record fn returns
 	// (inserting it when not found), unless fn returns an error, which
 	// is returned as it is and writes nothing. No other write to the
@@ -67,6 +68,16 @@ type Store interface {
 	// SetImageHash caches one.
 	ImageHash(ctx context.Context, name string, size int64, mtime time.Time) (string, error)
 	SetImageHash(ctx context.Context, name string, size int64, mtime time.Time, sha256 string) error
+
+	// ListFlashes returns one page of flashes, newest first: the
+	// machine's, or every machine's for a zero MAC, with the number of
+	// them. RunningFlashes returns every flash in progress. GetFlash
+	// returns ErrNotFound for an unknown id. FlashesSince returns the
+	// flashes requested at or after since, oldest first, at most limit.
+	ListFlashes(ctx context.Context, mac fleet.MAC, limit, offset int) ([]fleet.Flash, int, error)
+	RunningFlashes(ctx context.Context) ([]fleet.Flash, error)
+	GetFlash(ctx context.Context, id int64) (fleet.Flash, error)
+	FlashesSince(ctx context.Context, since time.Time, limit int) ([]fleet.Flash, error)
 
 	// ImportMachines writes whole records (every field, timestamps
 	// included) in one transaction, replacing records with the same
@@ -208,7 +219,21 @@ func refusedUnknown(mac fleet.MAC) error {
 // belongs to the machine's flash cycle (fleet.Machine.CheckCycle);
 // otherwise it writes nothing and returns an error wrapping
 // fleet.ErrCycleRefused.
-func FlashDone(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.Machine, error) {
+func FlashDone(ctx context.Context, s Store, mac fleet.MAC, p fleet.Progress, c CycleCall) (fleet.Machine, error) {
+	return inCycle(ctx, s, mac, c, func(m fleet.Machine) fleet.Machine { return m.Done(p, c.At) })
+}
+
+// FlashProgress records the live env's progress report p
+// (fleet.Machine.Progressed) if the call belongs to the machine's flash
+// cycle, like FlashDone.
+func FlashProgress(ctx context.Context, s Store, mac fleet.MAC, p fleet.Progress, c CycleCall) (fleet.Machine, error) {
+	return inCycle(ctx, s, mac, c, func(m fleet.Machine) fleet.Machine { return m.Progressed(p, c.At) })
+}
+
+// inCycle writes fn(m) if c belongs to the machine's flash cycle
+// (fleet.Machine.CheckCycle); otherwise nothing, and an error wrapping
+// fleet.ErrCycleRefused.
+func inCycle(ctx context.Context, s Store, mac fleet.MAC, c CycleCall, fn func(fleet.Machine) fleet.Machine) (fleet.Machine, error) {
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
 			return m, refusedUnknown(mac)
@@ -216,7 +241,51 @@ func FlashDone(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.
 		if err := m.CheckCycle(c.Token, c.IP, c.At); err != nil {
 			return m, err
 		}
-		return m.Done(c.At), nil
+		return fn(m), nil
+	})
+}
+
+// PhoneHome records the flashed OS's ready report
+// (fleet.Machine.PhoneHome): accepted only with the flash's token while
+// it waits for ready, from any address (recorded as the OS address).
+// Otherwise nothing is written and the error wraps
+// fleet.ErrCycleRefused.
+func PhoneHome(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, refusedUnknown(mac)
+		}
+		return m.PhoneHome(c.Token, c.IP, c.At)
+	})
+}
+
+// Reflash requests a demand flash (fleet.Machine.Reflash): ErrNotFound
+// for an unknown machine, a *fleet.FlashInProgressError when one runs.
+func Reflash(ctx context.Context, s Store, mac fleet.MAC, req fleet.ReflashRequest, r fleet.FlashRun) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, notFound(mac)
+		}
+		return m.Reflash(req, r)
+	})
+}
+
+// ErrUnchanged is returned by UpdateFlash's fn to write nothing.
+var ErrUnchanged = errors.New("unchanged")
+
+// UpdateFlash applies fn (a fleet.Machine method: Powered, Cancel,
+// TimeOut, Ready) to a known machine; fn returning false writes nothing
+// and UpdateFlash returns ErrUnchanged.
+func UpdateFlash(ctx context.Context, s Store, mac fleet.MAC, fn func(fleet.Machine) (fleet.Machine, bool)) (fleet.Machine, error) {
+	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, notFound(mac)
+		}
+		m, ok := fn(m)
+		if !ok {
+			return m, ErrUnchanged
+		}
+		return m, nil
 	})
 }
 

@@ -102,8 +102,8 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		}
 		c.UserAgent = "bty-tui/" + version.Version
 		cfg.Catalog = RemoteCatalog{Client: c}
-		cfg.Done = func(ctx context.Context, mac fleet.MAC) error {
-			return c.PXEDone(ctx, mac, o.cycle)
+		cfg.Done = func(ctx context.Context, mac fleet.MAC, totals fleet.Progress) error {
+			return c.PXEDone(ctx, mac, o.cycle, totals)
 		}
 	} else {
 		root := o.imageRoot

@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -28,7 +31,7 @@ type Config struct {
 	Catalog Catalog
 	// MAC, with Done, reports a successful flash to the server.
 	MAC  fleet.MAC
-	Done func(ctx context.Context, mac fleet.MAC) error
+	Done func(ctx context.Context, mac fleet.MAC, totals fleet.Progress) error
 	// Events mirrors the engine's events (--json-events).
 	Events event.Sink
 	Logger *slog.Logger
@@ -260,14 +263,27 @@ func (m *Model) startFlash() tea.Cmd {
 	return waitMsg(msgs)
 }
 
+// imageName is the catalog name of an image path or URL: its last
+// element, unescaped.
+func imageName(image string) string {
+	if u, err := url.Parse(image); err == nil && u.Scheme != "" {
+		image = u.Path
+	}
+	return path.Base(filepath.ToSlash(image))
+}
+
 func waitMsg(c chan tea.Msg) tea.Cmd { return func() tea.Msg { return <-c } }
 
 func (m Model) report() tea.Cmd {
 	done, mac, ctx := m.cfg.Done, m.cfg.MAC, m.ctx
+	totals := fleet.Progress{Image: imageName(m.flashOpts.Image)}
+	if r := m.result; r != nil {
+		totals.BytesWritten, totals.TotalBytes, totals.Rate, totals.SHA256 = r.BytesWritten, r.TotalBytes, r.Rate, r.SHA256
+	}
 	return func() tea.Msg {
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		return reportedMsg{done(rctx, mac)}
+		return reportedMsg{done(rctx, mac, totals)}
 	}
 }
 

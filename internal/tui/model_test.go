@@ -320,10 +320,10 @@ func TestScreenResultReportsDone(t *testing.T) {
 	f := newFixture(t)
 	tm := f.start(func(c *Config) {
 		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
-		c.Done = func(ctx context.Context, mac fleet.MAC) error {
+		c.Done = func(ctx context.Context, mac fleet.MAC, totals fleet.Progress) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.done = append(f.done, mac.String())
+			f.done = append(f.done, mac.String()+" "+totals.Image)
 			return nil
 		}
 	})
@@ -335,7 +335,7 @@ func TestScreenResultReportsDone(t *testing.T) {
 	if len(f.flashes) != 1 || f.flashes[0].Target != "/dev/sda" || f.flashes[0].Image != filepath.Join(f.root, "debian-12.img") {
 		t.Fatalf("flashes %+v", f.flashes)
 	}
-	if len(f.done) != 1 || f.done[0] != "52:54:00:12:34:56" {
+	if len(f.done) != 1 || f.done[0] != "52:54:00:12:34:56 debian-12.img" {
 		t.Fatalf("done reports %v", f.done)
 	}
 	golden.RequireEqual(t, []byte(v))
@@ -347,7 +347,7 @@ func TestScreenFailedReportAndBack(t *testing.T) {
 	close(f.release)
 	tm := f.start(func(c *Config) {
 		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
-		c.Done = func(context.Context, fleet.MAC) error { t.Error("done reported for a failed flash"); return nil }
+		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error { t.Error("done reported for a failed flash"); return nil }
 		c.LogPath = "/var/log/bty/bty-tui.log"
 	})
 	f.confirmWith(tm, "yes")
@@ -361,7 +361,7 @@ func TestReportFailureShown(t *testing.T) {
 	close(f.release)
 	tm := f.start(func(c *Config) {
 		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
-		c.Done = func(context.Context, fleet.MAC) error { return errors.New("no machine 52:54:00:12:34:56") }
+		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error { return errors.New("no machine 52:54:00:12:34:56") }
 	})
 	f.confirmWith(tm, "yes")
 	waitText(t, tm, "Could not report done")

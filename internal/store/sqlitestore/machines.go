@@ -19,7 +19,7 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
 	last_failed_at, last_failure, user_data, meta_data, last_served,
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
-	last_conflict_at, last_conflict_ip, power`
+	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash`
 
 // storedPower is a machine's power column: fleet.Power with its
 // password, which fleet.Power's own JSON leaves out.
@@ -70,13 +70,14 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		cycleHash, cycleStart, cycleEnd, conflict  sql.NullString
 		cycleIP                                    string
 		seedServed                                 int
-		powerJSON                                  string
+		powerJSON, readyCheck, flashJSON           string
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
 		&m.UserData, &m.MetaData, &served,
-		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON); err != nil {
+		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON,
+		&readyCheck, &m.FlashDeadline, &flashJSON); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
@@ -94,6 +95,14 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 	}
 	if m.Power, err = decodePower(powerJSON); err != nil {
 		return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
+	}
+	m.ReadyCheck = fleet.ReadyCheck(readyCheck)
+	if flashJSON != "" {
+		f, err := decodeFlash(flashJSON)
+		if err != nil {
+			return fleet.Machine{}, fmt.Errorf("machine %s: its flash column: %w", m.MAC, err)
+		}
+		m.Flash = &f
 	}
 	if cycleHash.Valid {
 		c := fleet.Cycle{TokenHash: cycleHash.String, IP: cycleIP,
@@ -189,7 +198,7 @@ func machineValues(m fleet.Machine) []any {
 		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure,
 		m.UserData, m.MetaData, string(m.LastServed),
 		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
-		encodePower(m.Power)}
+		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash)}
 }
 
 // insertMachine writes a new record, every column from m.
@@ -233,6 +242,9 @@ func (s *SQLite) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fle
 		if out.MAC != mac {
 			return fmt.Errorf("machine %s: the change would rename it to %q", mac, out.MAC)
 		}
+		if out.Flash, err = writeFlash(ctx, tx, m.Flash, out.Flash); err != nil {
+			return err
+		}
 		if !found {
 			return insertMachine(ctx, tx, out)
 		}
@@ -253,6 +265,9 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM machines WHERE mac = ?`, mac.String())
 		if err != nil {
 			return s.dbError("deleting machine "+mac.String(), err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM flashes WHERE mac = ?`, mac.String()); err != nil {
+			return s.dbError("deleting machine "+mac.String()+"'s flash history", err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return s.dbError("deleting machine "+mac.String(), err)

@@ -60,7 +60,7 @@ func TestSeedAndFlashCycle(t *testing.T) {
 	if m, err = store.ReleaseSeed(ctx, s, mac, "meta-data", call(tok, ip, t1)); err != nil || !m.Cycle.MetaDataServed {
 		t.Fatalf("meta-data: %v", err)
 	}
-	m, err = store.FlashDone(ctx, s, mac, call(tok, ip, t1.Add(time.Minute)))
+	m, err = store.FlashDone(ctx, s, mac, fleet.Progress{}, call(tok, ip, t1.Add(time.Minute)))
 	if err != nil || m.CheckCycle(tok, ip, t1.Add(time.Minute)) == nil {
 		t.Fatalf("done ends the cycle's calls: %+v %v", m, err)
 	}

@@ -316,7 +316,7 @@ func TestValidation(t *testing.T) {
 	errs := map[string]error{}
 	_, _, errs["PutMachine"] = store.PutMachine(ctx, s, zero, fleet.MachineUpdate{}, t0)
 	_, errs["PXEContact"] = store.PXEContact(ctx, s, zero, visit("10.0.0.1", t0))
-	_, errs["FlashDone"] = store.FlashDone(ctx, s, zero, call("", "10.0.0.1", t0))
+	_, errs["FlashDone"] = store.FlashDone(ctx, s, zero, fleet.Progress{}, call("", "10.0.0.1", t0))
 	for name, err := range errs {
 		if !fleet.IsValidation(err) {
 			t.Errorf("%s(zero MAC): %v, want a ValidationError", name, err)
@@ -413,7 +413,7 @@ func TestFlashCadence(t *testing.T) {
 		t.Helper()
 		at := tick()
 		before, _ := s.GetMachine(ctx, mac)
-		m, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", at))
+		m, err := store.FlashDone(ctx, s, mac, fleet.Progress{}, call(token, "10.0.0.5", at))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -433,7 +433,7 @@ func TestFlashCadence(t *testing.T) {
 	done()
 	// A repeated done is refused and changes nothing.
 	before, _ := s.GetMachine(ctx, mac)
-	if _, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
+	if _, err := store.FlashDone(ctx, s, mac, fleet.Progress{}, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
 		t.Fatalf("second done in a cycle: %v, want refused", err)
 	}
 	if after, _ := s.GetMachine(ctx, mac); !cmp.Equal(before, after) {
@@ -455,7 +455,7 @@ func TestFlashCadence(t *testing.T) {
 		t.Fatalf("local machine: %+v, %v", c, err)
 	}
 	// done on a local machine: no cycle, refused.
-	if _, err := store.FlashDone(ctx, s, mac, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
+	if _, err := store.FlashDone(ctx, s, mac, fleet.Progress{}, call(token, "10.0.0.5", tick())); !errors.Is(err, fleet.ErrCycleRefused) {
 		t.Fatalf("done on a local machine: %v, want refused", err)
 	}
 	c, err = store.PXEContact(ctx, s, mac, visit("10.0.0.5", tick()))
@@ -467,7 +467,7 @@ func TestFlashCadence(t *testing.T) {
 	}
 	contact(fleet.PolicyFlash, fleet.NextFlash) // back on flash: reflashes at once
 
-	if _, err := store.FlashDone(ctx, s, fleet.MustParseMAC("52:54:00:99:99:99"), call(token, "10.0.0.5", now)); !errors.Is(err, store.ErrNotFound) || !errors.Is(err, fleet.ErrCycleRefused) {
+	if _, err := store.FlashDone(ctx, s, fleet.MustParseMAC("52:54:00:99:99:99"), fleet.Progress{}, call(token, "10.0.0.5", now)); !errors.Is(err, store.ErrNotFound) || !errors.Is(err, fleet.ErrCycleRefused) {
 		t.Errorf("FlashDone of unknown: %v, want ErrNotFound", err)
 	}
 }
@@ -479,7 +479,7 @@ func TestPXEContactCadenceBumpsUpdatedAt(t *testing.T) {
 	store.PutMachine(ctx, s, mac, fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyFlash), Image: ptr("a.img")}, t0)
 	t1, t2, t3 := t0.Add(time.Second), t0.Add(2*time.Second), t0.Add(3*time.Second)
 	c, _ := store.PXEContact(ctx, s, mac, visit("10.0.0.1", t0))
-	if _, err := store.FlashDone(ctx, s, mac, call(c.Decision.Cycle, "10.0.0.1", t1)); err != nil {
+	if _, err := store.FlashDone(ctx, s, mac, fleet.Progress{}, call(c.Decision.Cycle, "10.0.0.1", t1)); err != nil {
 		t.Fatal(err)
 	}
 	c, _ = store.PXEContact(ctx, s, mac, visit("10.0.0.1", t2)) // next_boot local -> flash: a state change
@@ -700,7 +700,7 @@ func TestConcurrentWriters(t *testing.T) {
 					}
 					// Other goroutines' contacts for the MAC may have
 					// replaced the cycle meanwhile: refused is fine.
-					if _, err := store.FlashDone(ctx, s, mac, call(c.Decision.Cycle, ip, time.Now())); err != nil && !errors.Is(err, fleet.ErrCycleRefused) {
+					if _, err := store.FlashDone(ctx, s, mac, fleet.Progress{}, call(c.Decision.Cycle, ip, time.Now())); err != nil && !errors.Is(err, fleet.ErrCycleRefused) {
 						errc <- err
 					}
 				}
