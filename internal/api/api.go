@@ -53,6 +53,23 @@ type PowerResult struct {
 	Driver string `json:"driver"`
 }
 
+// ReflashResult answers POST /machines/{mac}/reflash (202): the flash
+// started, and how the machine will be booted into it: Power is
+// "pending" (the BMC is being asked; the flash's power field and phase
+// follow) or "none" (no power driver: Note says to reboot the machine
+// by other means).
+type ReflashResult struct {
+	Flash fleet.Flash `json:"flash"`
+	Power string      `json:"power"`
+	Note  string      `json:"note,omitempty"`
+}
+
+// FlashPage is GET /machines/{mac}/flashes: newest first.
+type FlashPage struct {
+	Flashes []fleet.Flash `json:"flashes"`
+	Total   int           `json:"total"`
+}
+
 // MachineEvent is one change on GET /events/machines (server-sent
 // events): an upsert carries the record, a delete only the MAC.
 type MachineEvent struct {

@@ -589,3 +589,13 @@ func (m Machine) flashFailed(reason string, now time.Time) Machine {
 	m.Flash = f
 	return m
 }
+
+// AsFlashed is m with the image, provisioning mode and host name of its
+// flash in progress (a demand's overrides, or the record's when the
+// flash started): what its live env's script and seed carry.
+func (m Machine) AsFlashed() Machine {
+	if f := m.Flash; f.Running() && f.DoneAt == nil {
+		m.Image, m.ProvisioningMode, m.Hostname = f.Image, f.Provisioning, f.Hostname
+	}
+	return m
+}

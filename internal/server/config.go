@@ -87,6 +87,11 @@ type Config struct {
 	// boot after it, a failure and the retry, or this long after the
 	// contact that opened it. Zero: New uses the default.
 	CycleTTL time.Duration
+	// FlashDeadline is how long a flash may take from its request (or
+	// the PXE contact that started it) to ready before it is marked
+	// timeout, for machines without their own flash_deadline
+	// (BTY_FLASH_DEADLINE, default 1h). Zero: New uses the default.
+	FlashDeadline time.Duration
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -167,6 +172,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.CycleTTL, err = envDuration(getenv, "BTY_CYCLE_TTL", fleet.DefaultCycleTTL); err != nil {
+		return c, err
+	}
+	if c.FlashDeadline, err = envDuration(getenv, "BTY_FLASH_DEADLINE", fleet.DefaultFlashDeadline); err != nil {
 		return c, err
 	}
 	if c.MaxConns, err = envCount(getenv, "BTY_MAX_CONNS", defaultMaxConns); err != nil {

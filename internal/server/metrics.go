@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 
+	"github.com/btyproject/bty/internal/fleet"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +23,7 @@ type metrics struct {
 	cycleConflicts     prometheus.Counter
 	cycleRefused       *prometheus.CounterVec
 	powerActions       *prometheus.CounterVec
+	flashDuration      *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,11 +60,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"call"}),
 		powerActions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bty_power_actions_total",
-			Help: "Power actions through a machine's BMC (POST /machines/{mac}/power), by driver and result: ok, credentials, unreachable, error.",
+			Help: "Power actions through a machine's BMC (POST /machines/{mac}/power, and a reflash's power cycle), by driver and result: ok, credentials, unreachable, error.",
 		}, []string{"driver", "result"}),
+		flashDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bty_flash_duration_seconds",
+			Help:    "Flashes from their request (or the PXE contact that started them) to their end, by result: ready, failed, timeout, cancelled.",
+			Buckets: []float64{60, 120, 180, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200},
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
-		m.cycleConflicts, m.cycleRefused, m.powerActions,
+		m.cycleConflicts, m.cycleRefused, m.powerActions, m.flashDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)
@@ -69,7 +77,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{refusedRate, refusedCap} {
 		m.discoveriesRefused.WithLabelValues(r)
 	}
-	for _, c := range []string{"user-data", "meta-data", "done", "failed"} {
+	for _, r := range fleet.FlashResults[1:] {
+		m.flashDuration.WithLabelValues(string(r))
+	}
+	for _, c := range []string{"user-data", "meta-data", "done", "failed", "progress", "ready"} {
 		m.cycleRefused.WithLabelValues(c)
 	}
 	for _, k := range []string{"image", "boot"} {

@@ -97,6 +97,11 @@ func (s *Server) powerAction(ctx context.Context, m fleet.Machine, action power.
 	}
 	ctx, cancel := context.WithTimeout(ctx, powerTimeout)
 	defer cancel()
+	release, err := s.bmcs.acquire(ctx, m.Power.Address)
+	if err != nil {
+		return api.PowerResult{}, http.StatusGatewayTimeout, errors.New("power " + string(action) + " for " + mac + ": the BMC at " + m.Power.Address + " was busy with another action for " + powerTimeout.String() + "; try again")
+	}
+	defer release()
 	start := time.Now()
 	st, err := d.Power(ctx, action)
 	result := "ok"

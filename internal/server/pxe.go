@@ -40,7 +40,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := fleet.Visit{IP: clientAddr(r), At: time.Now(), Token: fleet.NewCycleToken(), TTL: s.cfg.CycleTTL}
+	v := fleet.Visit{IP: clientAddr(r), At: time.Now(), Token: fleet.NewCycleToken(), TTL: s.cfg.CycleTTL, FlashDeadline: s.cfg.FlashDeadline}
 	c, stored, err := s.pxeContact(r.Context(), mac, v)
 	if err != nil {
 		s.internalError(w, r, err)
@@ -57,7 +57,7 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if stored {
-		s.publishMachine(c.Machine)
+		s.flashChanged(c.Machine, v.At)
 	}
 	script, policy := s.bootScript(r.Context(), c.Machine, c.Decision, s.serverURL(r), false)
 	s.metrics.pxeContacts.WithLabelValues(string(policy)).Inc()
@@ -68,10 +68,22 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 // what a contact returned) for machine m, with base the server URL the
 // machine reaches; policy is what the script does in the end. A preview
 // (the UI's) logs nothing.
+//
+// A flash carries its flash's image, provisioning and host name (a
+// demand's overrides: fleet.Machine.AsFlashed), and bty.ready=phone-home
+// when the flash's ready check is phone-home.
 func (s *Server) bootScript(ctx context.Context, m fleet.Machine, d fleet.Decision, base string, preview bool) (script []byte, policy fleet.Policy) {
 	mac := m.MAC
+	m = m.AsFlashed()
 	p := netboot.Params{Policy: d.Serve, ServerURL: base, MAC: mac,
 		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, Note: d.Note, Cycle: d.Cycle}
+	if d.Serve != fleet.PolicyLocal && d.Cycle != "" {
+		rc := m.ReadyCheck.Effective(m.ProvisioningMode)
+		if m.Flash.Running() {
+			rc = m.Flash.ReadyCheck
+		}
+		p.PhoneHome = rc == fleet.ReadyPhoneHome
+	}
 	if p.Policy == fleet.PolicyFlash {
 		p.ImageURL = imageURL(p.ServerURL, m.Image)
 		e, ok := s.catalog.get(ctx, m.Image)
@@ -121,10 +133,13 @@ func (s *Server) handlePXEDone(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m, err := store.FlashDone(r.Context(), s.store, mac, fleet.Progress{}, cycleCall(r))
+	p := readProgress(w, r)
+	call := cycleCall(r)
+	m, err := store.FlashDone(r.Context(), s.store, mac, p, call)
 	if s.answerReport(w, r, mac, "done", m, err) {
 		s.metrics.flashesDone.Inc()
-		s.log.Info("flash done", "mac", mac, "ip", clientAddr(r))
+		s.log.Info("flash done", "mac", mac, "ip", call.IP, "bytes_written", p.BytesWritten, "rate", int64(p.Rate))
+		s.flashEnded(m, call.At)
 	}
 }
 
@@ -190,10 +205,12 @@ func (s *Server) handlePXEFailed(w http.ResponseWriter, r *http.Request) {
 		reason = doc.Reason
 	}
 	reason = cleanReason(reason)
-	m, err := store.FlashFailed(r.Context(), s.store, mac, reason, cycleCall(r))
+	call := cycleCall(r)
+	m, err := store.FlashFailed(r.Context(), s.store, mac, reason, call)
 	if s.answerReport(w, r, mac, "failed", m, err) {
 		s.metrics.flashesFailed.Inc()
-		s.log.Warn("flash failed", "mac", mac, "ip", clientAddr(r), "reason", reason)
+		s.log.Warn("flash failed", "mac", mac, "ip", call.IP, "reason", reason)
+		s.flashEnded(m, call.At)
 	}
 }
 

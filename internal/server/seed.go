@@ -33,6 +33,7 @@ func (s *Server) handlePXESeed(what string) http.HandlerFunc {
 			return
 		}
 		s.publishMachine(m)
+		m = m.AsFlashed()
 		var body string
 		switch what {
 		case "user-data":

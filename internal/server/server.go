@@ -61,6 +61,9 @@ type Server struct {
 	pwChecks      chan struct{}
 	checkPassword func(encoded, pw string) bool
 
+	// bmcs serializes the actions on each BMC.
+	bmcs *bmcGates
+
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
 }
@@ -99,6 +102,10 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	if s.cfg.CycleTTL <= 0 {
 		s.cfg.CycleTTL = fleet.DefaultCycleTTL
 	}
+	if s.cfg.FlashDeadline <= 0 {
+		s.cfg.FlashDeadline = fleet.DefaultFlashDeadline
+	}
+	s.bmcs = newBMCGates(bmcGap)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}
@@ -154,6 +161,12 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("POST /pxe/{mac}/done", s.handlePXEDone)
 	m.HandleFunc("POST /machines/{mac}/power", s.requireAuth(s.handlePower))
 	m.HandleFunc("POST /pxe/{mac}/failed", s.handlePXEFailed)
+	m.HandleFunc("POST /pxe/{mac}/progress", s.handlePXEProgress)
+	m.HandleFunc("POST /pxe/{mac}/ready", s.handlePXEReady)
+	m.HandleFunc("POST /machines/{mac}/reflash", s.requireAuth(s.handleReflash))
+	m.HandleFunc("GET /machines/{mac}/flashes", s.requireAuth(s.handleFlashes))
+	m.HandleFunc("GET /machines/{mac}/flashes/{id}", s.requireAuth(s.handleFlashGet))
+	m.HandleFunc("POST /machines/{mac}/flashes/{id}/cancel", s.requireAuth(s.handleFlashCancel))
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
@@ -220,6 +233,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	hs.RegisterOnShutdown(s.hub.close)
+	go s.watchFlashes(ctx, flashWatchEvery)
 	errc := make(chan error, 1)
 	go func() {
 		var err error
