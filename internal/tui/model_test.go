@@ -347,7 +347,10 @@ func TestScreenFailedReportAndBack(t *testing.T) {
 	close(f.release)
 	tm := f.start(func(c *Config) {
 		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
-		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error { t.Error("done reported for a failed flash"); return nil }
+		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error {
+			t.Error("done reported for a failed flash")
+			return nil
+		}
 		c.LogPath = "/var/log/bty/bty-tui.log"
 	})
 	f.confirmWith(tm, "yes")
@@ -361,7 +364,9 @@ func TestReportFailureShown(t *testing.T) {
 	close(f.release)
 	tm := f.start(func(c *Config) {
 		c.MAC = fleet.MustParseMAC("52:54:00:12:34:56")
-		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error { return errors.New("no machine 52:54:00:12:34:56") }
+		c.Done = func(context.Context, fleet.MAC, fleet.Progress) error {
+			return errors.New("no machine 52:54:00:12:34:56")
+		}
 	})
 	f.confirmWith(tm, "yes")
 	waitText(t, tm, "Could not report done")
