@@ -14,7 +14,9 @@ import (
 )
 
 // redfishBMC is a minimal Redfish service with one ComputerSystem whose
-// PowerState follows the resets it is sent; it checks Basic auth.
+// PowerState follows the resets it is sent, and which takes a boot
+// override (recorded among the resets as "boot:TARGET/ENABLED"); it
+// checks Basic auth.
 func redfishBMC(t *testing.T, user, pass string) (*httptest.Server, func() []string) {
 	t.Helper()
 	var mu sync.Mutex
@@ -38,6 +40,8 @@ func redfishBMC(t *testing.T, user, pass string) (*httptest.Server, func() []str
 			doc(w, map[string]any{"@odata.id": "/redfish/v1/Systems", "Members": []map[string]string{{"@odata.id": "/redfish/v1/Systems/1"}}})
 		case "GET /redfish/v1/Systems/1":
 			doc(w, map[string]any{"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": state,
+				"Boot": map[string]any{"BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled",
+					"BootSourceOverrideTarget@Redfish.AllowableValues": []string{"None", "Pxe", "Hdd"}},
 				"Actions": map[string]any{"#ComputerSystem.Reset": map[string]any{
 					"target":                            "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
 					"ResetType@Redfish.AllowableValues": []string{"On", "ForceOff", "PowerCycle"}}}})
@@ -51,6 +55,13 @@ func redfishBMC(t *testing.T, user, pass string) (*httptest.Server, func() []str
 			case "ForceOff":
 				state = "Off"
 			}
+			w.WriteHeader(http.StatusNoContent)
+		case "PATCH /redfish/v1/Systems/1":
+			var body struct {
+				Boot struct{ BootSourceOverrideTarget, BootSourceOverrideEnabled string }
+			}
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			resets = append(resets, "boot:"+body.Boot.BootSourceOverrideTarget+"/"+body.Boot.BootSourceOverrideEnabled)
 			w.WriteHeader(http.StatusNoContent)
 		default:
 			http.NotFound(w, r)

@@ -74,6 +74,8 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN cycle_started_at`, `ALTER TABLE machines DROP COLUMN cycle_expires_at`,
 		`ALTER TABLE machines DROP COLUMN cycle_seed_served`, `ALTER TABLE machines DROP COLUMN last_conflict_at`,
 		`ALTER TABLE machines DROP COLUMN last_conflict_ip`, `ALTER TABLE machines DROP COLUMN power`,
+		`ALTER TABLE machines DROP COLUMN ready_check`, `ALTER TABLE machines DROP COLUMN flash_deadline`,
+		`ALTER TABLE machines DROP COLUMN flash`, `DROP TABLE flashes`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -98,5 +100,10 @@ func TestMigrationFromV1(t *testing.T) {
 	}
 	if _, err := store.FlashFailed(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), "boom", call(c.Decision.Cycle, "10.0.0.3", t0)); err != nil {
 		t.Fatalf("FlashFailed after upgrading: %v", err)
+	}
+	// The failure in the interactive live env is a flash of the history.
+	fs, n, err := s2.ListFlashes(ctx, fleet.MustParseMAC("52:54:00:00:00:01"), 10, 0)
+	if err != nil || n != 1 || len(fs) != 1 || fs[0].Trigger != fleet.TriggerTUI || fs[0].Result != fleet.FlashFailed || fs[0].Reason != "boom" || fs[0].ID == 0 {
+		t.Fatalf("flash history after upgrading: %+v, %d, %v", fs, n, err)
 	}
 }
