@@ -193,6 +193,9 @@ type request struct {
 	textLimit int64
 	// respHeader, when set, receives a 2xx answer's header.
 	respHeader *http.Header
+	// stream, when set, reads a 2xx answer's body itself (an event
+	// stream) until it returns.
+	stream func(io.Reader) error
 }
 
 // do runs r and decodes a 2xx JSON answer into out (nil: discarded). It
@@ -249,6 +252,13 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 	}
 	if r.respHeader != nil {
 		*r.respHeader = resp.Header
+	}
+	if r.stream != nil {
+		err := r.stream(resp.Body)
+		if err != nil && ctx.Err() != nil {
+			return resp.StatusCode, ctx.Err()
+		}
+		return resp.StatusCode, err
 	}
 	if r.text != nil {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, r.textLimit+1))

@@ -151,7 +151,7 @@ func TestPXEDone(t *testing.T) {
 	mac := fleet.MustParseMAC("52:54:00:12:34:56")
 	// An unknown machine and a known one outside its cycle get the same
 	// 403: the open route tells a stranger nothing.
-	if err := anon.PXEDone(cx, mac, ""); !client.IsForbidden(err) {
+	if err := anon.PXEDone(cx, mac, "", fleet.Progress{}); !client.IsForbidden(err) {
 		t.Fatalf("PXEDone for an unknown machine: %v, want 403", err)
 	}
 	// A PXE contact registers the machine (tui) and opens its cycle;
@@ -160,11 +160,11 @@ func TestPXEDone(t *testing.T) {
 	if cycle == "" {
 		t.Fatal("the discovery script carries no bty.cycle")
 	}
-	if err := anon.PXEDone(cx, mac, fleet.NewCycleToken()); !client.IsForbidden(err) {
+	if err := anon.PXEDone(cx, mac, fleet.NewCycleToken(), fleet.Progress{}); !client.IsForbidden(err) {
 		t.Fatalf("PXEDone with a wrong token: %v, want 403", err)
 	}
 	before := time.Now().Add(-time.Second)
-	if err := anon.PXEDone(cx, mac, cycle); err != nil {
+	if err := anon.PXEDone(cx, mac, cycle, fleet.Progress{}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := c.Machine(cx, mac)
@@ -172,7 +172,7 @@ func TestPXEDone(t *testing.T) {
 		t.Errorf("Machine after done = %+v, %v", m, err)
 	}
 	// Once per cycle.
-	if err := anon.PXEDone(cx, mac, cycle); !client.IsForbidden(err) {
+	if err := anon.PXEDone(cx, mac, cycle, fleet.Progress{}); !client.IsForbidden(err) {
 		t.Errorf("second PXEDone in the cycle: %v, want 403", err)
 	}
 }

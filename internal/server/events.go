@@ -193,6 +193,10 @@ const resyncEvent = "event: resync\ndata: {}\n\n"
 // With ?snapshot=0 there is no snapshot, on connect or after: a client
 // that fell behind gets a "resync" event instead, a few bytes whatever
 // the fleet's size.
+//
+// With ?mac=MAC the stream is that machine's only: its record as a
+// "machine" event on connect and whenever this client fell behind, then
+// its changes (bty-ctl machines reflash --wait follows a flash so).
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	snapshot := true
 	switch v := r.URL.Query().Get("snapshot"); v {
@@ -202,6 +206,33 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("snapshot=%q: want 1 (the default: every machine on connect) or 0 (none; a resync event when this client falls behind)", v))
 		return
+	}
+	var only []byte // the "mac" field of the one machine's events
+	var mac fleet.MAC
+	if v := r.URL.Query().Get("mac"); v != "" {
+		var err error
+		if mac, err = fleet.ParseMAC(v); err != nil {
+			writeError(w, http.StatusBadRequest, "mac: "+err.Error())
+			return
+		}
+		if _, ok := s.apiMachine(w, r, mac); !ok {
+			return
+		}
+		only = []byte(`"mac":"` + mac.String() + `"`)
+		snapshot = false
+	}
+	// sendOne writes the one machine's current record.
+	sendOne := func(w io.Writer) error {
+		m, err := s.store.GetMachine(r.Context(), mac)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(api.MachineEvent{Type: "upsert", MAC: mac, Machine: &m})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "event: machine\ndata: %s\n\n", b)
+		return err
 	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -244,6 +275,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	} else if _, err := io.WriteString(bw, ": subscribed\n\n"); err != nil {
 		return
 	}
+	if only != nil && sendOne(bw) != nil {
+		return
+	}
 	if flush() != nil {
 		return
 	}
@@ -257,6 +291,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		buf = evs
 		switch {
+		case lost && only != nil:
+			if sendOne(bw) != nil || flush() != nil {
+				return
+			}
+			continue
 		case lost && !snapshot:
 			if _, err := io.WriteString(bw, resyncEvent); err != nil || flush() != nil {
 				return
@@ -270,6 +309,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case len(evs) > 0:
 			deadline()
 			for _, b := range evs {
+				if only != nil && !bytes.Contains(b, only) {
+					continue
+				}
 				if _, err := fmt.Fprintf(bw, "event: machine\ndata: %s\n\n", b); err != nil {
 					return
 				}
