@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -731,4 +732,99 @@ func TestMachinesPower(t *testing.T) {
 	}
 	h.want(h.run("", "machines", "set", mac, "--power-driver", "none"), 0, "power:                 - (no BMC")
 	h.want(h.run("", "machines", "power", mac, "on"), 1, "no power driver")
+}
+
+// TestMachinesReflashWait: reflash --wait follows a flash through its
+// phases from the event stream while the test plays the machine (PXE
+// contact, progress, done, the disk boot, the phone-home from its OS)
+// and exits 0 with the phase times; --json gives the flash record; a
+// second reflash while one runs is exit 1 naming it; --timeout leaves
+// the flash running unless --cancel-on-interrupt; history lists them.
+func TestMachinesReflashWait(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.login()
+	if err := os.WriteFile(filepath.Join(h.srv.Config.ImageRoot, "job.img"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:90:00:0a"
+	h.want(h.run("", "machines", "set", mac, "--policy", "local", "--ready-check", "phone-home"), 0, "ready check:           phone-home")
+	h.want(h.run("", "machines", "set", mac, "--ready-check", "ssh"), 2, "--ready-check")
+	h.want(h.run("", "machines", "set", mac, "--flash-deadline", "2s"), 2, "--flash-deadline")
+	h.want(h.run("", "machines", "reflash", mac, "--timeout", "1m"), 2, "go with --wait")
+	h.want(h.run("", "machines", "reflash", mac, "--wait"), 1, "no image assigned")
+
+	done := make(chan result, 1)
+	go func() {
+		done <- h.run("", "machines", "reflash", mac, "--image", "job.img", "--hostname", "ci-7", "--wait", "--timeout", "1m")
+	}()
+	// The machine: it PXE-boots once the flash is requested.
+	base := h.srv.URL
+	var script string
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(script, "bty.image_url") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		script = httpDo(t, "GET", base+"/pxe/"+mac, "", "")
+	}
+	m := regexp.MustCompile(`bty\.cycle=([0-9a-f]{32})`).FindStringSubmatch(script)
+	if m == nil || !strings.Contains(script, "bty.hostname=ci-7") || !strings.Contains(script, "bty.ready=phone-home") {
+		t.Fatalf("the machine's script:\n%s", script)
+	}
+	cycle := m[1]
+	httpDo(t, "POST", base+"/pxe/"+mac+"/progress", cycle, `{"bytes_written":524288,"total_bytes":1048576,"rate":1000000}`)
+	httpDo(t, "POST", base+"/pxe/"+mac+"/done", cycle, `{"bytes_written":1048576,"total_bytes":1048576,"rate":2000000}`)
+	httpDo(t, "GET", base+"/pxe/"+mac, "", "")
+	httpDo(t, "POST", base+"/pxe/"+mac+"/ready?cycle="+cycle, "", "")
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("reflash --wait did not return after the phone-home")
+	}
+	h.want(r, 0, "ready in ")
+	for _, want := range []string{"requested", "pxe", "fetch", "done ", "1.0 MiB written", "disk", "ready", "OS at 127.0.0.1", "no power driver"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("reflash --wait output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	// --timeout with nothing happening: exit 1, the flash left running;
+	// a second reflash is refused naming it; --cancel-on-interrupt
+	// cancels it.
+	r = h.run("", "machines", "reflash", mac, "--image", "job.img", "--wait", "--timeout", "1s")
+	h.want(r, 1, "--timeout 1s passed in phase requested")
+	h.want(r, 1, "continues on the server")
+	h.want(h.run("", "machines", "reflash", mac, "--image", "job.img"), 1, "is in progress")
+	h.want(h.run("", "machines", "reflash", mac, "--cancel"), 0, "cancelled")
+	r = h.run("", "machines", "reflash", mac, "--image", "job.img", "--wait", "--timeout", "1s", "--cancel-on-interrupt", "--json")
+	if r.code != 1 || !strings.Contains(r.stdout, `"result": "cancelled"`) {
+		t.Fatalf("--cancel-on-interrupt --json: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = h.run("", "machines", "history", mac)
+	h.want(r, 0, "ID")
+	if n := strings.Count(r.stdout, "job.img"); n != 3 || !strings.Contains(r.stdout, "ready") || !strings.Contains(r.stdout, "cancelled") {
+		t.Fatalf("history:\n%s", r.stdout)
+	}
+}
+
+// httpDo is a PXE-side call (no session): the answer's body.
+func httpDo(t *testing.T, method, url, cycle, body string) string {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cycle != "" {
+		req.Header.Set("X-Bty-Cycle", cycle)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Fatalf("%s %s: %d %s", method, url, res.StatusCode, b)
+	}
+	return string(b)
 }

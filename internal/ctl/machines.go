@@ -25,7 +25,8 @@ Each has a boot policy, what its next PXE boot gets: local (boot the
 local disk), flash (chain the live env and reflash the assigned image on
 every PXE boot, booting the disk once after each flash), or tui (the
 interactive live env; what an unknown machine gets on first contact).`,
-		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e))
+		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e),
+		newMachinesReflashCmd(e), newMachinesHistoryCmd(e))
 }
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
@@ -141,6 +142,9 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"flash cycle", cycleText(m.Cycle)},
 		{"PXE conflict", conflictText(m)},
 		{"power", powerText(m.Power)},
+		{"ready check", readyText(m)},
+		{"flash deadline", dash(m.FlashDeadline)},
+		{"latest flash", flashText(m.Flash)},
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
@@ -185,7 +189,7 @@ func conflictText(m api.Machine) string {
 }
 
 func newMachinesSetCmd(e *env) *cobra.Command {
-	var image, policy, hostname, provisioning, workflow, userData, metaData string
+	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline string
 	var pw powerFlags
 	cmd := &cobra.Command{
 		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--user-data FILE] [--meta-data FILE]",
@@ -215,6 +219,13 @@ Power control (bty-ctl machines power), through the machine's BMC:
   --power-cipher-suite    IPMI lanplus cipher suite (default: the BMC's best)
   --power-system          Redfish system, when the BMC has several
   --power-insecure        Redfish: accept the BMC's self-signed certificate
+
+Readiness (bty-ctl machines reflash --wait waits for it):
+
+  --ready-check     phone-home | tcp:PORT | none | "" (the default:
+                    phone-home in cloud-init mode, else tcp:22)
+  --flash-deadline  how long a flash may take to ready before it is
+                    marked timeout, like 45m ("" the server's default, 1h)
 
 The seed is served only to the machine itself while it flashes, and
 only shown to logged-in callers. --user-data "" clears it.
@@ -280,11 +291,25 @@ local to stop.`,
 				}
 				*s.dst = &v
 			}
+			if f.Changed("ready-check") {
+				rc := fleet.ReadyCheck(strings.TrimSpace(readyCheck))
+				if !rc.Valid() {
+					return e.fail(name, usageErr("--ready-check %q: want phone-home, tcp:PORT, none or \"\"", rc), map[string]any{"mac": mac})
+				}
+				u.ReadyCheck = &rc
+			}
+			if f.Changed("flash-deadline") {
+				d := strings.TrimSpace(deadline)
+				if _, err := fleet.ParseFlashDeadline(d); err != nil {
+					return e.fail(name, exitcode.Wrap(exitcode.Usage, fmt.Errorf("--flash-deadline: %w", err)), map[string]any{"mac": mac})
+				}
+				u.FlashDeadline = &d
+			}
 			if u.Power, err = pw.update(f, e.stdin); err != nil {
 				return e.fail(name, err, map[string]any{"mac": mac})
 			}
 			if u == (api.MachineUpdate{}) {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data, --power-* (to only register the machine: --policy local)"),
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -324,6 +349,8 @@ local to stop.`,
 	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
+	f.StringVar(&readyCheck, "ready-check", "", "when a flashed machine is ready: phone-home, tcp:PORT, none (\"\" the default)")
+	f.StringVar(&deadline, "flash-deadline", "", "how long a flash may take to ready, like 45m (\"\" the server's default)")
 	pw.register(f)
 	return cmd
 }
