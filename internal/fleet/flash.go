@@ -537,6 +537,7 @@ func (m Machine) abandon(at time.Time, served Policy) Machine {
 	f := *m.Flash
 	f.end(FlashFailed, "the machine PXE-booted again in phase "+string(f.Phase)+" and was served "+string(served), at)
 	m.Flash = &f
+	m.Replaced = &f
 	return m
 }
 

@@ -65,6 +65,10 @@ type Machine struct {
 	FlashDeadline string     `json:"flash_deadline"`
 	// Flash is the machine's latest flash (null before the first).
 	Flash *Flash `json:"flash"`
+	// Replaced is a flash that ended because a contact started a new
+	// one (Flash): the store writes it to the history with Flash. Never
+	// on the wire or stored on the record.
+	Replaced *Flash `json:"-"`
 }
 
 // MaxSeedBytes caps user_data and meta_data each: they live in the

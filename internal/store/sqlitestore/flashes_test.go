@@ -101,6 +101,25 @@ func TestFlashHistory(t *testing.T) {
 	if !strings.Contains(docs, fleet.HashCycleToken(tokens[0])) {
 		t.Error("the token hash is not kept for phone-home")
 	}
+	// A machine that PXE-boots into the live env again before it
+	// reports: its first flash ends failed in the history, not left
+	// running.
+	cm := fleet.MustParseMAC("52:54:00:00:0f:03")
+	if _, _, err := store.PutMachine(ctx, s, cm, fleet.MachineUpdate{Image: ptr("x.img"), BootPolicy: ptr(fleet.PolicyFlash)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := store.PXEContact(ctx, s, cm, visit("10.0.0.9", t0.Add(time.Duration(i)*time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, _, _ := s.ListFlashes(ctx, cm, 0, 0)
+	if len(cf) != 2 || cf[0].Result != fleet.FlashRunning || cf[1].Result != fleet.FlashFailed || !strings.Contains(cf[1].Reason, "PXE-booted again") {
+		t.Fatalf("a replaced flash: %+v", cf)
+	}
+	if run, _ := s.RunningFlashes(ctx); len(run) != 2 { // b's and cm's latest
+		t.Fatalf("running after a replaced flash: %+v", run)
+	}
 	if err := s.DeleteMachine(ctx, a); err != nil {
 		t.Fatal(err)
 	}

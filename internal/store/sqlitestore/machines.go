@@ -242,6 +242,12 @@ func (s *SQLite) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fle
 		if out.MAC != mac {
 			return fmt.Errorf("machine %s: the change would rename it to %q", mac, out.MAC)
 		}
+		if out.Replaced != nil {
+			if _, err := writeFlash(ctx, tx, nil, out.Replaced); err != nil {
+				return err
+			}
+			out.Replaced = nil
+		}
 		if out.Flash, err = writeFlash(ctx, tx, m.Flash, out.Flash); err != nil {
 			return err
 		}
