@@ -69,6 +69,13 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c); err != nil {
 			return nil, err
 		}
+		if p.PhoneHome {
+			vd, err := phoneHomeVendorData(p.Server, p.MAC, p.Cycle)
+			if err != nil {
+				return nil, err
+			}
+			opts.VendorData = flash.Input{Path: "(bty's phone_home)", Data: vd}
+		}
 	}
 	what := human.Bytes(target.SizeBytes)
 	if target.Model != "" {
@@ -84,6 +91,13 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	}
 	for _, n := range res.Notes {
 		s.log.Info("flash note", "note", n)
+	}
+	switch {
+	case opts.VendorData.IsZero():
+	case res.Provision != nil && res.Provision.ImageVendorData:
+		s.say("the image has its own vendor-data; the OS will not phone home: set ready_check tcp:22 for this machine")
+	default:
+		s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
 	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))

@@ -2,6 +2,8 @@ package live
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -148,4 +150,33 @@ func imageName(imageURL string) string {
 		return ""
 	}
 	return name
+}
+
+// phoneHomeTries is how often cloud-init's phone_home tries the ready
+// URL (it waits a few seconds between tries): the server may be
+// restarting while the machine boots.
+const phoneHomeTries = 30
+
+// phoneHomeVendorData is the cloud-init vendor-data that makes the
+// flashed OS report ready: phone_home POSTs its instance id and
+// hostname to the server's ready route (docs/reference.md), the cycle's
+// token in the query since phone_home cannot set headers. It is
+// vendor-data, not user-data, so the user's own seed stays as it is and
+// wins where both set something.
+func phoneHomeVendorData(server string, mac fleet.MAC, cycle string) ([]byte, error) {
+	base, err := client.NormalizeServer(server)
+	if err != nil {
+		return nil, err
+	}
+	if !fleet.ValidCycleToken(cycle) {
+		return nil, fmt.Errorf("phone_home needs the flash cycle's token, got %q: boot through bty-web's iPXE script", cycle)
+	}
+	u := base + "/pxe/" + url.PathEscape(mac.String()) + "/ready?cycle=" + url.QueryEscape(cycle)
+	quoted, err := json.Marshal(u) // a JSON string is a YAML double-quoted scalar
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "#cloud-config\n"+
+		"# Written by bty's live env: the flashed OS tells bty-web it is up.\n"+
+		"phone_home:\n  url: %s\n  post: [instance_id, hostname]\n  tries: %d\n", quoted, phoneHomeTries), nil
 }

@@ -5,15 +5,18 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/goccy/go-yaml"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/provision"
 )
 
 const testCycle = "0123456789abcdef0123456789abcdef"
@@ -178,5 +181,35 @@ func TestImageName(t *testing.T) {
 		if got := imageName(in); got != want {
 			t.Errorf("imageName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestPhoneHomeVendorData: the document is vendor-data cloud-init takes
+// (provision.CheckVendorData) and phone_home gets the ready URL with the
+// cycle's token.
+func TestPhoneHomeVendorData(t *testing.T) {
+	b, err := phoneHomeVendorData("http://192.0.2.1:8080/bty/", testMAC, testCycle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := provision.CheckVendorData(b); err != nil {
+		t.Errorf("vendor-data refused: %v\n%s", err, b)
+	}
+	var doc struct {
+		PhoneHome struct {
+			URL   string   `yaml:"url"`
+			Post  []string `yaml:"post"`
+			Tries int      `yaml:"tries"`
+		} `yaml:"phone_home"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	want := "http://192.0.2.1:8080/bty/pxe/52:54:00:b7:70:01/ready?cycle=" + testCycle
+	if doc.PhoneHome.URL != want || doc.PhoneHome.Tries != 30 || strings.Join(doc.PhoneHome.Post, ",") != "instance_id,hostname" {
+		t.Errorf("phone_home = %+v, want url %s, post [instance_id hostname], tries 30\n%s", doc.PhoneHome, want, b)
+	}
+	if _, err := phoneHomeVendorData("http://h:8080", testMAC, ""); err == nil {
+		t.Error("no error without a cycle token")
 	}
 }
