@@ -29,8 +29,12 @@ type Options struct {
 	Provision fleet.Mode
 	// UserData and MetaData are cloud-init's seed (--user-data,
 	// --meta-data): files the plan reads once, or data the caller holds.
-	UserData      Input
-	MetaData      Input
+	UserData Input
+	MetaData Input
+	// VendorData is cloud-init vendor-data for the seed (the live env's
+	// phone_home, say): cloud-init merges it below user-data. An image
+	// whose seed holds its own vendor-data keeps it, with a note.
+	VendorData    Input
 	Hostname      string
 	CijoeWorkflow string
 	CijoeConfig   string

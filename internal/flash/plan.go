@@ -27,8 +27,9 @@ type prepared struct {
 	src  source.Source
 	img  image.Image
 	disk disk.Disk
-	// userData and metaData are the provisioning inputs as checked.
-	userData, metaData []byte
+	// userData, metaData and vendorData are the provisioning inputs as
+	// checked.
+	userData, metaData, vendorData []byte
 }
 
 func (p *prepared) close() {
@@ -211,7 +212,7 @@ func (p *prepared) checkProvisioning(opts Options, mode fleet.Mode) {
 	switch mode {
 	case fleet.ModeNone:
 		ignored(map[string]string{"--user-data": opts.UserData.Path, "--meta-data": opts.MetaData.Path, "--hostname": opts.Hostname,
-			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
+			"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig, "vendor-data": opts.VendorData.Path})
 	case fleet.ModeCloudInit:
 		ignored(map[string]string{"--cijoe-workflow": opts.CijoeWorkflow, "--cijoe-config": opts.CijoeConfig})
 		// The inputs are read once, here: what was checked is what lands.
@@ -223,13 +224,17 @@ func (p *prepared) checkProvisioning(opts Options, mode fleet.Mode) {
 		if !opts.MetaData.IsZero() {
 			p.metaData = input("--meta-data", opts.MetaData, provision.CheckMetaData)
 		}
+		if !opts.VendorData.IsZero() {
+			p.vendorData = input("vendor-data", opts.VendorData, provision.CheckVendorData)
+		}
 		if opts.Hostname != "" {
 			if err := provision.CheckHostname(opts.Hostname); err != nil {
 				plan.fail(fault.Usage, "--hostname: %v", err)
 			}
 		}
 	case fleet.ModeCijoe:
-		ignored(map[string]string{"--user-data": opts.UserData.Path, "--meta-data": opts.MetaData.Path, "--hostname": opts.Hostname})
+		ignored(map[string]string{"--user-data": opts.UserData.Path, "--meta-data": opts.MetaData.Path, "--hostname": opts.Hostname,
+			"vendor-data": opts.VendorData.Path})
 		need("--cijoe-workflow", opts.CijoeWorkflow)
 		if opts.CijoeConfig != "" {
 			fileMustExist(plan, "--cijoe-config", opts.CijoeConfig)

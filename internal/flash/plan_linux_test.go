@@ -64,6 +64,9 @@ func TestCheckMisuseOnLoop(t *testing.T) {
 			"--user-data (server) is larger than"},
 		{"meta-data data not a mapping", Options{Provision: fleet.ModeCloudInit, UserData: Input{Path: "(server)", Data: []byte("#cloud-config\n")},
 			MetaData: Input{Path: "(server)", Data: []byte("- a\n")}}, "--meta-data (server): "},
+		// vendor-data (the live env's phone_home) is checked as user-data.
+		{"vendor-data data without a header", Options{Provision: fleet.ModeCloudInit, UserData: Input{Path: "(server)", Data: []byte("#cloud-config\n")},
+			VendorData: Input{Path: "(phone_home)", Data: []byte("phone_home: {}\n")}}, "vendor-data (phone_home): vendor-data starts with"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

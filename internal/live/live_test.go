@@ -48,6 +48,8 @@ func TestParseCmdlineModesAndErrors(t *testing.T) {
 		{`bty.mode=usb bty.cycle=0123456789ABCDEF0123456789ABCDEF`, ModeUSB, "bty.cycle"},
 		{`bty.mode=usb bty.cycle=0123`, ModeUSB, "bty.cycle"},
 		{`bty.mode=usb bty.retry_delay=0`, ModeUSB, "bty.retry_delay"},
+		{`bty.mode=usb bty.ready=tcp:22`, ModeUSB, `bty.ready="tcp:22": want phone-home`},
+		{`bty.mode=usb bty.ready=`, ModeUSB, `bty.ready="": want phone-home`},
 		{`bty.mode=usb bty.server=ftp://x`, ModeUSB, "want an http(s) URL"},
 		{`bty.mode=usb bty.target="/dev/disk/by-id/ata-X Y"`, ModeUSB, ""},
 		{`bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img bty.provisioning=cijoe`, ModeFlash, "set the machine's provisioning to cloud-init"},
@@ -154,5 +156,37 @@ func TestParseCmdlineCijoeOnline(t *testing.T) {
 	}
 	if p.Provisioning != "none" || len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "bty-web runs the workflow") {
 		t.Errorf("provisioning %q, notes %q; want none and a note", p.Provisioning, p.Notes)
+	}
+}
+
+// TestParseCmdlinePhoneHome: bty.ready=phone-home is taken with a cycle
+// in cloud-init mode, and dropped with a note where the OS could not
+// phone home.
+func TestParseCmdlinePhoneHome(t *testing.T) {
+	const base = `bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img `
+	const cycle = `bty.cycle=0123456789abcdef0123456789abcdef `
+	for _, tc := range []struct {
+		name, line string
+		want       bool
+		note       string
+	}{
+		{"cloud-init with a cycle", base + cycle + `bty.provisioning=cloud-init bty.ready=phone-home`, true, ""},
+		{"not asked", base + cycle + `bty.provisioning=cloud-init`, false, ""},
+		{"no cycle", base + `bty.provisioning=cloud-init bty.ready=phone-home`, false, "without bty.cycle"},
+		{"no cloud-init", base + cycle + `bty.provisioning=none bty.ready=phone-home`, false, "only cloud-init can phone home"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParseCmdline(tc.line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.PhoneHome != tc.want {
+				t.Errorf("PhoneHome = %v, want %v", p.PhoneHome, tc.want)
+			}
+			notes := strings.Join(p.Notes, "\n")
+			if (tc.note == "") != (notes == "") || !strings.Contains(notes, tc.note) {
+				t.Errorf("notes %q, want one containing %q", p.Notes, tc.note)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/disk"
+	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/flash"
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/human"
@@ -32,30 +33,48 @@ const (
 func (s *system) flashMode(ctx context.Context) {
 	s.ensureNetwork(ctx)
 	start := time.Now()
-	if err := s.flashOnce(ctx); err != nil {
+	res, err := s.flashOnce(ctx)
+	if err != nil {
 		s.say("FLASH FAILED: %v", err)
 		s.reportFailed(ctx, err.Error())
 		s.retryLater(ctx)
+		return
 	}
-	s.reportDone(ctx)
+	s.reportDone(ctx, fleet.Progress{Image: imageName(s.params.ImageURL), BytesWritten: res.BytesWritten,
+		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256})
 	s.log.Info("live env finished", "since_boot", time.Since(s.started), "flash", time.Since(start))
 	s.reboot()
 }
 
-func (s *system) flashOnce(ctx context.Context) error {
+// flashOnce flashes the machine's image, reporting progress to the
+// server as it goes, and returns the engine's result.
+func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	p := s.params
+	c, err := client.New(p.Server)
+	if err != nil {
+		return nil, err
+	}
 	target, err := s.waitTarget(p.Target)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sink := newConsoleSink(s.out)
-	sink.size = p.ImageSize
+	console := newConsoleSink(s.out)
+	console.size = p.ImageSize
+	reporter := clientReporter(ctx, c, p.MAC, p.Cycle, imageName(p.ImageURL), p.ImageSize, s.log)
+	defer reporter.Close()
 	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
-		Sink: sink, Logger: s.log}
+		Sink: event.Multi(console, reporter), Logger: s.log}
 	if p.Provisioning == fleet.ModeCloudInit {
-		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx); err != nil {
-			return err
+		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c); err != nil {
+			return nil, err
+		}
+		if p.PhoneHome {
+			vd, err := phoneHomeVendorData(p.Server, p.MAC, p.Cycle)
+			if err != nil {
+				return nil, err
+			}
+			opts.VendorData = flash.Input{Path: "(bty's phone_home)", Data: vd}
 		}
 	}
 	what := human.Bytes(target.SizeBytes)
@@ -65,7 +84,7 @@ func (s *system) flashOnce(ctx context.Context) error {
 	s.say("flashing %s onto %s (%s)", p.ImageURL, target.Path, what)
 	res, err := flash.Run(ctx, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if p.SHA256 != "" {
 		s.say("verified sha256 %s", res.SHA256)
@@ -73,9 +92,16 @@ func (s *system) flashOnce(ctx context.Context) error {
 	for _, n := range res.Notes {
 		s.log.Info("flash note", "note", n)
 	}
+	switch {
+	case opts.VendorData.IsZero():
+	case res.Provision != nil && res.Provision.ImageVendorData:
+		s.say("the image has its own vendor-data; the OS will not phone home: set ready_check tcp:22 for this machine")
+	default:
+		s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
+	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
-	return nil
+	return res, nil
 }
 
 // waitTarget picks the disk to flash, giving slow storage drivers (NVMe,
@@ -100,11 +126,7 @@ func (s *system) waitTarget(want string) (disk.Disk, error) {
 
 // fetchSeed fetches the machine's cloud-init seed from the server, as
 // data for the engine, which checks it before anything is written.
-func (s *system) fetchSeed(ctx context.Context) (userData, metaData flash.Input, err error) {
-	c, err := client.New(s.params.Server)
-	if err != nil {
-		return flash.Input{}, flash.Input{}, err
-	}
+func (s *system) fetchSeed(ctx context.Context, c *client.Client) (userData, metaData flash.Input, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	ud, md, err := c.PXESeed(ctx, s.params.MAC, s.params.Cycle)
@@ -123,9 +145,10 @@ func (s *system) fetchSeed(ctx context.Context) (userData, metaData flash.Input,
 }
 
 // reportDone tells the server the flash is done (so its next PXE contact
-// boots the disk), trying for a minute: the flash is good either way,
-// and a machine whose report was lost is flashed again next boot.
-func (s *system) reportDone(ctx context.Context) {
+// boots the disk) with the flash's totals for its history, trying for a
+// minute: the flash is good either way, and a machine whose report was
+// lost is flashed again next boot.
+func (s *system) reportDone(ctx context.Context, totals fleet.Progress) {
 	c, err := client.New(s.params.Server)
 	if err != nil {
 		s.say("cannot report done: %v", err)
@@ -133,7 +156,7 @@ func (s *system) reportDone(ctx context.Context) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := c.PXEDone(ctx, s.params.MAC, s.params.Cycle, fleet.Progress{})
+		err := c.PXEDone(ctx, s.params.MAC, s.params.Cycle, totals)
 		if err == nil {
 			s.say("reported done to %s", s.params.Server)
 			return

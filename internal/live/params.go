@@ -43,6 +43,11 @@ type Params struct {
 	Hostname     string     // bty.hostname
 	Target       string     // bty.target: a device path or a disk serial
 	RetryDelay   time.Duration
+	// PhoneHome (bty.ready=phone-home) asks the live env to seed
+	// cloud-init's phone_home module, so the flashed OS reports ready to
+	// POST /pxe/{mac}/ready?cycle=TOKEN. bty-web sets it only with
+	// bty.cycle, in cloud-init mode.
+	PhoneHome bool
 	// Shell starts a shell on the consoles before anything else
 	// (bty.shell=1), for debugging a machine by hand.
 	Shell bool
@@ -114,6 +119,12 @@ func ParseCmdline(cmdline string) (Params, error) {
 				continue
 			}
 			p.RetryDelay = time.Duration(n) * time.Second
+		case "bty.ready":
+			if val != string(fleet.ReadyPhoneHome) {
+				errs = append(errs, fmt.Errorf("bty.ready=%q: want %s (the only readiness the live env seeds)", val, fleet.ReadyPhoneHome))
+				continue
+			}
+			p.PhoneHome = true
 		case "bty.shell":
 			p.Shell = val == "" || val == "1" || val == "yes"
 		default:
@@ -137,6 +148,17 @@ func ParseCmdline(cmdline string) (Params, error) {
 		p.Provisioning = apply
 		if note != "" {
 			p.Notes = append(p.Notes, note)
+		}
+		// phone_home needs the cycle's token in its URL and cloud-init to
+		// run it; without either the flash goes on, and the server's
+		// ready check times out as it would for any silent OS.
+		switch {
+		case p.PhoneHome && p.Cycle == "":
+			p.PhoneHome = false
+			p.Notes = append(p.Notes, "bty.ready=phone-home without bty.cycle: the flashed OS cannot phone home (the server accepts it only with the cycle's token); rebuild the live env or update bty-web")
+		case p.PhoneHome && p.Provisioning != fleet.ModeCloudInit:
+			p.PhoneHome = false
+			p.Notes = append(p.Notes, fmt.Sprintf("bty.ready=phone-home is ignored with provisioning %s: only cloud-init can phone home; set the machine's ready_check to tcp:22", p.Provisioning))
 		}
 		if p.ImageURL == "" {
 			errs = append(errs, errors.New("bty.image_url is missing: the server assigned no image (assign one, or boot with bty.mode=interactive)"))

@@ -128,12 +128,26 @@ func (s *session) cloudInit(tbl *layout.Table) error {
 	if err := writeFile(root, seed+"/meta-data", meta, 0o600); err != nil {
 		return err
 	}
-	if names := extraSeedFiles(root, seed); len(names) > 0 {
+	vendor := ""
+	if s.opts.VendorData != nil {
+		// The image author's vendor-data is theirs: cloud-init reads one
+		// vendor-data, so writing bty's would drop it.
+		if _, err := root.Lstat(seed + "/vendor-data"); err == nil {
+			s.res.ImageVendorData = true
+			s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's %s already holds a vendor-data, kept as it is; bty's vendor-data was not written", SeedDir))
+		} else {
+			if err := writeFile(root, seed+"/vendor-data", s.opts.VendorData, 0o600); err != nil {
+				return err
+			}
+			vendor = fmt.Sprintf(", vendor-data (%d bytes)", len(s.opts.VendorData))
+		}
+	}
+	if names := extraSeedFiles(root, seed, vendor != ""); len(names) > 0 {
 		s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's %s also holds %s, left as they were", SeedDir, strings.Join(names, ", ")))
 	}
 	s.res.SeedDir = SeedDir
-	s.note("wrote %s/user-data (%d bytes) and meta-data (instance-id %s, local-hostname %s) on %s",
-		SeedDir, len(s.opts.UserData), s.res.InstanceID, s.res.Hostname, p.Name())
+	s.note("wrote %s/user-data (%d bytes)%s and meta-data (instance-id %s, local-hostname %s) on %s",
+		SeedDir, len(s.opts.UserData), vendor, s.res.InstanceID, s.res.Hostname, p.Name())
 	return nil
 }
 
@@ -245,9 +259,10 @@ func datasourceList(root *os.Root) ([]string, string) {
 	return list, from
 }
 
-// extraSeedFiles lists files in the seed directory other than the two bty
-// writes (network-config, vendor-data from the image's author).
-func extraSeedFiles(root *os.Root, seed string) []string {
+// extraSeedFiles lists files in the seed directory other than those bty
+// wrote (network-config, vendor-data from the image's author);
+// wroteVendor says bty wrote vendor-data.
+func extraSeedFiles(root *os.Root, seed string, wroteVendor bool) []string {
 	d, err := root.Open(seed)
 	if err != nil {
 		return nil
@@ -256,7 +271,7 @@ func extraSeedFiles(root *os.Root, seed string) []string {
 	names, _ := d.Readdirnames(-1)
 	var extra []string
 	for _, n := range names {
-		if n != "user-data" && n != "meta-data" {
+		if n != "user-data" && n != "meta-data" && (n != "vendor-data" || !wroteVendor) {
 			extra = append(extra, n)
 		}
 	}

@@ -39,18 +39,26 @@ var userDataHeaders = []string{
 // CheckUserData checks that b is user-data cloud-init will act on: a
 // #cloud-config document that parses as a YAML mapping, a script (#!),
 // another cloud-init header, a MIME multi-part archive or gzip data.
-func CheckUserData(b []byte) error {
+func CheckUserData(b []byte) error { return checkCloudData("user-data", b) }
+
+// CheckVendorData checks vendor-data (the NoCloud seed's vendor-data,
+// which cloud-init reads like user-data, with lower precedence) as
+// CheckUserData checks user-data.
+func CheckVendorData(b []byte) error { return checkCloudData("vendor-data", b) }
+
+// checkCloudData checks user-data or vendor-data (what).
+func checkCloudData(what string, b []byte) error {
 	if len(bytes.TrimSpace(b)) == 0 {
-		return inputErr("user-data is empty; start it with #cloud-config (or #! for a script)")
+		return inputErr("%s is empty; start it with #cloud-config (or #! for a script)", what)
 	}
 	if len(b) > MaxInputBytes {
-		return inputErr("user-data is %d bytes; the limit is %d", len(b), MaxInputBytes)
+		return inputErr("%s is %d bytes; the limit is %d", what, len(b), MaxInputBytes)
 	}
 	if bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
 		return nil // gzip: cloud-init decompresses it
 	}
 	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
-		return inputErr("user-data starts with a UTF-8 byte-order mark, which hides its #cloud-config header from cloud-init; save it without a BOM")
+		return inputErr("%s starts with a UTF-8 byte-order mark, which hides its #cloud-config header from cloud-init; save it without a BOM", what)
 	}
 	first, _, _ := bytes.Cut(b, []byte("\n"))
 	first = bytes.TrimRight(first, "\r \t")
@@ -74,25 +82,25 @@ func CheckUserData(b []byte) error {
 		if !utf8.ValidString(line) {
 			line = fmt.Sprintf("%q", line)
 		}
-		return inputErr("user-data starts with %q, which cloud-init does not recognise: the first line must be #cloud-config (YAML), #! (a script) or another cloud-init header (#include, #cloud-boothook, ...)", line)
+		return inputErr("%s starts with %q, which cloud-init does not recognise: the first line must be #cloud-config (YAML), #! (a script) or another cloud-init header (#include, #cloud-boothook, ...)", what, line)
 	case "#cloud-config":
 		if string(first) != "#cloud-config" {
-			return inputErr("user-data's first line is %q; cloud-init wants exactly #cloud-config", string(first))
+			return inputErr("%s's first line is %q; cloud-init wants exactly #cloud-config", what, string(first))
 		}
 		var doc any
 		if err := unmarshalYAML(b, &doc); err != nil {
-			return inputErr("user-data is not valid YAML: %s", yamlMessage(err))
+			return inputErr("%s is not valid YAML: %s", what, yamlMessage(err))
 		}
 		if doc == nil {
 			return nil // only the header: cloud-init accepts and does nothing
 		}
 		if _, ok := doc.(map[string]any); !ok {
-			return inputErr("user-data's #cloud-config document is a %s, not a mapping of keys (like packages:, runcmd:)", yamlKind(doc))
+			return inputErr("%s's #cloud-config document is a %s, not a mapping of keys (like packages:, runcmd:)", what, yamlKind(doc))
 		}
 	case "#cloud-config-archive":
 		var doc any
 		if err := unmarshalYAML(b, &doc); err != nil {
-			return inputErr("user-data (#cloud-config-archive) is not valid YAML: %s", yamlMessage(err))
+			return inputErr("%s (#cloud-config-archive) is not valid YAML: %s", what, yamlMessage(err))
 		}
 	}
 	return nil

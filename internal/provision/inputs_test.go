@@ -120,3 +120,20 @@ func TestMetaData(t *testing.T) {
 		t.Errorf("instance ids %q and %q: want fresh bty- ids", a, b)
 	}
 }
+
+// TestCheckVendorData: vendor-data is checked as user-data is, and the
+// errors name it.
+func TestCheckVendorData(t *testing.T) {
+	if err := provision.CheckVendorData([]byte("#cloud-config\nphone_home:\n  url: \"http://h/pxe/m/ready?cycle=1\"\n  tries: 30\n")); err != nil {
+		t.Errorf("valid vendor-data refused: %v", err)
+	}
+	for data, want := range map[string]string{
+		"phone_home: {}\n":     "vendor-data starts with",
+		"#cloud-config\n- a\n": "vendor-data's #cloud-config document is a list",
+		"":                     "vendor-data is empty",
+	} {
+		if err := provision.CheckVendorData([]byte(data)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckVendorData(%q) = %v; want an error containing %q", data, err, want)
+		}
+	}
+}

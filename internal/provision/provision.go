@@ -31,6 +31,11 @@ type Options struct {
 	UserData []byte
 	MetaData []byte
 	Hostname string
+	// VendorData, when not nil, is checked vendor-data (CheckVendorData)
+	// written beside user-data: cloud-init merges it below user-data,
+	// so the user's own settings win. An image that ships a seed
+	// vendor-data keeps it (Result.ImageVendorData).
+	VendorData []byte
 
 	// Workflow and Config are the cijoe workflow and optional config.
 	Workflow string
@@ -56,6 +61,9 @@ type Result struct {
 	SeedDir    string `json:"seed_dir,omitempty"`
 	InstanceID string `json:"instance_id,omitempty"`
 	Hostname   string `json:"hostname,omitempty"`
+	// ImageVendorData says the image's seed directory already held a
+	// vendor-data, which was kept: Options.VendorData was not written.
+	ImageVendorData bool `json:"image_vendor_data,omitempty"`
 	// LogPath is the cijoe log.
 	LogPath string   `json:"log_path,omitempty"`
 	Notes   []string `json:"notes"`

@@ -457,3 +457,74 @@ func TestXFSSameUUIDMounted(t *testing.T) {
 		t.Fatalf("provisioning an xfs whose twin is mounted: %v", err)
 	}
 }
+
+// fileMode is the permission bits of path in the filesystem in
+// [start, start+size) of dev.
+func fileMode(t *testing.T, dev string, start, size int64, path string) os.FileMode {
+	t.Helper()
+	loop := strings.TrimSpace(run(t, "losetup", "-f", "--show", "-r", "-o", fmt.Sprint(start), "--sizelimit", fmt.Sprint(size), dev))
+	defer run(t, "losetup", "-d", loop)
+	mnt := t.TempDir()
+	run(t, "mount", "-o", "ro", loop, mnt)
+	defer run(t, "umount", mnt)
+	st, err := os.Stat(filepath.Join(mnt, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+// TestCloudInitVendorData: vendor-data lands beside user-data (mode
+// 0600 like it), and an image's own vendor-data is kept, with a note.
+func TestCloudInitVendorData(t *testing.T) {
+	setup(t)
+	const vendorData = "#cloud-config\nphone_home:\n  url: \"http://192.0.2.1:8080/pxe/52:54:00:b7:70:01/ready?cycle=0123456789abcdef0123456789abcdef\"\n  post: [instance_id, hostname]\n  tries: 30\n"
+	const theirs = "#cloud-config\npackages: [image-authors-choice]\n"
+	const seed = "var/lib/cloud/seed/nocloud-net/"
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  string
+		kept  bool
+	}{
+		{"written", rootWithCloud("v"), vendorData, false},
+		{"the image's kept", func() map[string]string {
+			m := rootWithCloud("v")
+			m[seed+"vendor-data"] = theirs
+			return m
+		}(), theirs, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "ext4", SizeMiB: 48, Files: c.files}})
+			dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+				UserData:   flash.FileInput(writeInput(t, "user-data", userData)),
+				VendorData: flash.Input{Path: "(test)", Data: []byte(vendorData)}})
+			if err != nil {
+				t.Fatalf("flash: %v", err)
+			}
+			got, ok := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], seed+"vendor-data")
+			if !ok || got != c.want {
+				t.Errorf("vendor-data on the disk = %q (present %v); want %q", got, ok, c.want)
+			}
+			if ud, _ := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], seed+"user-data"); ud != userData {
+				t.Errorf("user-data on the disk = %q; want the user's, untouched", ud)
+			}
+			if res.Provision.ImageVendorData != c.kept {
+				t.Errorf("ImageVendorData = %v, want %v", res.Provision.ImageVendorData, c.kept)
+			}
+			notes := strings.Join(res.Notes, "\n")
+			if c.kept != strings.Contains(notes, "already holds a vendor-data, kept as it is") {
+				t.Errorf("notes %q: want the kept vendor-data noted only when kept (%v)", res.Notes, c.kept)
+			}
+			if !c.kept {
+				if m := fileMode(t, dev.Path, lo.Starts[0], lo.Sizes[0], seed+"vendor-data"); m != 0o600 {
+					t.Errorf("vendor-data mode %v, want 0600 like user-data", m)
+				}
+				if strings.Contains(notes, "also holds vendor-data") {
+					t.Errorf("notes call bty's own vendor-data the image's: %q", res.Notes)
+				}
+			}
+		})
+	}
+}
