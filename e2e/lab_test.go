@@ -268,14 +268,11 @@ func newLab(t *testing.T, withServer bool, hosts ...string) *lab {
 	args := []string{"netns", "exec", l.ns, "dnsmasq", "-d", "--conf-file=/dev/null", "--port=0",
 		"--interface=br0", "--bind-interfaces", "--log-dhcp",
 		"--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
-		"--dhcp-leasefile=" + filepath.Join(l.dir, "leases"), "--pid-file=" + filepath.Join(l.dir, "dnsmasq.pid"),
-		// OVMF's next boot option after PXE is UEFI HTTP boot on the
-		// same NIC, which waits 60 s for an offer naming a boot URI
-		// before the firmware goes on to the disk. The lab offers a URI
-		// nothing serves, so that option fails at once (as on a network
-		// whose firmware has HTTP boot off); bty serves no HTTP boot.
-		"--dhcp-vendorclass=set:httpboot,HTTPClient", "--dhcp-option-force=tag:httpboot,60,HTTPClient",
-		"--dhcp-boot=tag:httpboot,http://" + labBridgeIP + "/no-uefi-http-boot-here.efi"}
+		// Addresses only: no PXE, no UEFI HTTP boot URI, no IPv6. A
+		// guest's firmware keeps its defaults (IPv4 and IPv6 PXE, HTTP
+		// boot), so a disk boot goes through them all, as on a plain
+		// network.
+		"--dhcp-leasefile=" + filepath.Join(l.dir, "leases"), "--pid-file=" + filepath.Join(l.dir, "dnsmasq.pid")}
 	for _, h := range hosts {
 		args = append(args, "--dhcp-host="+h)
 	}

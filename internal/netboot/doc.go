@@ -50,4 +50,12 @@
 // clients ipxe.efi (both by TFTP from the server address, so TFTP must be
 // on port 69 for them), iPXE clients the URL of /pxe-bootstrap.ipxe.
 // Status() reports what runs.
+//
+//	p.SetDecline(func(mac net.HardwareAddr) (bool, string) { ... })
+//
+// The hook is asked before a PXE firmware client (BIOS or UEFI, never
+// iPXE) gets its boot file; declined, the client gets no answer, and
+// none to its retries for DeclineWindow (the hook not asked again), so
+// its firmware goes on to its next boot option. bty-web declines
+// machines whose next boot is their disk.
 package netboot

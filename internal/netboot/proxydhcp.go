@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
@@ -53,6 +54,9 @@ const (
 // running iPXE get the HTTP URL of /pxe-bootstrap.ipxe. Other DHCP
 // traffic is ignored.
 //
+// A PXE firmware client (BIOS or UEFI, not iPXE) may be left without a
+// boot file: see SetDecline.
+//
 // Start, Stop and Status may be called from any goroutine; Start on a
 // running responder replaces its configuration (the settings page
 // changes the interface live).
@@ -62,11 +66,38 @@ type ProxyDHCP struct {
 	mu  sync.Mutex
 	run *proxyRun // nil when stopped
 
-	replies *prometheus.CounterVec // by boot kind and port
-	ignored *prometheus.CounterVec // by reason
+	replies  *prometheus.CounterVec // by boot kind and port
+	ignored  *prometheus.CounterVec // by reason
+	declined prometheus.Counter
 
-	nReplies, nIgnored atomic.Int64
+	nReplies, nIgnored, nDeclined atomic.Int64
+
+	// decline is SetDecline's hook (nil: every PXE client is answered);
+	// declines remembers whom it declined lately.
+	decline  atomic.Pointer[DeclineFunc]
+	declines *declineWindow
+	now      func() time.Time // time.Now; tests move the clock
 }
+
+// DeclineFunc is asked, for a PXE firmware client's request the
+// responder would answer with a boot file, whether to leave that client
+// without one instead, and why (for the log). mac is the client's
+// hardware address. It runs in the DHCP packet's goroutine: it must be
+// quick and bound its own work.
+type DeclineFunc func(mac net.HardwareAddr) (decline bool, why string)
+
+// DeclineWindow is how long a client declined once gets no answer at
+// all: the rest of its firmware's DHCP retries (DISCOVERs on port 67,
+// and requests on port 4011) in the same boot. PXE firmware gives up on
+// a proxy-DHCP-less network within about a minute (OVMF and BIOS PXE
+// ROMs retry after 4, 8, 16 and 32 s).
+const DeclineWindow = 2 * time.Minute
+
+// maxDeclined bounds the clients remembered as declined. When it is
+// reached, clients not remembered are answered as if no hook were set
+// (the hook is not asked), so a flood of made-up MACs cannot make the
+// responder forget a real machine it declined.
+const maxDeclined = 4096
 
 // ProxyStatus describes a ProxyDHCP's current configuration.
 type ProxyStatus struct {
@@ -78,8 +109,9 @@ type ProxyStatus struct {
 
 // ProxyStats are a ProxyDHCP's counters since NewProxyDHCP.
 type ProxyStats struct {
-	Replies int64 // offers (port 67) and acks (port 4011) sent
-	Ignored int64 // DHCP packets not answered
+	Replies  int64 // offers (port 67) and acks (port 4011) sent
+	Ignored  int64 // DHCP packets not answered, declined clients' retries among them
+	Declined int64 // clients left without a boot file by the hook (SetDecline)
 }
 
 // proxyConfig is what a reply is built from.
@@ -110,13 +142,33 @@ func NewProxyDHCP(logger *slog.Logger) *ProxyDHCP {
 			Name: "bty_proxydhcp_ignored_total",
 			Help: "DHCP packets the proxy-DHCP responder did not answer, by reason.",
 		}, []string{"reason"}),
+		declined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bty_proxydhcp_declined_total",
+			Help: "PXE firmware clients left without a boot file because their next boot is the local disk (their retries in the same boot are counted in bty_proxydhcp_ignored_total{reason=\"declined\"}).",
+		}),
+		declines: newDeclineWindow(DeclineWindow, maxDeclined),
+		now:      time.Now,
 	}
 }
 
+// SetDecline sets the hook asked before a PXE firmware client gets a
+// boot file (nil: none). When it declines, that client gets no answer,
+// and none to any request of its own for DeclineWindow (its firmware's
+// retries in the same boot), the hook not asked again: so the firmware
+// gives up on PXE and goes on to its next boot option. iPXE's own
+// requests are always answered. It may be called at any time.
+func (p *ProxyDHCP) SetDecline(f DeclineFunc) {
+	if f == nil {
+		p.decline.Store(nil)
+		return
+	}
+	p.decline.Store(&f)
+}
+
 // Register adds the responder's metrics (bty_proxydhcp_replies_total,
-// bty_proxydhcp_ignored_total) to reg.
+// bty_proxydhcp_ignored_total, bty_proxydhcp_declined_total) to reg.
 func (p *ProxyDHCP) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{p.replies, p.ignored} {
+	for _, c := range []prometheus.Collector{p.replies, p.ignored, p.declined} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("registering proxy-DHCP metrics: %w", err)
 		}
@@ -126,7 +178,7 @@ func (p *ProxyDHCP) Register(reg prometheus.Registerer) error {
 
 // Stats returns the counters so far.
 func (p *ProxyDHCP) Stats() ProxyStats {
-	return ProxyStats{Replies: p.nReplies.Load(), Ignored: p.nIgnored.Load()}
+	return ProxyStats{Replies: p.nReplies.Load(), Ignored: p.nIgnored.Load(), Declined: p.nDeclined.Load()}
 }
 
 // Status returns the running configuration, if any.
@@ -249,6 +301,15 @@ func (p *ProxyDHCP) handler(cfg proxyConfig, port int) server4.Handler {
 	portLabel := strconv.Itoa(port)
 	return func(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
 		reply, boot, reason := buildReply(req, cfg, port)
+		if reply != nil && boot != bootIPXE {
+			switch verdict := p.decide(req.ClientHWAddr, port, boot); verdict {
+			case "":
+			case declinedNow:
+				return
+			default:
+				reply, reason = nil, verdict
+			}
+		}
 		if reply == nil {
 			p.nIgnored.Add(1)
 			p.ignored.WithLabelValues(reason).Inc()
@@ -274,6 +335,112 @@ func (p *ProxyDHCP) handler(cfg proxyConfig, port int) server4.Handler {
 		p.replies.WithLabelValues(boot, portLabel).Inc()
 		p.logger.Info("proxy-DHCP answered a PXE client", "port", port, "type", reply.MessageType().String(),
 			"mac", req.ClientHWAddr.String(), "boot", boot, "file", reply.BootFileName, "to", dst.String())
+	}
+}
+
+// Reasons a PXE firmware client's request goes unanswered because of
+// the decline hook (bty_proxydhcp_ignored_total's reason label).
+const (
+	ignoredDeclined = "declined"         // declined lately: a retry in the same boot
+	ignoredPending  = "decision_pending" // the hook is deciding about the same client
+)
+
+// declinedNow is decide's answer for a client the hook declined just
+// now (counted and logged there): not answered, not counted as ignored.
+const declinedNow = "-declined-now"
+
+// decide is "" when the firmware client hw's request (port, boot kind
+// boot) is answered; ignoredDeclined or ignoredPending when it is
+// ignored; declinedNow when the hook declined it now.
+func (p *ProxyDHCP) decide(hw net.HardwareAddr, port int, boot string) string {
+	fp := p.decline.Load()
+	if fp == nil {
+		return ""
+	}
+	key := hw.String()
+	switch p.declines.begin(key, p.now()) {
+	case windowDeclined:
+		return ignoredDeclined
+	case windowPending:
+		// Firmware retries: a duplicate of a request being decided is
+		// dropped rather than decided twice.
+		return ignoredPending
+	case windowFull:
+		p.logger.Debug("proxy-DHCP: too many clients declined lately to remember another; answering", "mac", key)
+		return ""
+	}
+	decline, why := false, ""
+	defer func() { p.declines.end(key, decline, p.now()) }()
+	decline, why = (*fp)(hw)
+	if !decline {
+		return ""
+	}
+	p.nDeclined.Add(1)
+	p.declined.Inc()
+	p.logger.Info("proxy-DHCP left a PXE client without a boot file: its firmware goes on to its next boot option",
+		"port", port, "mac", key, "boot", boot, "why", why, "quiet_for", p.declines.dur.String())
+	return declinedNow
+}
+
+// declineWindow remembers the clients declined lately, and those being
+// decided, by MAC.
+type declineWindow struct {
+	dur time.Duration
+	max int
+
+	mu sync.Mutex
+	// until is when each declined client's window ends; the zero time
+	// while the hook decides about it.
+	until map[string]time.Time
+}
+
+func newDeclineWindow(dur time.Duration, max int) *declineWindow {
+	return &declineWindow{dur: dur, max: max, until: map[string]time.Time{}}
+}
+
+// What begin found.
+const (
+	windowAsk      = iota // ask the hook (now marked pending)
+	windowDeclined        // declined lately: ignore
+	windowPending         // being decided: ignore
+	windowFull            // too many remembered: answer without asking
+)
+
+// begin looks key up at now; windowAsk marks it pending until end.
+func (w *declineWindow) begin(key string, now time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t, ok := w.until[key]; ok {
+		if t.IsZero() {
+			return windowPending
+		}
+		if now.Before(t) {
+			return windowDeclined
+		}
+		delete(w.until, key)
+	}
+	if len(w.until) >= w.max {
+		for k, t := range w.until {
+			if !t.IsZero() && !now.Before(t) {
+				delete(w.until, k)
+			}
+		}
+		if len(w.until) >= w.max {
+			return windowFull
+		}
+	}
+	w.until[key] = time.Time{}
+	return windowAsk
+}
+
+// end records the hook's answer about key (pending since begin).
+func (w *declineWindow) end(key string, declined bool, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if declined {
+		w.until[key] = now.Add(w.dur)
+	} else {
+		delete(w.until, key)
 	}
 }
 

@@ -499,3 +499,46 @@ func TestProxyDHCPMatchesDnsmasq(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyDHCPDeclineNetns: with real sockets, a firmware client the
+// hook declines gets no offer to its DISCOVER nor to its retry, nor an
+// ACK on port 4011 (the hook asked once); the same machine's iPXE still
+// gets the bootstrap URL.
+func TestProxyDHCPDeclineNetns(t *testing.T) {
+	n := newNetnsPair(t)
+	p := NewProxyDHCP(slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	var mu sync.Mutex
+	var asked []string
+	p.SetDecline(func(mac net.HardwareAddr) (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, mac.String())
+		return true, "local disk"
+	})
+	startProxy(t, n, p, nsHTTP)
+	t.Cleanup(p.Stop)
+
+	for i := range 2 {
+		if offer, _ := discoverFrom(t, n, time.Second, pxeMods(vendorUEFI, 7, false)...); offer != nil {
+			t.Fatalf("DISCOVER %d of a declined firmware client got an offer:\n%s", i+1, offer.Summary())
+		}
+	}
+	offer, sent := discoverFrom(t, n, 3*time.Second, pxeMods(vendorUEFI, 7, true)...)
+	if offer == nil || offer.BootFileName != nsHTTP+BootstrapPath {
+		t.Fatalf("iPXE on the declined machine got %v, want the bootstrap URL", offer)
+	}
+	n.addClientAddr(t)
+	req := request(t, nsServerIP, pxeMods(vendorUEFI, 7, false)...)
+	req.ClientHWAddr = sent.ClientHWAddr
+	if ack, _ := requestFrom(t, n, nsServerIP, PXEPort, req, time.Second); ack != nil {
+		t.Fatalf("port 4011 request of a declined client got an ACK:\n%s", ack.Summary())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 1 || asked[0] != sent.ClientHWAddr.String() {
+		t.Errorf("hook asked for %v, want once for %s", asked, sent.ClientHWAddr)
+	}
+	if st := p.Stats(); st.Declined != 1 || st.Ignored != 2 || st.Replies != 1 {
+		t.Errorf("Stats() = %+v, want 1 declined, 2 retries ignored, 1 reply (iPXE)", st)
+	}
+}

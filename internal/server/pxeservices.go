@@ -41,6 +41,9 @@ func (s *Server) StartPXEServices(ctx context.Context, reg *prometheus.Registry,
 	ps := &s.pxe
 	ps.port = httpPort
 	ps.proxy = netboot.NewProxyDHCP(s.log)
+	// A machine whose next boot is its disk gets no boot file from
+	// proxy-DHCP (proxydecide.go).
+	ps.proxy.SetDecline(s.declineFunc(newProxyDecider()))
 	if err := ps.proxy.Register(reg); err != nil {
 		return err
 	}
