@@ -38,8 +38,9 @@ var chartMarker = map[fleet.FlashResult]string{
 	fleet.FlashCancelled: `<path d="M-4,-4L4,4M4,-4L-4,4"/>`,
 }
 
-// chartScales are the tops the duration axis may take, in minutes.
-var chartScales = []float64{1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 2880}
+// chartScales are the tops the duration axis may take, in minutes: each
+// splits into 4 round steps (the axis's ticks).
+var chartScales = []float64{1, 2, 4, 8, 12, 20, 40, 60, 80, 120, 180, 240, 360, 480, 720, 1440, 2880}
 
 // chartYMax is the duration axis's top for a longest duration of
 // maxMin minutes: the first scale that holds it.
@@ -92,7 +93,7 @@ func flashChart(fs []fleet.Flash, from, to time.Time) template.HTML {
 	span := to.Sub(from).Seconds()
 	num := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 	xOf := func(t time.Time) float64 { return chartLeft + chartPlotW*t.Sub(from).Seconds()/span }
-	yOf := func(m float64) float64 { return chartTop + chartPlotH*(1-m/yMax) }
+	yOf := func(m float64) float64 { return chartTop + chartPlotH*(1-min(m, yMax)/yMax) }
 
 	var b strings.Builder
 	var summary []string

@@ -94,12 +94,12 @@ func TestFlashChart(t *testing.T) {
 		return f
 	}
 	fs := []fleet.Flash{
-		flash(1, from, 10*time.Minute, fleet.FlashReady),                          // left edge, top of a 10-minute axis
-		flash(2, from.Add(14*24*time.Hour), 5*time.Minute, fleet.FlashFailed),     // the middle, half way
-		flash(3, to, 0, fleet.FlashTimeout),                                       // right edge, bottom
-		flash(4, from.Add(7*24*time.Hour), 150*time.Second, fleet.FlashCancelled), // a quarter, a quarter up
-		flash(5, to.Add(-time.Hour), 0, fleet.FlashRunning),                       // not plotted
-		flash(6, from.Add(-time.Hour), time.Minute, fleet.FlashReady),             // before the window
+		flash(1, from, 12*time.Minute, fleet.FlashReady),                        // left edge, top of a 12-minute axis
+		flash(2, from.Add(14*24*time.Hour), 6*time.Minute, fleet.FlashFailed),   // the middle, half way
+		flash(3, to, 0, fleet.FlashTimeout),                                     // right edge, bottom
+		flash(4, from.Add(7*24*time.Hour), 3*time.Minute, fleet.FlashCancelled), // a quarter, a quarter up
+		flash(5, to.Add(-time.Hour), 0, fleet.FlashRunning),                     // not plotted
+		flash(6, from.Add(-time.Hour), time.Minute, fleet.FlashReady),           // before the window
 	}
 	fs[0].Hostname = "web-1"
 	marks, legend := parseChart(t, string(flashChart(fs, from, to)))
@@ -122,7 +122,7 @@ func TestFlashChart(t *testing.T) {
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b float64) bool { return a-b < 0.06 && b-a < 0.06 })); diff != "" {
 		t.Errorf("points (-want +got):\n%s", diff)
 	}
-	if len(marks) > 0 && marks[0].Title != "2026-11-09 00:00 UTC: flash 1 of web-1 (52:54:00:c4:a2:01), deb<12>.img, ready in 10m00s" {
+	if len(marks) > 0 && marks[0].Title != "2026-11-09 00:00 UTC: flash 1 of web-1 (52:54:00:c4:a2:01), deb<12>.img, ready in 12m00s" {
 		t.Errorf("tooltip %q", marks[0].Title)
 	}
 	if diff := cmp.Diff([]string{"ready (1)", "failed (1)", "timeout (1)", "cancelled (1)"}, legend); diff != "" {
@@ -144,7 +144,7 @@ func TestFlashChart(t *testing.T) {
 }
 
 func TestChartYMax(t *testing.T) {
-	for in, want := range map[float64]float64{0: 1, 0.5: 1, 1: 1, 1.01: 2, 7: 10, 61: 90, 5000: 2880} {
+	for in, want := range map[float64]float64{0: 1, 0.5: 1, 1: 1, 1.01: 2, 7: 8, 61: 80, 5000: 2880} {
 		if got := chartYMax(in); got != want {
 			t.Errorf("chartYMax(%v) = %v, want %v", in, got, want)
 		}
