@@ -497,6 +497,12 @@ func TestUIReflash(t *testing.T) {
 	if r := post("/reflash", url.Values{"image": {"b.img"}}, map[string]string{"Cookie": cookie["Cookie"], "Origin": "http://evil.example"}); r.StatusCode != 403 {
 		t.Errorf("cross-origin reflash: %d", r.StatusCode)
 	}
+	if r := post("/reflash", url.Values{"image": {"b.img"}}, map[string]string{"Origin": ts.URL}); r.StatusCode != 401 {
+		t.Errorf("reflash without a session: %d", r.StatusCode)
+	}
+	if fs := flashes(); len(fs) != 0 {
+		t.Fatalf("refused reflashes started %d flashes", len(fs))
+	}
 	r := post("/reflash", url.Values{"image": {"b.img"}, "provisioning": {"cloud-init"}, "hostname": {"r1-new"}}, cookie)
 	if r.StatusCode != 303 || r.Header.Get("Location") != "/ui/machines/"+mac {
 		t.Fatalf("reflash: %d to %q\n%s", r.StatusCode, r.Header.Get("Location"), r.body)
@@ -529,6 +535,19 @@ func TestUIReflash(t *testing.T) {
 	}
 	if n := len(flashes()); n != 1 {
 		t.Fatalf("%d flashes after the refused reflash", n)
+	}
+	// The API, sharing the UI's reflash, answers as it always did.
+	api := func(body string) resp {
+		return ts.do(t, "POST", "/machines/"+mac+"/reflash", strings.NewReader(body), ts.auth())
+	}
+	if r := api(""); r.code != 409 || r.errMsg(t) != (&fleet.FlashInProgressError{Flash: f}).Error() {
+		t.Errorf("API reflash while one runs: %d %s", r.code, r.body)
+	}
+	if r := api(`{"image":"nope.img"}`); r.code != 400 || r.errMsg(t) != `image: "nope.img" is not in the catalog: upload it (bty-ctl images upload) or name one from GET /images` {
+		t.Errorf("API reflash of an image not in the catalog: %d %s", r.code, r.body)
+	}
+	if r := ts.do(t, "POST", "/machines/52:54:00:f1:00:99/reflash", nil, ts.auth()); r.code != 404 || r.errMsg(t) != "no machine 52:54:00:f1:00:99" {
+		t.Errorf("API reflash of an unknown machine: %d %s", r.code, r.body)
 	}
 	// The confirmation, while it runs, offers the cancel instead.
 	if c := string(ts.do(t, "GET", "/ui/machines/"+mac+"/reflash", nil, cookie).body); strings.Contains(c, `id="reflash-form"`) || !strings.Contains(c, `id="running-cancel"`) {
