@@ -1639,3 +1639,54 @@ func TestBrowserLocalTime(t *testing.T) {
 	check(macRow(mac) + " td.last-seen")
 	b.screenshot("09b-machines-tokyo.png")
 }
+
+// TestBrowserFlashLive: the machine page's flash section follows the
+// flash as it goes (over the page's SSE stream, without a reload): a
+// demand flash waiting for its PXE boot, then the PXE contact, then the
+// live env's progress report.
+func TestBrowserFlashLive(t *testing.T) {
+	findChromium(t) // skip before starting anything
+	ts := startServer(t, nil)
+	const mac = "52:54:00:f3:00:01"
+	if err := os.WriteFile(filepath.Join(ts.cfg.ImageRoot, "live.img"), make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"image":"live.img","hostname":"fl1"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code, string(r.body))
+	}
+	if r := ts.do(t, "POST", "/machines/"+mac+"/reflash", nil, ts.auth()); r.code != 202 {
+		t.Fatalf("reflash: %d %s", r.code, r.body)
+	}
+	b := newBrowser(t, ts)
+	b.open("/ui/machines/" + mac)
+	b.wantPath("/ui/login")
+	if code := b.login(testPassword); code != 200 {
+		t.Fatalf("login: HTTP %d", code)
+	}
+	b.wantPath("/ui/machines/" + mac)
+	if r, p := b.text("#flash-result"), b.text("#flash-phase"); r != "running" || p != "requested" {
+		t.Fatalf("the flash shows %s, phase %s; want running, requested", r, p)
+	}
+	js[int](b, `window.__samePage = 1`)
+	waitSSESubscriber(t, ts)
+	_, cycle := ts.boot(t, "127.0.0.1", mac)
+	if cycle == "" {
+		t.Fatal("the PXE contact opened no flash cycle")
+	}
+	b.poll("phase pxe shown live", `document.getElementById("flash-phase")?.textContent.trim() === "pxe"`)
+	body := `{"image":"live.img","bytes_written":1048576,"total_bytes":4194304,"rate":2097152}`
+	if r := ts.callFrom(t, "127.0.0.1", "POST", "/pxe/"+mac+"/progress", cycle, strings.NewReader(body)); r.code/100 != 2 {
+		t.Fatalf("progress: %d %s", r.code, r.body)
+	}
+	b.poll("phase fetch shown live", `document.getElementById("flash-phase")?.textContent.trim() === "fetch"`)
+	if got := strings.Join(strings.Fields(b.text("#flash-progress")), " "); got != "1.0 MiB of 4.0 MiB (25%) at 2.0 MiB/s" {
+		t.Errorf("progress shown %q", got)
+	}
+	if got := strings.Join(strings.Fields(b.text("#flash-phases")), " "); !strings.HasPrefix(got, "PXE +") || !strings.Contains(got, "fetch +") {
+		t.Errorf("phases shown %q", got)
+	}
+	if js[int](b, `window.__samePage || 0`) != 1 {
+		t.Error("the page reloaded (want a live update)")
+	}
+	b.screenshot("20-machine-flash-live.png")
+}

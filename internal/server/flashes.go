@@ -37,61 +37,15 @@ func (s *Server) handleReflash(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 && !decodeJSON(w, r, &req, 4<<10) {
 		return
 	}
-	if errs := machineUpdateErrors(fleet.MachineUpdate{Image: req.Image, ProvisioningMode: req.Provisioning, Hostname: req.Hostname}); len(errs) > 0 {
-		writeError(w, http.StatusBadRequest, errs[0].Error())
-		return
-	}
-	cur, ok := s.apiMachine(w, r, mac)
-	if !ok {
-		return
-	}
-	image := cur.Image
-	if req.Image != nil {
-		image = *req.Image
-	}
-	entry, inCatalog := s.catalog.get(r.Context(), image)
-	if image != "" && !inCatalog {
-		writeError(w, http.StatusBadRequest, "image: "+strconv.Quote(image)+" is not in the catalog: upload it (bty-ctl images upload) or name one from GET /images")
-		return
-	}
-	run := fleet.FlashRun{At: time.Now(), DefaultDeadline: s.cfg.FlashDeadline}
-	if inCatalog && entry.DecodedSHA256 != nil {
-		run.ImageSHA256 = *entry.DecodedSHA256
-	}
-	m, err := store.Reflash(r.Context(), s.store, mac, req, run)
-	var busy *fleet.FlashInProgressError
+	res, code, err := s.startReflash(r.Context(), mac, req)
 	switch {
-	case errors.As(err, &busy):
-		writeError(w, http.StatusConflict, busy.Error())
-		return
-	case fleet.IsValidation(err):
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no machine "+mac.String())
-		return
-	case err != nil:
+	case code == http.StatusInternalServerError:
 		s.internalError(w, r, err)
-		return
+	case err != nil:
+		writeError(w, code, err.Error())
+	default:
+		writeJSON(w, code, res)
 	}
-	s.publishMachine(m)
-	f := *m.Flash
-	s.log.Info("reflash requested", "mac", mac, "flash", f.ID, "image", f.Image, "deadline", f.Deadline)
-	res := api.ReflashResult{Flash: f, Power: "pending"}
-	if m.Power == nil {
-		res.Power = "none"
-		res.Note = "machine " + mac.String() + " has no power driver: reboot it by other means (its next PXE boot flashes " + f.Image + "), or give it one with bty-ctl machines set " + mac.String() + " --power-driver ..."
-		m, err = store.UpdateFlash(r.Context(), s.store, mac, func(m fleet.Machine) (fleet.Machine, bool) {
-			return m.Powered(f.ID, "none", nil, time.Now()), true
-		})
-		if err == nil {
-			s.publishMachine(m)
-			res.Flash = *m.Flash
-		}
-	} else {
-		go s.powerFlash(m)
-	}
-	writeJSON(w, http.StatusAccepted, res)
 }
 
 // powerFlash boots machine m into its demand flash through its BMC: a

@@ -33,7 +33,7 @@ type uiTemplates struct {
 }
 
 // uiPages are the page templates; each is parsed with layout.html.
-var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "images", "boot", "settings", "error"}
+var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "reflash", "images", "boot", "settings", "error"}
 
 // parsedUI parses the embedded templates once per process; every server
 // shares them (they are read-only after parsing).
@@ -203,6 +203,11 @@ func (s *Server) uiRoutes() {
 	m.HandleFunc("GET /ui/machines/{mac}/power", s.uiAuth(s.uiMachinePowerConfirm))
 	m.HandleFunc("POST /ui/machines/{mac}/delete", s.uiAuth(s.uiMachineDelete))
 	m.HandleFunc("POST /ui/machines/{mac}/power", s.uiAuth(s.uiMachinePower))
+	m.HandleFunc("GET /ui/machines/{mac}/flash", s.uiAuth(s.uiMachineFlash))
+	m.HandleFunc("GET /ui/machines/{mac}/reflash", s.uiAuth(s.uiReflashConfirm))
+	m.HandleFunc("POST /ui/machines/{mac}/reflash", s.uiAuth(s.uiReflash))
+	m.HandleFunc("GET /ui/machines/{mac}/flashes/{id}/cancel", s.uiAuth(s.uiFlashCancelConfirm))
+	m.HandleFunc("POST /ui/machines/{mac}/flashes/{id}/cancel", s.uiAuth(s.uiFlashCancel))
 	m.HandleFunc("GET /ui/images", s.uiAuth(s.uiImages))
 	m.HandleFunc("GET /ui/images/{name}/delete", s.uiAuth(s.uiImageDeleteConfirm))
 	m.HandleFunc("POST /ui/images/{name}/delete", s.uiAuth(s.uiImageDelete))

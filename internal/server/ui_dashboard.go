@@ -1,6 +1,7 @@
 package server
 
 import (
+	"html/template"
 	"net/http"
 	"sort"
 	"time"
@@ -17,7 +18,19 @@ type dashData struct {
 	MissingImages                            []fleet.Machine
 	Conflicts                                []fleet.Machine
 	Errors                                   []logEntry
+	// RecentFlashes are the fleet's last flashes, newest first; Chart
+	// the SVG chart of the last 4 weeks' (flashChart).
+	RecentFlashes []flashView
+	Chart         template.HTML
 }
+
+// The dashboard's flash views: how many recent flashes it lists, the
+// chart's window and the most flashes the chart reads.
+const (
+	dashFlashes     = 10
+	dashChartWindow = 28 * 24 * time.Hour
+	dashChartMax    = 5000
+)
 
 func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -75,6 +88,22 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 			d.BootMissing = append(d.BootMissing, f.Name)
 		}
 	}
+	now := time.Now()
+	recent, _, err := s.store.ListFlashes(ctx, fleet.MAC{}, dashFlashes, 0)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	for _, f := range recent {
+		d.RecentFlashes = append(d.RecentFlashes, newFlashView(f, now))
+	}
+	from := now.Add(-dashChartWindow)
+	window, err := s.store.FlashesSince(ctx, from, dashChartMax)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	d.Chart = flashChart(window, from, now)
 	s.render(w, r, http.StatusOK, "dashboard", uiPage{Title: "Dashboard", Nav: "dashboard", LoggedIn: true, Data: d})
 }
 

@@ -310,6 +310,8 @@ type machineData struct {
 	Modes        []fleet.Mode
 	Script       []byte
 	ServerURL    string
+	// Flashes is the latest flash and a page of the history.
+	Flashes flashSection
 }
 
 func (s *Server) uiMachine(w http.ResponseWriter, r *http.Request) {
@@ -363,6 +365,10 @@ func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int,
 		}
 	}
 	d.Script, _ = s.bootScript(r.Context(), m, fleet.Decide(m), s.serverURL(r), true)
+	if d.Flashes, err = s.flashSectionOf(r.Context(), m, flashesOffset(r)); err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
 	title := m.MAC.String()
 	if m.Hostname != "" {
 		title = m.Hostname
@@ -398,11 +404,25 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if _, ok := f["user_data"]; ok {
 		u.UserData, u.MetaData = text("user_data"), text("meta_data")
 	}
+	// Forms from before these fields existed leave them as they are.
+	if _, ok := f["ready_check"]; ok {
+		rc := fleet.ReadyCheck(*get("ready_check"))
+		u.ReadyCheck = &rc
+	}
+	if _, ok := f["flash_deadline"]; ok {
+		u.FlashDeadline = get("flash_deadline")
+	}
 	form := m
 	form.Image, form.ProvisioningMode, form.Hostname = *u.Image, *u.ProvisioningMode, *u.Hostname
 	form.CijoeWorkflowRef, form.LastKnownGood, form.BootPolicy = *u.CijoeWorkflowRef, *u.LastKnownGood, *u.BootPolicy
 	if u.UserData != nil {
 		form.UserData, form.MetaData = *u.UserData, *u.MetaData
+	}
+	if u.ReadyCheck != nil {
+		form.ReadyCheck = *u.ReadyCheck
+	}
+	if u.FlashDeadline != nil {
+		form.FlashDeadline = *u.FlashDeadline
 	}
 	if errs := machineUpdateErrors(u); len(errs) > 0 {
 		fields := map[string]string{}

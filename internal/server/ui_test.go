@@ -3,11 +3,13 @@ package server
 import (
 	"crypto/sha256"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -296,5 +298,421 @@ func TestUISeedForm(t *testing.T) {
 	}
 	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.UserData != "" {
 		t.Fatalf("not cleared: %q", m.UserData)
+	}
+}
+
+// putFlash makes f the latest flash of the known machine mac (ID 0: a
+// new record in the history) and returns it as stored.
+func putFlash(t *testing.T, ts *testServer, mac fleet.MAC, f fleet.Flash) fleet.Flash {
+	t.Helper()
+	m, err := ts.st.ModifyMachine(t.Context(), mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+		if !found {
+			return m, store.ErrNotFound
+		}
+		f.MAC = mac
+		m.Flash = &f
+		return m, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *m.Flash
+}
+
+// flashMessage is the one-shot message a UI answer leaves for the next
+// page ("" when none).
+func flashMessage(r formResp) string {
+	for _, c := range r.Cookies() {
+		if c.Name == flashCookie {
+			v, _ := url.QueryUnescape(c.Value)
+			return v
+		}
+	}
+	return ""
+}
+
+var (
+	tagRE   = regexp.MustCompile(`<[^>]*>`)
+	punctRE = regexp.MustCompile(` ([,.;:)])`)
+)
+
+// pageText is an HTML page's text: tags dropped, white space collapsed
+// (none before punctuation).
+func pageText(s string) string {
+	return punctRE.ReplaceAllString(strings.Join(strings.Fields(html.UnescapeString(tagRE.ReplaceAllString(s, " "))), " "), "$1")
+}
+
+// between is the part of s from the first start to the next end after
+// it ("" when either is missing).
+func between(s, start, end string) string {
+	_, after, ok := strings.Cut(s, start)
+	if !ok {
+		return ""
+	}
+	in, _, ok := strings.Cut(after, end)
+	if !ok {
+		return ""
+	}
+	return in
+}
+
+// TestUIFlashHistory: the machine page shows its latest flash (result,
+// phase, trigger, image, how it was started, each phase as an offset
+// from the request) and its history, newest first, 20 a page with a
+// link to the older ones; a flash that did not end ready shows its
+// reason; a running one its progress and a cancel button.
+func TestUIFlashHistory(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	mac := fleet.MustParseMAC("52:54:00:f1:00:01")
+	host := "h1"
+	if _, _, err := store.PutMachine(t.Context(), ts.st, mac, fleet.MachineUpdate{Hostname: &host}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	page := func(q string) string {
+		r := ts.do(t, "GET", "/ui/machines/"+mac.String()+q, nil, cookie)
+		if r.code != 200 {
+			t.Fatalf("GET the machine page%s: %d", q, r.code)
+		}
+		return string(r.body)
+	}
+	if p := page(""); !strings.Contains(p, "Not flashed through bty-web yet") || strings.Contains(p, `id="flash-history"`) ||
+		!strings.Contains(p, `href="/ui/machines/`+mac.String()+`/reflash"`) {
+		t.Fatal("a machine never flashed: no empty state, or a history table, or no reflash button")
+	}
+	t0 := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	// 22 older flashes: image old-N.img, alternately failed and ready.
+	for i := 1; i <= 22; i++ {
+		f := fleet.Flash{Trigger: fleet.TriggerPolicy, Image: fmt.Sprintf("old-%d.img", i), Result: fleet.FlashReady, Phase: fleet.PhaseReady,
+			RequestedAt: t0.Add(-time.Duration(23-i) * time.Hour), BytesWritten: int64(i) << 20}
+		if i%2 == 1 {
+			f.Result, f.Phase, f.Reason = fleet.FlashFailed, fleet.PhaseFetch, fmt.Sprintf("disk error %d", i)
+		}
+		end := f.RequestedAt.Add(time.Duration(i) * time.Minute)
+		f.EndedAt = &end
+		putFlash(t, ts, mac, f)
+	}
+	last := putFlash(t, ts, mac, fleet.Flash{Trigger: fleet.TriggerDemand, Image: "deb.img", Result: fleet.FlashReady, Phase: fleet.PhaseReady,
+		Power: "pxe-once+cycle", RequestedAt: t0, PowerAt: at(3 * time.Second), PXEAt: at(41 * time.Second), FetchAt: at(62 * time.Second),
+		DoneAt: at(250 * time.Second), DiskAt: at(280 * time.Second), ReadyAt: at(315 * time.Second), EndedAt: at(315 * time.Second),
+		BytesWritten: 3 << 30, TotalBytes: 3 << 30, ReadyCheck: fleet.ReadyTCP22})
+
+	p := page("")
+	latest := pageText(between(p, `id="flash-latest"`, `id="reflash-link"`))
+	for _, want := range []string{fmt.Sprintf("Flash %d: ready", last.ID), "phase reached ready, after 5m15s",
+		"Trigger demand", "Image deb.img", "one-time PXE boot and power cycle by the BMC",
+		"power +3s PXE +41s fetch +1m02s done +4m10s disk +4m40s ready +5m15s", "Written 3.0 GiB of 3.0 GiB (100%)"} {
+		if !strings.Contains(latest, want) {
+			t.Errorf("the latest flash lacks %q:\n%s", want, latest)
+		}
+	}
+	if strings.Contains(latest, "Reason") || strings.Contains(p, `id="flash-cancel"`) {
+		t.Error("a ready flash shows a reason or a cancel button")
+	}
+	rows := regexp.MustCompile(`(?s)<tr data-flash="(\d+)">(.*?)</tr>`).FindAllStringSubmatch(between(p, `id="flash-history"`, `</table>`), -1)
+	if len(rows) != 20 {
+		t.Fatalf("the history shows %d rows, want 20", len(rows))
+	}
+	if rows[0][1] != fmt.Sprint(last.ID) || rows[19][1] != fmt.Sprint(last.ID-19) {
+		t.Errorf("history rows %s..%s, want %d..%d (newest first)", rows[0][1], rows[19][1], last.ID, last.ID-19)
+	}
+	// Flash 21 (the second row): failed, with its reason, duration, bytes.
+	if got, want := pageText(rows[2][2]), fmt.Sprintf("%d 2026-11-30 08:00:00 UTC policy old-21.img failed fetch 21m00s 21 MiB disk error 21", last.ID-2); got != want {
+		t.Errorf("history row:\n got %q\nwant %q", got, want)
+	}
+	if !strings.Contains(pageText(p), "Flashes 1–20 of 23, newest first.") {
+		t.Error("the history does not count its flashes")
+	}
+	older := between(p, `id="history-older" href="`, `"`)
+	if older != "/ui/machines/"+mac.String()+"?flashes_offset=20#h-history" {
+		t.Fatalf("older link %q", older)
+	}
+	p2 := page("?flashes_offset=20")
+	rows2 := regexp.MustCompile(`<tr data-flash="(\d+)">`).FindAllStringSubmatch(p2, -1)
+	if len(rows2) != 3 || rows2[2][1] != fmt.Sprint(last.ID-22) || strings.Contains(p2, `id="history-older"`) ||
+		!strings.Contains(p2, `id="history-newer" href="/ui/machines/`+mac.String()+`#h-history"`) {
+		t.Errorf("the second page: rows %v, links wrong", rows2)
+	}
+	// The live fragment is the section alone.
+	frag := ts.do(t, "GET", "/ui/machines/"+mac.String()+"/flash?flashes_offset=20", nil, cookie)
+	if fb := string(frag.body); frag.code != 200 || strings.Contains(fb, "<html") || !strings.HasPrefix(strings.TrimSpace(fb), `<section id="flash-section"`) ||
+		strings.Count(fb, "<tr data-flash=") != 3 {
+		t.Errorf("the flash fragment: %d\n%s", frag.code, fb)
+	}
+
+	// A running flash: its progress and a cancel button; one that
+	// timed out: its reason.
+	run := putFlash(t, ts, mac, fleet.Flash{Trigger: fleet.TriggerDemand, Image: "deb.img", Result: fleet.FlashRunning, Phase: fleet.PhaseFetch,
+		Power: "none", RequestedAt: time.Now().Add(-time.Minute), BytesWritten: 1 << 30, TotalBytes: 4 << 30, Rate: 100 << 20,
+		Deadline: time.Now().Add(time.Hour)})
+	latest = pageText(between(page(""), `id="flash-latest"`, `id="reflash-link"`))
+	for _, want := range []string{fmt.Sprintf("Flash %d: running, now in phase fetch", run.ID), "Written 1.0 GiB of 4.0 GiB (25%) at 100 MiB/s",
+		"no power driver: rebooted by hand", "Cancel this flash"} {
+		if !strings.Contains(latest, want) {
+			t.Errorf("the running flash lacks %q:\n%s", want, latest)
+		}
+	}
+	ended := run
+	ended.Result, ended.Reason, ended.EndedAt = fleet.FlashTimeout, "stuck in phase fetch: no done", at(time.Hour)
+	putFlash(t, ts, mac, ended)
+	if latest = pageText(between(page(""), `id="flash-latest"`, `id="reflash-link"`)); !strings.Contains(latest, "Reason stuck in phase fetch: no done") ||
+		strings.Contains(latest, "Cancel this flash") {
+		t.Errorf("the timed-out flash:\n%s", latest)
+	}
+}
+
+// TestUIReflash: the reflash confirmation offers the catalog's images
+// and says the machine must be rebooted by hand (no power driver) or
+// that its BMC will cycle it; the POST starts a demand flash with the
+// overrides (checked through the API); a second one is a 409 page
+// showing the flash in progress with its cancel; bad overrides are
+// shown at their field; the cancel asks first, then ends the flash.
+func TestUIReflash(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	for _, n := range []string{"a.img", "b.img"} {
+		if err := os.WriteFile(filepath.Join(ts.cfg.ImageRoot, n), make([]byte, 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const mac = "52:54:00:f1:00:02"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"image":"a.img","hostname":"r1"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code, string(r.body))
+	}
+	confirm := string(ts.do(t, "GET", "/ui/machines/"+mac+"/reflash", nil, cookie).body)
+	for _, want := range []string{`id="reflash-form"`, `<option value="b.img">b.img</option>`, "the machine's: a.img", "reboot it by hand"} {
+		if !strings.Contains(confirm, want) {
+			t.Errorf("the confirmation lacks %q", want)
+		}
+	}
+	flashes := func() []fleet.Flash {
+		var p struct{ Flashes []fleet.Flash }
+		ts.do(t, "GET", "/machines/"+mac+"/flashes", nil, ts.auth()).json(t, &p)
+		return p.Flashes
+	}
+	post := func(path string, vals url.Values, hdr map[string]string) formResp {
+		return ts.form(t, "/ui/machines/"+mac+path, vals, hdr)
+	}
+	if r := post("/reflash", url.Values{"image": {"b.img"}}, map[string]string{"Cookie": cookie["Cookie"], "Origin": "http://evil.example"}); r.StatusCode != 403 {
+		t.Errorf("cross-origin reflash: %d", r.StatusCode)
+	}
+	if r := post("/reflash", url.Values{"image": {"b.img"}}, map[string]string{"Origin": ts.URL}); r.StatusCode != 401 {
+		t.Errorf("reflash without a session: %d", r.StatusCode)
+	}
+	if fs := flashes(); len(fs) != 0 {
+		t.Fatalf("refused reflashes started %d flashes", len(fs))
+	}
+	r := post("/reflash", url.Values{"image": {"b.img"}, "provisioning": {"cloud-init"}, "hostname": {"r1-new"}}, cookie)
+	if r.StatusCode != 303 || r.Header.Get("Location") != "/ui/machines/"+mac {
+		t.Fatalf("reflash: %d to %q\n%s", r.StatusCode, r.Header.Get("Location"), r.body)
+	}
+	fs := flashes()
+	if len(fs) != 1 {
+		t.Fatalf("%d flashes after the reflash, want 1", len(fs))
+	}
+	f := fs[0]
+	if f.Trigger != fleet.TriggerDemand || f.Image != "b.img" || f.Provisioning != fleet.ModeCloudInit || f.Hostname != "r1-new" ||
+		f.Result != fleet.FlashRunning || f.Power != "none" || f.ReadyCheck != fleet.ReadyPhoneHome {
+		t.Errorf("the flash started: %+v", f)
+	}
+	if msg := flashMessage(r); !strings.Contains(msg, fmt.Sprintf("flash %d of b.img", f.ID)) || !strings.Contains(msg, "reboot it by hand") {
+		t.Errorf("the outcome message: %q", msg)
+	}
+	// The record keeps its own settings.
+	var m fleet.Machine
+	ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
+	if m.Image != "a.img" || m.Hostname != "r1" {
+		t.Errorf("the reflash changed the record: %s %s", m.Image, m.Hostname)
+	}
+
+	// A second reflash: 409, the flash in progress with its cancel.
+	r = post("/reflash", url.Values{}, cookie)
+	cancelPath := fmt.Sprintf("/ui/machines/%s/flashes/%d/cancel", mac, f.ID)
+	if r.StatusCode != 409 || !strings.Contains(r.body, fmt.Sprintf(`id="running-flash" class="warning" data-flash="%d"`, f.ID)) ||
+		!strings.Contains(r.body, `id="running-cancel" href="`+cancelPath+`"`) || !strings.Contains(r.body, "is in progress") {
+		t.Fatalf("a reflash while one runs: %d\n%s", r.StatusCode, r.body)
+	}
+	if n := len(flashes()); n != 1 {
+		t.Fatalf("%d flashes after the refused reflash", n)
+	}
+	// The API, sharing the UI's reflash, answers as it always did.
+	api := func(body string) resp {
+		return ts.do(t, "POST", "/machines/"+mac+"/reflash", strings.NewReader(body), ts.auth())
+	}
+	if r := api(""); r.code != 409 || r.errMsg(t) != (&fleet.FlashInProgressError{Flash: f}).Error() {
+		t.Errorf("API reflash while one runs: %d %s", r.code, r.body)
+	}
+	if r := api(`{"image":"nope.img"}`); r.code != 400 || r.errMsg(t) != `image: "nope.img" is not in the catalog: upload it (bty-ctl images upload) or name one from GET /images` {
+		t.Errorf("API reflash of an image not in the catalog: %d %s", r.code, r.body)
+	}
+	if r := ts.do(t, "POST", "/machines/52:54:00:f1:00:99/reflash", nil, ts.auth()); r.code != 404 || r.errMsg(t) != "no machine 52:54:00:f1:00:99" {
+		t.Errorf("API reflash of an unknown machine: %d %s", r.code, r.body)
+	}
+	// The confirmation, while it runs, offers the cancel instead.
+	if c := string(ts.do(t, "GET", "/ui/machines/"+mac+"/reflash", nil, cookie).body); strings.Contains(c, `id="reflash-form"`) || !strings.Contains(c, `id="running-cancel"`) {
+		t.Error("the confirmation offers a reflash while one runs")
+	}
+	// Bad overrides: at their field, nothing started.
+	for field, vals := range map[string]url.Values{
+		"hostname-error":     {"hostname": {"-bad"}},
+		"image-error":        {"image": {"nope.img"}},
+		"provisioning-error": {"provisioning": {"magic"}},
+	} {
+		r := post("/reflash", vals, cookie)
+		if r.StatusCode != 400 || !strings.Contains(r.body, `id="`+field+`"`) {
+			t.Errorf("reflash with %v: %d, %s shown %v", vals, r.StatusCode, field, strings.Contains(r.body, field))
+		}
+	}
+	if r := post("/reflash", url.Values{"image": {"nope.img"}}, cookie); !strings.Contains(r.body, "not in the catalog") {
+		t.Error("an image not in the catalog: the reason is not shown")
+	}
+
+	// The cancel: asked first, refused cross-origin, then done.
+	c := string(ts.do(t, "GET", cancelPath, nil, cookie).body)
+	if !strings.Contains(c, fmt.Sprintf("Cancel flash %d of r1 (%s) (b.img, phase requested)?", f.ID, mac)) || !strings.Contains(c, `action="`+cancelPath+`"`) {
+		t.Fatalf("the cancel confirmation:\n%s", c)
+	}
+	if r := ts.form(t, cancelPath, nil, map[string]string{"Cookie": cookie["Cookie"], "Origin": "http://evil.example"}); r.StatusCode != 403 {
+		t.Errorf("cross-origin cancel: %d", r.StatusCode)
+	}
+	if fs := flashes(); fs[0].Result != fleet.FlashRunning {
+		t.Fatal("the refused cancel cancelled")
+	}
+	r = ts.form(t, cancelPath, nil, cookie)
+	if r.StatusCode != 303 || flashMessage(r) != fmt.Sprintf("Cancelled flash %d (b.img).", f.ID) {
+		t.Fatalf("cancel: %d %q", r.StatusCode, flashMessage(r))
+	}
+	if fs := flashes(); fs[0].Result != fleet.FlashCancelled {
+		t.Fatalf("after the cancel: %+v", fs[0])
+	}
+	if r := ts.form(t, cancelPath, nil, cookie); r.StatusCode != 303 || !strings.Contains(flashMessage(r), "not in progress any more (cancelled)") {
+		t.Errorf("a second cancel: %d %q", r.StatusCode, flashMessage(r))
+	}
+	for p, want := range map[string]int{"/flashes/999/cancel": 404, "/flashes/x/cancel": 400} {
+		if r := ts.do(t, "GET", "/ui/machines/"+mac+p, nil, cookie); r.code != want {
+			t.Errorf("GET %s: %d, want %d", p, r.code, want)
+		}
+	}
+	// Now a reflash goes through again, with the machine's own image.
+	if r := post("/reflash", url.Values{}, cookie); r.StatusCode != 303 {
+		t.Fatalf("reflash after the cancel: %d", r.StatusCode)
+	}
+	if fs := flashes(); len(fs) != 2 || fs[0].Image != "a.img" || fs[0].Hostname != "r1" {
+		t.Errorf("the second flash: %+v", fs[0])
+	}
+
+	// With a power driver the confirmation says the BMC cycles it.
+	bmc, _ := redfishBMC(t, "admin", "pw")
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"power":{"driver":"redfish","address":"`+bmc.URL+`","username":"admin","password":"pw"}}`), ts.auth()); r.code != 200 {
+		t.Fatal(r.code)
+	}
+	ts.form(t, fmt.Sprintf("/ui/machines/%s/flashes/%d/cancel", mac, flashes()[0].ID), nil, cookie)
+	if c := pageText(string(ts.do(t, "GET", "/ui/machines/"+mac+"/reflash", nil, cookie).body)); !strings.Contains(c, "Its redfish BMC at "+bmc.URL+" will be asked for a one-time PXE boot and a power cycle") {
+		t.Errorf("the confirmation with a BMC:\n%s", c)
+	}
+}
+
+// TestUIReadinessFields: the machine form's ready check and flash
+// deadline: refused values are shown at their field with what was
+// typed and nothing is saved; good ones are saved; a form without the
+// fields leaves them as they are.
+func TestUIReadinessFields(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	mac := fleet.MustParseMAC("52:54:00:f1:00:03")
+	if _, _, err := store.PutMachine(t.Context(), ts.st, mac, fleet.MachineUpdate{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p := string(ts.do(t, "GET", "/ui/machines/"+mac.String(), nil, cookie).body)
+	if !strings.Contains(p, `id="ready_check" name="ready_check"`) || !strings.Contains(p, `id="flash_deadline" name="flash_deadline"`) ||
+		!strings.Contains(p, "default (tcp:22)") {
+		t.Fatal("the form lacks the ready check or the flash deadline")
+	}
+	save := func(rc, dl string) formResp {
+		return ts.form(t, "/ui/machines/"+mac.String(), url.Values{"boot_policy": {"local"}, "ready_check": {rc}, "flash_deadline": {dl}}, cookie)
+	}
+	r := save("tcp:99999", "5s")
+	if r.StatusCode != 400 {
+		t.Fatalf("bad values: %d", r.StatusCode)
+	}
+	for _, want := range []string{`id="ready_check-error"`, `id="flash_deadline-error"`, `value="tcp:99999"`, `value="5s"`, `aria-invalid="true"`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("the refused form lacks %s", want)
+		}
+	}
+	if e := between(r.body, `id="ready_check-error" class="field-error">`, "<"); !strings.Contains(e, "tcp:PORT") {
+		t.Errorf("ready_check error %q", e)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.ReadyCheck != "" || m.FlashDeadline != "" {
+		t.Fatalf("a refused form saved %q %q", m.ReadyCheck, m.FlashDeadline)
+	}
+	if r := save("tcp:2222", "45m"); r.StatusCode != 303 {
+		t.Fatalf("good values: %d\n%s", r.StatusCode, r.body)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.ReadyCheck != "tcp:2222" || m.FlashDeadline != "45m" {
+		t.Fatalf("saved %q %q", m.ReadyCheck, m.FlashDeadline)
+	}
+	if r := ts.form(t, "/ui/machines/"+mac.String(), url.Values{"boot_policy": {"local"}}, cookie); r.StatusCode != 303 {
+		t.Fatal(r.StatusCode)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.ReadyCheck != "tcp:2222" || m.FlashDeadline != "45m" {
+		t.Fatalf("a form without the fields changed them: %q %q", m.ReadyCheck, m.FlashDeadline)
+	}
+	if r := save("", ""); r.StatusCode != 303 {
+		t.Fatal(r.StatusCode)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), mac); m.ReadyCheck != "" || m.FlashDeadline != "" {
+		t.Fatalf("clearing left %q %q", m.ReadyCheck, m.FlashDeadline)
+	}
+}
+
+// TestUIDashboardFlashes: the dashboard lists the fleet's last 10
+// flashes, newest first, and charts the last 4 weeks' ended flashes
+// (one marker each); with none, both say so.
+func TestUIDashboardFlashes(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token}
+	dash := func() string { return string(ts.do(t, "GET", "/ui/dashboard", nil, cookie).body) }
+	if d := dash(); !strings.Contains(d, "No flashes recorded yet.") || !strings.Contains(d, `id="flash-chart-empty"`) {
+		t.Fatal("the dashboard without flashes: no empty states")
+	}
+	now := time.Now()
+	results := []fleet.FlashResult{fleet.FlashReady, fleet.FlashFailed, fleet.FlashTimeout, fleet.FlashCancelled}
+	var last fleet.Flash
+	for i := range 12 {
+		mac := fleet.MustParseMAC(fmt.Sprintf("52:54:00:f2:00:%02x", i))
+		host := fmt.Sprintf("d%d", i)
+		if _, _, err := store.PutMachine(t.Context(), ts.st, mac, fleet.MachineUpdate{}, now); err != nil {
+			t.Fatal(err)
+		}
+		req := now.Add(-time.Duration(12-i) * 24 * time.Hour)
+		end := req.Add(time.Duration(i+1) * time.Minute)
+		last = putFlash(t, ts, mac, fleet.Flash{Trigger: fleet.TriggerPolicy, Image: "x.img", Hostname: host, Result: results[i%4],
+			Phase: fleet.PhaseDone, RequestedAt: req, EndedAt: &end})
+	}
+	// One older than 4 weeks: listed nowhere but the history.
+	old := now.Add(-40 * 24 * time.Hour)
+	putFlash(t, ts, fleet.MustParseMAC("52:54:00:f2:00:00"), fleet.Flash{Image: "x.img", Result: fleet.FlashReady, RequestedAt: old, EndedAt: &old})
+	d := dash()
+	rows := regexp.MustCompile(`(?s)<tr data-flash="(\d+)">(.*?)</tr>`).FindAllStringSubmatch(between(d, `id="recent-flashes"`, `</table>`), -1)
+	if len(rows) != 10 {
+		t.Fatalf("recent flashes: %d rows, want 10", len(rows))
+	}
+	// The newest first: the old one (inserted last), then d11's.
+	if got := pageText(rows[1][2]); !strings.HasPrefix(got, "d11 x.img cancelled 12m00s ") {
+		t.Errorf("second row %q", got)
+	}
+	if !strings.Contains(rows[1][2], `href="/ui/machines/52:54:00:f2:00:0b"`) || rows[1][1] != fmt.Sprint(last.ID) {
+		t.Errorf("second row links %q", rows[1][2])
+	}
+	svg := between(d, "<svg", "</svg>")
+	if n := strings.Count(svg, `<g class="pt pt-`); n != 12 {
+		t.Errorf("the chart has %d points, want 12", n)
+	}
+	for _, want := range []string{"ready (3)", "failed (3)", "timeout (3)", "cancelled (3)", "d11 (52:54:00:f2:00:0b), x.img, cancelled in 12m00s (phase done)"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("the chart lacks %q", want)
+		}
 	}
 }

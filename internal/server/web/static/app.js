@@ -185,10 +185,45 @@
       if (rowPending[mac]) { delete rowPending[mac]; refreshRow(mac); }
     });
   }
+  // Machine page: its flash section (#flash-section, inside #flash-live,
+  // which subscribes to /events/machines?snapshot=0) is fetched again
+  // and swapped in on each event for this machine, on a resync and on
+  // every (re)connection; coalesced like the rows: one fetch in flight,
+  // one more after it when anything changed meanwhile.
+  var flashBusy = false, flashPending = false;
+  function refreshFlash() {
+    var sec = document.getElementById('flash-section');
+    if (!sec) return;
+    if (flashBusy) { flashPending = true; return; }
+    flashBusy = true; flashPending = false;
+    fetch(sec.getAttribute('data-refresh'), { credentials: 'same-origin', headers: { 'HX-Request': 'true' } }).then(function (resp) {
+      return resp.ok && !resp.redirected ? resp.text() : null;
+    }).then(function (html) {
+      var cur = document.getElementById('flash-section');
+      if (html == null || !cur) return;
+      var tmp = document.createElement('div');
+      tmp.innerHTML = html;
+      var next = tmp.querySelector('#flash-section');
+      if (!next) return;
+      var a = document.activeElement, focusId = a && cur.contains(a) ? a.id : null;
+      cur.replaceWith(next);
+      localizeTimes(next);
+      if (focusId && document.getElementById(focusId)) document.getElementById(focusId).focus({ preventScroll: true });
+    }).catch(function () { /* the next event shows it */ }).then(function () {
+      flashBusy = false;
+      if (flashPending) refreshFlash();
+    });
+  }
+
   document.addEventListener('sse:machine', function (ev) {
     var e = null;
     try { e = JSON.parse(ev.detail && ev.detail.data); } catch (err) { /* not JSON */ }
     var mac = e && e.mac;
+    var live = document.getElementById('flash-live');
+    if (live) {
+      if (mac && mac === live.getAttribute('data-mac')) refreshFlash();
+      return;
+    }
     if (!mac || !shownRow(mac)) { scheduleRefresh(); return; }
     if (e.type === 'delete') {
       shownRow(mac).remove();
@@ -197,9 +232,13 @@
     }
     refreshRow(mac);
   });
-  document.addEventListener('sse:resync', refreshNow);
+  document.addEventListener('sse:resync', function () {
+    if (document.getElementById('flash-live')) refreshFlash();
+    else refreshNow();
+  });
   document.addEventListener('htmx:sseOpen', function (ev) {
     if (document.getElementById('machines-table') && ev.target && ev.target.id === 'bulk-form') refreshNow();
+    if (ev.target && ev.target.id === 'flash-live') refreshFlash();
   });
 
   // Live updates replace the table; keep keyboard focus where it was.
