@@ -272,10 +272,7 @@ func (s *Server) handleFlashCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	at := time.Now()
-	m, err := store.UpdateFlash(r.Context(), s.store, f.MAC, func(m fleet.Machine) (fleet.Machine, bool) {
-		return m.Cancel(f.ID, at)
-	})
+	m, err := s.cancelFlash(r.Context(), f)
 	if errors.Is(err, store.ErrUnchanged) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("flash %d of %s is not in progress (%s)", f.ID, f.MAC, f.Result))
 		return
@@ -284,8 +281,6 @@ func (s *Server) handleFlashCancel(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	s.log.Info("flash cancelled", "mac", f.MAC, "flash", f.ID)
-	s.flashChanged(m, at)
 	writeJSON(w, http.StatusOK, m.Flash)
 }
 
