@@ -189,6 +189,18 @@ type StateArchive struct {
 	Version    string            `json:"bty_version"`
 	Machines   []fleet.Machine   `json:"machines"`
 	Settings   map[string]string `json:"settings"`
+	// Secrets is present only in an export asked to include them
+	// (GET /state/export?secrets=1): the machines' BMC passwords, which
+	// an import then restores.
+	Secrets *ArchiveSecrets `json:"secrets,omitempty"`
+}
+
+// ArchiveSecrets are the secrets a StateArchive carries when asked to.
+type ArchiveSecrets struct {
+	// Warning says, in the archive itself, that it holds secrets.
+	Warning string `json:"warning"`
+	// BMCPasswords maps a machine's MAC to its BMC password.
+	BMCPasswords map[string]string `json:"bmc_passwords"`
 }
 
 // Imported is the answer to POST /state/import.

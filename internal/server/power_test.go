@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -226,5 +227,68 @@ func TestUIPower(t *testing.T) {
 	}
 	if got := strings.Join(resets(), ","); got != "On,ForceOff" {
 		t.Errorf("resets: %s, want On,ForceOff", got)
+	}
+}
+
+// TestExportSecrets: an export carries the BMC passwords only when asked
+// (?secrets=1), says so in the archive, and an import of it restores
+// them (the BMC accepts the login on the new server); an import without
+// them keeps the record passwordless; a secret for a machine the archive
+// lacks refuses the whole import.
+func TestExportSecrets(t *testing.T) {
+	bmc, _ := redfishBMC(t, "admin", "exp-Secret-7")
+	a := startServer(t, nil)
+	const mac = "52:54:00:e5:00:01"
+	body := `{"power":{"driver":"redfish","address":"` + bmc.URL + `","username":"admin","password":"exp-Secret-7"}}`
+	if r := a.do(t, "PUT", "/machines/"+mac, strings.NewReader(body), a.auth()); r.code != 201 {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
+	}
+	plain := a.do(t, "GET", "/state/export", nil, a.auth()).body
+	withSecrets := a.do(t, "GET", "/state/export?secrets=1", nil, a.auth())
+	if strings.Contains(string(plain), "exp-Secret-7") || strings.Contains(string(plain), `"secrets"`) {
+		t.Fatalf("a plain export carries secrets:\n%s", plain)
+	}
+	if withSecrets.code != 200 || !strings.Contains(string(withSecrets.body), `"exp-Secret-7"`) || !strings.Contains(string(withSecrets.body), "keep it like a password file") {
+		t.Fatalf("export?secrets=1: %d\n%s", withSecrets.code, withSecrets.body)
+	}
+	if r := a.do(t, "GET", "/state/export?secrets=yes", nil, a.auth()); r.code != 400 {
+		t.Errorf("secrets=yes: %d", r.code)
+	}
+	status := func(ts *testServer) int {
+		r := ts.do(t, "POST", "/machines/"+mac+"/power", strings.NewReader(`{"action":"status"}`), ts.auth())
+		if r.code != 200 && !strings.Contains(r.errMsg(t), "password") {
+			t.Errorf("power status %d: %s, want the missing password named", r.code, r.body)
+		}
+		return r.code
+	}
+	b := startServer(t, nil)
+	if r := b.do(t, "POST", "/state/import", bytes.NewReader(plain), b.auth()); r.code != 200 {
+		t.Fatalf("import: %d %s", r.code, r.body)
+	}
+	if code := status(b); code != 409 {
+		t.Errorf("power after a plain import: %d, want 409 (no password: set it again)", code)
+	}
+	c := startServer(t, nil)
+	if r := c.do(t, "POST", "/state/import", bytes.NewReader(withSecrets.body), c.auth()); r.code != 200 {
+		t.Fatalf("import with secrets: %d %s", r.code, r.body)
+	}
+	if code := status(c); code != 200 {
+		t.Errorf("power after an import with secrets: %d, want 200", code)
+	}
+	var m fleet.Machine
+	c.do(t, "GET", "/machines/"+mac, nil, c.auth()).json(t, &m)
+	if m.Power == nil || !m.Power.PasswordSet {
+		t.Errorf("imported power: %+v", m.Power)
+	}
+	bad := strings.Replace(string(withSecrets.body), `"`+mac+`": "exp-Secret-7"`, `"52:54:00:e5:00:99": "x"`, 1)
+	if bad == string(withSecrets.body) {
+		t.Fatal("could not build the bad archive")
+	}
+	d := startServer(t, nil)
+	if r := d.do(t, "POST", "/state/import", strings.NewReader(bad), d.auth()); r.code != 400 || !strings.Contains(r.errMsg(t), "52:54:00:e5:00:99") {
+		t.Errorf("a secret for a machine the archive lacks: %d %s", r.code, r.body)
+	}
+	if r := d.do(t, "GET", "/machines/"+mac, nil, d.auth()); r.code != 404 {
+		t.Errorf("a refused import wrote the machine: %d", r.code)
 	}
 }

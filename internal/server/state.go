@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/btyproject/bty/internal/api"
@@ -18,7 +19,20 @@ const archiveFormat = "bty-state-v1"
 // exportedSettings are the settings an archive carries.
 var exportedSettings = []string{SettingProxyIface, SettingProxySubnet}
 
+// With ?secrets=1 the archive also carries the machines' BMC passwords
+// (and says so in its "secrets" member): an archive to restore a server
+// from without setting every password again, to be kept like a
+// password file. Without it no secret is in the archive.
 func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
+	var withSecrets bool
+	switch v := r.URL.Query().Get("secrets"); v {
+	case "", "0":
+	case "1":
+		withSecrets = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("secrets=%q: want 1 (include the BMC passwords) or 0 (the default: none)", v))
+		return
+	}
 	ms, err := s.store.ListMachines(r.Context())
 	if err != nil {
 		s.internalError(w, r, err)
@@ -26,6 +40,15 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	}
 	a := api.StateArchive{Format: archiveFormat, ExportedAt: time.Now().UTC().Truncate(time.Second), Version: version.Version,
 		Machines: ms, Settings: map[string]string{}}
+	if withSecrets {
+		a.Secrets = &api.ArchiveSecrets{Warning: secretsWarning, BMCPasswords: map[string]string{}}
+		for _, m := range ms {
+			if m.Power != nil && m.Power.Password != "" {
+				a.Secrets.BMCPasswords[m.MAC.String()] = m.Power.Password
+			}
+		}
+		s.log.Warn("state exported with secrets (BMC passwords)", "machines_with_passwords", len(a.Secrets.BMCPasswords), "client", clientAddr(r))
+	}
 	for _, k := range exportedSettings {
 		if v, err := s.store.Setting(r.Context(), k); err == nil {
 			a.Settings[k] = v
@@ -34,6 +57,9 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="bty-state-%s.json"`, a.ExportedAt.Format("20060102T150405Z")))
 	writeJSON(w, http.StatusOK, a)
 }
+
+// secretsWarning is said in an archive that carries secrets.
+const secretsWarning = "this archive holds the machines' BMC passwords in clear (exported with ?secrets=1): keep it like a password file, and delete it when restored"
 
 // handleImport restores an archive: its machines replace records with
 // the same MAC (others are kept), in one transaction, only when every
@@ -48,6 +74,20 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("not a bty state archive: format %q, want %q (from GET /state/export)", a.Format, archiveFormat))
 		return
 	}
+	if a.Secrets != nil {
+		known := map[string]*fleet.Machine{}
+		for i := range a.Machines {
+			known[a.Machines[i].MAC.String()] = &a.Machines[i]
+		}
+		for mac, pw := range a.Secrets.BMCPasswords {
+			m := known[mac]
+			if m == nil || m.Power == nil {
+				writeError(w, http.StatusBadRequest, "nothing imported: secrets.bmc_passwords names "+strconv.Quote(mac)+", which is not a machine of the archive with power settings")
+				return
+			}
+			m.Power.Password, m.Power.PasswordSet = pw, pw != ""
+		}
+	}
 	// Every MAC was parsed as the archive was decoded (fleet.MAC). Every
 	// record is checked before anything is written: the whole record
 	// as fleet.Machine.ForImport checks it (which ImportMachines does
@@ -61,6 +101,16 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 		if errs := machineUpdateErrors(m.Settable()); len(errs) > 0 {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("nothing imported: machine %s: %v", m.MAC, errs[0]))
 			return
+		}
+		if m.Power != nil {
+			c := powerConfig(m.Power)
+			if c.Password == "" {
+				c.Password = "-" // an archive without secrets has none
+			}
+			if errs := c.Validate(); len(errs) > 0 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("nothing imported: machine %s: power.%s: %s", m.MAC, errs[0].Field, errs[0].Msg))
+				return
+			}
 		}
 	}
 	err := s.store.ImportMachines(r.Context(), a.Machines)
