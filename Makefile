@@ -30,18 +30,20 @@ test: deps build
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory vmtest-run
 
-## fuzz: each decoder fuzz target for FUZZTIME (default 10s): bty's output equals the reference decoder's, or bty fails (internal/image/fuzz_test.go)
+## fuzz: each fuzz target for FUZZTIME (default 10s): the decoders' output equals the reference decoder's, or bty fails (internal/image/fuzz_test.go); what open routes parse (internal/fleet/fuzz_test.go)
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzOpen FuzzQcow2 FuzzXzIndex FuzzZstdSeq
+FUZZ_TARGETS := internal/image:FuzzOpen internal/image:FuzzQcow2 internal/image:FuzzXzIndex internal/image:FuzzZstdSeq \
+	internal/fleet:FuzzProgress internal/fleet:FuzzParseMAC
 # The fuzz cache ($GOCACHE/fuzz) is cleared first: inputs it gathers over
 # many runs (over 1,000 here) made the baseline pass outlast FUZZTIME and
 # the run fail with "context deadline exceeded". Failures found are kept
 # in internal/image/testdata/fuzz, which is the corpus that matters.
 fuzz:
 	@$(GO) clean -fuzzcache
-	@for f in $(FUZZ_TARGETS); do \
-		echo "fuzz: $$f for $(FUZZTIME)"; \
-		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 50x ./internal/image/ || exit 1; \
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; f=$${t#*:}; \
+		echo "fuzz: $$f ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 50x ./$$pkg/ || exit 1; \
 	done
 
 ## screenshots: refresh the README's browser UI screenshots (docs/screenshots) from the browser tests
