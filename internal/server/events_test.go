@@ -291,3 +291,38 @@ func TestEventsSharedSnapshot(t *testing.T) {
 		t.Fatalf("after the shared snapshot: %s %s, want the change made after it", ev, data)
 	}
 }
+
+// TestEventsOneMachine: ?mac= streams one machine: its record on
+// connect, then its changes only; a bad or unknown MAC is refused.
+func TestEventsOneMachine(t *testing.T) {
+	ts := startServer(t, nil)
+	const a, b = "aa:00:00:00:0e:01", "aa:00:00:00:0e:02"
+	for _, mac := range []string{a, b} {
+		ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{}`), ts.auth())
+	}
+	for q, code := range map[string]int{"?mac=nope": 400, "?mac=aa:00:00:00:0e:99": 404} {
+		if r := ts.do(t, "GET", "/events/machines"+q, nil, ts.auth()); r.code != code {
+			t.Errorf("events%s: %d, want %d", q, r.code, code)
+		}
+	}
+	req, _ := http.NewRequest("GET", ts.URL+"/events/machines?mac="+strings.ToUpper(a), nil)
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	var me api.MachineEvent
+	ev, data := readSSE(t, br)
+	if err := json.Unmarshal([]byte(data), &me); ev != "machine" || err != nil || me.MAC.String() != a || me.Machine == nil {
+		t.Fatalf("first event %s %s", ev, data)
+	}
+	// b changes, then a: only a's change comes.
+	ts.do(t, "PUT", "/machines/"+b, strings.NewReader(`{"hostname":"bee"}`), ts.auth())
+	ts.do(t, "PUT", "/machines/"+a, strings.NewReader(`{"hostname":"ay"}`), ts.auth())
+	ev, data = readSSE(t, br)
+	if err := json.Unmarshal([]byte(data), &me); ev != "machine" || err != nil || me.MAC.String() != a || me.Machine.Hostname != "ay" {
+		t.Fatalf("second event %s %s, want a's change (b's filtered out)", ev, data)
+	}
+}

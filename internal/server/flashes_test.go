@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -152,6 +154,18 @@ func TestReflashOnDemand(t *testing.T) {
 			t.Errorf("ready %q: %d", q, r.code)
 		}
 	}
+	// Another machine's flash token does not make this one ready.
+	const other = "52:54:00:f1:a5:0f"
+	if r := ts.do(t, "PUT", "/machines/"+other, strings.NewReader(`{"image":"job.img","boot_policy":"flash","ready_check":"tcp:22"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	_, otherCycle := ts.boot(t, "127.0.0.4", other)
+	if r := ts.callFrom(t, "127.0.0.4", "POST", "/pxe/"+other+"/done", otherCycle, nil); r.code != 200 {
+		t.Fatal(r.code)
+	}
+	if r := ts.callFrom(t, "127.0.0.4", "POST", "/pxe/"+mac+"/ready?cycle="+otherCycle, "", nil); r.code != 403 {
+		t.Errorf("ready with another machine's token: %d", r.code)
+	}
 	if r := ts.callFrom(t, "127.0.0.3", "POST", "/pxe/"+mac+"/ready?cycle="+cycle, "", strings.NewReader("instance_id=x&hostname=ci-job-7")); r.code != 200 || strings.Join(strings.Fields(string(r.body)), "") != `{"status":"recorded"}` {
 		t.Fatalf("phone-home: %d %s", r.code, r.body)
 	}
@@ -242,6 +256,55 @@ func TestReflashBMCRefuses(t *testing.T) {
 	}
 	if script, _ := ts.boot(t, "127.0.0.1", mac); strings.Contains(script, "bty.image_url") {
 		t.Fatalf("a failed reflash still serves the live env: %s", script)
+	}
+	// The password is on no surface the flash reaches.
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token}
+	id := fmt.Sprint(res.Flash.ID)
+	for what, body := range map[string][]byte{
+		"the reflash answer":   r.body,
+		"GET flashes":          ts.do(t, "GET", "/machines/"+mac+"/flashes", nil, ts.auth()).body,
+		"GET flash":            ts.do(t, "GET", "/machines/"+mac+"/flashes/"+id, nil, ts.auth()).body,
+		"the machine page":     ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body,
+		"the reflash page":     ts.do(t, "GET", "/ui/machines/"+mac+"/reflash", nil, cookie).body,
+		"the dashboard":        ts.do(t, "GET", "/ui/dashboard", nil, cookie).body,
+		"/metrics":             ts.do(t, "GET", "/metrics", nil, nil).body,
+		"the plain export":     ts.do(t, "GET", "/state/export", nil, ts.auth()).body,
+		"the machine's events": firstEvent(t, ts, mac),
+	} {
+		if len(body) == 0 {
+			t.Errorf("%s: empty", what)
+		}
+		if strings.Contains(string(body), "wrong-pw-42") {
+			t.Errorf("%s shows the BMC password", what)
+		}
+	}
+}
+
+// firstEvent reads the first event of the machine's own event stream
+// (its record, sent on connect).
+func firstEvent(t *testing.T, ts *testServer, mac string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events/machines?snapshot=0&mac="+mac, nil)
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the machine's event stream ended: %v", err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			if !strings.Contains(line, `"mac":"`+mac+`"`) {
+				t.Fatalf("the machine's stream sent another machine: %s", line)
+			}
+			return []byte(line)
+		}
 	}
 }
 
