@@ -305,14 +305,7 @@ func TestEventsOneMachine(t *testing.T) {
 			t.Errorf("events%s: %d, want %d", q, r.code, code)
 		}
 	}
-	req, _ := http.NewRequest("GET", ts.URL+"/events/machines?mac="+strings.ToUpper(a), nil)
-	req.Header.Set("Authorization", "Bearer "+ts.token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	br := bufio.NewReader(res.Body)
+	br := ts.subscribe(t, "?mac="+strings.ToUpper(a))
 	var me api.MachineEvent
 	ev, data := readSSE(t, br)
 	if err := json.Unmarshal([]byte(data), &me); ev != "machine" || err != nil || me.MAC.String() != a || me.Machine == nil {

@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -284,16 +282,7 @@ func TestReflashBMCRefuses(t *testing.T) {
 // (its record, sent on connect).
 func firstEvent(t *testing.T, ts *testServer, mac string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events/machines?snapshot=0&mac="+mac, nil)
-	req.Header.Set("Authorization", "Bearer "+ts.token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	br := bufio.NewReader(res.Body)
+	br := ts.subscribe(t, "?snapshot=0&mac="+mac)
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {

@@ -234,18 +234,8 @@ func flashesOffset(r *http.Request) int {
 // template's "flash-section"), for the page to swap in when the machine
 // changes (app.js, on the machine's SSE events).
 func (s *Server) uiMachineFlash(w http.ResponseWriter, r *http.Request) {
-	mac, err := fleet.ParseMAC(r.PathValue("mac"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	m, err := s.store.GetMachine(r.Context(), mac)
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "no machine "+mac.String(), http.StatusNotFound)
-		return
-	}
-	if err != nil {
-		s.uiInternal(w, r, err)
+	m, ok := s.fragmentMachine(w, r)
+	if !ok {
 		return
 	}
 	d, err := s.flashSectionOf(r.Context(), m, flashesOffset(r))

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -171,36 +170,35 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 // for the live table to swap in when that machine changes; 404 when the
 // machine is gone. selected=1 renders its checkbox checked.
 func (s *Server) uiMachineRow(w http.ResponseWriter, r *http.Request) {
+	if m, ok := s.fragmentMachine(w, r); ok {
+		s.renderFragment(w, r, "row", newMachineRow(m, r.URL.Query().Get("selected") == "1"))
+	}
+}
+
+// fragmentMachine reads the machine {mac} for an HTML fragment route;
+// on failure it has answered (400, 404, 500) and returns false.
+func (s *Server) fragmentMachine(w http.ResponseWriter, r *http.Request) (fleet.Machine, bool) {
 	mac, err := fleet.ParseMAC(r.PathValue("mac"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return fleet.Machine{}, false
 	}
 	m, err := s.store.GetMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
 		http.Error(w, "no machine "+mac.String(), http.StatusNotFound)
-		return
+		return m, false
 	}
 	if err != nil {
 		s.uiInternal(w, r, err)
-		return
+		return m, false
 	}
-	s.renderFragment(w, r, "row", newMachineRow(m, r.URL.Query().Get("selected") == "1"))
+	return m, true
 }
 
 // renderFragment writes the template name of the machines page set,
 // without the layout: a piece of a page for htmx to swap in.
 func (s *Server) renderFragment(w http.ResponseWriter, r *http.Request, name string, data any) {
-	var buf bytes.Buffer
-	if err := s.ui.pages["machines"].ExecuteTemplate(&buf, name, data); err != nil {
-		s.uiInternal(w, r, fmt.Errorf("rendering %s: %w", name, err))
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(buf.Bytes())
+	s.renderPageFragment(w, r, "machines", name, data)
 }
 
 func cloneValues(v url.Values) url.Values {
