@@ -554,8 +554,13 @@ func (m Machine) reportFlash(p Progress, at time.Time) *Flash {
 	}
 	p = p.Sane()
 	start := m.Cycle.StartedAt
+	// bty-tui seeds no phone-home: its flash waits for a TCP port.
+	rc := m.ReadyCheck.Effective(m.ProvisioningMode)
+	if rc == ReadyPhoneHome {
+		rc = ReadyTCP22
+	}
 	f := &Flash{MAC: m.MAC, Trigger: TriggerTUI, Image: p.Image, Result: FlashRunning, Phase: PhasePXE,
-		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, ReadyCheck: m.ReadyCheck.Effective(m.ProvisioningMode),
+		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, ReadyCheck: rc,
 		RequestedAt: start, TokenHash: m.Cycle.TokenHash, Deadline: m.deadline(FlashRun{At: at})}
 	f.reach(PhasePXE, start)
 	return f

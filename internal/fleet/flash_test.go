@@ -126,6 +126,13 @@ func TestPolicyFlashRecords(t *testing.T) {
 	if f := tm.Flash; f == nil || f.Trigger != TriggerTUI || f.Image != "picked.img" || f.Result != FlashReady || !f.RequestedAt.Equal(t0) || f.TokenHash != HashCycleToken(d.Cycle) {
 		t.Fatalf("tui flash: %+v", tm.Flash)
 	}
+	// bty-tui seeds no phone-home: a cloud-init machine's tui flash
+	// waits for SSH instead.
+	cm := Machine{MAC: testMAC, BootPolicy: PolicyTUI, NextBoot: NextFlash, ProvisioningMode: ModeCloudInit}
+	cm, _ = cm.Contact(visit(ipA, t0))
+	if cm = cm.Done(Progress{}, t0.Add(time.Minute)); cm.Flash.ReadyCheck != ReadyTCP22 || !cm.Flash.AwaitingReady() {
+		t.Fatalf("a cloud-init machine's tui flash: %+v", cm.Flash)
+	}
 
 	// A demand whose power start failed ends failed and is not served.
 	img := "a.img"
