@@ -156,9 +156,6 @@ func (e *env) cancelFlash(ctx context.Context, name string, c *client.Client, ma
 	return nil
 }
 
-// errWaitEnded ends a watch whose flash ended.
-var errWaitEnded = errors.New("flash ended")
-
 // waitFlash follows flash f of mac until it ends, printing each phase
 // reached, and returns nil when it is ready.
 func (e *env) waitFlash(ctx context.Context, name string, c *client.Client, mac fleet.MAC, f fleet.Flash, timeout time.Duration, cancelOnInterrupt bool) error {
