@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -148,6 +149,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, console io.Writer) e
 	reg := prometheus.NewRegistry()
 	srv := New(cfg, st, log, reg)
 	defer srv.Close()
+	if err := srv.SealPasswords(ctx); err != nil {
+		l.Close()
+		return fmt.Errorf("%w (bty-web keeps BMC passwords sealed with %s)", err, filepath.Join(cfg.StateDir, secretKeyFile))
+	}
 	if err := srv.StartPXEServices(ctx, reg, l.Addr().(*net.TCPAddr).Port); err != nil {
 		l.Close()
 		return err

@@ -75,7 +75,7 @@ func (s *Server) powerFlash(m fleet.Machine) {
 // (on, when the machine is off); how says what happened:
 // "pxe-once+cycle", "pxe-once+on", "cycle" or "on".
 func (s *Server) bootIntoFlash(ctx context.Context, m fleet.Machine) (how string, err error) {
-	d, err := power.New(powerConfig(m.Power), power.WithLogger(s.log))
+	d, err := s.newPowerDriver(m.Power)
 	if err != nil {
 		return "", fmt.Errorf("its power settings are not usable: %w", err)
 	}

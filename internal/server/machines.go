@@ -229,6 +229,9 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 	if len(perrs) > 0 {
 		return fleet.Machine{}, false, perrs[0]
 	}
+	if u.Power, err = s.sealPassword(u.Power); err != nil {
+		return fleet.Machine{}, false, err
+	}
 	m, created, err := store.PutMachine(ctx, s.store, mac, u, time.Now())
 	if err != nil {
 		return fleet.Machine{}, false, err

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -12,13 +13,75 @@ import (
 	"github.com/btyproject/bty/internal/store"
 )
 
-// powerConfig is the power.Config of a machine's power settings.
-func powerConfig(p *fleet.Power) power.Config {
+// powerConfig is the power.Config of a machine's power settings, its
+// password opened (stored sealed: secretBox).
+func (s *Server) powerConfig(p *fleet.Power) (power.Config, error) {
 	if p == nil {
-		return power.Config{Driver: power.DriverNone}
+		return power.Config{Driver: power.DriverNone}, nil
 	}
-	return power.Config{Driver: p.Driver, Address: p.Address, Username: p.Username, Password: p.Password,
-		CipherSuite: p.CipherSuite, System: p.System, Insecure: p.Insecure}
+	pw, err := s.secrets.open(p.Password)
+	return power.Config{Driver: p.Driver, Address: p.Address, Username: p.Username, Password: pw,
+		CipherSuite: p.CipherSuite, System: p.System, Insecure: p.Insecure}, err
+}
+
+// newPowerDriver is the driver of a machine's power settings.
+func (s *Server) newPowerDriver(p *fleet.Power) (power.Driver, error) {
+	c, err := s.powerConfig(p)
+	if err != nil {
+		return nil, err
+	}
+	return power.New(c, power.WithLogger(s.log))
+}
+
+// sealPassword is u with its password sealed (a copy: u is left as it
+// is), for the store.
+func (s *Server) sealPassword(u *fleet.PowerUpdate) (*fleet.PowerUpdate, error) {
+	if u == nil || u.Password == nil || *u.Password == "" {
+		return u, nil
+	}
+	pw, err := s.secrets.seal(*u.Password)
+	if err != nil {
+		return nil, err
+	}
+	c := *u
+	c.Password = &pw
+	return &c, nil
+}
+
+// SealPasswords seals the BMC passwords stored before bty-web sealed
+// them; bty-web serve calls it at start.
+func (s *Server) SealPasswords(ctx context.Context) error {
+	ms, err := s.store.ListMachines(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, m := range ms {
+		if m.Power == nil || m.Power.Password == "" || sealed(m.Power.Password) {
+			continue
+		}
+		_, err := s.store.ModifyMachine(ctx, m.MAC, func(m fleet.Machine, found bool) (fleet.Machine, error) {
+			if !found || m.Power == nil || sealed(m.Power.Password) {
+				return m, store.ErrUnchanged
+			}
+			pw, err := s.secrets.seal(m.Power.Password)
+			if err != nil {
+				return m, err
+			}
+			p := *m.Power
+			p.Password = pw
+			m.Power = &p
+			return m, nil
+		})
+		if err != nil && !errors.Is(err, store.ErrUnchanged) {
+			return fmt.Errorf("sealing the BMC password of %s: %w", m.MAC, err)
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("sealed stored BMC passwords", "machines", n, "key", s.secrets.path)
+	}
+	return nil
 }
 
 // powerErrors checks the power settings u would give the machine mac
@@ -40,8 +103,12 @@ func (s *Server) powerErrors(ctx context.Context, mac fleet.MAC, u *fleet.PowerU
 	if p == nil {
 		return nil, nil
 	}
+	c, err := s.powerConfig(p)
+	if err != nil {
+		return []*fleet.ValidationError{{Field: "power.password", Msg: err.Error()}}, nil
+	}
 	var errs []*fleet.ValidationError
-	for _, fe := range powerConfig(p).Validate() {
+	for _, fe := range c.Validate() {
 		errs = append(errs, &fleet.ValidationError{Field: "power." + fe.Field, Msg: fe.Msg})
 	}
 	return errs, nil
@@ -91,7 +158,7 @@ func (s *Server) powerAction(ctx context.Context, m fleet.Machine, action power.
 		return api.PowerResult{}, http.StatusConflict, errors.New("machine " + mac + " has no power driver: set one with bty-ctl machines set " + mac +
 			" --power-driver ipmi|redfish --power-address ... --power-user ... --power-password-stdin, or power it by other means")
 	}
-	d, err := power.New(powerConfig(m.Power), power.WithLogger(s.log))
+	d, err := s.newPowerDriver(m.Power)
 	if err != nil {
 		return api.PowerResult{}, http.StatusConflict, errors.New("machine " + mac + ": its power settings are not usable: " + err.Error())
 	}

@@ -2,16 +2,21 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/store"
 )
 
 // redfishBMC is a minimal Redfish service with one ComputerSystem whose
@@ -292,3 +297,64 @@ func TestExportSecrets(t *testing.T) {
 		t.Errorf("a refused import wrote the machine: %d", r.code)
 	}
 }
+
+// TestPasswordsSealed: the state database (and so its backups) holds
+// BMC passwords sealed with $BTY_STATE_DIR/secret.key (0600): the
+// password's bytes are in neither state.db nor its WAL; a password
+// stored in clear by an older bty-web is sealed at start; a key that
+// is not the one a password was sealed with is a clear error.
+func TestPasswordsSealed(t *testing.T) {
+	const pw = "Sealed-Secret-4711"
+	bmc, _ := redfishBMC(t, "admin", pw)
+	ts := startServer(t, nil)
+	const mac, legacy = "52:54:00:5e:a1:01", "52:54:00:5e:a1:02"
+	body := `{"power":{"driver":"redfish","address":"` + bmc.URL + `","username":"admin","password":"` + pw + `"}}`
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(body), ts.auth()); r.code != 201 {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
+	}
+	status := func(m string) resp {
+		return ts.do(t, "POST", "/machines/"+m+"/power", strings.NewReader(`{"action":"status"}`), ts.auth())
+	}
+	if r := status(mac); r.code != 200 {
+		t.Fatalf("power with a sealed password: %d %s", r.code, r.body)
+	}
+	m, err := ts.st.GetMachine(context.Background(), fleet.MustParseMAC(mac))
+	if err != nil || !strings.HasPrefix(m.Power.Password, sealedPrefix) || strings.Contains(m.Power.Password, pw) {
+		t.Fatalf("stored password %q, %v", m.Power.Password, err)
+	}
+	for _, f := range []string{"state.db", "state.db-wal"} {
+		b, err := os.ReadFile(filepath.Join(ts.cfg.StateDir, f))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(pw)) {
+			t.Errorf("%s holds the BMC password in clear", f)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(ts.cfg.StateDir, secretKeyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the key file: %v %v", fi, err)
+	}
+	// A password an older bty-web stored in clear is sealed at start.
+	if _, _, err := store.PutMachine(context.Background(), ts.st, fleet.MustParseMAC(legacy), fleet.MachineUpdate{Power: &fleet.PowerUpdate{
+		Driver: ptr("redfish"), Address: ptr(bmc.URL), Username: ptr("admin"), Password: ptr(pw)}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.SealPasswords(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := ts.st.GetMachine(context.Background(), fleet.MustParseMAC(legacy)); !sealed(m.Power.Password) {
+		t.Fatalf("a password in clear was not sealed at start: %q", m.Power.Password)
+	}
+	if r := status(legacy); r.code != 200 {
+		t.Fatalf("power after sealing at start: %d %s", r.code, r.body)
+	}
+	// Another key: the password cannot be opened; the error says what to do.
+	other := newSecretBox(t.TempDir())
+	ts.srv.secrets = other
+	if r := status(mac); r.code != 409 || !strings.Contains(r.errMsg(t), "set the password again") {
+		t.Errorf("power with another key: %d %s", r.code, r.body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -63,6 +63,8 @@ type Server struct {
 
 	// bmcs serializes the actions on each BMC.
 	bmcs *bmcGates
+	// secrets seals the BMC passwords the store keeps.
+	secrets *secretBox
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -106,6 +108,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		s.cfg.FlashDeadline = fleet.DefaultFlashDeadline
 	}
 	s.bmcs = newBMCGates(bmcGap)
+	s.secrets = newSecretBox(cfg.StateDir)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}

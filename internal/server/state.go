@@ -43,9 +43,15 @@ func (s *Server) handleExport(w http.ResponseWriter, r *http.Request) {
 	if withSecrets {
 		a.Secrets = &api.ArchiveSecrets{Warning: secretsWarning, BMCPasswords: map[string]string{}}
 		for _, m := range ms {
-			if m.Power != nil && m.Power.Password != "" {
-				a.Secrets.BMCPasswords[m.MAC.String()] = m.Power.Password
+			if m.Power == nil || m.Power.Password == "" {
+				continue
 			}
+			pw, err := s.secrets.open(m.Power.Password)
+			if err != nil {
+				s.internalError(w, r, fmt.Errorf("exporting the BMC password of %s: %w", m.MAC, err))
+				return
+			}
+			a.Secrets.BMCPasswords[m.MAC.String()] = pw
 		}
 		s.log.Warn("state exported with secrets (BMC passwords)", "machines_with_passwords", len(a.Secrets.BMCPasswords), "client", clientAddr(r))
 	}
@@ -88,6 +94,13 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 			m.Power.Password, m.Power.PasswordSet = pw, pw != ""
 		}
 	}
+	// An archive's machines carry no password but the secrets' (and a
+	// stored form that is not sealed by this server is no password).
+	for i := range a.Machines {
+		if p := a.Machines[i].Power; p != nil && sealed(p.Password) {
+			p.Password, p.PasswordSet = "", false
+		}
+	}
 	// Every MAC was parsed as the archive was decoded (fleet.MAC). Every
 	// record is checked before anything is written: the whole record
 	// as fleet.Machine.ForImport checks it (which ImportMachines does
@@ -103,7 +116,7 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if m.Power != nil {
-			c := powerConfig(m.Power)
+			c, _ := s.powerConfig(m.Power) // not sealed yet
 			if c.Password == "" {
 				c.Password = "-" // an archive without secrets has none
 			}
@@ -111,6 +124,18 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusBadRequest, fmt.Sprintf("nothing imported: machine %s: power.%s: %s", m.MAC, errs[0].Field, errs[0].Msg))
 				return
 			}
+		}
+	}
+	for i := range a.Machines {
+		if p := a.Machines[i].Power; p != nil && p.Password != "" {
+			pw, err := s.secrets.seal(p.Password)
+			if err != nil {
+				s.internalError(w, r, err)
+				return
+			}
+			c := *p
+			c.Password = pw
+			a.Machines[i].Power = &c
 		}
 	}
 	err := s.store.ImportMachines(r.Context(), a.Machines)
