@@ -52,6 +52,11 @@ Configuration (environment):
   BTY_LOG_LEVEL        debug, info, warn or error        (info)
   BTY_BACKUP_INTERVAL  backup into $BTY_STATE_DIR/backups, 0 = off (6h)
   BTY_BACKUP_KEEP      automatic backups kept            (8)
+  BTY_FLASH_DEADLINE   a flash's time to ready, then timeout (1h)
+  BTY_CYCLE_TTL        how long a flash cycle stays open (4h)
+
+BMC passwords are stored sealed with $BTY_STATE_DIR/secret.key (made on
+first need): keep it with the backups.
 
 Without BTY_ADMIN_PASSWORD and without a stored password (bty-web passwd),
 the first start generates one and prints it once on stderr.`,

@@ -42,7 +42,9 @@ to FILE, also while bty-web serves from it: the copy holds every write
 committed before the backup started. FILE gets mode 0600 and must not
 exist (unless --force). Restore: stop bty-web, then
   rm -f $BTY_STATE_DIR/state.db-wal $BTY_STATE_DIR/state.db-shm
-  cp FILE $BTY_STATE_DIR/state.db`,
+  cp FILE $BTY_STATE_DIR/state.db
+The BMC passwords in the copy are sealed with $BTY_STATE_DIR/secret.key,
+which the copy does not include: keep that file too, apart from it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
