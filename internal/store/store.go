@@ -233,7 +233,15 @@ func FlashProgress(ctx context.Context, s Store, mac fleet.MAC, p fleet.Progress
 // inCycle writes fn(m) if c belongs to the machine's flash cycle
 // (fleet.Machine.CheckCycle); otherwise nothing, and an error wrapping
 // fleet.ErrCycleRefused.
+//
+// A call that does not belong to the cycle as the record reads now is
+// refused before the write, without taking the store's one writer: a
+// flood of refused calls on the open routes does not queue the fleet's
+// writes behind it.
 func inCycle(ctx context.Context, s Store, mac fleet.MAC, c CycleCall, fn func(fleet.Machine) fleet.Machine) (fleet.Machine, error) {
+	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { return m.CheckCycle(c.Token, c.IP, c.At) }); err != nil {
+		return fleet.Machine{}, err
+	}
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
 			return m, refusedUnknown(mac)
@@ -245,12 +253,32 @@ func inCycle(ctx context.Context, s Store, mac fleet.MAC, c CycleCall, fn func(f
 	})
 }
 
+// precheck reads the machine and runs check on it: an unknown MAC or a
+// refusal is returned (wrapping fleet.ErrCycleRefused) without a write;
+// nil means the call may be tried in a write, which checks again.
+func precheck(ctx context.Context, s Store, mac fleet.MAC, check func(fleet.Machine) error) error {
+	if mac.IsZero() {
+		return nil // ModifyMachine refuses it as it refuses every write
+	}
+	m, err := s.GetMachine(ctx, mac)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return refusedUnknown(mac)
+	case err != nil:
+		return err
+	}
+	return check(m)
+}
+
 // PhoneHome records the flashed OS's ready report
 // (fleet.Machine.PhoneHome): accepted only with the flash's token while
 // it waits for ready, from any address (recorded as the OS address).
 // Otherwise nothing is written and the error wraps
 // fleet.ErrCycleRefused.
 func PhoneHome(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.Machine, error) {
+	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { _, err := m.PhoneHome(c.Token, c.IP, c.At); return err }); err != nil {
+		return fleet.Machine{}, err
+	}
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
 			return m, refusedUnknown(mac)

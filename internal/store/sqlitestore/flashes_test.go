@@ -127,3 +127,61 @@ func TestFlashHistory(t *testing.T) {
 		t.Errorf("a deleted machine's history: %d rows", n)
 	}
 }
+
+// countingStore counts the writes asked of a store.
+type countingStore struct {
+	store.Store
+	writes int
+}
+
+func (c *countingStore) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(fleet.Machine, bool) (fleet.Machine, error)) (fleet.Machine, error) {
+	c.writes++
+	return c.Store.ModifyMachine(ctx, mac, fn)
+}
+
+// TestRefusedCallsDoNotWrite: a live env or phone-home call refused by
+// what the record says now never takes the store's one writer (a flood
+// of them on the open routes must not queue the fleet's writes).
+func TestRefusedCallsDoNotWrite(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	mac := fleet.MustParseMAC("52:54:00:00:0f:10")
+	if _, _, err := store.PutMachine(ctx, s, mac, fleet.MachineUpdate{Image: ptr("x.img"), BootPolicy: ptr(fleet.PolicyFlash)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := store.PXEContact(ctx, s, mac, visit("10.0.0.1", t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: s}
+	wrong := call(fleet.NewCycleToken(), "10.0.0.1", t0.Add(time.Minute))
+	for what, err := range map[string]error{
+		"done, wrong token": func() error { _, err := store.FlashDone(ctx, cs, mac, fleet.Progress{}, wrong); return err }(),
+		"progress, other ip": func() error {
+			_, err := store.FlashProgress(ctx, cs, mac, fleet.Progress{}, call(c.Decision.Cycle, "10.0.0.2", t0))
+			return err
+		}(),
+		"failed, unknown MAC": func() error {
+			_, err := store.FlashFailed(ctx, cs, fleet.MustParseMAC("52:54:00:00:0f:11"), "x", wrong)
+			return err
+		}(),
+		"ready, before done": func() error {
+			_, err := store.PhoneHome(ctx, cs, mac, call(c.Decision.Cycle, "10.0.0.9", t0))
+			return err
+		}(),
+		"ready, unknown MAC": func() error {
+			_, err := store.PhoneHome(ctx, cs, fleet.MustParseMAC("52:54:00:00:0f:11"), wrong)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, fleet.ErrCycleRefused) {
+			t.Errorf("%s: %v, want refused", what, err)
+		}
+	}
+	if cs.writes != 0 {
+		t.Fatalf("refused calls asked for %d writes", cs.writes)
+	}
+	if _, err := store.FlashProgress(ctx, cs, mac, fleet.Progress{BytesWritten: 1}, call(c.Decision.Cycle, "10.0.0.1", t0.Add(time.Minute))); err != nil || cs.writes != 1 {
+		t.Fatalf("an accepted progress: %v, %d writes", err, cs.writes)
+	}
+}
