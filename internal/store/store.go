@@ -320,15 +320,7 @@ func UpdateFlash(ctx context.Context, s Store, mac fleet.MAC, fn func(fleet.Mach
 // FlashFailed records a failure report (fleet.Machine.Failed) if the
 // call belongs to the machine's flash cycle, like FlashDone.
 func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, c CycleCall) (fleet.Machine, error) {
-	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
-		if !found {
-			return m, refusedUnknown(mac)
-		}
-		if err := m.CheckCycle(c.Token, c.IP, c.At); err != nil {
-			return m, err
-		}
-		return m.Failed(reason, c.At), nil
-	})
+	return inCycle(ctx, s, mac, c, func(m fleet.Machine) fleet.Machine { return m.Failed(reason, c.At) })
 }
 
 // ReleaseSeed marks the seed's half what ("user-data", "meta-data") as
@@ -337,6 +329,9 @@ func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, c C
 // (fleet.Machine.ReleaseSeed); otherwise it writes nothing and returns
 // an error wrapping fleet.ErrCycleRefused.
 func ReleaseSeed(ctx context.Context, s Store, mac fleet.MAC, what string, c CycleCall) (fleet.Machine, error) {
+	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { _, err := m.ReleaseSeed(what, c.Token, c.IP, c.At); return err }); err != nil {
+		return fleet.Machine{}, err
+	}
 	return s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
 			return m, refusedUnknown(mac)
