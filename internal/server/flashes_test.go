@@ -361,3 +361,26 @@ func TestFlashReadyTCPAndTimeout(t *testing.T) {
 		t.Errorf("metrics:\n%s", grepLines(metrics, "bty_flash_duration"))
 	}
 }
+
+// TestProgressThrottled: progress reports from one address for one
+// machine beyond a burst of 3 per 5 s are answered but never reach the
+// store.
+func TestProgressThrottled(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addImage(t, "job.img")
+	const mac = "52:54:00:f1:a5:05"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"image":"job.img","boot_policy":"flash"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	_, cycle := ts.boot(t, "127.0.0.1", mac)
+	for i := 1; i <= 10; i++ {
+		if r := ts.callFrom(t, "127.0.0.1", "POST", "/pxe/"+mac+"/progress", cycle, strings.NewReader(fmt.Sprintf(`{"bytes_written":%d}`, i))); r.code != 200 {
+			t.Fatalf("progress %d: %d", i, r.code)
+		}
+	}
+	var m fleet.Machine
+	ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
+	if m.Flash == nil || m.Flash.BytesWritten != 3 {
+		t.Fatalf("after 10 quick reports the flash says %+v, want the third's figures", m.Flash)
+	}
+}

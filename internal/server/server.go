@@ -45,6 +45,9 @@ type Server struct {
 	// warnLimit rate-limits repeated warnings (PXE conflicts, refused
 	// live env calls, busy logins): one per key per minute.
 	warnLimit *limiter
+	// progressLimit bounds the progress reports one address makes for
+	// one machine that reach the store.
+	progressLimit *limiter
 	// eventWriteTimeout bounds every write to an event stream: a client
 	// that stops reading is dropped after it.
 	eventWriteTimeout time.Duration
@@ -90,6 +93,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 		pwRate:            newLimiter(loginChecksBurst, time.Second/loginChecksPerSecond),
 		eventWriteTimeout: defaultEventWriteTimeout,
 		warnLimit:         newLimiter(1, time.Minute),
+		progressLimit:     newLimiter(3, 5*time.Second),
 	}
 	if s.cfg.MaxLoginChecks < 1 {
 		s.cfg.MaxLoginChecks = defaultLoginChecks()
