@@ -523,15 +523,14 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if u.FlashDeadline != nil {
 		form.FlashDeadline = *u.FlashDeadline
 	}
-	errs := append(machineUpdateErrors(u), perrs...)
-	if len(perrs) == 0 { // a cipher suite that is not a number is 0 in u
-		more, err := s.powerErrors(r.Context(), m.MAC, u.Power)
-		if err != nil {
-			s.uiInternal(w, r, err)
-			return
-		}
-		errs = append(errs, more...)
+	// Every refused field is marked at once (a cipher suite that is not
+	// a number is 0 in u: its own message comes first and stays).
+	more, err := s.powerErrors(r.Context(), m.MAC, u.Power)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
 	}
+	errs := append(append(machineUpdateErrors(u), perrs...), more...)
 	if len(errs) > 0 {
 		fields := map[string]string{}
 		for _, e := range errs {

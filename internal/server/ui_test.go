@@ -827,9 +827,10 @@ func TestUIPowerSettings(t *testing.T) {
 	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Hostname != "bmc1" || m.Power.Password != secret {
 		t.Fatalf("a refused form saved hostname %q or the password", m.Hostname)
 	}
-	r = save(cookie, "power_cipher_suite", "three")
-	if r.StatusCode != 400 || !strings.Contains(r.body, `id="power_cipher_suite-error"`) || !strings.Contains(r.body, `value="three"`) {
-		t.Errorf("a cipher suite that is not a number: %d", r.StatusCode)
+	r = save(cookie, "power_cipher_suite", "three", "power_address", "bmc:notaport")
+	if r.StatusCode != 400 || !strings.Contains(r.body, `id="power_cipher_suite-error"`) || !strings.Contains(r.body, `value="three"`) ||
+		!strings.Contains(r.body, `id="power_address-error"`) {
+		t.Errorf("a cipher suite that is not a number and a bad address: %d, not both marked", r.StatusCode)
 	}
 	// A refused redfish address: at its field, redfish still chosen.
 	r = save(cookie, "power_driver", "redfish", "power_address", "not a url", "power_system", "1")
