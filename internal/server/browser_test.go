@@ -1690,3 +1690,43 @@ func TestBrowserFlashLive(t *testing.T) {
 	}
 	b.screenshot("20-machine-flash-live.png")
 }
+
+// TestBrowserPowerSettings: the machine page's Power control fieldset
+// renders, and a browser fills and saves it (the password then only as
+// "password set", the field empty).
+func TestBrowserPowerSettings(t *testing.T) {
+	findChromium(t) // skip before starting anything
+	ts := startServer(t, nil)
+	const mac, secret = "52:54:00:f3:00:07", "bmc-Browser-3141"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"hostname":"pw1"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code, string(r.body))
+	}
+	b := newBrowser(t, ts)
+	b.open("/ui/machines/" + mac)
+	b.wantPath("/ui/login")
+	if code := b.login(testPassword); code != 200 {
+		t.Fatalf("login: HTTP %d", code)
+	}
+	b.wantPath("/ui/machines/" + mac)
+	if got := strings.Join(b.options("#power_driver"), ","); got != "none,ipmi,redfish" {
+		t.Fatalf("driver options %s", got)
+	}
+	b.choose("#power_driver", "ipmi")
+	b.fill("#power_address", "10.0.0.9")
+	b.fill("#power_username", "admin")
+	b.fill("#power_password", secret)
+	if code := b.click("#save"); code != 200 {
+		t.Fatalf("save: HTTP %d", code)
+	}
+	b.wantPath("/ui/machines/" + mac)
+	if got := b.text("dd.f-power"); !strings.Contains(got, "ipmi BMC at 10.0.0.9") || !strings.Contains(got, "password set") {
+		t.Errorf("the record shows %q", got)
+	}
+	if v, ph := b.read("#power_password", "e.value"), b.attr("#power_password", "placeholder"); v != "" || ph != "set — leave empty to keep" {
+		t.Errorf("the password field after saving: value %q, placeholder %q", v, ph)
+	}
+	if js[bool](b, `document.documentElement.outerHTML.includes(`+jsq(secret)+`)`) {
+		t.Error("the page has the BMC password")
+	}
+	b.screenshot("21-machine-power-settings.png")
+}

@@ -310,6 +310,98 @@ type machineData struct {
 	ServerURL    string
 	// Flashes is the latest flash and a page of the history.
 	Flashes flashSection
+	// Power is the power control fieldset's values (never a password).
+	Power powerForm
+	// PowerDrivers are the driver select's choices.
+	PowerDrivers []string
+}
+
+// powerForm is what the machine form's power control fieldset shows:
+// the stored settings, or what was posted. It has no password field at
+// all, so no page can show one back.
+type powerForm struct {
+	Driver, Address, Username string
+	// CipherSuite is text, so a refused value is shown as typed.
+	CipherSuite string
+	System      string
+	Insecure    bool
+	// PasswordSet: a password is stored (an empty field keeps it).
+	PasswordSet bool
+	// Retype: a password was typed but not saved (the form was refused).
+	Retype bool
+}
+
+// powerFormOf is the fieldset's values for the stored settings p.
+func powerFormOf(p *fleet.Power) powerForm {
+	if p == nil {
+		return powerForm{Driver: fleet.DriverNone}
+	}
+	f := powerForm{Driver: p.Driver, Address: p.Address, Username: p.Username, System: p.System, Insecure: p.Insecure,
+		PasswordSet: p.PasswordSet || p.Password != ""}
+	if p.CipherSuite != 0 {
+		f.CipherSuite = strconv.Itoa(p.CipherSuite)
+	}
+	return f
+}
+
+// powerDrivers are the choices of the form's driver select.
+var powerDrivers = []string{fleet.DriverNone, "ipmi", "redfish"}
+
+// powerUpdateOf reads the power control fieldset of the posted form f
+// (cur: the stored settings) into an update, the values to show again
+// and the problems of fields the update cannot carry (a cipher suite
+// that is not a number). Driver none removes power control. Only the
+// chosen driver's fields are read: the other driver's are cleared, so
+// switching drivers needs no emptying of fields the form still shows.
+// An empty password keeps the stored one.
+func powerUpdateOf(f url.Values, cur *fleet.Power) (*fleet.PowerUpdate, powerForm, []*fleet.ValidationError) {
+	get := func(k string) string { return strings.TrimSpace(f.Get(k)) }
+	pf := powerForm{Driver: get("power_driver"), Address: get("power_address"), Username: get("power_username"),
+		CipherSuite: get("power_cipher_suite"), System: get("power_system"), Insecure: f.Get("power_insecure") != "",
+		PasswordSet: cur != nil && (cur.PasswordSet || cur.Password != "")}
+	pw := f.Get("power_password") // as typed: spaces may be part of it
+	pf.Retype = pw != ""
+	u := &fleet.PowerUpdate{Driver: &pf.Driver}
+	if pf.Driver == fleet.DriverNone {
+		if cur == nil {
+			return nil, pf, nil
+		}
+		return u, pf, nil
+	}
+	var errs []*fleet.ValidationError
+	suite, system, insecure := 0, "", false
+	switch pf.Driver {
+	case "ipmi":
+		if pf.CipherSuite != "" {
+			n, err := strconv.Atoi(pf.CipherSuite)
+			if err != nil {
+				errs = append(errs, &fleet.ValidationError{Field: "power.cipher_suite",
+					Msg: "not a number: use 0 or empty (let the library pick) or 1-19, typically 3 or 17"})
+			}
+			suite = n
+		}
+	case "redfish":
+		system, insecure = pf.System, pf.Insecure
+	}
+	u.Address, u.Username, u.CipherSuite, u.System, u.Insecure = &pf.Address, &pf.Username, &suite, &system, &insecure
+	if pw != "" {
+		u.Password = &pw
+	}
+	if len(errs) == 0 && samePower(u.Apply(cur), cur) {
+		// Unchanged: not an update, so saving other fields is not
+		// refused over stored settings that lack something (an import
+		// without secrets leaves no password).
+		return nil, pf, nil
+	}
+	return u, pf, errs
+}
+
+// samePower says a and b are the same settings (or both none).
+func samePower(a, b *fleet.Power) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func (s *Server) uiMachine(w http.ResponseWriter, r *http.Request) {
@@ -317,7 +409,7 @@ func (s *Server) uiMachine(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.renderMachine(w, r, http.StatusOK, m, m, nil)
+	s.renderMachine(w, r, http.StatusOK, m, m, powerFormOf(m.Power), nil)
 }
 
 // uiLoadMachine loads the machine named by the path, rendering 400/404
@@ -340,9 +432,11 @@ func (s *Server) uiLoadMachine(w http.ResponseWriter, r *http.Request) (fleet.Ma
 	return m, true
 }
 
-func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form fleet.Machine, errs map[string]string) {
+// renderMachine renders the machine page of m with the form showing
+// form and pf, and errs (field: message) at their fields.
+func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form fleet.Machine, pf powerForm, errs map[string]string) {
 	d := machineData{M: m, F: form, Errors: errs, Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
-		Policies: fleet.Policies, Modes: fleet.Modes, ServerURL: s.serverURL(r)}
+		Policies: fleet.Policies, Modes: fleet.Modes, ServerURL: s.serverURL(r), Power: pf, PowerDrivers: powerDrivers}
 	if len(errs) > 0 {
 		d.FormError = "Nothing was saved: correct the marked fields."
 	}
@@ -410,6 +504,13 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if _, ok := f["flash_deadline"]; ok {
 		u.FlashDeadline = get("flash_deadline")
 	}
+	// The power fieldset is read when the form has it (its hidden
+	// marker "power": an unchecked checkbox posts nothing).
+	pf := powerFormOf(m.Power)
+	var perrs []*fleet.ValidationError
+	if _, ok := f["power"]; ok {
+		u.Power, pf, perrs = powerUpdateOf(f, m.Power)
+	}
 	form := m
 	form.Image, form.ProvisioningMode, form.Hostname = *u.Image, *u.ProvisioningMode, *u.Hostname
 	form.CijoeWorkflowRef, form.LastKnownGood, form.BootPolicy = *u.CijoeWorkflowRef, *u.LastKnownGood, *u.BootPolicy
@@ -422,18 +523,28 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if u.FlashDeadline != nil {
 		form.FlashDeadline = *u.FlashDeadline
 	}
-	if errs := machineUpdateErrors(u); len(errs) > 0 {
+	// Every refused field is marked at once (a cipher suite that is not
+	// a number is 0 in u: its own message comes first and stays).
+	more, err := s.powerErrors(r.Context(), m.MAC, u.Power)
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	errs := append(append(machineUpdateErrors(u), perrs...), more...)
+	if len(errs) > 0 {
 		fields := map[string]string{}
 		for _, e := range errs {
-			fields[e.Field] = e.Msg
+			if _, dup := fields[e.Field]; !dup {
+				fields[e.Field] = e.Msg
+			}
 		}
-		s.renderMachine(w, r, http.StatusBadRequest, m, form, fields)
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, fields)
 		return
 	}
 	saved, _, err := s.updateMachine(r.Context(), m.MAC, u)
 	var ve *fleet.ValidationError
 	if errors.As(err, &ve) {
-		s.renderMachine(w, r, http.StatusBadRequest, m, form, map[string]string{ve.Field: ve.Msg})
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, map[string]string{ve.Field: ve.Msg})
 		return
 	}
 	if err != nil {

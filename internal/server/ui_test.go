@@ -2,9 +2,11 @@ package server
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -714,5 +716,184 @@ func TestUIDashboardFlashes(t *testing.T) {
 		if !strings.Contains(svg, want) {
 			t.Errorf("the chart lacks %q", want)
 		}
+	}
+}
+
+// TestUIPowerSettings: the machine form's Power control fieldset sets,
+// changes and removes a machine's BMC settings; an empty password keeps
+// the stored one; a refused value is shown at its field with what was
+// typed (never the password) and nothing is saved; the password is in
+// no page and no log line; a cross-origin post is refused.
+func TestUIPowerSettings(t *testing.T) {
+	const secret, typed = "bmc-UIform-8123", "bmc-Typed-5550"
+	var logs syncBuffer // every log line, debug included
+	ts, _ := customServer(t, nil, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	const mac = "52:54:00:f1:00:07"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"hostname":"bmc1"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	page := func() string { return string(ts.do(t, "GET", "/ui/machines/"+mac, nil, cookie).body) }
+	type wirePower struct {
+		Driver, Address, Username, System string
+		CipherSuite                       int  `json:"cipher_suite"`
+		Insecure                          bool `json:"insecure"`
+		PasswordSet                       bool `json:"password_set"`
+	}
+	stored := func() *wirePower { // what GET /machines/{mac} answers
+		t.Helper()
+		r := ts.do(t, "GET", "/machines/"+mac, nil, ts.auth())
+		if r.code != 200 {
+			t.Fatal(r.code)
+		}
+		var m struct{ Power *wirePower }
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Power
+	}
+	// The form as the page would post it, with changes.
+	save := func(hdr map[string]string, kv ...string) formResp {
+		t.Helper()
+		v := url.Values{"boot_policy": {"local"}, "hostname": {"bmc1"}, "power": {"1"}, "power_driver": {"ipmi"},
+			"power_address": {"10.0.0.5:623"}, "power_username": {"admin"}, "power_cipher_suite": {"3"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return ts.form(t, "/ui/machines/"+mac, v, hdr)
+	}
+
+	p := page()
+	for _, want := range []string{`id="power-fields"`, `<legend>Power control (BMC)</legend>`, `name="power" value="1"`,
+		`<option value="none" selected>none</option>`, `id="power_password" name="power_password" type="password" value="" autocomplete="new-password"`,
+		`placeholder="required"`, `id="power_insecure" name="power_insecure" type="checkbox"`} {
+		if !strings.Contains(p, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+
+	// Set ipmi settings.
+	if r := save(cookie, "power_password", secret); r.StatusCode != 303 {
+		t.Fatalf("set ipmi: %d\n%s", r.StatusCode, r.body)
+	}
+	want := wirePower{Driver: "ipmi", Address: "10.0.0.5:623", Username: "admin", CipherSuite: 3, PasswordSet: true}
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("stored %+v, want %+v", got, want)
+	}
+	p = page()
+	for _, want := range []string{`<option value="ipmi" selected>ipmi</option>`, `value="10.0.0.5:623"`, `value="admin"`,
+		`placeholder="set — leave empty to keep"`, `id="power-form"`} {
+		if !strings.Contains(p, want) {
+			t.Errorf("the page after saving lacks %s", want)
+		}
+	}
+	if strings.Contains(p, secret) {
+		t.Fatal("the machine page shows the BMC password")
+	}
+
+	// A new address without a password keeps the stored password.
+	if r := save(cookie, "power_address", "10.0.0.6"); r.StatusCode != 303 {
+		t.Fatalf("change the address: %d\n%s", r.StatusCode, r.body)
+	}
+	want.Address = "10.0.0.6"
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("stored %+v, want %+v", got, want)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Power == nil || m.Power.Password != secret {
+		t.Fatal("an empty password field did not keep the stored password")
+	}
+
+	// Refused values: at their fields, the rest as typed, no password
+	// shown back, nothing saved.
+	r := save(cookie, "power_address", "bmc:notaport", "power_username", "root", "power_password", typed, "hostname", "bmc2")
+	if r.StatusCode != 400 {
+		t.Fatalf("bad address: %d", r.StatusCode)
+	}
+	for _, want := range []string{`id="power_address-error"`, `value="bmc:notaport"`, `value="root"`, `value="bmc2"`,
+		`aria-describedby="power_address-help power_address-error" aria-invalid="true"`, `id="power_password-retype"`, "Nothing was saved"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("the refused form lacks %s", want)
+		}
+	}
+	if e := between(r.body, `id="power_address-error" class="field-error">`, "<"); !strings.Contains(e, "port") {
+		t.Errorf("power.address error %q", e)
+	}
+	if strings.Contains(r.body, typed) || strings.Contains(r.body, secret) {
+		t.Fatal("the refused form shows a BMC password")
+	}
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("a refused form saved %+v", got)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Hostname != "bmc1" || m.Power.Password != secret {
+		t.Fatalf("a refused form saved hostname %q or the password", m.Hostname)
+	}
+	r = save(cookie, "power_cipher_suite", "three", "power_address", "bmc:notaport")
+	if r.StatusCode != 400 || !strings.Contains(r.body, `id="power_cipher_suite-error"`) || !strings.Contains(r.body, `value="three"`) ||
+		!strings.Contains(r.body, `id="power_address-error"`) {
+		t.Errorf("a cipher suite that is not a number and a bad address: %d, not both marked", r.StatusCode)
+	}
+	// A refused redfish address: at its field, redfish still chosen.
+	r = save(cookie, "power_driver", "redfish", "power_address", "not a url", "power_system", "1")
+	if r.StatusCode != 400 || !strings.Contains(r.body, `id="power_address-error"`) || !strings.Contains(r.body, `<option value="redfish" selected>`) {
+		t.Errorf("a bad redfish address: %d", r.StatusCode)
+	}
+
+	// A form without the fieldset leaves power control as it is.
+	if r := ts.form(t, "/ui/machines/"+mac, url.Values{"boot_policy": {"local"}}, cookie); r.StatusCode != 303 {
+		t.Fatal(r.StatusCode)
+	}
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("a form without the fieldset changed power to %+v", got)
+	}
+
+	// Cross-origin: refused, nothing changed.
+	if r := save(map[string]string{"Cookie": cookie["Cookie"], "Origin": "http://evil.example"}, "power_driver", "none"); r.StatusCode != 403 {
+		t.Errorf("cross-origin save: %d", r.StatusCode)
+	}
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("a cross-origin post changed power to %+v", got)
+	}
+
+	// Redfish settings replace ipmi's; the ipmi-only cipher suite the
+	// page still shows is not carried over.
+	if r := save(cookie, "power_driver", "redfish", "power_address", "https://bmc1.example", "power_system", "System.Embedded.1",
+		"power_insecure", "1"); r.StatusCode != 303 {
+		t.Fatalf("set redfish: %d\n%s", r.StatusCode, r.body)
+	}
+	want = wirePower{Driver: "redfish", Address: "https://bmc1.example", Username: "admin", System: "System.Embedded.1", Insecure: true, PasswordSet: true}
+	if got := stored(); got == nil || *got != want {
+		t.Fatalf("stored %+v, want %+v", got, want)
+	}
+	if p := page(); !strings.Contains(p, `value="System.Embedded.1"`) || !regexp.MustCompile(`id="power_insecure"[^>]* checked`).MatchString(p) {
+		t.Error("the page does not show the redfish system or the insecure checkbox checked")
+	}
+
+	// Driver none removes power control.
+	if r := save(cookie, "power_driver", "none"); r.StatusCode != 303 {
+		t.Fatalf("driver none: %d\n%s", r.StatusCode, r.body)
+	}
+	if got := stored(); got != nil {
+		t.Fatalf("driver none left %+v", got)
+	}
+	if p := page(); !strings.Contains(p, `<option value="none" selected>none</option>`) || strings.Contains(p, `id="power-form"`) {
+		t.Error("the page after removing power control")
+	}
+
+	// Stored settings that lack the password (an import without
+	// secrets): saving other fields with the fieldset unchanged works.
+	drv, addr, user := "ipmi", "10.0.0.7", "admin"
+	if _, _, err := store.PutMachine(t.Context(), ts.st, fleet.MustParseMAC(mac),
+		fleet.MachineUpdate{Power: &fleet.PowerUpdate{Driver: &drv, Address: &addr, Username: &user}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := save(cookie, "power_address", addr, "power_cipher_suite", "", "hostname", "bmc3"); r.StatusCode != 303 {
+		t.Fatalf("an unchanged fieldset without a stored password: %d\n%s", r.StatusCode, r.body)
+	}
+	if r := save(cookie, "power_address", "10.0.0.8", "power_cipher_suite", ""); r.StatusCode != 400 || !strings.Contains(r.body, `id="power_password-error"`) {
+		t.Errorf("a change that leaves no password: %d", r.StatusCode)
+	}
+
+	if l := logs.String(); strings.Contains(l, secret) || strings.Contains(l, typed) {
+		t.Error("the log has a BMC password")
 	}
 }
