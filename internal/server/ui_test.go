@@ -799,7 +799,7 @@ func TestUIPowerSettings(t *testing.T) {
 	if got := stored(); got == nil || *got != want {
 		t.Fatalf("stored %+v, want %+v", got, want)
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Power == nil || m.Power.Password != secret {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Power == nil || openPW(ts, m.Power) != secret {
 		t.Fatal("an empty password field did not keep the stored password")
 	}
 
@@ -824,7 +824,7 @@ func TestUIPowerSettings(t *testing.T) {
 	if got := stored(); got == nil || *got != want {
 		t.Fatalf("a refused form saved %+v", got)
 	}
-	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Hostname != "bmc1" || m.Power.Password != secret {
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Hostname != "bmc1" || openPW(ts, m.Power) != secret {
 		t.Fatalf("a refused form saved hostname %q or the password", m.Hostname)
 	}
 	r = save(cookie, "power_cipher_suite", "three", "power_address", "bmc:notaport")
@@ -896,4 +896,13 @@ func TestUIPowerSettings(t *testing.T) {
 	if l := logs.String(); strings.Contains(l, secret) || strings.Contains(l, typed) {
 		t.Error("the log has a BMC password")
 	}
+}
+
+// openPW is a stored power setting's password, opened.
+func openPW(ts *testServer, p *fleet.Power) string {
+	if p == nil {
+		return ""
+	}
+	pw, _ := ts.srv.secrets.open(p.Password)
+	return pw
 }
