@@ -173,8 +173,11 @@ func (d *ipmiDriver) mapError(ctx context.Context, what string, err error) error
 		errors.As(err, &rs) && (rs.StatusCode() == types.RmcpStatusCodeUnauthorizedName ||
 			rs.StatusCode() == types.RmcpStatusCodeInvalidIntegrityCheckValue ||
 			rs.StatusCode() == types.RmcpStatusCodeInvalidRole):
-		return fmt.Errorf("%w: ipmi %s on %s for user %q: check the username and password in the machine's power settings: %v",
-			ErrCredentials, what, d.addr(), d.c.Username, err)
+		// go-ipmi's own text adds nothing here ("connect20 failed after
+		// try all cipher suite ids ..."): it goes to the debug log.
+		d.o.log.Debug("BMC refused the session", "what", what, "address", d.addr(), "err", scrubErr(err, d.c.Password))
+		return fmt.Errorf("%w: ipmi %s on %s for user %q: check the username and password in the machine's power settings",
+			ErrCredentials, what, d.addr(), d.c.Username)
 	case isRe && re.CompletionCode() == types.CodeInsufficientPrivilege:
 		return fmt.Errorf("%w: ipmi %s on %s: user %q may not do this: give the BMC account the operator or administrator privilege",
 			ErrCredentials, what, d.addr(), d.c.Username)
