@@ -133,8 +133,8 @@ func TestIPMIReflash(t *testing.T) {
 	}
 	out := res.wait(t, 12*time.Minute, 0)
 	f1 := checkReadyFlash(t, w, out, "pxe-once+on")
-	if diff := strings.Join(hw.sets()[sets:], ", "); diff != "set boot pxe, set power 1" {
-		t.Errorf("flash 1: the BMC's chassis calls %q, want set boot pxe, set power 1", diff)
+	if got := strings.Join(hw.sets()[sets:], ", "); got != "set boot pxe, set power 1" {
+		t.Errorf("flash 1: the BMC's chassis calls %q, want set boot pxe, set power 1", got)
 	}
 	checkOSBoot(t, os1, "ipmi-one", token)
 	checkChain(t, w, logMark, v.start, seedAndReady)
@@ -162,8 +162,8 @@ func TestIPMIReflash(t *testing.T) {
 	_, os2 := hw.waitRun(t, 3, 3*time.Minute)
 	out = res.wait(t, 12*time.Minute, 0)
 	f2 := checkReadyFlash(t, w, out, "pxe-once+cycle")
-	if diff := strings.Join(hw.sets()[sets:], ", "); diff != "set boot pxe, set power 0, set power 1" {
-		t.Errorf("flash 2: the BMC's chassis calls %q, want set boot pxe, set power 0, set power 1", diff)
+	if got := strings.Join(hw.sets()[sets:], ", "); got != "set boot pxe, set power 0, set power 1" {
+		t.Errorf("flash 2: the BMC's chassis calls %q, want set boot pxe, set power 0, set power 1", got)
 	}
 	checkOSBoot(t, os2, "ipmi-two", token)
 	checkChain(t, w, logMark, v.start, seedAndReady)
