@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -150,13 +151,46 @@ func program(t *testing.T, repo, name string) string {
 	return p
 }
 
-// TestMain removes the binaries program built.
+// chassisEnv names the Unix socket of TestIPMIReflash's simulated
+// machine: set, this binary is not a test run but ipmi_sim's
+// chassis_control program (ipmi_test.go), and ipmi_sim's children
+// inherit it.
+const chassisEnv = "BTY_E2E_CHASSIS"
+
+// TestMain acts as the chassis_control program when chassisEnv is set;
+// else it runs the tests and removes the binaries program built.
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(chassisEnv); sock != "" {
+		os.Exit(chassisControl(sock, os.Args[1:]))
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// chassisControl is ipmi_sim's chassis_control program ("get power",
+// "set power 1", "set boot pxe", ...): it sends its arguments as one
+// line to the test's machine at sock and prints the answer ("power:1")
+// for ipmi_sim.
+func chassisControl(sock string, args []string) int {
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chassis_control: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintln(c, strings.Join(args, " ")); err != nil {
+		fmt.Fprintf(os.Stderr, "chassis_control: %v\n", err)
+		return 1
+	}
+	if _, err := io.Copy(os.Stdout, c); err != nil {
+		fmt.Fprintf(os.Stderr, "chassis_control: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // notBuiltYet reports whether out is the placeholder bty-media's main
@@ -484,6 +518,26 @@ func (w *btyWeb) ctlTry(stdin string, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// ctlExit runs bty-ctl like ctlTry and returns its exit code (-1: it
+// did not run), stdout and stderr.
+func (w *btyWeb) ctlExit(stdin string, args ...string) (int, string, string) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", w.ns, w.ctl, "--server", w.url}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+w.ctlHome, "BTY_SERVER=", "BTY_TOKEN=")
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout.String(), stderr.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stdout.String(), stderr.String()
+	default:
+		return -1, stdout.String(), stderr.String() + err.Error()
+	}
+}
+
 // getStatus is the HTTP status of an unauthenticated GET of path on w,
 // from inside the server namespace (curl).
 func (w *btyWeb) getStatus(t *testing.T, path string) int {
@@ -522,6 +576,48 @@ func (w *btyWeb) machineGet(t *testing.T, mac string) api.Machine {
 		t.Fatalf("bty-ctl machines get --json: %v\n%s", err, out)
 	}
 	return doc.Machine
+}
+
+// stranger is someone on the provisioning network (the lab's server
+// address, not the guest's) who sends the machine's MAC (mac) while it
+// is in its flash cycle, with the cycle's token sniffed from the console: its
+// PXE contact gets the local disk and no token, the seed and the
+// reports are refused (403), and the machine's record keeps its cycle,
+// its address and its next boot, with the conflict noted.
+func stranger(t *testing.T, w *btyWeb, mac, cycle, when string) {
+	t.Helper()
+	before := w.machineGet(t, mac)
+	if before.Cycle == nil || before.Cycle.IP == labServerIP {
+		t.Fatalf("%s: the machine has no flash cycle bound to its own address: %+v", when, before.Cycle)
+	}
+	code, script := get(t, w.ns, w.url+"/pxe/"+mac)
+	if code != 200 || !strings.Contains(script, "booting from the local disk") || strings.Contains(script, "bty.cycle") ||
+		strings.Contains(script, "bty.image_url") {
+		t.Errorf("%s: the stranger's PXE contact got %d:\n%s\nwant the local disk, no cycle", when, code, script)
+	}
+	for _, c := range []struct{ method, path, hdr string }{
+		{"GET", "/user-data", ""}, {"GET", "/user-data", "X-Bty-Cycle: " + cycle}, {"GET", "/meta-data", "X-Bty-Cycle: " + cycle},
+		{"POST", "/done", "X-Bty-Cycle: " + cycle}, {"POST", "/failed", "X-Bty-Cycle: " + cycle},
+	} {
+		var hdr []string
+		if c.hdr != "" {
+			hdr = append(hdr, c.hdr)
+		}
+		if code := w.callStatus(t, c.method, "/pxe/"+mac+c.path, hdr...); code != 403 {
+			t.Errorf("%s: the stranger's %s %s (%q): %d, want 403", when, c.method, c.path, c.hdr, code)
+		}
+	}
+	after := w.machineGet(t, mac)
+	if after.LastConflictIP != labServerIP || after.LastConflictAt == nil {
+		t.Errorf("%s: conflict not recorded: %q %v", when, after.LastConflictIP, after.LastConflictAt)
+	}
+	// (The machine's own live env may fetch its seed meanwhile: the
+	// cycle's *_served flags are not compared.)
+	if after.Cycle == nil || after.Cycle.IP != before.Cycle.IP || !after.Cycle.StartedAt.Equal(before.Cycle.StartedAt) || after.NextBoot != before.NextBoot || after.LastSeenIP != before.LastSeenIP ||
+		after.LastFailure != before.LastFailure || !reflect.DeepEqual(after.LastFlashedAt, before.LastFlashedAt) {
+		t.Errorf("%s: the stranger changed the record:\nbefore %+v\nafter  %+v", when, before, after)
+	}
+	t.Logf("%s: a stranger at %s sending %s got the local disk and 403s; the cycle stays bound to %s", when, labServerIP, mac, after.Cycle.IP)
 }
 
 // ---------------------------------------------------------------------
