@@ -782,7 +782,7 @@ func TestMachinesReflashWait(t *testing.T) {
 		t.Fatal("reflash --wait did not return after the phone-home")
 	}
 	h.want(r, 0, "ready in ")
-	for _, want := range []string{"requested", "pxe", "fetch", "done ", "1.0 MiB written", "disk", "ready", "OS at 127.0.0.1", "no power driver"} {
+	for _, want := range []string{"requested", "pxe", "fetch", "done ", "1.0 MiB of data written, image 1.0 MiB", "disk", "ready", "OS at 127.0.0.1", "no power driver"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("reflash --wait output lacks %q:\n%s", want, r.stdout)
 		}

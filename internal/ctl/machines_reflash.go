@@ -275,9 +275,19 @@ func phaseDetail(f fleet.Flash, ph fleet.Phase) string {
 	case fleet.PhasePower:
 		return f.Power
 	case fleet.PhaseDone:
+		// done counts the data written; the rest of the image was
+		// zeroed without sending it, or left as holes.
+		t := ""
 		if f.BytesWritten > 0 {
-			return progressText(f)
+			t = human.Bytes(f.BytesWritten) + " of data written"
 		}
+		if f.TotalBytes > 0 {
+			t += ", image " + human.Bytes(f.TotalBytes)
+		}
+		if f.Rate > 0 {
+			t += ", " + human.Bytes(int64(f.Rate)) + "/s"
+		}
+		return strings.TrimPrefix(t, ", ")
 	case fleet.PhaseReady:
 		if f.OSAddress != "" {
 			return "OS at " + f.OSAddress

@@ -263,6 +263,7 @@ func phaseIndex(p Phase) int {
 func (f *Flash) end(r FlashResult, reason string, at time.Time) {
 	at = at.UTC()
 	f.Result, f.EndedAt = r, &at
+	reason = strings.Join(strings.Fields(reason), " ") // one line, for tables and logs
 	if utf8.RuneCountInString(reason) > MaxFailureLen {
 		reason = string([]rune(reason)[:MaxFailureLen])
 	}

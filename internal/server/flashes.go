@@ -85,7 +85,12 @@ func (s *Server) bootIntoFlash(ctx context.Context, m fleet.Machine) (how string
 	}
 	defer release()
 	pxe, perr := d.PXEOnce(ctx)
-	if perr != nil {
+	switch {
+	case errors.Is(perr, power.ErrCredentials), errors.Is(perr, power.ErrUnreachable):
+		// Nothing else would go through either.
+		s.metrics.powerActions.WithLabelValues(m.Power.Driver, powerResult(perr)).Inc()
+		return "", fmt.Errorf("one-time PXE boot through the %s BMC at %s: %w", m.Power.Driver, m.Power.Address, perr)
+	case perr != nil:
 		// The BMC may still power the machine; its boot order decides.
 		s.log.Warn("reflash: the BMC did not set a one-time PXE boot; power cycling alone", "mac", m.MAC, "address", m.Power.Address, "err", perr)
 		pxe = false
@@ -102,22 +107,26 @@ func (s *Server) bootIntoFlash(ctx context.Context, m fleet.Machine) (how string
 	}
 	s.bmcs.space()
 	_, err = d.Power(ctx, action)
-	result := "ok"
-	switch {
-	case err == nil:
-	case errors.Is(err, power.ErrCredentials):
-		result = "credentials"
-	case errors.Is(err, power.ErrUnreachable):
-		result = "unreachable"
-	default:
-		result = "error"
-	}
-	s.metrics.powerActions.WithLabelValues(m.Power.Driver, result).Inc()
+	s.metrics.powerActions.WithLabelValues(m.Power.Driver, powerResult(err)).Inc()
 	if err != nil {
 		return how, fmt.Errorf("%s through the %s BMC at %s: %w", action, m.Power.Driver, m.Power.Address, err)
 	}
 	s.log.Info("reflash: machine powered into its flash", "mac", m.MAC, "how", how)
 	return how, nil
+}
+
+// powerResult is the bty_power_actions_total result of a power call's
+// error.
+func powerResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, power.ErrCredentials):
+		return "credentials"
+	case errors.Is(err, power.ErrUnreachable):
+		return "unreachable"
+	}
+	return "error"
 }
 
 // bmcGap is the pause between two commands to one BMC; flashWatchEvery

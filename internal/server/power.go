@@ -171,18 +171,15 @@ func (s *Server) powerAction(ctx context.Context, m fleet.Machine, action power.
 	defer release()
 	start := time.Now()
 	st, err := d.Power(ctx, action)
-	result := "ok"
 	code := http.StatusOK
 	switch {
 	case err == nil:
-	case errors.Is(err, power.ErrCredentials):
-		result, code = "credentials", http.StatusBadGateway
 	case errors.Is(err, power.ErrUnreachable):
-		result, code = "unreachable", http.StatusGatewayTimeout
+		code = http.StatusGatewayTimeout
 	default:
-		result, code = "error", http.StatusBadGateway
+		code = http.StatusBadGateway
 	}
-	s.metrics.powerActions.WithLabelValues(m.Power.Driver, result).Inc()
+	s.metrics.powerActions.WithLabelValues(m.Power.Driver, powerResult(err)).Inc()
 	if err != nil {
 		s.log.Warn("power action failed", "mac", mac, "action", action, "driver", m.Power.Driver, "address", m.Power.Address, "err", err)
 		return api.PowerResult{}, code, errors.New("power " + string(action) + " for " + mac + " through its " + m.Power.Driver + " BMC at " + m.Power.Address + ": " + err.Error())
