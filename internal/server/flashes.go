@@ -165,8 +165,12 @@ func (b *bmcGates) acquire(ctx context.Context, address string) (func(), error) 
 		return nil, ctx.Err()
 	}
 	return func() {
-		time.Sleep(b.gap) // the pause before the next session to it
-		<-g
+		// The pause before the next session to it, without holding up
+		// the caller's answer.
+		go func() {
+			time.Sleep(b.gap)
+			<-g
+		}()
 	}, nil
 }
 

@@ -384,3 +384,38 @@ func TestProgressThrottled(t *testing.T) {
 		t.Fatalf("after 10 quick reports the flash says %+v, want the third's figures", m.Flash)
 	}
 }
+
+// TestBMCGates: actions on one BMC run one at a time with a pause
+// between them, without the pause delaying the caller; other BMCs do
+// not wait.
+func TestBMCGates(t *testing.T) {
+	g := newBMCGates(200 * time.Millisecond)
+	ctx := context.Background()
+	start := time.Now()
+	release, err := g.acquire(ctx, "10.0.0.9:623")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("release held the caller %v", d)
+	}
+	other, err := g.acquire(ctx, "10.0.0.10:623")
+	if err != nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("another BMC waited: %v %v", time.Since(start), err)
+	}
+	other()
+	again, err := g.acquire(ctx, "10.0.0.9:623")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("the next session to the same BMC came %v after the last, want the 200ms pause", d)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := g.acquire(short, "10.0.0.9:623"); err == nil {
+		t.Error("a second session while one is open was not made to wait")
+	}
+	again()
+}
