@@ -368,7 +368,8 @@ var wireTypes = map[string]any{
 	"Revoked": api.Revoked{}, "Settings": api.Settings{}, "ProxyDHCPStatus": api.ProxyDHCPStatus{},
 	"Interface": api.Interface{}, "SettingsUpdate": api.SettingsUpdate{}, "Version": api.Version{},
 	"Health": api.Health{}, "StateArchive": api.StateArchive{}, "Imported": api.Imported{},
-	"Error": api.Error{},
+	"Error": api.Error{}, "Flash": api.Flash{}, "ReflashRequest": api.ReflashRequest{}, "Progress": api.Progress{},
+	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and

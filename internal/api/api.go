@@ -26,6 +26,12 @@ type (
 	// PowerUpdate is MachineUpdate's "power".
 	Power       = fleet.Power
 	PowerUpdate = fleet.PowerUpdate
+	// Flash is one flash attempt; ReflashRequest the body of POST
+	// /machines/{mac}/reflash; Progress the live env's progress and
+	// done reports.
+	Flash          = fleet.Flash
+	ReflashRequest = fleet.ReflashRequest
+	Progress       = fleet.Progress
 )
 
 // Error is the body of every non-2xx answer.

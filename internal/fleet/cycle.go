@@ -76,7 +76,7 @@ func ValidCycleToken(s string) bool {
 //
 // A Visit with DHCP set is a PXE firmware's DHCP request that bty's
 // proxy-DHCP left without a boot file because the machine's next boot
-// is its local disk (docs/reference.md, "Proxy-DHCP"): the machine goes
+// is its local disk (docs/reference.md, "Proxy-DHCP: no boot file for the local disk"): the machine goes
 // on to its disk with no iPXE in the way, and the contact still counts
 // (a flash machine's boot-the-disk-once turn is used). Its address is
 // not known yet (IP is ""): it is never a conflict, last_seen_ip stays,

@@ -67,8 +67,8 @@ const (
 // Phases lists the phases in order.
 var Phases = []Phase{PhaseRequested, PhasePower, PhasePXE, PhaseFetch, PhaseDone, PhaseDisk, PhaseReady}
 
-// ReadyCheck says when a flashed machine is ready (docs/reference.md,
-// "Readiness"): "phone-home" (its OS calls POST /pxe/{mac}/ready with
+// ReadyCheck says when a flashed machine is ready (see
+// docs/reference.md, "Readiness"). The checks are "phone-home" (its OS calls POST /pxe/{mac}/ready with
 // the flash's token; bty seeds cloud-init's phone_home module for it),
 // "tcp:PORT" (a TCP port answers on its OS address), "none" (ready at
 // done), or "" on a record: phone-home in cloud-init mode, else tcp:22.

@@ -11,8 +11,8 @@ import (
 	"github.com/btyproject/bty/internal/store"
 )
 
-// Bounds of the proxy-DHCP's decisions (docs/reference.md,
-// "Proxy-DHCP"). Proxy-DHCP is an open, unauthenticated UDP port: anyone
+// Bounds of the proxy-DHCP's decisions (docs/reference.md, "Proxy-DHCP:
+// no boot file for the local disk"). Proxy-DHCP is an open, unauthenticated UDP port: anyone
 // on the network can send any MAC, each packet in a goroutine of its
 // own. Over a bound, a firmware client is answered as if there were no
 // rule (ipxe.efi, and /pxe/MAC decides over HTTP), and the store is not
