@@ -135,6 +135,9 @@ type flashView struct {
 	// RateText the last rate ("" when none).
 	Written, Total, RateText string
 	Percent                  int
+	// DataOnly: Written counts the data written at done (not the
+	// ranges zeroed or left sparse).
+	DataOnly bool
 	// Powered says how the machine was started, in words.
 	Powered string
 }
@@ -164,6 +167,11 @@ func newFlashView(f fleet.Flash, now time.Time) flashView {
 	if f.TotalBytes > 0 {
 		v.Total = human.Bytes(f.TotalBytes)
 		v.Percent = int(min(100, f.BytesWritten*100/f.TotalBytes))
+	}
+	if f.DoneAt != nil {
+		// done's figure is the data written; the rest of the image was
+		// zeroed without sending it, or left as holes: no percentage.
+		v.Percent, v.DataOnly = -1, true
 	}
 	if f.Rate > 0 {
 		v.RateText = human.Bytes(int64(f.Rate)) + "/s"

@@ -404,7 +404,7 @@ func TestUIFlashHistory(t *testing.T) {
 	latest := pageText(between(p, `id="flash-latest"`, `id="reflash-link"`))
 	for _, want := range []string{fmt.Sprintf("Flash %d: ready", last.ID), "phase reached ready, after 5m15s",
 		"Trigger demand", "Image deb.img", "one-time PXE boot and power cycle by the BMC",
-		"power +3s PXE +41s fetch +1m02s done +4m10s disk +4m40s ready +5m15s", "Written 3.0 GiB of 3.0 GiB (100%)"} {
+		"power +3s PXE +41s fetch +1m02s done +4m10s disk +4m40s ready +5m15s", "Written 3.0 GiB of data (image 3.0 GiB; the rest zeroed or sparse)"} {
 		if !strings.Contains(latest, want) {
 			t.Errorf("the latest flash lacks %q:\n%s", want, latest)
 		}
