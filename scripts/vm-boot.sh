@@ -80,11 +80,18 @@ qemu-system-x86_64 \
   -no-reboot </dev/null >"$tmp/qemu.out" 2>&1 &
 qpid=$!
 
-# missing_expect prints the first VM_EXPECT pattern not yet in the log.
+# snapshot copies the serial log without carriage returns to $clean, for
+# grep to read as a file: grep -q/-m1 at the end of a pipe would end the
+# writer with SIGPIPE, which pipefail and set -e turn into exit 141.
+clean=$tmp/serial.clean
+snapshot() { tr -d '\r' <"$serial" >"$clean"; }
+
+# missing_expect prints the first VM_EXPECT pattern not yet in the
+# snapshot.
 missing_expect() {
   local re
   for re in ${expects[@]+"${expects[@]}"}; do
-    tr -d '\r' <"$serial" | grep -aqE -- "$re" || { echo "$re"; return 0; }
+    grep -aqE -- "$re" "$clean" || { echo "$re"; return 0; }
   done
   return 1
 }
@@ -92,8 +99,9 @@ missing_expect() {
 start=$SECONDS
 marked=
 while :; do
+  snapshot
   if [ -z "$marked" ]; then
-    line=$(tr -d '\r' <"$serial" | grep -a -m1 "^$marker" || true)
+    line=$(grep -a -m1 "^$marker" "$clean" || true)
     if [ -n "$line" ]; then
       marked=$SECONDS
       log "marker after $((SECONDS - start))s"
@@ -103,7 +111,7 @@ while :; do
     if ! missing=$(missing_expect); then
       echo "$line"
       for re in ${expects[@]+"${expects[@]}"}; do
-        tr -d '\r' <"$serial" | grep -a -m1 -E -- "$re"
+        grep -a -m1 -E -- "$re" "$clean"
       done
       exit 0
     fi
