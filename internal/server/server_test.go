@@ -631,18 +631,12 @@ func TestSettingsProxyDHCP(t *testing.T) {
 }
 
 // subscribe opens GET /events/machines with query (e.g. "?mac=...") for
-// the test's session; the stream closes when the test ends.
+// the test's session (openEvents) and fails unless it is a 200.
 func (ts *testServer) subscribe(t *testing.T, query string) *bufio.Reader {
 	t.Helper()
-	req, _ := http.NewRequest("GET", ts.URL+"/events/machines"+query, nil)
-	req.Header.Set("Authorization", "Bearer "+ts.token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Body.Close() })
+	res, br := openEvents(t, ts, query)
 	if res.StatusCode != 200 {
 		t.Fatalf("GET /events/machines%s: %d", query, res.StatusCode)
 	}
-	return bufio.NewReader(res.Body)
+	return br
 }
