@@ -155,13 +155,15 @@ func (m *Machine) set(u MachineUpdate) {
 	setField(&m.Image, u.Image)
 	setField(&m.Hostname, u.Hostname)
 	setField(&m.CijoeWorkflowRef, u.CijoeWorkflowRef)
-	setField(&m.LastKnownGood, u.LastKnownGood)
 	setField(&m.UserData, u.UserData)
 	setField(&m.MetaData, u.MetaData)
 	setField(&m.ProvisioningMode, u.ProvisioningMode)
 	setField(&m.BootPolicy, u.BootPolicy)
 	setField(&m.ReadyCheck, u.ReadyCheck)
 	setField(&m.FlashDeadline, u.FlashDeadline)
+	setField(&m.CijoeSSHUser, u.CijoeSSHUser)
+	setField(&m.CijoeSSHPort, u.CijoeSSHPort)
+	setField(&m.CijoeTimeout, u.CijoeTimeout)
 	if u.Power != nil {
 		m.Power = u.Power.Apply(m.Power)
 	}
@@ -170,11 +172,12 @@ func (m *Machine) set(u MachineUpdate) {
 // Settable is the MachineUpdate that would set every settable field of
 // m to its value: how an imported record is checked like PUT /machines.
 func (m Machine) Settable() MachineUpdate {
-	image, mode, host, ref, lkg, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
-		m.LastKnownGood, m.BootPolicy, m.UserData, m.MetaData
-	rc, fd := m.ReadyCheck, m.FlashDeadline
+	image, mode, host, ref, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
+		m.BootPolicy, m.UserData, m.MetaData
+	rc, fd, su, sp, ct := m.ReadyCheck, m.FlashDeadline, m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout
 	return MachineUpdate{Image: &image, ProvisioningMode: &mode, Hostname: &host, CijoeWorkflowRef: &ref,
-		LastKnownGood: &lkg, BootPolicy: &policy, UserData: &ud, MetaData: &md, ReadyCheck: &rc, FlashDeadline: &fd}
+		BootPolicy: &policy, UserData: &ud, MetaData: &md, ReadyCheck: &rc, FlashDeadline: &fd,
+		CijoeSSHUser: &su, CijoeSSHPort: &sp, CijoeTimeout: &ct}
 }
 
 // MaxRecordedBytes bounds the strings of a record the server writes
@@ -212,6 +215,11 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 	}
 	if m.NextBoot != NextFlash && m.NextBoot != NextLocal {
 		m.NextBoot = NextFlash
+	}
+	if k := m.LastKnownGood; k.IsZero() {
+		m.LastKnownGood = nil
+	} else if err := k.check(); err != nil {
+		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "last_known_good: " + err.Error()}
 	}
 	if m.LastWorkflowStatus != nil && !m.LastWorkflowStatus.Valid() {
 		return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "last_workflow_status must be running, success, failed or null"}

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -175,6 +176,16 @@ type Flash struct {
 	Rate         float64 `json:"rate"`
 	// OSAddress is where the flashed OS answered its ready check.
 	OSAddress string `json:"os_address"`
+	// OSUser is the default user the live env found in the flashed
+	// image's cloud-init configuration ("" none found): the login of a
+	// cijoe-online run when the record names none.
+	OSUser string `json:"os_user"`
+	// UserDataSHA256 and MetaDataSHA256 are the hashes of the seed the
+	// flash was made with ("" none); KnownGoodRun is the run whose
+	// baseline the flash restores (0: not a reflash to known-good).
+	UserDataSHA256 string `json:"user_data_sha256"`
+	MetaDataSHA256 string `json:"meta_data_sha256"`
+	KnownGoodRun   int64  `json:"known_good_run"`
 	// TokenHash is the sha256 of the flash cycle's token the phone-home
 	// must carry (never on the wire).
 	TokenHash string `json:"-"`
@@ -293,13 +304,23 @@ type ReflashRequest struct {
 	Image        *string `json:"image"`
 	Provisioning *Mode   `json:"provisioning"`
 	Hostname     *string `json:"hostname"`
+	// KnownGood reflashes the machine's known-good baseline: its image,
+	// host name and seed, then reruns its workflow (no other field may
+	// be set with it).
+	KnownGood bool `json:"known_good"`
 }
 
 // Validate checks r's fields like MachineUpdate.Validate checks the
 // same fields of a record (finer checks are the caller's).
 func (r ReflashRequest) Validate() []*ValidationError {
+	if r.KnownGood && (r.Image != nil || r.Provisioning != nil || r.Hostname != nil) {
+		return []*ValidationError{{Field: "known_good", Msg: "restores the baseline's image, host name and seed: set no image, provisioning or hostname with it"}}
+	}
 	return MachineUpdate{Image: r.Image, ProvisioningMode: r.Provisioning, Hostname: r.Hostname}.Validate()
 }
+
+// ErrNoKnownGood is a reflash to known-good of a machine without one.
+var ErrNoKnownGood = errors.New("the machine has no known-good baseline yet: a successful cijoe-online run records one")
 
 // FlashInProgressError is a reflash refused because a flash is running.
 type FlashInProgressError struct{ Flash Flash }
@@ -342,6 +363,15 @@ func (m Machine) Reflash(req ReflashRequest, r FlashRun) (Machine, error) {
 	setField(&f.Image, req.Image)
 	setField(&f.Provisioning, req.Provisioning)
 	setField(&f.Hostname, req.Hostname)
+	f.seed(m)
+	if req.KnownGood {
+		k := m.LastKnownGood
+		if k.IsZero() || k.RunID == 0 {
+			return m, ErrNoKnownGood
+		}
+		f.Image, f.ImageSHA256, f.Hostname, f.Provisioning = k.Image, k.ImageSHA256, k.Hostname, ModeCijoeOnline
+		f.UserDataSHA256, f.MetaDataSHA256, f.KnownGoodRun = k.UserDataSHA256, k.MetaDataSHA256, k.RunID
+	}
 	if f.Image == "" {
 		return m, &ValidationError{Field: "image", Msg: "the machine has no image assigned: name one (\"image\", bty-ctl machines reflash --image NAME)"}
 	}
@@ -438,6 +468,9 @@ type Progress struct {
 	Rate         float64 `json:"rate"`
 	// SHA256 is the decoded image's sha256 the live env verified (done).
 	SHA256 string `json:"sha256"`
+	// OSUser is the flashed image's cloud-init default user (done; ""
+	// when the image names none).
+	OSUser string `json:"os_user"`
 }
 
 // Sane is p with negative or absurd numbers zeroed and the image name
@@ -457,6 +490,9 @@ func (p Progress) Sane() Progress {
 	}
 	if len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "" {
 		p.SHA256 = ""
+	}
+	if !validUser(p.OSUser) {
+		p.OSUser = ""
 	}
 	return p
 }
@@ -515,6 +551,7 @@ func (m Machine) contactFlash(v Visit, d Decision) Machine {
 		g := &Flash{MAC: m.MAC, Trigger: TriggerPolicy, Image: m.Image,
 			Provisioning: m.ProvisioningMode, Hostname: m.Hostname, ReadyCheck: m.ReadyCheck.Effective(m.ProvisioningMode),
 			Result: FlashRunning, Phase: PhasePXE, RequestedAt: v.At.UTC(), Deadline: m.deadline(r)}
+		g.seed(m)
 		g.reach(PhasePXE, v.At)
 		if v.Token != "" {
 			g.TokenHash = HashCycleToken(v.Token)
@@ -563,6 +600,7 @@ func (m Machine) reportFlash(p Progress, at time.Time) *Flash {
 	f := &Flash{MAC: m.MAC, Trigger: TriggerTUI, Image: p.Image, Result: FlashRunning, Phase: PhasePXE,
 		Provisioning: m.ProvisioningMode, Hostname: m.Hostname, ReadyCheck: rc,
 		RequestedAt: start, TokenHash: m.Cycle.TokenHash, Deadline: m.deadline(FlashRun{At: at})}
+	f.seed(m)
 	f.reach(PhasePXE, start)
 	return f
 }
@@ -574,6 +612,9 @@ func (m Machine) flashDone(p Progress, now time.Time) Machine {
 		return m
 	}
 	f.progress(p)
+	if u := p.Sane().OSUser; u != "" {
+		f.OSUser = u
+	}
 	if f.FetchAt == nil {
 		f.reach(PhaseFetch, now)
 	}
@@ -602,7 +643,23 @@ func (m Machine) flashFailed(reason string, now time.Time) Machine {
 // flash started): what its live env's script and seed carry.
 func (m Machine) AsFlashed() Machine {
 	if f := m.Flash; f.Running() && f.DoneAt == nil {
-		m.Image, m.ProvisioningMode, m.Hostname = f.Image, f.Provisioning, f.Hostname
+		m = m.FlashedWith(f)
 	}
 	return m
+}
+
+// FlashedWith is m with the image, provisioning mode, host name (and,
+// for a reflash to known-good, the seed and workflow) flash f was made
+// with.
+func (m Machine) FlashedWith(f *Flash) Machine {
+	m.Image, m.ProvisioningMode, m.Hostname = f.Image, f.Provisioning, f.Hostname
+	if k := m.LastKnownGood; f.KnownGoodRun != 0 && k != nil && k.RunID == f.KnownGoodRun {
+		m.UserData, m.MetaData, m.CijoeWorkflowRef = k.UserData, k.MetaData, k.Workflow
+	}
+	return m
+}
+
+// seed records the hashes of m's seed on f.
+func (f *Flash) seed(m Machine) {
+	f.UserDataSHA256, f.MetaDataSHA256 = SeedHash(m.UserData), SeedHash(m.MetaData)
 }

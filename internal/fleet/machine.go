@@ -14,12 +14,12 @@ type Machine struct {
 	Image            string `json:"image"`
 	ProvisioningMode Mode   `json:"provisioning_mode"`
 	Hostname         string `json:"hostname"`
-	// CijoeWorkflowRef names the workflow cijoe-online runs; the
-	// LastWorkflow* fields are its last run. Nothing runs workflows yet
-	// (docs/reference.md, "Provisioning"): they are kept and exported
-	// so records survive the feature's arrival.
+	// CijoeWorkflowRef names the workflow (GET /workflows) cijoe-online
+	// runs; the LastWorkflow* fields are its last run (docs/reference.md,
+	// "cijoe-online"); LastKnownGood is the baseline its last
+	// successful run recorded (null before one).
 	CijoeWorkflowRef       string          `json:"cijoe_workflow_ref"`
-	LastKnownGood          string          `json:"last_known_good"`
+	LastKnownGood          *KnownGood      `json:"last_known_good"`
 	DiscoveredAt           *time.Time      `json:"discovered_at"`
 	LastSeenAt             *time.Time      `json:"last_seen_at"`
 	LastSeenIP             string          `json:"last_seen_ip"`
@@ -63,6 +63,12 @@ type Machine struct {
 	// to ready ("" the server's default).
 	ReadyCheck    ReadyCheck `json:"ready_check"`
 	FlashDeadline string     `json:"flash_deadline"`
+	// CijoeSSHUser and CijoeSSHPort are the login and port a run uses
+	// ("" and 0: see SSHUser and SSHPort); CijoeTimeout bounds a run
+	// ("" DefaultWorkflowTimeout).
+	CijoeSSHUser string `json:"cijoe_ssh_user"`
+	CijoeSSHPort int    `json:"cijoe_ssh_port"`
+	CijoeTimeout string `json:"cijoe_timeout"`
 	// Flash is the machine's latest flash (null before the first).
 	Flash *Flash `json:"flash"`
 	// Replaced is a flash that ended because a contact started a new
@@ -79,9 +85,15 @@ const MaxSeedBytes = 1 << 20
 // cut.
 const MaxFailureLen = 2000
 
-// Redacted is m without its cloud-init seed, for answers on open routes.
+// Redacted is m without its cloud-init seed (nor its baseline's), for
+// answers on open routes.
 func (m Machine) Redacted() Machine {
 	m.UserData, m.MetaData = "", ""
+	if m.LastKnownGood != nil {
+		k := *m.LastKnownGood
+		k.UserData, k.MetaData = "", ""
+		m.LastKnownGood = &k
+	}
 	return m
 }
 
@@ -102,7 +114,6 @@ type MachineUpdate struct {
 	ProvisioningMode *Mode   `json:"provisioning_mode"`
 	Hostname         *string `json:"hostname"`
 	CijoeWorkflowRef *string `json:"cijoe_workflow_ref"`
-	LastKnownGood    *string `json:"last_known_good"`
 	BootPolicy       *Policy `json:"boot_policy"`
 	UserData         *string `json:"user_data"`
 	MetaData         *string `json:"meta_data"`
@@ -111,6 +122,10 @@ type MachineUpdate struct {
 	// ReadyCheck and FlashDeadline: see Machine.
 	ReadyCheck    *ReadyCheck `json:"ready_check"`
 	FlashDeadline *string     `json:"flash_deadline"`
+	// CijoeSSHUser, CijoeSSHPort and CijoeTimeout: see Machine.
+	CijoeSSHUser *string `json:"cijoe_ssh_user"`
+	CijoeSSHPort *int    `json:"cijoe_ssh_port"`
+	CijoeTimeout *string `json:"cijoe_timeout"`
 }
 
 // The bounds of the settable string fields (besides MaxSeedBytes for
@@ -161,7 +176,17 @@ func (u MachineUpdate) Validate() []*ValidationError {
 	} else if u.CijoeWorkflowRef != nil && strings.ContainsAny(*u.CijoeWorkflowRef, "\x00\r\n") {
 		add(&ValidationError{Field: "cijoe_workflow_ref", Msg: "must be one line (no line break or NUL): give the workflow's path or name"})
 	}
-	add(maxBytes("last_known_good", u.LastKnownGood, MaxNameBytes, "use a name from GET /images"))
+	if u.CijoeSSHUser != nil && !validUser(*u.CijoeSSHUser) {
+		add(&ValidationError{Field: "cijoe_ssh_user", Msg: fmt.Sprintf("%q: give a login name of letters, digits, '.', '_' and '-' (at most 32), or empty for the image's default user", truncate(*u.CijoeSSHUser, 64))})
+	}
+	if u.CijoeSSHPort != nil && (*u.CijoeSSHPort < 0 || *u.CijoeSSHPort > 65535) {
+		add(&ValidationError{Field: "cijoe_ssh_port", Msg: fmt.Sprintf("%d: give a TCP port 1-65535, or 0 for 22", *u.CijoeSSHPort)})
+	}
+	if u.CijoeTimeout != nil {
+		if _, err := ParseWorkflowTimeout(*u.CijoeTimeout); err != nil {
+			add(err.(*ValidationError))
+		}
+	}
 	add(maxBytes("user_data", u.UserData, MaxSeedBytes, ""))
 	add(maxBytes("meta_data", u.MetaData, MaxSeedBytes, ""))
 	return errs

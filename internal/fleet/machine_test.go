@@ -14,12 +14,11 @@ func TestValidateBounds(t *testing.T) {
 		field string // "" when u is good
 	}{
 		{"all at their bounds", MachineUpdate{Image: s(MaxNameBytes), Hostname: s(MaxHostnameBytes), CijoeWorkflowRef: s(MaxWorkflowRefBytes),
-			LastKnownGood: s(MaxNameBytes), UserData: s(MaxSeedBytes), MetaData: s(MaxSeedBytes)}, ""},
+			UserData: s(MaxSeedBytes), MetaData: s(MaxSeedBytes)}, ""},
 		{"image", MachineUpdate{Image: s(MaxNameBytes + 1)}, "image"},
 		{"hostname", MachineUpdate{Hostname: s(MaxHostnameBytes + 1)}, "hostname"},
 		{"cijoe_workflow_ref", MachineUpdate{CijoeWorkflowRef: s(MaxWorkflowRefBytes + 1)}, "cijoe_workflow_ref"},
 		{"cijoe_workflow_ref of two lines", MachineUpdate{CijoeWorkflowRef: &two}, "cijoe_workflow_ref"},
-		{"last_known_good", MachineUpdate{LastKnownGood: s(MaxNameBytes + 1)}, "last_known_good"},
 		{"user_data", MachineUpdate{UserData: s(MaxSeedBytes + 1)}, "user_data"},
 		{"meta_data", MachineUpdate{MetaData: s(MaxSeedBytes + 1)}, "meta_data"},
 	}
