@@ -79,6 +79,20 @@ type Store interface {
 	GetFlash(ctx context.Context, id int64) (fleet.Flash, error)
 	FlashesSince(ctx context.Context, since time.Time, limit int) ([]fleet.Flash, error)
 
+	// SaveRun writes workflow run r (inserting it, with a new ID, when
+	// r.ID is 0) and, in the same transaction, the record of its
+	// machine as fn returns it (fn gets the record and the run with its
+	// ID; it must not have side effects and may run more than once). A
+	// run of an unknown machine is ErrNotFound and writes nothing.
+	SaveRun(ctx context.Context, r fleet.Run, fn func(m fleet.Machine, r fleet.Run) fleet.Machine) (fleet.Run, fleet.Machine, error)
+	// ListRuns returns one page of a machine's runs (every machine's for
+	// a zero MAC), newest first, with their number. GetRun returns
+	// ErrNotFound for an unknown id. UnfinishedRuns returns every run
+	// queued or running, oldest first.
+	ListRuns(ctx context.Context, mac fleet.MAC, limit, offset int) ([]fleet.Run, int, error)
+	GetRun(ctx context.Context, id int64) (fleet.Run, error)
+	UnfinishedRuns(ctx context.Context) ([]fleet.Run, error)
+
 	// ImportMachines writes whole records (every field, timestamps
 	// included) in one transaction, replacing records with the same
 	// MAC: restoring an export. Every record is checked first
