@@ -76,6 +76,9 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN last_conflict_ip`, `ALTER TABLE machines DROP COLUMN power`,
 		`ALTER TABLE machines DROP COLUMN ready_check`, `ALTER TABLE machines DROP COLUMN flash_deadline`,
 		`ALTER TABLE machines DROP COLUMN flash`, `DROP TABLE flashes`,
+		`ALTER TABLE machines DROP COLUMN cijoe_ssh_user`, `ALTER TABLE machines DROP COLUMN cijoe_ssh_port`,
+		`ALTER TABLE machines DROP COLUMN cijoe_timeout`, `DROP TABLE runs`,
+		`UPDATE machines SET last_known_good = 'old.img'`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -90,6 +93,11 @@ func TestMigrationFromV1(t *testing.T) {
 	m, err := s2.GetMachine(ctx, fleet.MustParseMAC("52:54:00:00:00:01"))
 	if err != nil || m.Hostname != "old" || m.LastFailure != "" || m.LastFailedAt != nil {
 		t.Fatalf("after upgrading: %+v, %v", m, err)
+	}
+	// Version 1's last_known_good was an image name: it reads as a
+	// baseline of that image alone.
+	if k := m.LastKnownGood; k == nil || *k != (fleet.KnownGood{Image: "old.img"}) {
+		t.Errorf("last_known_good after upgrading: %+v, want the image old.img", k)
 	}
 	if _, _, err := store.PutMachine(ctx, s2, fleet.MustParseMAC("52:54:00:00:00:01"), fleet.MachineUpdate{BootPolicy: ptr(fleet.PolicyTUI)}, t0); err != nil {
 		t.Fatal(err)

@@ -19,7 +19,8 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	last_workflow_run_at, last_workflow_status, last_workflow_output_path, created_at, updated_at,
 	last_failed_at, last_failure, user_data, meta_data, last_served,
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
-	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash`
+	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash,
+	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout`
 
 // storedPower is a machine's power column: fleet.Power with its
 // password, which fleet.Power's own JSON leaves out.
@@ -70,19 +71,22 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		cycleHash, cycleStart, cycleEnd, conflict  sql.NullString
 		cycleIP                                    string
 		seedServed                                 int
-		powerJSON, readyCheck, flashJSON           string
+		powerJSON, readyCheck, flashJSON, lkg      string
 	)
-	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &m.LastKnownGood,
+	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &lkg,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
 		&m.UserData, &m.MetaData, &served,
 		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON,
-		&readyCheck, &m.FlashDeadline, &flashJSON); err != nil {
+		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
 	if m.MAC, err = fleet.ParseMAC(mac); err != nil {
 		return fleet.Machine{}, fmt.Errorf("a stored machine's key: %w", err)
+	}
+	if m.LastKnownGood, err = decodeKnownGood(lkg); err != nil {
+		return fleet.Machine{}, fmt.Errorf("machine %s: its last_known_good column: %w", m.MAC, err)
 	}
 	m.ProvisioningMode, m.BootPolicy, m.NextBoot, m.LastServed = fleet.Mode(mode), fleet.Policy(policy), fleet.NextBoot(next), fleet.Policy(served)
 	for _, f := range []struct {
@@ -192,13 +196,14 @@ func machineValues(m fleet.Machine) []any {
 			seedServed |= 2
 		}
 	}
-	return []any{m.MAC.String(), m.Image, string(m.ProvisioningMode), m.Hostname, m.CijoeWorkflowRef, m.LastKnownGood,
+	return []any{m.MAC.String(), m.Image, string(m.ProvisioningMode), m.Hostname, m.CijoeWorkflowRef, encodeKnownGood(m.LastKnownGood),
 		nullTime(m.DiscoveredAt), nullTime(m.LastSeenAt), m.LastSeenIP, string(m.BootPolicy), string(m.NextBoot), nullTime(m.LastFlashedAt),
 		nullTime(m.LastWorkflowRunAt), wf, m.LastWorkflowOutputPath,
 		formatTime(m.CreatedAt), formatTime(m.UpdatedAt), nullTime(m.LastFailedAt), m.LastFailure,
 		m.UserData, m.MetaData, string(m.LastServed),
 		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
-		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash)}
+		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash),
+		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout}
 }
 
 // insertMachine writes a new record, every column from m.
@@ -274,6 +279,9 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM flashes WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s flash history", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE mac = ?`, mac.String()); err != nil {
+			return s.dbError("deleting machine "+mac.String()+"'s workflow runs", err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return s.dbError("deleting machine "+mac.String(), err)

@@ -243,13 +243,14 @@ func TestMachineCRUD(t *testing.T) {
 	t1 := t0.Add(time.Minute)
 	// A non-UTC now is stored and returned as the same instant in UTC.
 	m, created, err = store.PutMachine(ctx, s, mac, fleet.MachineUpdate{
-		ProvisioningMode: ptr(fleet.ModeCloudInit), CijoeWorkflowRef: ptr("wf.yaml"), LastKnownGood: ptr("abc"),
+		ProvisioningMode: ptr(fleet.ModeCloudInit), CijoeWorkflowRef: ptr("wf.yaml"), CijoeSSHUser: ptr("debian"), CijoeSSHPort: ptr(2222), CijoeTimeout: ptr("2h"),
 		BootPolicy: ptr(fleet.PolicyFlash), Hostname: ptr(""),
 	}, t1.In(time.FixedZone("CET", 3600)))
 	if err != nil || created {
 		t.Fatalf("PutMachine update: %v, created=%v", err, created)
 	}
-	want.ProvisioningMode, want.CijoeWorkflowRef, want.LastKnownGood = "cloud-init", "wf.yaml", "abc"
+	want.ProvisioningMode, want.CijoeWorkflowRef = "cloud-init", "wf.yaml"
+	want.CijoeSSHUser, want.CijoeSSHPort, want.CijoeTimeout = "debian", 2222, "2h"
 	want.BootPolicy, want.Hostname, want.UpdatedAt = fleet.PolicyFlash, "", t1
 	if diff := cmp.Diff(want, m); diff != "" {
 		t.Errorf("updated machine (-want +got):\n%s", diff)
