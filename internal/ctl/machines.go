@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -132,7 +133,7 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
 		{"user-data", seedSize(m.UserData, "none")},
 		{"meta-data", seedSize(m.MetaData, "made by the server (hostname, new instance-id each flash)")},
-		{"last known good", dash(m.LastKnownGood)},
+		{"last known good", knownGood(m.LastKnownGood)},
 		{"discovered", localTime(m.DiscoveredAt)},
 		{"last seen", localTime(m.LastSeenAt)},
 		{"last seen from", dash(m.LastSeenIP)},
@@ -462,4 +463,15 @@ func (e *env) macClient(name, arg string) (fleet.MAC, *client.Client, error) {
 		return fleet.MAC{}, nil, e.fail(name, err, map[string]any{"mac": mac})
 	}
 	return mac, c, nil
+}
+
+// knownGood is a baseline in one line ("-" for none).
+func knownGood(k *fleet.KnownGood) string {
+	switch {
+	case k.IsZero():
+		return "-"
+	case k.RunID == 0:
+		return k.Image + " (set by hand before bty recorded baselines)"
+	}
+	return fmt.Sprintf("%s, workflow %s, run %d at %s", k.Image, k.Workflow, k.RunID, k.At.Format(time.RFC3339))
 }

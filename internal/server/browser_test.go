@@ -895,7 +895,7 @@ func TestBrowserFlow(t *testing.T) {
 		// Every field of the record is on the page, and free text is
 		// shown as text, never as markup.
 		markup := `<img id="xss" src="/nope" onerror="window.__xss=1">`
-		if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(fmt.Sprintf(`{"cijoe_workflow_ref":%q,"provisioning_mode":"cloud-init","last_known_good":%q}`, markup, seedName)), h); r.code != 200 {
+		if r := ts.do(t, "PUT", "/machines/"+macSeed, strings.NewReader(fmt.Sprintf(`{"cijoe_workflow_ref":%q,"provisioning_mode":"cloud-init"}`, markup)), h); r.code != 200 {
 			t.Fatalf("API update: %d %s", r.code, r.body)
 		}
 		var m fleet.Machine
@@ -905,7 +905,7 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		fields := b.text("dl#machine-fields")
 		for name, v := range map[string]string{"mac": m.MAC.String(), "hostname": m.Hostname, "image": m.Image, "provisioning_mode": string(m.ProvisioningMode),
-			"cijoe_workflow_ref": m.CijoeWorkflowRef, "last_known_good": m.LastKnownGood, "boot_policy": string(m.BootPolicy)} {
+			"cijoe_workflow_ref": m.CijoeWorkflowRef, "boot_policy": string(m.BootPolicy)} {
 			if !strings.Contains(fields, v) {
 				t.Errorf("dl#machine-fields does not show %s %q:\n%s", name, v, fields)
 			}
@@ -921,9 +921,6 @@ func TestBrowserFlow(t *testing.T) {
 		}
 		if b.count("#xss") != 0 || js[bool](b, `!!window.__xss`) {
 			t.Error("the workflow reference was rendered as markup")
-		}
-		if opts := b.options("select#last_known_good"); !slices.Contains(opts, seedName) {
-			t.Errorf("select#last_known_good options %q", opts)
 		}
 		if v, _ := run(b, chromedp.Value(chromedp.CSS("#cijoe_workflow_ref"))); v != markup {
 			t.Errorf("input#cijoe_workflow_ref value %q, want %q", v, markup)
@@ -953,7 +950,7 @@ func TestBrowserFlow(t *testing.T) {
 		if opts := b.options("select#image"); !slices.Contains(opts, "") || !slices.Contains(opts, seedName) {
 			t.Errorf("select#image options %q, want \"\" and %q", opts, seedName)
 		}
-		for _, sel := range []string{"select#provisioning_mode", "input#hostname", "input#cijoe_workflow_ref", "select#last_known_good", "select#boot_policy", "form#machine-form button#save"} {
+		for _, sel := range []string{"select#provisioning_mode", "input#hostname", "input#cijoe_workflow_ref", "select#boot_policy", "form#machine-form button#save"} {
 			if b.count(sel) != 1 {
 				t.Errorf("the edit form has no %s", sel)
 			}
@@ -1507,7 +1504,7 @@ func TestBrowserFormRefusals(t *testing.T) {
 	}
 	form := func(host string) url.Values {
 		return url.Values{"image": {""}, "provisioning_mode": {"none"}, "hostname": {host}, "cijoe_workflow_ref": {""},
-			"last_known_good": {""}, "boot_policy": {"local"}}
+			"boot_policy": {"local"}}
 	}
 	cookie := CookieName + "=" + ts.token
 

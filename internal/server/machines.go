@@ -193,7 +193,7 @@ func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
 	for _, f := range []struct {
 		field string
 		v     *string
-	}{{"image", u.Image}, {"last_known_good", u.LastKnownGood}} {
+	}{{"image", u.Image}} {
 		if f.v != nil && *f.v != "" && !bad[f.field] {
 			if err := checkName(*f.v); err != nil {
 				errs = append(errs, &fleet.ValidationError{Field: f.field, Msg: err.Error() + "; use a name from GET /images"})

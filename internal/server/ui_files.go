@@ -53,8 +53,8 @@ func (s *Server) imageUse(r *http.Request) (map[string]int, error) {
 		if m.Image != "" {
 			use[m.Image]++
 		}
-		if m.LastKnownGood != "" && m.LastKnownGood != m.Image {
-			use[m.LastKnownGood]++
+		if k := m.LastKnownGood; k != nil && k.Image != "" && k.Image != m.Image {
+			use[k.Image]++
 		}
 	}
 	return use, nil

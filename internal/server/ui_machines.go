@@ -450,7 +450,7 @@ func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int,
 		d.Images = append(d.Images, imageOption{Name: e.Name})
 		seen[e.Name] = true
 	}
-	for _, n := range []string{form.Image, form.LastKnownGood, m.Image, m.LastKnownGood} {
+	for _, n := range []string{form.Image, m.Image} {
 		if n != "" && !seen[n] {
 			d.Images = append(d.Images, imageOption{Name: n, Missing: true})
 			seen[n] = true
@@ -492,7 +492,7 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	}
 	mode, policy := fleet.Mode(*get("provisioning_mode")), fleet.Policy(*get("boot_policy"))
 	u := fleet.MachineUpdate{Image: get("image"), ProvisioningMode: &mode, Hostname: get("hostname"),
-		CijoeWorkflowRef: get("cijoe_workflow_ref"), LastKnownGood: get("last_known_good"), BootPolicy: &policy}
+		CijoeWorkflowRef: get("cijoe_workflow_ref"), BootPolicy: &policy}
 	if _, ok := f["user_data"]; ok {
 		u.UserData, u.MetaData = text("user_data"), text("meta_data")
 	}
@@ -513,7 +513,7 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	}
 	form := m
 	form.Image, form.ProvisioningMode, form.Hostname = *u.Image, *u.ProvisioningMode, *u.Hostname
-	form.CijoeWorkflowRef, form.LastKnownGood, form.BootPolicy = *u.CijoeWorkflowRef, *u.LastKnownGood, *u.BootPolicy
+	form.CijoeWorkflowRef, form.BootPolicy = *u.CijoeWorkflowRef, *u.BootPolicy
 	if u.UserData != nil {
 		form.UserData, form.MetaData = *u.UserData, *u.MetaData
 	}

@@ -33,7 +33,6 @@ func TestMachinePutBounds(t *testing.T) {
 		{"cijoe_workflow_ref of 1025 bytes", "cijoe_workflow_ref", strings.Repeat("w", 1025), "the limit is 1024"},
 		{"cijoe_workflow_ref of two lines", "cijoe_workflow_ref", "a.yaml\nb: c", "one line"},
 		{"image of 256 bytes", "image", strings.Repeat("i", 252) + ".img", "255"},
-		{"last_known_good of 256 bytes", "last_known_good", strings.Repeat("i", 252) + ".img", "255"},
 		{"hostname of 254 bytes", "hostname", strings.Repeat("a.", 127), "253"},
 		{"user_data over 1 MiB", "user_data", "#cloud-config\n#" + strings.Repeat("x", fleet.MaxSeedBytes), "the limit is 1048576"},
 		{"meta_data over 1 MiB", "meta_data", "#" + strings.Repeat("x", fleet.MaxSeedBytes), "the limit is 1048576"},
@@ -84,7 +83,10 @@ func TestImportChecksLikePut(t *testing.T) {
 	}{
 		{"hostname with a newline (an extra meta-data key)", "hostname", func(m *fleet.Machine) { m.Hostname = "h\nextra-key: injected" }},
 		{"image that climbs out of the root", "image", func(m *fleet.Machine) { m.Image = "../../etc/passwd" }},
-		{"last_known_good with a separator", "last_known_good", func(m *fleet.Machine) { m.LastKnownGood = "a/b.img" }},
+		{"last_known_good with a separator", "last_known_good", func(m *fleet.Machine) { m.LastKnownGood = &fleet.KnownGood{Image: "a/b.img"} }},
+		{"last_known_good with a bad hash", "last_known_good", func(m *fleet.Machine) {
+			m.LastKnownGood = &fleet.KnownGood{Image: "a.img", RunID: 3, ImageSHA256: "nothex"}
+		}},
 		{"user-data that is not YAML", "user_data", func(m *fleet.Machine) { m.UserData = "#cloud-config\nusers: [unclosed\n" }},
 		{"meta-data that is not YAML", "meta_data", func(m *fleet.Machine) { m.MetaData = "instance-id: [x\n" }},
 		{"user-data of 1.5 MB", "user_data", func(m *fleet.Machine) { m.UserData = "#cloud-config\n#" + strings.Repeat("x", 1500*1000) }},
