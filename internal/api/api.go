@@ -32,7 +32,21 @@ type (
 	Flash          = fleet.Flash
 	ReflashRequest = fleet.ReflashRequest
 	Progress       = fleet.Progress
+	// Workflow is a workflow file bty-web keeps (GET /workflows); Run
+	// one workflow run (GET /runs/{id}); KnownGood a machine's
+	// last_known_good baseline and DriftItem one way its record no
+	// longer matches it (the machine's "drift").
+	Workflow  = fleet.Workflow
+	Run       = fleet.Run
+	KnownGood = fleet.KnownGood
+	DriftItem = fleet.DriftItem
 )
+
+// RunPage is GET /machines/{mac}/runs: newest first.
+type RunPage struct {
+	Runs  []fleet.Run `json:"runs"`
+	Total int         `json:"total"`
+}
 
 // Error is the body of every non-2xx answer.
 type Error struct {
@@ -152,6 +166,13 @@ type Settings struct {
 	ProxyDHCPStatus      ProxyDHCPStatus `json:"proxydhcp_status"`
 	Interfaces           []Interface     `json:"interfaces"`
 	TFTPPort             int             `json:"tftp_port"`
+	// SSHPublicKey is bty-web's own key (OpenSSH authorized_keys line),
+	// which cijoe-online runs log in with; Cijoe is the cijoe program
+	// bty-web runs ("" when none is on its PATH: runs fail); MaxRuns
+	// bounds the runs at once.
+	SSHPublicKey string `json:"ssh_public_key"`
+	Cijoe        string `json:"cijoe"`
+	MaxRuns      int    `json:"max_runs"`
 }
 
 // ProxyDHCPStatus is the proxy-DHCP responder's state.
@@ -174,6 +195,8 @@ type Interface struct {
 type SettingsUpdate struct {
 	ProxyDHCPIface  *string `json:"proxydhcp_iface,omitempty"`
 	ProxyDHCPSubnet *string `json:"proxydhcp_subnet,omitempty"`
+	// MaxRuns sets how many cijoe-online runs run at once (1-64).
+	MaxRuns *int `json:"max_runs,omitempty"`
 }
 
 // Version is GET /version.

@@ -69,6 +69,10 @@ type Machine struct {
 	CijoeSSHUser string `json:"cijoe_ssh_user"`
 	CijoeSSHPort int    `json:"cijoe_ssh_port"`
 	CijoeTimeout string `json:"cijoe_timeout"`
+	// Drift is how the record differs from LastKnownGood (DriftFrom),
+	// worked out by bty-web when it answers (GET /machines/{mac});
+	// never stored.
+	Drift []DriftItem `json:"drift,omitempty"`
 	// Flash is the machine's latest flash (null before the first).
 	Flash *Flash `json:"flash"`
 	// Replaced is a flash that ended because a contact started a new

@@ -329,12 +329,12 @@ type DriftItem struct {
 	Now      string `json:"now"`
 }
 
-// Drift lists how m's record differs from its known-good baseline:
+// DriftFrom lists how m's record differs from its known-good baseline:
 // its image (by name, or by content when imageSHA256, the catalog's
 // sha256 of the record's image, is known and differs), its seed, its
 // workflow (by name, or by content when workflowSHA256 is known). Nil
 // when there is no baseline or nothing differs.
-func (m Machine) Drift(imageSHA256, workflowSHA256 string) []DriftItem {
+func (m Machine) DriftFrom(imageSHA256, workflowSHA256 string) []DriftItem {
 	k := m.LastKnownGood
 	if k.IsZero() || k.RunID == 0 {
 		return nil
