@@ -19,6 +19,7 @@ declare -A pkg=(
   [curl]=curl [ip]=iproute2 [dnsmasq]=dnsmasq-base [/usr/lib/ipxe/ipxe.efi]=ipxe
   [chromium]=chromium [tmux]=tmux
   [mkfs.exfat]=exfatprogs [mcopy]=mtools [cpio]=cpio [ipmi_sim]=openipmi
+  [/usr/sbin/sshd]=openssh-server [ssh]=openssh-client
 )
 case $what in
   test|media) ;;
