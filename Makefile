@@ -26,7 +26,7 @@ deps:
 
 ## test: install test dependencies, build, run every test with the race detector (root: loop devices too; the decoder conformance test), a short fuzz run, then the VM test
 test: deps build
-	BTY_MEDIA_TEST=1 $(GO) test -race -count=1 -timeout 30m ./...
+	BTY_MEDIA_TEST=1 BTY_REQUIRE_TOOLS=1 $(GO) test -race -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory vmtest-run
 

@@ -227,7 +227,7 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 	// A cycle's token hash is never exported: a restored record has no
 	// open cycle, and its next contact opens one. Flashes are history
 	// of the database they ran in: a restored record has none running.
-	m.Cycle, m.Flash = nil, nil
+	m.Cycle, m.Flash, m.Drift = nil, nil, nil
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now.UTC()
 	}

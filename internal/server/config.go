@@ -92,6 +92,12 @@ type Config struct {
 	// timeout, for machines without their own flash_deadline
 	// (BTY_FLASH_DEADLINE, default 1h). Zero: New uses the default.
 	FlashDeadline time.Duration
+	// MaxRuns bounds the cijoe-online runs at once when the max_runs
+	// setting is unset (BTY_MAX_RUNS, default 4); Cijoe is the cijoe
+	// program, a name looked up on PATH or a path (BTY_CIJOE, default
+	// cijoe).
+	MaxRuns int
+	Cijoe   string
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -177,6 +183,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.FlashDeadline, err = envDuration(getenv, "BTY_FLASH_DEADLINE", fleet.DefaultFlashDeadline); err != nil {
 		return c, err
 	}
+	if c.MaxRuns, err = envCount(getenv, "BTY_MAX_RUNS", defaultMaxRuns); err != nil {
+		return c, err
+	}
+	if c.MaxRuns > maxMaxRuns {
+		return c, fmt.Errorf("BTY_MAX_RUNS=%d: at most %d cijoe runs at once", c.MaxRuns, maxMaxRuns)
+	}
+	c.Cijoe = envOr(getenv, "BTY_CIJOE", "cijoe")
 	if c.MaxConns, err = envCount(getenv, "BTY_MAX_CONNS", defaultMaxConns); err != nil {
 		return c, err
 	}

@@ -130,8 +130,25 @@ func (s *Server) handleMachineGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m, ok := s.apiMachine(w, r, mac); ok {
+		m.Drift = s.drift(r.Context(), m)
 		writeJSON(w, http.StatusOK, m)
 	}
+}
+
+// drift is how m's record differs from its known-good baseline, by the
+// catalog's sha256 of its image and the stored workflow's.
+func (s *Server) drift(ctx context.Context, m fleet.Machine) []fleet.DriftItem {
+	if m.LastKnownGood.IsZero() {
+		return nil
+	}
+	var imageSHA, wfSHA string
+	if e, ok := s.catalog.get(ctx, m.Image); ok && e.DecodedSHA256 != nil {
+		imageSHA = *e.DecodedSHA256
+	}
+	if wf, err := s.workflows.read(m.CijoeWorkflowRef); err == nil {
+		wfSHA = fleet.SHA256Hex(wf)
+	}
+	return m.DriftFrom(imageSHA, wfSHA)
 }
 
 // apiMachine reads the machine mac for an API route; on failure it has
@@ -232,6 +249,22 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 	if u.Power, err = s.sealPassword(u.Power); err != nil {
 		return fleet.Machine{}, false, err
 	}
+	// cijoe-online needs a stored workflow: checked on the record as
+	// the update would leave it.
+	if u.ProvisioningMode != nil || u.CijoeWorkflowRef != nil {
+		cur, err := s.store.GetMachine(ctx, mac)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			cur = fleet.NewMachine(mac, u, time.Now())
+		case err != nil:
+			return fleet.Machine{}, false, err
+		default:
+			cur = cur.Apply(u, time.Now())
+		}
+		if e := s.checkWorkflowRef(cur); e != nil {
+			return fleet.Machine{}, false, e
+		}
+	}
 	m, created, err := store.PutMachine(ctx, s.store, mac, u, time.Now())
 	if err != nil {
 		return fleet.Machine{}, false, err
@@ -243,9 +276,14 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 // deleteMachine deletes a machine (store.ErrNotFound when unknown) and
 // publishes the deletion.
 func (s *Server) deleteMachine(ctx context.Context, mac fleet.MAC) error {
+	runs, _, err := s.store.ListRuns(ctx, mac, 0, 0)
+	if err != nil {
+		return err
+	}
 	if err := s.store.DeleteMachine(ctx, mac); err != nil {
 		return err
 	}
+	s.runs.removeAll(runs)
 	s.publishDelete(mac)
 	return nil
 }

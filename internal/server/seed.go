@@ -37,6 +37,12 @@ func (s *Server) handlePXESeed(what string) http.HandlerFunc {
 		var body string
 		switch what {
 		case "user-data":
+			if m.UserData == "" && m.ProvisioningMode == fleet.ModeCijoeOnline {
+				// cijoe-online seeds cloud-init for bty-web's key
+				// (vendor-data) even when the record has no seed.
+				body = "#cloud-config\n# bty-web: the machine's record has no user-data (provisioning cijoe-online)\n"
+				break
+			}
 			if m.UserData == "" {
 				// The cycle's own live env asking: it may know there
 				// is none.

@@ -68,6 +68,11 @@ type Server struct {
 	bmcs *bmcGates
 	// secrets seals the BMC passwords the store keeps.
 	secrets *secretBox
+	// sshKey is bty-web's SSH identity; workflows the workflow files;
+	// runs the cijoe-online runner.
+	sshKey    *sshIdentity
+	workflows *workflowStore
+	runs      *runner
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -113,6 +118,9 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	}
 	s.bmcs = newBMCGates(bmcGap)
 	s.secrets = newSecretBox(cfg.StateDir)
+	s.sshKey = newSSHIdentity(cfg.StateDir)
+	s.workflows = newWorkflowStore(cfg.StateDir)
+	s.runs = newRunner(s)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}
@@ -174,6 +182,17 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /machines/{mac}/flashes", s.requireAuth(s.handleFlashes))
 	m.HandleFunc("GET /machines/{mac}/flashes/{id}", s.requireAuth(s.handleFlashGet))
 	m.HandleFunc("POST /machines/{mac}/flashes/{id}/cancel", s.requireAuth(s.handleFlashCancel))
+	m.HandleFunc("GET /workflows", s.requireAuth(s.handleWorkflows))
+	m.HandleFunc("GET /workflows/{name}", s.requireAuth(s.handleWorkflowGet))
+	m.HandleFunc("PUT /workflows/{name}", s.requireAuth(s.handleWorkflowPut))
+	m.HandleFunc("DELETE /workflows/{name}", s.requireAuth(s.handleWorkflowDelete))
+	m.HandleFunc("GET /machines/{mac}/runs", s.requireAuth(s.handleRuns))
+	m.HandleFunc("GET /runs/{id}", s.requireAuth(s.handleRunGet))
+	m.HandleFunc("GET /runs/{id}/log", s.requireAuth(s.handleRunLog))
+	m.HandleFunc("GET /runs/{id}/report", s.requireAuth(s.handleRunReport))
+	m.HandleFunc("GET /runs/{id}/output/{path...}", s.requireAuth(s.handleRunOutput))
+	m.HandleFunc("POST /runs/{id}/cancel", s.requireAuth(s.handleRunCancel))
+	m.HandleFunc("POST /pxe/{mac}/runs", s.handlePXERunUpload)
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
@@ -241,6 +260,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	}
 	hs.RegisterOnShutdown(s.hub.close)
 	go s.watchFlashes(ctx, flashWatchEvery)
+	s.runs.start(ctx)
+	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {
 		var err error

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +28,9 @@ func (s *Server) settings(ctx context.Context) api.Settings {
 			v.Interfaces = append(v.Interfaces, info)
 		}
 	}
+	v.SSHPublicKey, _ = s.sshKey.publicKey()
+	v.Cijoe, _ = s.cijoePath()
+	v.MaxRuns = s.maxRuns(ctx)
 	if s.pxe.proxy != nil {
 		st := s.pxe.proxy.Status()
 		v.ProxyDHCPStatus = api.ProxyDHCPStatus{Running: st.Running, Interface: st.Interface, BootstrapURL: st.BootstrapURL}
@@ -86,6 +91,22 @@ func (s *Server) handleSettingsPut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if d.MaxRuns != nil {
+		if *d.MaxRuns < 1 || *d.MaxRuns > maxMaxRuns {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("max_runs: want 1 to %d cijoe runs at once", maxMaxRuns))
+			return
+		}
+		if err := s.store.SetSetting(ctx, SettingMaxRuns, strconv.Itoa(*d.MaxRuns), time.Now()); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		s.log.Info("max_runs changed", "max_runs", *d.MaxRuns, "client", clientAddr(r))
+		s.runs.kick()
+		if d.ProxyDHCPIface == nil && d.ProxyDHCPSubnet == nil {
+			s.handleSettingsGet(w, r)
+			return
+		}
+	}
 	iface, _ := s.store.Setting(ctx, SettingProxyIface)
 	subnet, _ := s.store.Setting(ctx, SettingProxySubnet)
 	if d.ProxyDHCPIface != nil {

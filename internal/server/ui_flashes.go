@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -37,9 +39,18 @@ func (s *Server) startReflash(ctx context.Context, mac fleet.MAC, req fleet.Refl
 	if err != nil {
 		return api.ReflashResult{}, http.StatusInternalServerError, err
 	}
+	if errs := req.Validate(); len(errs) > 0 {
+		return api.ReflashResult{}, http.StatusBadRequest, errs[0]
+	}
 	image := cur.Image
 	if req.Image != nil {
 		image = *req.Image
+	}
+	if req.KnownGood {
+		if code, err := s.checkKnownGood(ctx, cur); err != nil {
+			return api.ReflashResult{}, code, err
+		}
+		image = cur.LastKnownGood.Image
 	}
 	entry, inCatalog := s.catalog.get(ctx, image)
 	if image != "" && !inCatalog {
@@ -53,6 +64,8 @@ func (s *Server) startReflash(ctx context.Context, mac fleet.MAC, req fleet.Refl
 	m, err := store.Reflash(ctx, s.store, mac, req, run)
 	var busy *fleet.FlashInProgressError
 	switch {
+	case errors.Is(err, fleet.ErrNoKnownGood):
+		return api.ReflashResult{}, http.StatusConflict, err
 	case errors.As(err, &busy):
 		return api.ReflashResult{}, http.StatusConflict, busy
 	case fleet.IsValidation(err):
@@ -448,4 +461,29 @@ func (s *Server) uiFlashCancel(w http.ResponseWriter, r *http.Request) {
 		s.setFlash(w, fmt.Sprintf("Cancelled flash %d (%s).", f.ID, f.Image))
 	}
 	redirect(w, r, "/ui/machines/"+m.MAC.String())
+}
+
+// checkKnownGood says why machine m cannot be reflashed to its
+// known-good baseline now (with the HTTP status), or nil: it needs a
+// baseline from a run, its image still in the catalog with the same
+// content, its seed kept, and that run's workflow copy.
+func (s *Server) checkKnownGood(ctx context.Context, m fleet.Machine) (int, error) {
+	k := m.LastKnownGood
+	if k.IsZero() || k.RunID == 0 {
+		return http.StatusConflict, fleet.ErrNoKnownGood
+	}
+	entry, ok := s.catalog.get(ctx, k.Image)
+	if !ok {
+		return http.StatusConflict, fmt.Errorf("the known-good image %s is no longer in the catalog: upload it again (sha256 %s)", k.Image, k.ImageSHA256)
+	}
+	if k.ImageSHA256 != "" && entry.DecodedSHA256 != nil && *entry.DecodedSHA256 != k.ImageSHA256 {
+		return http.StatusConflict, fmt.Errorf("the catalog's %s changed since the known-good (sha256 %s, was %s): the known-good image is gone; upload it again under its name or reflash the new one", k.Image, *entry.DecodedSHA256, k.ImageSHA256)
+	}
+	if (k.UserDataSHA256 != "" && k.UserData == "") || (k.MetaDataSHA256 != "" && k.MetaData == "") {
+		return http.StatusConflict, errors.New("the known-good baseline kept only the hashes of its seed (the record's seed changed while its run went on): reflash with the record's seed instead")
+	}
+	if _, err := os.Stat(filepath.Join(s.runs.runDir(k.RunID), "workflow.yaml")); err != nil {
+		return http.StatusConflict, fmt.Errorf("the known-good run %d's workflow copy is gone from %s: reflash with the record's workflow instead", k.RunID, s.runs.runDir(k.RunID))
+	}
+	return 0, nil
 }
