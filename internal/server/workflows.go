@@ -305,4 +305,3 @@ func (s *Server) checkWorkflowRef(m fleet.Machine) *fleet.ValidationError {
 	}
 	return nil
 }
-
