@@ -13,7 +13,7 @@ import (
 )
 
 // encodeKnownGood is a machine's last_known_good column: the baseline's
-// JSON, ” for none.
+// JSON, empty for none.
 func encodeKnownGood(k *fleet.KnownGood) string {
 	if k.IsZero() {
 		return ""
