@@ -69,3 +69,25 @@ func FuzzParseMAC(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckWorkflow: any bytes uploaded as a workflow are accepted or
+// refused with a *WorkflowError, never a panic; an accepted one has a
+// steps list.
+func FuzzCheckWorkflow(f *testing.F) {
+	for _, s := range []string{"steps:\n- name: a\n  run: echo\n", "steps: []\n", "doc: x\n", "- a\n", "steps:\n- name: a\n  uses: core.x\n  with: {a: 1}\n",
+		"steps: &a\n- name: a\n  run: *a\n", "!!map {steps: [{name: a, run: b}]}", "steps:\n- name: [x\n", "\xff\xfe", "---\n---\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := CheckWorkflow(b)
+		if err == nil {
+			if !strings.Contains(string(b), "steps") {
+				t.Fatalf("accepted a workflow without steps: %q", b)
+			}
+			return
+		}
+		if _, ok := err.(*WorkflowError); !ok {
+			t.Fatalf("error of type %T: %v", err, err)
+		}
+	})
+}

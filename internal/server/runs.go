@@ -49,8 +49,12 @@ const (
 // SettingMaxRuns is the settings key of max_runs.
 const SettingMaxRuns = "max_runs"
 
-// errRunCancelled is the cause of a run an operator cancelled.
-var errRunCancelled = errors.New("cancelled by an operator")
+// errRunCancelled is the cause of a run an operator cancelled;
+// errRunSuperseded of one a new flash of its machine stopped.
+var (
+	errRunCancelled  = errors.New("cancelled by an operator")
+	errRunSuperseded = errors.New("the machine is being reflashed")
+)
 
 // runner queues and runs workflow runs.
 type runner struct {
@@ -266,12 +270,34 @@ func (rn *runner) kick() {
 }
 
 // cancel cancels run id: a queued run ends at once, a running one when
-// its cijoe has stopped. It reports whether the run was this runner's.
-func (rn *runner) cancel(id int64) bool {
+// its cijoe has stopped. It reports whether the run was running here.
+func (rn *runner) cancel(id int64) bool { return rn.stop(id, errRunCancelled) }
+
+// supersede stops the unfinished runs of a machine a new flash is about
+// to overwrite.
+func (rn *runner) supersede(mac fleet.MAC, flash int64) {
+	runs, err := rn.s.store.UnfinishedRuns(context.Background())
+	if err != nil {
+		return
+	}
+	for _, r := range runs {
+		if r.MAC != mac {
+			continue
+		}
+		if !rn.stop(r.ID, errRunSuperseded) {
+			reason := fmt.Sprintf("the machine is being reflashed (flash %d) before the run started", flash)
+			rn.appendLog(r.ID, "[bty-web] "+reason+"\n")
+			rn.save(r.End(fleet.RunCancelled, reason, nil, time.Now()))
+		}
+	}
+}
+
+// stop cancels run id with cause; see cancel.
+func (rn *runner) stop(id int64, cause error) bool {
 	rn.mu.Lock()
 	if c, ok := rn.running[id]; ok {
 		rn.mu.Unlock()
-		c(errRunCancelled)
+		c(cause)
 		return true
 	}
 	for i, q := range rn.queue {
@@ -328,6 +354,8 @@ func (rn *runner) execute(ctx context.Context, id int64) {
 		switch {
 		case errors.Is(context.Cause(ctx), errRunCancelled):
 			return fleet.RunCancelled, "cancelled by an operator"
+		case errors.Is(context.Cause(ctx), errRunSuperseded):
+			return fleet.RunCancelled, "the machine is being reflashed: the run was stopped"
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return fleet.RunTimeout, fmt.Sprintf("the run took longer than its timeout of %v (the machine's cijoe_timeout)", timeout)
 		}

@@ -77,6 +77,7 @@ func (s *Server) startReflash(ctx context.Context, mac fleet.MAC, req fleet.Refl
 	}
 	s.publishMachine(m)
 	f := *m.Flash
+	s.runs.supersede(mac, f.ID)
 	s.log.Info("reflash requested", "mac", mac, "flash", f.ID, "image", f.Image, "deadline", f.Deadline)
 	res := api.ReflashResult{Flash: f, Power: "pending"}
 	if m.Power == nil {
