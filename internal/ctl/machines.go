@@ -27,7 +27,7 @@ local disk), flash (chain the live env and reflash the assigned image on
 every PXE boot, booting the disk once after each flash), or tui (the
 interactive live env; what an unknown machine gets on first contact).`,
 		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e),
-		newMachinesReflashCmd(e), newMachinesHistoryCmd(e))
+		newMachinesReflashCmd(e), newMachinesHistoryCmd(e), newMachinesRunsCmd(e), newMachinesRunLogCmd(e), newMachinesRunCancelCmd(e))
 }
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
