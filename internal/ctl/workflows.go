@@ -111,11 +111,11 @@ anything is sent.`,
 				wname = filepath.Base(path)
 			}
 			extra := map[string]any{"file": path, "name": wname}
-			if err := checkWorkflowName(wname); err != nil {
-				return e.fail(name, err, extra)
-			}
 			b, err := readWorkflowFile(path)
 			if err != nil {
+				return e.fail(name, err, extra)
+			}
+			if err := checkWorkflowName(wname); err != nil {
 				return e.fail(name, err, extra)
 			}
 			c, err := e.authClient()
