@@ -5,8 +5,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +27,7 @@ local disk), flash (chain the live env and reflash the assigned image on
 every PXE boot, booting the disk once after each flash), or tui (the
 interactive live env; what an unknown machine gets on first contact).`,
 		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e),
-		newMachinesReflashCmd(e), newMachinesHistoryCmd(e))
+		newMachinesReflashCmd(e), newMachinesHistoryCmd(e), newMachinesRunsCmd(e), newMachinesRunLogCmd(e), newMachinesRunCancelCmd(e))
 }
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
@@ -131,6 +131,10 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"provisioning", dash(string(m.ProvisioningMode))},
 		{"hostname", dash(m.Hostname)},
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
+		{"cijoe ssh user", orDefault(m.CijoeSSHUser, "the image's default user, else root")},
+		{"cijoe ssh port", orDefault(portText(m.CijoeSSHPort), "22")},
+		{"cijoe timeout", orDefault(m.CijoeTimeout, fleet.DefaultWorkflowTimeout.String())},
+		{"last workflow", workflowText(m)},
 		{"user-data", seedSize(m.UserData, "none")},
 		{"meta-data", seedSize(m.MetaData, "made by the server (hostname, new instance-id each flash)")},
 		{"last known good", knownGood(m.LastKnownGood)},
@@ -149,9 +153,55 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
+	for _, d := range m.Drift {
+		rows = append(rows, [2]string{"drift", driftText(d)})
+	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-22s %s\n", r[0]+":", r[1])
 	}
+}
+
+// orDefault is v, or what applies when it is empty.
+func orDefault(v, def string) string {
+	if v == "" {
+		return "- (" + def + ")"
+	}
+	return v
+}
+
+func portText(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
+}
+
+// workflowText is the machine's last workflow run: status, when, and
+// where its output is on the server.
+func workflowText(m api.Machine) string {
+	if m.LastWorkflowStatus == nil {
+		return "-"
+	}
+	t := string(*m.LastWorkflowStatus) + " at " + localTime(m.LastWorkflowRunAt)
+	if m.LastWorkflowOutputPath != "" {
+		t += ", output " + m.LastWorkflowOutputPath
+	}
+	return t + " (bty-ctl machines runs " + m.MAC.String() + ")"
+}
+
+// driftText is one way the record left its baseline: "image: baseline
+// X, now Y", hashes shortened, an empty side "none".
+func driftText(d fleet.DriftItem) string {
+	side := func(v string) string {
+		switch {
+		case v == "":
+			return "none"
+		case len(v) == 64 && strings.Trim(v, "0123456789abcdef") == "":
+			return shortSHA(v)
+		}
+		return v
+	}
+	return d.Field + ": baseline " + side(d.Baseline) + ", now " + side(d.Now)
 }
 
 // powerText is the machine's power control (never its password).
@@ -190,10 +240,11 @@ func conflictText(m api.Machine) string {
 }
 
 func newMachinesSetCmd(e *env) *cobra.Command {
-	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline string
+	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline, sshUser, runTimeout string
+	var sshPort int
 	var pw powerFlags
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--user-data FILE] [--meta-data FILE]",
+		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--user-data FILE] [--meta-data FILE]",
 		Short: "Register a machine or change its record",
 		Long: `Create the machine if it is new (boot policy local unless --policy says
 otherwise), else change only the fields given. An empty value clears a
@@ -227,6 +278,14 @@ Readiness (bty-ctl machines reflash --wait waits for it):
                     phone-home in cloud-init mode, else tcp:22)
   --flash-deadline  how long a flash may take to ready before it is
                     marked timeout, like 45m ("" the server's default, 1h)
+
+cijoe-online (bty-web runs the machine's workflow over SSH once its
+flash is ready; bty-ctl workflows, bty-ctl machines runs):
+
+  --cijoe-workflow  the workflow to run, a name from "bty-ctl workflows list"
+  --cijoe-ssh-user  the login ("" the image's default user, else root)
+  --cijoe-ssh-port  the SSH port (0: 22)
+  --cijoe-timeout   how long a run may take, 1m to 24h ("" 30m)
 
 The seed is served only to the machine itself while it flashes, and
 only shown to logged-in callers. --user-data "" clears it.
@@ -306,11 +365,32 @@ local to stop.`,
 				}
 				u.FlashDeadline = &d
 			}
+			if f.Changed("cijoe-ssh-user") {
+				v := strings.TrimSpace(sshUser)
+				if errs := (fleet.MachineUpdate{CijoeSSHUser: &v}).Validate(); len(errs) > 0 {
+					return e.fail(name, usageErr("--cijoe-ssh-user %s", errs[0].Msg), map[string]any{"mac": mac})
+				}
+				u.CijoeSSHUser = &v
+			}
+			if f.Changed("cijoe-ssh-port") {
+				if sshPort < 0 || sshPort > 65535 {
+					return e.fail(name, usageErr("--cijoe-ssh-port %d: give a TCP port 1-65535, or 0 for 22", sshPort), map[string]any{"mac": mac})
+				}
+				p := sshPort
+				u.CijoeSSHPort = &p
+			}
+			if f.Changed("cijoe-timeout") {
+				d := strings.TrimSpace(runTimeout)
+				if _, err := fleet.ParseWorkflowTimeout(d); err != nil {
+					return e.fail(name, exitcode.Wrap(exitcode.Usage, fmt.Errorf("--cijoe-timeout: %w", err)), map[string]any{"mac": mac})
+				}
+				u.CijoeTimeout = &d
+			}
 			if u.Power, err = pw.update(f, e.stdin); err != nil {
 				return e.fail(name, err, map[string]any{"mac": mac})
 			}
 			if u == (api.MachineUpdate{}) {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -327,6 +407,15 @@ local to stop.`,
 				catalog, _ = c.Images(cmd.Context())
 			}
 			warnings := setWarnings(m, catalog)
+			if m.ProvisioningMode == fleet.ModeCijoeOnline {
+				// Best effort too: a server that cannot say leaves
+				// the cijoe check out.
+				var settings *api.Settings
+				if s, err := c.Settings(cmd.Context()); err == nil {
+					settings = &s
+				}
+				warnings = append(warnings, cijoeWarnings(m, settings)...)
+			}
 			if e.asJSON {
 				return writeJSON(e, name, map[string]any{"server": c.Server(), "created": created, "machine": m, "warnings": warnings})
 			}
@@ -348,6 +437,9 @@ local to stop.`,
 	f.StringVar(&hostname, "hostname", "", "host name for provisioning (\"\" clears)")
 	f.StringVar(&provisioning, "provisioning", "", "provisioning mode: none, cloud-init, cijoe or cijoe-online")
 	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
+	f.StringVar(&sshUser, "cijoe-ssh-user", "", "login of cijoe-online runs (\"\" the image's default user, else root)")
+	f.IntVar(&sshPort, "cijoe-ssh-port", 0, "SSH port of cijoe-online runs (0: 22)")
+	f.StringVar(&runTimeout, "cijoe-timeout", "", "how long a cijoe-online run may take, like 45m (\"\" 30m)")
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
 	f.StringVar(&readyCheck, "ready-check", "", "when a flashed machine is ready: phone-home, tcp:PORT, none (\"\" the default)")
@@ -380,6 +472,23 @@ func setWarnings(m api.Machine, catalog []api.Image) []string {
 	}
 	if _, _, err := m.ProvisioningMode.InLiveEnv(); err != nil {
 		warnings = append(warnings, err.Error())
+	}
+	return warnings
+}
+
+// cijoeWarnings says what will make a cijoe-online machine's runs fail:
+// no workflow named, or no cijoe on bty-web's PATH (settings, when they
+// could be read, say).
+func cijoeWarnings(m api.Machine, settings *api.Settings) []string {
+	var warnings []string
+	if m.ProvisioningMode != fleet.ModeCijoeOnline {
+		return nil
+	}
+	if m.CijoeWorkflowRef == "" {
+		warnings = append(warnings, "provisioning cijoe-online with no workflow on the record: its runs fail until you give --cijoe-workflow NAME (bty-ctl workflows list)")
+	}
+	if settings != nil && settings.Cijoe == "" {
+		warnings = append(warnings, "cijoe is not on bty-web's PATH (bty-ctl settings get): cijoe-online runs fail until it is installed there")
 	}
 	return warnings
 }
@@ -473,5 +582,6 @@ func knownGood(k *fleet.KnownGood) string {
 	case k.RunID == 0:
 		return k.Image + " (set by hand before bty recorded baselines)"
 	}
-	return fmt.Sprintf("%s, workflow %s, run %d at %s", k.Image, k.Workflow, k.RunID, k.At.Format(time.RFC3339))
+	return fmt.Sprintf("%s (sha256 %s), workflow %s (sha256 %s), run %d at %s", k.Image, shortSHA(k.ImageSHA256),
+		dash(k.Workflow), shortSHA(k.WorkflowSHA256), k.RunID, localTime(&k.At))
 }

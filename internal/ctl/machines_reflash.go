@@ -20,10 +20,10 @@ import (
 
 func newMachinesReflashCmd(e *env) *cobra.Command {
 	var image, provisioning, hostname string
-	var wait, cancelOnInterrupt, cancel bool
+	var wait, cancelOnInterrupt, cancel, knownGood bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "reflash MAC [--image NAME] [--provisioning MODE] [--hostname H] [--wait [--timeout D] [--cancel-on-interrupt]] | --cancel",
+		Use:   "reflash MAC [--image NAME] [--provisioning MODE] [--hostname H] | --known-good [--wait [--timeout D] [--cancel-on-interrupt]] | --cancel",
 		Short: "Reflash a machine now: power-cycle it into the live env, flash, boot its disk, wait for ready",
 		Long: `Asks bty-web for a one-shot reflash: the machine's next PXE boot gets
 the live env flashing --image (else the record's image), with this
@@ -56,10 +56,17 @@ with the reason. Ctrl-C or --timeout leaves the flash running on the
 server unless --cancel-on-interrupt is given (a CI job must not leave a
 machine half flashed by accident). --json prints the final flash record.
 
+--known-good reflashes the machine's known-good baseline (the image,
+host name and seed its last successful cijoe-online run was made with,
+bty-ctl machines get MAC shows it) and then runs its workflow again; it
+takes none of --image, --provisioning and --hostname (exit 2), and a
+machine without a baseline is refused (exit 1).
+
 A flash already in progress for the machine is refused (exit 1), naming
 it; --cancel cancels it.`,
 		Example: `  bty-ctl machines reflash 52:54:00:12:34:56 --image debian.img.zst --wait --timeout 30m
   bty-ctl machines reflash 52:54:00:12:34:56 --hostname ci-job-7 --wait --json
+  bty-ctl machines reflash 52:54:00:12:34:56 --known-good --wait
   bty-ctl machines reflash 52:54:00:12:34:56 --cancel`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -85,6 +92,12 @@ it; --cancel cancels it.`,
 				}
 				req.Provisioning = &m
 			}
+			if knownGood {
+				if req != (fleet.ReflashRequest{}) {
+					return e.fail(name, usageErr("--known-good restores the baseline's image, host name and seed: give no --image, --provisioning or --hostname with it"), map[string]any{"mac": mac})
+				}
+				req.KnownGood = true
+			}
 			switch {
 			case timeout < 0:
 				return e.fail(name, usageErr("--timeout must not be negative"), map[string]any{"mac": mac})
@@ -105,7 +118,11 @@ it; --cancel cancels it.`,
 				return e.fail(name, e.apiErr("reflash of "+mac.String(), c, err), map[string]any{"server": c.Server(), "mac": mac})
 			}
 			if !e.asJSON {
-				fmt.Fprintf(e.stdout, "flash %d of %s: %s (%s)\n", res.Flash.ID, mac, res.Flash.Image, powerNote(res))
+				kg := ""
+				if res.Flash.KnownGoodRun != 0 {
+					kg = fmt.Sprintf(", the known-good baseline of run %d", res.Flash.KnownGoodRun)
+				}
+				fmt.Fprintf(e.stdout, "flash %d of %s: %s%s (%s)\n", res.Flash.ID, mac, res.Flash.Image, kg, powerNote(res))
 			}
 			if !wait {
 				if e.asJSON {
@@ -125,6 +142,7 @@ it; --cancel cancels it.`,
 	f.DurationVar(&timeout, "timeout", 0, "with --wait: give up waiting after this long, like 30m (0: until the flash ends on the server)")
 	f.BoolVar(&cancelOnInterrupt, "cancel-on-interrupt", false, "with --wait: cancel the flash on the server on Ctrl-C or --timeout")
 	f.BoolVar(&cancel, "cancel", false, "cancel the machine's flash in progress")
+	f.BoolVar(&knownGood, "known-good", false, "reflash the machine's known-good baseline (image, host name, seed) and rerun its workflow")
 	return cmd
 }
 
