@@ -33,7 +33,7 @@ test: deps build
 ## fuzz: each fuzz target for FUZZTIME (default 10s): the decoders' output equals the reference decoder's, or bty fails (internal/image/fuzz_test.go); what open routes parse (internal/fleet/fuzz_test.go)
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/image:FuzzOpen internal/image:FuzzQcow2 internal/image:FuzzXzIndex internal/image:FuzzZstdSeq \
-	internal/fleet:FuzzProgress internal/fleet:FuzzParseMAC
+	internal/fleet:FuzzProgress internal/fleet:FuzzParseMAC internal/fleet:FuzzCheckWorkflow
 # The fuzz cache ($GOCACHE/fuzz) is cleared first: inputs it gathers over
 # many runs (over 1,000 here) made the baseline pass outlast FUZZTIME and
 # the run fail with "context deadline exceeded". Failures found are kept

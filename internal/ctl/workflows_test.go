@@ -143,6 +143,9 @@ func TestWorkflowsCommands(t *testing.T) {
 	h.want(h.run("", "workflows", "delete", "copy.yml"), 1, "copy.yml")
 }
 
+// zeroMiBSHA256 is the sha256 of 1 MiB of zeros, the test's good.img.
+const zeroMiBSHA256 = "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58"
+
 // addRuns records two runs of mac in the server's store, as bty-web's
 // runner would: an old success that became the baseline, and a queued
 // one. It returns them.
@@ -153,13 +156,22 @@ func addRuns(t *testing.T, h *harness, mac fleet.MAC) (done, queued fleet.Run) {
 	exit := 0
 	start := t0.Add(10 * time.Second)
 	r := fleet.Run{MAC: mac, Source: fleet.RunOnline, Workflow: "smoke.yaml", WorkflowSHA256: fleet.SHA256Hex([]byte(smokeWorkflow)),
-		Image: "good.img", ImageSHA256: strings.Repeat("ab", 32), Result: fleet.RunRunning, CreatedAt: t0, StartedAt: &start}
+		Image: "good.img", ImageSHA256: zeroMiBSHA256, Result: fleet.RunRunning, CreatedAt: t0, StartedAt: &start}
 	r = r.End(fleet.RunSuccess, "", &exit, t0.Add(75*time.Second))
 	r.KnownGood = true
 	done, _, err := h.srv.Store.SaveRun(ctx, r, func(m fleet.Machine, r fleet.Run) fleet.Machine {
 		return m.WithRun(r, "/state/runs/1", m.UserData, m.MetaData, r.CreatedAt.Add(2*time.Minute))
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The runner keeps the workflow as it ran beside the run's log: a
+	// reflash to known-good reruns that copy.
+	dir := filepath.Join(h.srv.Config.StateDir, "runs", strconv.FormatInt(done.ID, 10))
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "workflow.yaml"), []byte(smokeWorkflow), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	queued, _, err = h.srv.Store.SaveRun(ctx, fleet.Run{MAC: mac, Source: fleet.RunOnline, Workflow: "smoke.yaml", Image: "good.img",
@@ -187,7 +199,7 @@ func TestMachinesBaseline(t *testing.T) {
 
 	r := h.run("", "machines", "get", mac)
 	for _, want := range []string{
-		"last known good:       good.img (sha256 abababababab), workflow smoke.yaml (sha256 " + done.WorkflowSHA256[:12] + "), run " + strconv.FormatInt(done.ID, 10) + " at ",
+		"last known good:       good.img (sha256 30e14955ebf1), workflow smoke.yaml (sha256 " + done.WorkflowSHA256[:12] + "), run " + strconv.FormatInt(done.ID, 10) + " at ",
 		"last workflow:         success at ",
 		"cijoe ssh user:        - (the image's default user, else root)",
 		"cijoe timeout:         - (30m0s)",

@@ -91,13 +91,14 @@ func (s *Server) handleRunLog(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := os.Open(filepath.Join(s.runs.runDir(run.ID), "log"))
 	if errors.Is(err, os.ErrNotExist) {
-		if run.Running() {
-			w.Header().Set("X-Log-Size", "0")
-			w.Header().Set("X-Run-Result", string(run.Result))
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if _, perr := os.Stat(filepath.Join(s.runs.runDir(run.ID), prunedMark)); perr == nil {
+			writeError(w, http.StatusGone, fmt.Sprintf("run %d's log is no longer kept (bty-web keeps the logs of each machine's %d latest runs)", run.ID, keepRunDirs))
 			return
 		}
-		writeError(w, http.StatusGone, fmt.Sprintf("run %d's log is no longer kept (bty-web keeps the directories of each machine's %d latest runs)", run.ID, keepRunDirs))
+		// No line written yet.
+		w.Header().Set("X-Log-Size", "0")
+		w.Header().Set("X-Run-Result", string(run.Result))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		return
 	}
 	if err != nil {

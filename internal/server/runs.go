@@ -36,8 +36,9 @@ const (
 	maxMaxRuns     = 64
 	// maxRunLog caps a run's log; the rest is dropped with a note.
 	maxRunLog = 16 << 20
-	// keepRunDirs is how many run directories a machine keeps; older
-	// ones are pruned (their records stay), except its baseline's.
+	// keepRunDirs is how many run directories a machine keeps whole;
+	// older ones are emptied (their records stay), except its
+	// baseline's.
 	keepRunDirs = 50
 	// sshWaitMax bounds the wait for the machine to accept bty-web's
 	// key before cijoe starts (within the run's timeout).
@@ -578,11 +579,23 @@ func (rn *runner) prune(mac fleet.MAC) {
 		keep = m.LastKnownGood.RunID
 	}
 	for _, r := range runs {
-		if r.ID != keep && !r.Running() {
-			_ = os.RemoveAll(rn.runDir(r.ID))
+		dir := rn.runDir(r.ID)
+		if r.ID == keep || r.Running() {
+			continue
 		}
+		if _, err := os.Stat(filepath.Join(dir, prunedMark)); err == nil {
+			continue
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+		_ = os.WriteFile(filepath.Join(dir, prunedMark), nil, 0o640)
 	}
 }
+
+// prunedMark marks a run directory whose files were pruned.
+const prunedMark = "pruned"
 
 // removeAll removes the directories of runs (a deleted machine's).
 func (rn *runner) removeAll(runs []fleet.Run) {
