@@ -370,6 +370,7 @@ var wireTypes = map[string]any{
 	"Health": api.Health{}, "StateArchive": api.StateArchive{}, "Imported": api.Imported{},
 	"Error": api.Error{}, "Flash": api.Flash{}, "ReflashRequest": api.ReflashRequest{}, "Progress": api.Progress{},
 	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
+	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and
