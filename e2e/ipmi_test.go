@@ -17,9 +17,16 @@ package e2e
 // the machine on (pxe-once+on); the live env flashes the Debian image
 // with the record's cloud-init seed and reboots; the disk boots first (no
 // proxy-DHCP contact, no detour), the OS comes up with the record's host
-// name and phones home: the flash is ready. Flash 2, while that OS runs,
-// with --hostname: pxe-once+cycle, a stranger mid-cycle is refused, the
-// new OS has the new host name. Flash 3: the BMC refuses a wrong password;
+// name and phones home: the flash is ready. The machine is in
+// cijoe-online mode: bty-web then runs its workflow (the stand-in cijoe,
+// each step over real SSH) against the OS as the image's default user,
+// with the key bty-web made and the seed's vendor-data authorised; the
+// second step reads back the file the first wrote on the guest; the run
+// is the machine's known-good baseline. Flash 2, while that OS runs,
+// with --hostname and a workflow whose second step fails:
+// pxe-once+cycle, a stranger mid-cycle is refused, the new OS has the
+// new host name, the run fails with the step's status and the baseline
+// stays the first run's. Flash 3: the BMC refuses a wrong password;
 // the flash fails at once with that reason (never the password), the
 // running OS is left alone.
 
@@ -51,7 +58,7 @@ const (
 var toolIPMISim = tool{"ipmi_sim", "openipmi"}
 
 func TestIPMIReflash(t *testing.T) {
-	needVMTest(t, "reflashes a UEFI guest three times through OpenIPMI's ipmi_sim as its BMC and the real bty-web: power on, power cycle of the running OS, a refused password (about 9 minutes under TCG)",
+	needVMTest(t, "reflashes a UEFI guest three times through OpenIPMI's ipmi_sim as its BMC and the real bty-web: power on, power cycle of the running OS, a cijoe-online workflow run after each, a refused password (about 9 minutes under TCG)",
 		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd, toolIPMISim)
 	repo := repoRoot(t)
 	tmp := t.TempDir()
@@ -94,8 +101,10 @@ func TestIPMIReflash(t *testing.T) {
 	if err := os.WriteFile(userData, []byte(ud), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	onlineWorkflows(t, w, tmp, token)
 	w.ctlRun(t, bmcPassword+"\n", "machines", "set", ipmiMAC, "--policy", "local", "--image", pxeImageName,
-		"--provisioning", "cloud-init", "--hostname", "ipmi-one", "--user-data", userData,
+		"--provisioning", "cijoe-online", "--cijoe-workflow", "good.yaml", "--ready-check", "phone-home",
+		"--hostname", "ipmi-one", "--user-data", userData,
 		"--power-driver", "ipmi", "--power-address", ipmiAddr, "--power-user", ipmiUser, "--power-password-stdin",
 		// ipmi_sim lacks the SHA-256 suites the library tries first.
 		"--power-cipher-suite", "3")
@@ -140,6 +149,14 @@ func TestIPMIReflash(t *testing.T) {
 	checkChain(t, w, logMark, v.start, seedAndReady)
 	checkNoDetour(t, w, os1, logMark)
 	phases = append(phases, flashPhases("flash1", f1)...)
+	// cijoe-online: the workflow runs on the booted OS over SSH with
+	// bty-web's key, which the seed authorised; the run is the baseline.
+	run1, log1 := waitOnlineRun(t, w, ipmiMAC, f1, 5*time.Minute)
+	checkGoodRun(t, w, ipmiMAC, token, f1, run1, log1)
+	phases = append(phases, phase{"flash1-ready-to-run-end", run1.EndedAt.Sub(*f1.ReadyAt)})
+
+	// Flash 2 runs a workflow whose second step fails.
+	w.ctlRun(t, "", "machines", "set", ipmiMAC, "--cijoe-workflow", "bad.yaml")
 
 	// Flash 2: the OS runs; the BMC sets the one-time PXE boot and
 	// cycles the power. A stranger mid-cycle gets nothing.
@@ -169,6 +186,8 @@ func TestIPMIReflash(t *testing.T) {
 	checkChain(t, w, logMark, v.start, seedAndReady)
 	checkNoDetour(t, w, os2, logMark)
 	phases = append(phases, flashPhases("flash2", f2)...)
+	run2, log2 := waitOnlineRun(t, w, ipmiMAC, f2, 5*time.Minute)
+	checkBadRun(t, w, ipmiMAC, run1, run2, log2)
 
 	// Flash 3: a wrong BMC password. The flash fails at once with the
 	// BMC's refusal; the running OS is not touched.

@@ -451,6 +451,9 @@ func startBtyWeb(t *testing.T, repo string, l *lab, dir, bootDir, imageRoot stri
 		"BTY_WEB_PORT=8080",
 		"BTY_TFTP_PORT=69",
 		"BTY_LOG_LEVEL=debug",
+		// cijoe-online runs the stand-in, which runs each step over
+		// real SSH (TestIPMIReflash).
+		"BTY_CIJOE="+filepath.Join(repo, "e2e", "testdata", "cijoe"),
 	)
 	cmd.Stdout, cmd.Stderr = w.log, w.log
 	if err := cmd.Start(); err != nil {

@@ -66,6 +66,7 @@ HOSTNAME_=bty-vm
 packages=(
   systemd-sysv udev dbus linux-image-amd64 initramfs-tools systemd-boot-efi
   cloud-init python3-cffi-backend iproute2 ifupdown isc-dhcp-client netbase
+  openssh-server
   ca-certificates less
 )
 
