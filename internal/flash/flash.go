@@ -179,17 +179,18 @@ func runProvisioning(ctx context.Context, opts Options, p *prepared, sink event.
 		return path
 	}
 	return provision.Run(ctx, provision.Options{
-		Mode:       p.plan.Provisioning,
-		Target:     p.disk.Path,
-		UserData:   p.userData,
-		MetaData:   p.metaData,
-		VendorData: p.vendorData,
-		Hostname:   opts.Hostname,
-		Workflow:   abs(opts.CijoeWorkflow),
-		Config:     abs(opts.CijoeConfig),
-		LogDir:     opts.LogDir,
-		Sink:       sink,
-		Logger:     log,
+		Mode:         p.plan.Provisioning,
+		Target:       p.disk.Path,
+		UserData:     p.userData,
+		MetaData:     p.metaData,
+		VendorData:   p.vendorData,
+		SeedOptional: opts.SeedOptional,
+		Hostname:     opts.Hostname,
+		Workflow:     abs(opts.CijoeWorkflow),
+		Config:       abs(opts.CijoeConfig),
+		LogDir:       opts.LogDir,
+		Sink:         sink,
+		Logger:       log,
 	})
 }
 

@@ -34,7 +34,13 @@ type Options struct {
 	// VendorData is cloud-init vendor-data for the seed (the live env's
 	// phone_home, say): cloud-init merges it below user-data. An image
 	// whose seed holds its own vendor-data keeps it, with a note.
-	VendorData    Input
+	VendorData Input
+	// SeedOptional (cloud-init mode) flashes an image without a usable
+	// cloud-init (none of its partitions holds /etc/cloud, or cloud-init
+	// is disabled in it) with a note instead of failing: no seed is
+	// written (provision.Options.SeedOptional). The live env's
+	// cijoe-online mode seeds bty-web's SSH key this way, best effort.
+	SeedOptional  bool
 	Hostname      string
 	CijoeWorkflow string
 	CijoeConfig   string

@@ -30,6 +30,8 @@ type prepared struct {
 	// userData, metaData and vendorData are the provisioning inputs as
 	// checked.
 	userData, metaData, vendorData []byte
+	// seedOptional is Options.SeedOptional.
+	seedOptional bool
 }
 
 func (p *prepared) close() {
@@ -84,7 +86,7 @@ func prepare(ctx context.Context, opts Options, dryRun bool) *prepared {
 		Notes:        []string{},
 		Errors:       []string{},
 	}
-	p := &prepared{plan: plan}
+	p := &prepared{plan: plan, seedOptional: opts.SeedOptional}
 	p.checkProvisioning(opts, mode)
 	// The target first: opening a remote image can take a while, and the
 	// re-probe before writing catches whatever changes meanwhile.
@@ -162,6 +164,10 @@ func (p *prepared) checkLayout(dryRun bool) {
 	}
 	plan.PartitionTable = tbl
 	choice, err := provision.Choose(plan.Provisioning, tbl, probed)
+	if err != nil && p.seedOptional && plan.Provisioning == fleet.ModeCloudInit {
+		plan.note("provisioning (%s) is optional here and will write no seed: %v", plan.Provisioning, err)
+		return
+	}
 	if err != nil {
 		plan.fail(fault.Failed, "provisioning (%s): %v", plan.Provisioning, err)
 		return

@@ -206,7 +206,7 @@ func TestModeInLiveEnv(t *testing.T) {
 		{ModeUnset, ModeNone, false, nil},
 		{ModeNone, ModeNone, false, nil},
 		{ModeCloudInit, ModeCloudInit, false, nil},
-		{ModeCijoeOnline, ModeNone, true, nil},
+		{ModeCijoeOnline, ModeCijoeOnline, true, nil},
 		{ModeCijoe, "", false, ErrLiveEnvCijoe},
 	}
 	for _, tt := range tests {
@@ -214,6 +214,9 @@ func TestModeInLiveEnv(t *testing.T) {
 		if apply != tt.apply || (note != "") != tt.note || !errors.Is(err, tt.wantErr) {
 			t.Errorf("%q.InLiveEnv() = %q, %q, %v", tt.mode, apply, note, err)
 		}
+	}
+	if _, note, _ := ModeCijoeOnline.InLiveEnv(); !strings.Contains(note, "bty-web's SSH key") || !strings.Contains(note, "seeds cloud-init") {
+		t.Errorf("cijoe-online's note %q does not say the live env seeds bty-web's SSH key through cloud-init", note)
 	}
 	if _, _, err := Mode("salt").InLiveEnv(); err == nil || !strings.Contains(err.Error(), "cijoe-online") {
 		t.Errorf("unknown mode: %v", err)

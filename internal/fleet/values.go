@@ -92,10 +92,13 @@ var ErrLiveEnvCijoe = errors.New("provisioning cijoe runs a workflow against the
 	"set the machine's provisioning to cloud-init (with user-data on its record), cijoe-online or none")
 
 // InLiveEnv is what the PXE live env does with a record's mode: the mode
-// it applies to the flashed disk, and a note when that differs from m.
-// cijoe-online flashes with no provisioning (bty-web runs the workflow
-// later); cijoe cannot run there (ErrLiveEnvCijoe); an unknown mode is
-// an error naming the ones the live env knows.
+// it applies to the flashed disk, and a note when that is more than m
+// says. cijoe-online stays cijoe-online: the live env seeds cloud-init,
+// when the image has it, with bty-web's SSH key (bty.ssh_key=) so that
+// bty-web can run the workflow once the flashed OS is up, and flashes
+// on without the seed when the image has no cloud-init; cijoe cannot
+// run there (ErrLiveEnvCijoe); an unknown mode is an error naming the
+// ones the live env knows.
 func (m Mode) InLiveEnv() (apply Mode, note string, err error) {
 	switch m {
 	case ModeUnset, ModeNone:
@@ -103,7 +106,7 @@ func (m Mode) InLiveEnv() (apply Mode, note string, err error) {
 	case ModeCloudInit:
 		return ModeCloudInit, "", nil
 	case ModeCijoeOnline:
-		return ModeNone, "provisioning cijoe-online: bty-web runs the workflow once the flashed OS is up; the live env flashes without provisioning", nil
+		return ModeCijoeOnline, "provisioning cijoe-online: the live env seeds cloud-init (when the image has it) with bty-web's SSH key; bty-web runs the workflow once the flashed OS is up", nil
 	case ModeCijoe:
 		return "", "", ErrLiveEnvCijoe
 	}

@@ -154,8 +154,56 @@ func TestParseCmdlineCijoeOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Provisioning != "none" || len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "bty-web runs the workflow") {
-		t.Errorf("provisioning %q, notes %q; want none and a note", p.Provisioning, p.Notes)
+	if p.Provisioning != fleet.ModeCijoeOnline || len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "bty-web runs the workflow") {
+		t.Errorf("provisioning %q, notes %q; want cijoe-online and a note", p.Provisioning, p.Notes)
+	}
+}
+
+// testSSHKey is the blob of an ssh-ed25519 public key; testRSAKey an
+// ssh-rsa one's.
+const (
+	testSSHKey = "AAAAC3NzaC1lZDI1NTE5AAAAIP+trxoTcLtFU0qCbpFj/vGWWvcMpSnBOEp9a3B0r2yi"
+	testRSAKey = "AAAAB3NzaC1yc2EAAAADAQABAAAAgQDI4spxgGzMksdcsjOQHKmLbXkMqDMFyA9zZV2tosIJB3chU/vesmGiT6sapzdv17ExlPLvtNx0jc0Jr0wnpTe6o66B78U/LEKYiFlVrQGHww5fiL9HTLuOnw7f7L+MyO+2iJ9wTIEnqMVwoHDEnNda2jHXm/vOWnExec7xcJZ0yw=="
+)
+
+// TestParseCmdlineSSHKey: bty.ssh_key=BLOB becomes bty-web's
+// authorized_keys line in cijoe-online mode, is dropped with a note in
+// other modes, and anything but an ssh-ed25519 key's base64 blob is an
+// error naming the parameter.
+func TestParseCmdlineSSHKey(t *testing.T) {
+	const base = `bty.server=http://h:8080 bty.mac=aa:bb:cc:dd:ee:ff bty.image_url=http://h/x.img `
+	p, err := ParseCmdline(base + `bty.provisioning=cijoe-online bty.ssh_key=` + testSSHKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ssh-ed25519 " + testSSHKey + " bty-web"; p.SSHKey != want {
+		t.Errorf("SSHKey = %q, want %q", p.SSHKey, want)
+	}
+	p, err = ParseCmdline(base + `bty.provisioning=cloud-init bty.ssh_key=` + testSSHKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(p.Notes, "\n"); p.SSHKey != "" || !strings.Contains(notes, "bty.ssh_key is ignored with provisioning cloud-init") {
+		t.Errorf("cloud-init: SSHKey %q, notes %q; want none and a note", p.SSHKey, p.Notes)
+	}
+	for name, bad := range map[string]string{
+		"empty":          ``,
+		"rsa key":        testRSAKey,
+		"not a key":      "aGVsbG8gd29ybGQ=",
+		"not base64":     testSSHKey[:len(testSSHKey)-1],
+		"bad characters": strings.ReplaceAll(testSSHKey, "+", "-"),
+		"whole line":     `"ssh-ed25519 ` + testSSHKey + ` bty-web"`,
+		"too long":       strings.Repeat("A", 260),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := ParseCmdline(base + `bty.provisioning=cijoe-online bty.ssh_key=` + bad)
+			if err == nil || !strings.Contains(err.Error(), "bty.ssh_key=") {
+				t.Errorf("error %v, want one naming bty.ssh_key", err)
+			}
+			if p.SSHKey != "" {
+				t.Errorf("SSHKey = %q from a bad value", p.SSHKey)
+			}
+		})
 	}
 }
 
@@ -174,6 +222,7 @@ func TestParseCmdlinePhoneHome(t *testing.T) {
 		{"not asked", base + cycle + `bty.provisioning=cloud-init`, false, ""},
 		{"no cycle", base + `bty.provisioning=cloud-init bty.ready=phone-home`, false, "without bty.cycle"},
 		{"no cloud-init", base + cycle + `bty.provisioning=none bty.ready=phone-home`, false, "only cloud-init can phone home"},
+		{"cijoe-online with a cycle", base + cycle + `bty.provisioning=cijoe-online bty.ready=phone-home`, true, "bty-web runs the workflow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := ParseCmdline(tc.line)

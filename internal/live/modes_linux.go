@@ -20,6 +20,7 @@ import (
 	"github.com/btyproject/bty/internal/flash"
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/human"
+	"github.com/btyproject/bty/internal/provision"
 )
 
 const (
@@ -40,8 +41,13 @@ func (s *system) flashMode(ctx context.Context) {
 		s.retryLater(ctx)
 		return
 	}
-	s.reportDone(ctx, fleet.Progress{Image: imageName(s.params.ImageURL), BytesWritten: res.BytesWritten,
-		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256})
+	totals := fleet.Progress{Image: imageName(s.params.ImageURL), BytesWritten: res.BytesWritten,
+		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256}
+	if res.Provision != nil {
+		// Who cloud-init gives bty-web's key to: bty-web logs in as them.
+		totals.OSUser = res.Provision.DefaultUser
+	}
+	s.reportDone(ctx, totals)
 	s.log.Info("live env finished", "since_boot", time.Since(s.started), "flash", time.Since(start))
 	s.reboot()
 }
@@ -65,16 +71,26 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
 		Sink: event.Multi(console, reporter), Logger: s.log}
-	if p.Provisioning == fleet.ModeCloudInit {
-		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c); err != nil {
+	online := p.Provisioning == fleet.ModeCijoeOnline
+	if p.Provisioning == fleet.ModeCloudInit || online {
+		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c, online); err != nil {
 			return nil, err
 		}
-		if p.PhoneHome {
-			vd, err := phoneHomeVendorData(p.Server, p.MAC, p.Cycle)
-			if err != nil {
-				return nil, err
-			}
-			opts.VendorData = flash.Input{Path: "(bty's phone_home)", Data: vd}
+		vd, err := vendorData(p)
+		if err != nil {
+			return nil, err
+		}
+		if vd != nil {
+			opts.VendorData = flash.Input{Path: "(bty's vendor-data)", Data: vd}
+		}
+	}
+	if online {
+		// cijoe-online seeds cloud-init for bty-web's key, best effort:
+		// an image without cloud-init flashes all the same, and must
+		// authorise the key itself.
+		opts.Provision, opts.SeedOptional = fleet.ModeCloudInit, true
+		if p.SSHKey != "" && userDataSetsKeys(opts.UserData.Data) {
+			s.say("the machine's user-data sets ssh_authorized_keys, which replaces vendor-data's: bty-web's key reaches the OS only if the user-data lists it too")
 		}
 	}
 	what := human.Bytes(target.SizeBytes)
@@ -93,6 +109,8 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		s.log.Info("flash note", "note", n)
 	}
 	switch {
+	case online:
+		s.sayOnline(res.Provision)
 	case opts.VendorData.IsZero():
 	case res.Provision != nil && res.Provision.ImageVendorData:
 		s.say("the image has its own vendor-data; the OS will not phone home: set ready_check tcp:22 for this machine")
@@ -102,6 +120,43 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
 	return res, nil
+}
+
+// sayOnline says on the consoles what a cijoe-online flash seeded:
+// bty-web's SSH key, for whom, and phone_home.
+func (s *system) sayOnline(prov *provision.Result) {
+	p := s.params
+	switch {
+	case prov == nil || prov.SeedDir == "":
+		said := false
+		if prov != nil {
+			for _, n := range prov.Notes {
+				if strings.Contains(n, "SSH key was not seeded") {
+					s.say("%s", n)
+					said = true
+				}
+			}
+		}
+		if !said {
+			s.say("the image has no cloud-init: bty-web's SSH key was not seeded; the image must authorise it itself")
+		}
+		if p.PhoneHome {
+			s.say("without cloud-init the OS will not phone home either: set ready_check tcp:22 for this machine")
+		}
+	case prov.ImageVendorData:
+		s.say("the image has its own vendor-data, kept: bty-web's SSH key was not seeded (nor phone_home); the image must authorise the key itself")
+	default:
+		if p.SSHKey == "" {
+			s.say("no bty.ssh_key on the kernel line: bty-web's SSH key was not seeded (bty-web has no key, or is older than this live env)")
+		} else if prov.DefaultUser != "" {
+			s.say("seeded bty-web's SSH key for the image's default user %s", prov.DefaultUser)
+		} else {
+			s.say("seeded bty-web's SSH key; the image's cloud.cfg names no default user, so cloud-init may give it to no user bty-web can log in as")
+		}
+		if p.PhoneHome {
+			s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
+		}
+	}
 }
 
 // waitTarget picks the disk to flash, giving slow storage drivers (NVMe,
@@ -125,13 +180,19 @@ func (s *system) waitTarget(want string) (disk.Disk, error) {
 }
 
 // fetchSeed fetches the machine's cloud-init seed from the server, as
-// data for the engine, which checks it before anything is written.
-func (s *system) fetchSeed(ctx context.Context, c *client.Client) (userData, metaData flash.Input, err error) {
+// data for the engine, which checks it before anything is written. With
+// optional (cijoe-online), a machine without user-data gets a bare
+// #cloud-config: the seed carries bty's vendor-data.
+func (s *system) fetchSeed(ctx context.Context, c *client.Client, optional bool) (userData, metaData flash.Input, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	ud, md, err := c.PXESeed(ctx, s.params.MAC, s.params.Cycle)
 	if err != nil {
 		return flash.Input{}, flash.Input{}, err
+	}
+	if ud == nil && optional {
+		s.log.Info("the server has no user-data for this machine; seeding an empty #cloud-config", "mac", s.params.MAC)
+		return flash.Input{Path: "(bty's empty user-data)", Data: []byte("#cloud-config\n")}, flash.Input{}, nil
 	}
 	if ud == nil {
 		return flash.Input{}, flash.Input{}, fmt.Errorf("provisioning cloud-init: the server has no user-data for %s; set it with bty-ctl machines set %s --user-data FILE", s.params.MAC, s.params.MAC)

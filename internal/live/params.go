@@ -7,12 +7,15 @@
 package live
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/btyproject/bty/internal/fleet"
 )
@@ -46,8 +49,15 @@ type Params struct {
 	// PhoneHome (bty.ready=phone-home) asks the live env to seed
 	// cloud-init's phone_home module, so the flashed OS reports ready to
 	// POST /pxe/{mac}/ready?cycle=TOKEN. bty-web sets it only with
-	// bty.cycle, in cloud-init mode.
+	// bty.cycle, in cloud-init or cijoe-online mode.
 	PhoneHome bool
+	// SSHKey is bty-web's public key as an authorized_keys line,
+	// "ssh-ed25519 BLOB bty-web", from bty.ssh_key=BLOB (the base64
+	// field of an ssh-ed25519 key). In cijoe-online mode the live env
+	// seeds it into cloud-init's vendor-data (ssh_authorized_keys, the
+	// image's default user) so bty-web can log in to run the workflow;
+	// other modes drop it with a note.
+	SSHKey string
 	// Shell starts a shell on the consoles before anything else
 	// (bty.shell=1), for debugging a machine by hand.
 	Shell bool
@@ -125,6 +135,13 @@ func ParseCmdline(cmdline string) (Params, error) {
 				continue
 			}
 			p.PhoneHome = true
+		case "bty.ssh_key":
+			line, err := authorizedKey(val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bty.ssh_key=%q: %w", val, err))
+				continue
+			}
+			p.SSHKey = line
 		case "bty.shell":
 			p.Shell = val == "" || val == "1" || val == "yes"
 		default:
@@ -156,9 +173,15 @@ func ParseCmdline(cmdline string) (Params, error) {
 		case p.PhoneHome && p.Cycle == "":
 			p.PhoneHome = false
 			p.Notes = append(p.Notes, "bty.ready=phone-home without bty.cycle: the flashed OS cannot phone home (the server accepts it only with the cycle's token); rebuild the live env or update bty-web")
-		case p.PhoneHome && p.Provisioning != fleet.ModeCloudInit:
+		case p.PhoneHome && p.Provisioning != fleet.ModeCloudInit && p.Provisioning != fleet.ModeCijoeOnline:
 			p.PhoneHome = false
 			p.Notes = append(p.Notes, fmt.Sprintf("bty.ready=phone-home is ignored with provisioning %s: only cloud-init can phone home; set the machine's ready_check to tcp:22", p.Provisioning))
+		}
+		// bty-web's key is for its cijoe-online runs only: a machine in
+		// another mode does not get bty-web's access to it.
+		if p.SSHKey != "" && p.Provisioning != fleet.ModeCijoeOnline {
+			p.SSHKey = ""
+			p.Notes = append(p.Notes, fmt.Sprintf("bty.ssh_key is ignored with provisioning %s: bty-web's key is seeded only for cijoe-online", p.Provisioning))
 		}
 		if p.ImageURL == "" {
 			errs = append(errs, errors.New("bty.image_url is missing: the server assigned no image (assign one, or boot with bty.mode=interactive)"))
@@ -172,6 +195,37 @@ func ParseCmdline(cmdline string) (Params, error) {
 		}
 	}
 	return p, errors.Join(errs...)
+}
+
+// maxSSHKeyBlob bounds bty.ssh_key's value (an ed25519 key's blob is 68
+// bytes), as bty-web's boot script does.
+const maxSSHKeyBlob = 256
+
+// authorizedKey checks blob, the base64 field of an ssh-ed25519 public
+// key, and returns the key as an authorized_keys line commented
+// "bty-web".
+func authorizedKey(blob string) (string, error) {
+	if blob == "" {
+		return "", errors.New("empty: want the base64 field of bty-web's ssh-ed25519 public key")
+	}
+	if len(blob) > maxSSHKeyBlob {
+		return "", fmt.Errorf("%d bytes, over %d: want the base64 field of an ssh-ed25519 public key", len(blob), maxSSHKeyBlob)
+	}
+	if strings.Trim(blob, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != "" {
+		return "", errors.New("want the base64 field of an ssh-ed25519 public key (A-Za-z0-9+/= only)")
+	}
+	raw, err := base64.StdEncoding.DecodeString(blob)
+	if err != nil {
+		return "", fmt.Errorf("not base64: %w", err)
+	}
+	key, err := ssh.ParsePublicKey(raw)
+	if err != nil {
+		return "", fmt.Errorf("not an SSH public key: %w", err)
+	}
+	if key.Type() != ssh.KeyAlgoED25519 {
+		return "", fmt.Errorf("a %s key; bty-web's key is %s", key.Type(), ssh.KeyAlgoED25519)
+	}
+	return ssh.KeyAlgoED25519 + " " + blob + " bty-web", nil
 }
 
 // splitCmdline splits a kernel command line on spaces outside double

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,9 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goccy/go-yaml"
+
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/event"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/provision"
 )
 
 const (
@@ -157,26 +161,69 @@ func imageName(imageURL string) string {
 // restarting while the machine boots.
 const phoneHomeTries = 30
 
-// phoneHomeVendorData is the cloud-init vendor-data that makes the
-// flashed OS report ready: phone_home POSTs its instance id and
-// hostname to the server's ready route (docs/reference.md), the cycle's
-// token in the query since phone_home cannot set headers. It is
+// vendorData is the cloud-init vendor-data bty's live env seeds for the
+// flash p describes, nil when there is nothing to seed. It is
 // vendor-data, not user-data, so the user's own seed stays as it is and
-// wins where both set something.
-func phoneHomeVendorData(server string, mac fleet.MAC, cycle string) ([]byte, error) {
-	base, err := client.NormalizeServer(server)
-	if err != nil {
-		return nil, err
+// wins where both set something. Its parts:
+//
+//   - phone_home (p.PhoneHome) makes the flashed OS report ready: it
+//     POSTs its instance id and hostname to the server's ready route
+//     (docs/reference.md), the cycle's token in the query since
+//     phone_home cannot set headers;
+//   - ssh_authorized_keys (p.SSHKey, cijoe-online) authorises bty-web's
+//     key for the image's default user, for bty-web's workflow runs.
+//
+// Values are JSON strings, which YAML reads as double-quoted scalars;
+// the document is checked as the engine checks it
+// (provision.CheckVendorData).
+func vendorData(p Params) ([]byte, error) {
+	if !p.PhoneHome && p.SSHKey == "" {
+		return nil, nil
 	}
-	if !fleet.ValidCycleToken(cycle) {
-		return nil, fmt.Errorf("phone_home needs the flash cycle's token, got %q: boot through bty-web's iPXE script", cycle)
+	var b bytes.Buffer
+	b.WriteString("#cloud-config\n")
+	if p.PhoneHome {
+		base, err := client.NormalizeServer(p.Server)
+		if err != nil {
+			return nil, err
+		}
+		if !fleet.ValidCycleToken(p.Cycle) {
+			return nil, fmt.Errorf("phone_home needs the flash cycle's token, got %q: boot through bty-web's iPXE script", p.Cycle)
+		}
+		u := base + "/pxe/" + url.PathEscape(p.MAC.String()) + "/ready?cycle=" + url.QueryEscape(p.Cycle)
+		quoted, err := json.Marshal(u)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "# Written by bty's live env: the flashed OS tells bty-web it is up.\n"+
+			"phone_home:\n  url: %s\n  post: [instance_id, hostname]\n  tries: %d\n", quoted, phoneHomeTries)
 	}
-	u := base + "/pxe/" + url.PathEscape(mac.String()) + "/ready?cycle=" + url.QueryEscape(cycle)
-	quoted, err := json.Marshal(u) // a JSON string is a YAML double-quoted scalar
-	if err != nil {
-		return nil, err
+	if p.SSHKey != "" {
+		quoted, err := json.Marshal(p.SSHKey)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "# Written by bty's live env: bty-web logs in with this key to run the machine's workflow.\n"+
+			"ssh_authorized_keys:\n  - %s\n", quoted)
 	}
-	return fmt.Appendf(nil, "#cloud-config\n"+
-		"# Written by bty's live env: the flashed OS tells bty-web it is up.\n"+
-		"phone_home:\n  url: %s\n  post: [instance_id, hostname]\n  tries: %d\n", quoted, phoneHomeTries), nil
+	if err := provision.CheckVendorData(b.Bytes()); err != nil {
+		return nil, fmt.Errorf("bty's vendor-data: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// userDataSetsKeys reports whether user-data is a #cloud-config document
+// with a top-level ssh_authorized_keys: cloud-init then drops
+// vendor-data's list (user-data wins key by key), bty-web's key with it.
+func userDataSetsKeys(userData []byte) bool {
+	first, _, _ := bytes.Cut(userData, []byte("\n"))
+	if string(bytes.TrimRight(first, "\r \t")) != "#cloud-config" {
+		return false
+	}
+	var doc map[string]any
+	if yaml.UnmarshalWithOptions(userData, &doc, yaml.AllowDuplicateMapKey()) != nil {
+		return false
+	}
+	_, ok := doc["ssh_authorized_keys"]
+	return ok
 }

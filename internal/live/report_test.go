@@ -1,10 +1,13 @@
 package live
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -186,32 +189,84 @@ func TestImageName(t *testing.T) {
 	}
 }
 
-// TestPhoneHomeVendorData: the document is vendor-data cloud-init takes
-// (provision.CheckVendorData) and phone_home gets the ready URL with the
-// cycle's token.
-func TestPhoneHomeVendorData(t *testing.T) {
-	b, err := phoneHomeVendorData("http://192.0.2.1:8080/bty/", testMAC, testCycle)
-	if err != nil {
-		t.Fatal(err)
+// TestVendorData: bty's vendor-data is phone_home only, the key only, or
+// both, as asked: each is vendor-data cloud-init takes
+// (provision.CheckVendorData), a #cloud-config mapping with exactly the
+// expected keys; phone_home gets the ready URL with the cycle's token,
+// ssh_authorized_keys bty-web's key line. Nothing asked, nothing seeded.
+func TestVendorData(t *testing.T) {
+	key := "ssh-ed25519 " + testSSHKey + " bty-web"
+	base := Params{Server: "http://192.0.2.1:8080/bty/", MAC: testMAC, Cycle: testCycle}
+	wantURL := "http://192.0.2.1:8080/bty/pxe/52:54:00:b7:70:01/ready?cycle=" + testCycle
+	for _, tc := range []struct {
+		name      string
+		phoneHome bool
+		sshKey    string
+		keys      []string
+	}{
+		{"phone_home only", true, "", []string{"phone_home"}},
+		{"key only", false, key, []string{"ssh_authorized_keys"}},
+		{"both", true, key, []string{"phone_home", "ssh_authorized_keys"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := base
+			p.PhoneHome, p.SSHKey = tc.phoneHome, tc.sshKey
+			b, err := vendorData(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := provision.CheckVendorData(b); err != nil {
+				t.Errorf("vendor-data refused: %v\n%s", err, b)
+			}
+			if !bytes.HasPrefix(b, []byte("#cloud-config\n")) {
+				t.Errorf("vendor-data does not start with #cloud-config:\n%s", b)
+			}
+			var raw map[string]any
+			if err := yaml.Unmarshal(b, &raw); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			if got := slices.Sorted(maps.Keys(raw)); !slices.Equal(got, tc.keys) {
+				t.Errorf("keys %q, want %q\n%s", got, tc.keys, b)
+			}
+			var doc struct {
+				PhoneHome struct {
+					URL   string   `yaml:"url"`
+					Post  []string `yaml:"post"`
+					Tries int      `yaml:"tries"`
+				} `yaml:"phone_home"`
+				Keys []string `yaml:"ssh_authorized_keys"`
+			}
+			if err := yaml.Unmarshal(b, &doc); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			if tc.phoneHome && (doc.PhoneHome.URL != wantURL || doc.PhoneHome.Tries != 30 || strings.Join(doc.PhoneHome.Post, ",") != "instance_id,hostname") {
+				t.Errorf("phone_home = %+v, want url %s, post [instance_id hostname], tries 30\n%s", doc.PhoneHome, wantURL, b)
+			}
+			if tc.sshKey != "" && (len(doc.Keys) != 1 || doc.Keys[0] != key) {
+				t.Errorf("ssh_authorized_keys = %q, want [%q]\n%s", doc.Keys, key, b)
+			}
+		})
 	}
-	if err := provision.CheckVendorData(b); err != nil {
-		t.Errorf("vendor-data refused: %v\n%s", err, b)
+	if b, err := vendorData(base); b != nil || err != nil {
+		t.Errorf("nothing asked: vendor-data %q, %v; want none", b, err)
 	}
-	var doc struct {
-		PhoneHome struct {
-			URL   string   `yaml:"url"`
-			Post  []string `yaml:"post"`
-			Tries int      `yaml:"tries"`
-		} `yaml:"phone_home"`
+	noCycle := base
+	noCycle.Cycle, noCycle.PhoneHome = "", true
+	if _, err := vendorData(noCycle); err == nil {
+		t.Error("no error for phone_home without a cycle token")
 	}
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("%v\n%s", err, b)
-	}
-	want := "http://192.0.2.1:8080/bty/pxe/52:54:00:b7:70:01/ready?cycle=" + testCycle
-	if doc.PhoneHome.URL != want || doc.PhoneHome.Tries != 30 || strings.Join(doc.PhoneHome.Post, ",") != "instance_id,hostname" {
-		t.Errorf("phone_home = %+v, want url %s, post [instance_id hostname], tries 30\n%s", doc.PhoneHome, want, b)
-	}
-	if _, err := phoneHomeVendorData("http://h:8080", testMAC, ""); err == nil {
-		t.Error("no error without a cycle token")
+}
+
+func TestUserDataSetsKeys(t *testing.T) {
+	for ud, want := range map[string]bool{
+		"#cloud-config\nssh_authorized_keys: [\"ssh-ed25519 AAAA me\"]\n":    true,
+		"#cloud-config\nusers:\n  - name: x\n    ssh_authorized_keys: [a]\n": false,
+		"#cloud-config\n":                          false,
+		"#!/bin/sh\necho ssh_authorized_keys: x\n": false,
+		"#cloud-config\nssh_authorized_keys: [\n":  false, // does not parse: cloud-init ignores it too
+	} {
+		if got := userDataSetsKeys([]byte(ud)); got != want {
+			t.Errorf("userDataSetsKeys(%q) = %v, want %v", ud, got, want)
+		}
 	}
 }

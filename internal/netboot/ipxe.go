@@ -69,7 +69,17 @@ type Params struct {
 	// module so the flashed OS reports ready (POST /pxe/{mac}/ready
 	// with the cycle's token): bty.ready=phone-home. It needs Cycle.
 	PhoneHome bool
+	// SSHKey is the base64 blob of bty-web's ssh-ed25519 public key (the
+	// middle field of its authorized_keys line; the type is implied):
+	// bty.ssh_key= on a flash script's kernel line, for the live env to
+	// seed into the flashed OS in cijoe-online mode. Only
+	// A-Za-z0-9+/= and at most MaxSSHKeyBlob bytes are accepted.
+	SSHKey string
 }
+
+// MaxSSHKeyBlob bounds Params.SSHKey (an ed25519 key's blob is 68
+// bytes).
+const MaxSSHKeyBlob = 256
 
 // Script renders the iPXE script for p.Policy:
 //
@@ -78,8 +88,8 @@ type Params struct {
 //     and exit to the BIOS if that fails.
 //   - flash: fetch the live env's kernel and initrd from
 //     ServerURL/boot/ and boot it with bty.server, bty.mac, bty.cycle
-//     (when set), bty.image_url, bty.provisioning (and bty.sha256, bty.hostname when
-//     set) and serial + VGA consoles. The kernel line names the initrd
+//     (when set), bty.image_url, bty.provisioning (and bty.sha256, bty.hostname,
+//     bty.ssh_key when set) and serial + VGA consoles. The kernel line names the initrd
 //     (initrd=NAME) because Debian's iPXE under UEFI passes the initrd
 //     to the kernel only then.
 //   - tui: as flash, plus bty.mode=interactive; the image is optional.
@@ -190,6 +200,14 @@ func liveScript(p Params, server, mac string) ([]byte, error) {
 		args = append(args, "bty.cycle="+p.Cycle)
 		if p.PhoneHome {
 			args = append(args, "bty.ready=phone-home")
+		}
+	}
+	if p.SSHKey != "" {
+		if err := checkSSHKeyBlob(p.SSHKey); err != nil {
+			return nil, err
+		}
+		if p.Policy == fleet.PolicyFlash {
+			args = append(args, "bty.ssh_key="+p.SSHKey)
 		}
 	}
 	if p.ImageURL == "" {
@@ -347,6 +365,22 @@ func checkArtifact(what, name, def string) (string, error) {
 		return "", fmt.Errorf("%s name %q is not a file name", what, name)
 	}
 	return name, nil
+}
+
+// checkSSHKeyBlob accepts the base64 blob of an SSH public key: 1 to
+// MaxSSHKeyBlob bytes of A-Za-z0-9+/=, nothing a script or a kernel
+// command line would misread.
+func checkSSHKeyBlob(s string) error {
+	if len(s) > MaxSSHKeyBlob {
+		return fmt.Errorf("SSH key blob is %d bytes, over %d: want the base64 field of an ssh-ed25519 public key", len(s), MaxSSHKeyBlob)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return fmt.Errorf("SSH key blob %q: want the base64 field of an ssh-ed25519 public key (A-Za-z0-9+/= only), not the whole authorized_keys line", s)
+		}
+	}
+	return nil
 }
 
 func checkSHA256(s string) (string, error) {

@@ -406,3 +406,73 @@ func TestScriptImageSize(t *testing.T) {
 		t.Errorf("no bty.image_size on the kernel line:\n%s", s)
 	}
 }
+
+// testSSHKey is the blob of an ssh-ed25519 public key.
+const testSSHKey = "AAAAC3NzaC1lZDI1NTE5AAAAIP+trxoTcLtFU0qCbpFj/vGWWvcMpSnBOEp9a3B0r2yi"
+
+// TestScriptSSHKey: bty.ssh_key= is on the flash script's kernel line
+// exactly when Params.SSHKey is set, as one argument; a blob that is
+// not plain base64 or is too long is refused.
+func TestScriptSSHKey(t *testing.T) {
+	p := Params{Policy: fleet.PolicyFlash, ServerURL: testServer, MAC: testMAC, ImageURL: testServer + "/images/x.img",
+		Provisioning: fleet.ModeCijoeOnline, Cycle: "0123456789abcdef0123456789abcdef"}
+	s, err := Script(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(s), "bty.ssh_key") {
+		t.Errorf("bty.ssh_key on the kernel line without a key:\n%s", s)
+	}
+	p.SSHKey = testSSHKey
+	if s, err = Script(p); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range strings.Fields(lineWithPrefix(t, s, "kernel ")) {
+		if strings.HasPrefix(a, "bty.ssh_key") {
+			got = append(got, a)
+		}
+	}
+	if len(got) != 1 || got[0] != "bty.ssh_key="+testSSHKey {
+		t.Errorf("kernel line's bty.ssh_key arguments %q, want exactly bty.ssh_key=%s:\n%s", got, testSSHKey, s)
+	}
+	// The interactive script has no flash to seed.
+	tui := p
+	tui.Policy = fleet.PolicyTUI
+	if s, err = Script(tui); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(s), "bty.ssh_key") {
+		t.Errorf("the tui script carries bty.ssh_key:\n%s", s)
+	}
+	// The longest blob accepted, then one byte more.
+	p.SSHKey = strings.Repeat("A", MaxSSHKeyBlob)
+	if _, err := Script(p); err != nil {
+		t.Errorf("a %d-byte blob refused: %v", MaxSSHKeyBlob, err)
+	}
+	for name, bad := range map[string]string{
+		"too long":         strings.Repeat("A", MaxSSHKeyBlob+1),
+		"whole line":       "ssh-ed25519 " + testSSHKey + " bty-web",
+		"kernel argument":  testSSHKey + " init=/bin/sh",
+		"ipxe expansion":   "${net0/ip}" + testSSHKey,
+		"newline":          testSSHKey + "\nshell",
+		"quote":            `"` + testSSHKey,
+		"url-safe base64":  strings.ReplaceAll(testSSHKey, "+", "-"),
+		"tui too, refused": "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			q := p
+			q.SSHKey = bad
+			if bad == "" {
+				q.Policy, q.SSHKey = fleet.PolicyTUI, "a b"
+			}
+			s, err := Script(q)
+			if err == nil {
+				t.Fatalf("Script accepted SSH key %q:\n%s", q.SSHKey, s)
+			}
+			if !strings.Contains(err.Error(), "SSH key blob") {
+				t.Errorf("error %q does not name the SSH key blob", err)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -63,6 +64,10 @@ func (s *session) cloudInit(tbl *layout.Table) error {
 		if len(problems) > 0 {
 			msg += "; also: " + strings.Join(problems, "; ")
 		}
+		if s.opts.SeedOptional {
+			s.skipSeed("the image has no cloud-init", msg)
+			return nil
+		}
 		return errors.New(msg + ". Use an image with cloud-init installed, or --provision none")
 	}
 	p := found.part
@@ -79,11 +84,17 @@ func (s *session) cloudInit(tbl *layout.Table) error {
 	}
 	defer root.Close()
 	if _, err := root.Lstat("etc/cloud/cloud-init.disabled"); err == nil {
+		if s.opts.SeedOptional {
+			s.skipSeed("cloud-init is disabled in this image", fmt.Sprintf("/etc/cloud/cloud-init.disabled is on %s, so cloud-init would ignore a seed; no seed was written", p.Name()))
+			return nil
+		}
 		return fmt.Errorf("cloud-init is disabled in this image (/etc/cloud/cloud-init.disabled on %s), so it would ignore a seed; no seed was written. Enable cloud-init in the image or use --provision none", p.Name())
 	}
 	if mnt := separateVar(root); mnt != "" {
 		return fmt.Errorf("the image mounts %s from another filesystem (its /etc/fstab), which would hide a seed written to the root on %s; no seed was written. bty seeds only images whose /var/lib/cloud is on the root filesystem", mnt, p.Name())
 	}
+
+	s.res.DefaultUser = s.defaultUser(root)
 
 	hostname := s.opts.Hostname
 	if hostname == "" && s.opts.MetaData == nil {
@@ -146,9 +157,129 @@ func (s *session) cloudInit(tbl *layout.Table) error {
 		s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's %s also holds %s, left as they were", SeedDir, strings.Join(names, ", ")))
 	}
 	s.res.SeedDir = SeedDir
+	if s.res.DefaultUser != "" {
+		s.note("the image's cloud-init default user is %s", s.res.DefaultUser)
+	}
 	s.note("wrote %s/user-data (%d bytes)%s and meta-data (instance-id %s, local-hostname %s) on %s",
 		SeedDir, len(s.opts.UserData), vendor, s.res.InstanceID, s.res.Hostname, p.Name())
 	return nil
+}
+
+// skipSeed records, under Options.SeedOptional, that no seed was
+// written because the image has no usable cloud-init (what), and why.
+func (s *session) skipSeed(what, why string) {
+	n := what + ": bty-web's SSH key was not seeded; the image must authorise it itself (" + why + ")"
+	s.res.Notes = append(s.res.Notes, n)
+	s.note("%s", n)
+}
+
+// Bounds on reading the image's cloud-init configuration.
+const (
+	maxCloudCfgBytes = 1 << 20 // per file
+	maxCloudCfgFiles = 100     // cloud.cfg.d/*.cfg files read
+)
+
+// cloudConfigFiles are the image's cloud-init configuration files in the
+// order cloud-init reads them: etc/cloud/cloud.cfg, then
+// etc/cloud/cloud.cfg.d/*.cfg in lexical order (later files win), at
+// most maxCloudCfgFiles of the latter.
+func cloudConfigFiles(root *os.Root) (files []string, truncated bool) {
+	files = []string{"etc/cloud/cloud.cfg"}
+	if d, err := root.Open("etc/cloud/cloud.cfg.d"); err == nil {
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		sort.Strings(names)
+		for _, n := range names {
+			if !strings.HasSuffix(n, ".cfg") {
+				continue
+			}
+			if len(files) > maxCloudCfgFiles {
+				return files, true
+			}
+			files = append(files, "etc/cloud/cloud.cfg.d/"+n)
+		}
+	}
+	return files, false
+}
+
+// readCloudConfig reads one configuration file under root, at most
+// maxCloudCfgBytes; ok is false when it is absent.
+func readCloudConfig(root *os.Root, name string) (b []byte, ok bool, err error) {
+	f, err := root.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, false, err
+	} else if !st.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("not a regular file")
+	}
+	b, err = io.ReadAll(io.LimitReader(f, maxCloudCfgBytes+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(b) > maxCloudCfgBytes {
+		return nil, false, fmt.Errorf("larger than %d bytes", maxCloudCfgBytes)
+	}
+	return b, true, nil
+}
+
+// defaultUser is the image's cloud-init default user: the last
+// system_info.default_user.name set by cloud.cfg and cloud.cfg.d/*.cfg
+// (cloud-init merges them, later files winning key by key). Files that
+// cannot be read or parsed are skipped with a note; a name that is not
+// a plain user name is dropped with a note.
+func (s *session) defaultUser(root *os.Root) string {
+	files, truncated := cloudConfigFiles(root)
+	if truncated {
+		s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's /etc/cloud/cloud.cfg.d has more than %d .cfg files; only the first %d were read for the default user", maxCloudCfgFiles, maxCloudCfgFiles))
+	}
+	name, from := "", ""
+	for _, f := range files {
+		b, ok, err := readCloudConfig(root, f)
+		if err != nil {
+			s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's /%s was ignored when looking for cloud-init's default user: %v", f, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		var doc struct {
+			SystemInfo struct {
+				DefaultUser struct {
+					Name any `yaml:"name"`
+				} `yaml:"default_user"`
+			} `yaml:"system_info"`
+		}
+		if err := unmarshalYAML(b, &doc); err != nil {
+			// A file whose system_info is not a mapping does not parse
+			// into doc either: cloud-init would not read a default
+			// user from it.
+			s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's /%s does not parse as cloud-init configuration (%s); ignored when looking for the default user", f, yamlMessage(err)))
+			continue
+		}
+		if n, ok := doc.SystemInfo.DefaultUser.Name.(string); ok && n != "" {
+			name, from = n, "/"+f
+		}
+	}
+	if name != "" && !validUserName(name) {
+		s.res.Notes = append(s.res.Notes, fmt.Sprintf("the image's default user %q (%s) is not a plain user name; not reported", name, from))
+		return ""
+	}
+	return name
+}
+
+// validUserName accepts a plain user name: 1-32 bytes of letters,
+// digits, '.', '_' and '-', not starting with '-' or '.'.
+func validUserName(s string) bool {
+	if s == "" || len(s) > 32 || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == ""
 }
 
 // writeFile writes data to name under root, synced, with mode perm,
@@ -217,22 +348,12 @@ func separateVar(root *os.Root) string {
 // file that set it; nil when none sets it (cloud-init then tries all,
 // NoCloud included).
 func datasourceList(root *os.Root) ([]string, string) {
-	files := []string{"etc/cloud/cloud.cfg"}
-	if d, err := root.Open("etc/cloud/cloud.cfg.d"); err == nil {
-		names, _ := d.Readdirnames(-1)
-		d.Close()
-		sort.Strings(names)
-		for _, n := range names {
-			if strings.HasSuffix(n, ".cfg") {
-				files = append(files, "etc/cloud/cloud.cfg.d/"+n)
-			}
-		}
-	}
+	files, _ := cloudConfigFiles(root)
 	var list []string
 	var from string
 	for _, name := range files {
-		b, err := root.ReadFile(name)
-		if err != nil {
+		b, ok, err := readCloudConfig(root, name)
+		if err != nil || !ok {
 			continue
 		}
 		var doc struct {

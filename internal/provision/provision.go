@@ -36,6 +36,13 @@ type Options struct {
 	// so the user's own settings win. An image that ships a seed
 	// vendor-data keeps it (Result.ImageVendorData).
 	VendorData []byte
+	// SeedOptional (cloud-init mode) makes an image without a usable
+	// cloud-init (no partition holds /etc/cloud, or cloud-init is
+	// disabled in it) a note in Result.Notes instead of an error:
+	// nothing is written and Run succeeds. The live env's cijoe-online
+	// mode seeds bty-web's SSH key this way, best effort; every other
+	// problem is still an error.
+	SeedOptional bool
 
 	// Workflow and Config are the cijoe workflow and optional config.
 	Workflow string
@@ -61,6 +68,12 @@ type Result struct {
 	SeedDir    string `json:"seed_dir,omitempty"`
 	InstanceID string `json:"instance_id,omitempty"`
 	Hostname   string `json:"hostname,omitempty"`
+	// DefaultUser is the image's cloud-init default user
+	// (system_info.default_user.name in /etc/cloud/cloud.cfg and
+	// cloud.cfg.d/*.cfg, the last file setting it wins), who gets
+	// vendor-data's ssh_authorized_keys; "" when the image names none
+	// or no seed was written.
+	DefaultUser string `json:"default_user,omitempty"`
 	// ImageVendorData says the image's seed directory already held a
 	// vendor-data, which was kept: Options.VendorData was not written.
 	ImageVendorData bool `json:"image_vendor_data,omitempty"`

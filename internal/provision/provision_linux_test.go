@@ -528,3 +528,133 @@ func TestCloudInitVendorData(t *testing.T) {
 		})
 	}
 }
+
+// TestCloudInitDefaultUserAndKey: the image's default user is the last
+// system_info.default_user.name of cloud.cfg and cloud.cfg.d/*.cfg in
+// name order (a file that does not parse is skipped with a note, one
+// that sets system_info without default_user changes nothing), and
+// vendor-data carrying ssh_authorized_keys lands in the seed as YAML
+// with the key.
+func TestCloudInitDefaultUserAndKey(t *testing.T) {
+	setup(t)
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP+trxoTcLtFU0qCbpFj/vGWWvcMpSnBOEp9a3B0r2yi bty-web"
+	const vendorData = "#cloud-config\nssh_authorized_keys:\n  - \"" + key + "\"\n"
+	files := rootWithCloud("u")
+	files["etc/cloud/cloud.cfg"] = "datasource_list: [ NoCloud, None ]\nsystem_info:\n  distro: debian\n  default_user:\n    name: debian\n    lock_passwd: true\n"
+	files["etc/cloud/cloud.cfg.d/10-broken.cfg"] = "system_info: [ unclosed\n"
+	files["etc/cloud/cloud.cfg.d/50-no-user.cfg"] = "system_info:\n  package_mirrors: []\n"
+	files["etc/cloud/cloud.cfg.d/90-x.cfg"] = "system_info:\n  default_user:\n    name: ops\n"
+	files["etc/cloud/cloud.cfg.d/95-other.yaml"] = "system_info:\n  default_user:\n    name: not-a-cfg-file\n"
+	lo := layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "ext4", SizeMiB: 48, Files: files}})
+	dev, res, _, err := flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+		UserData:   flash.FileInput(writeInput(t, "user-data", userData)),
+		VendorData: flash.Input{Path: "(test)", Data: []byte(vendorData)}})
+	if err != nil {
+		t.Fatalf("flash: %v", err)
+	}
+	if res.Provision.DefaultUser != "ops" {
+		t.Errorf("DefaultUser = %q, want ops (90-x.cfg overrides cloud.cfg's debian)", res.Provision.DefaultUser)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	if !strings.Contains(notes, "/etc/cloud/cloud.cfg.d/10-broken.cfg does not parse") || strings.Contains(notes, "50-no-user.cfg") {
+		t.Errorf("notes %q: want 10-broken.cfg noted as not parsing, and nothing about 50-no-user.cfg", res.Notes)
+	}
+	got, ok := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], "var/lib/cloud/seed/nocloud-net/vendor-data")
+	if !ok {
+		t.Fatal("no vendor-data in the seed")
+	}
+	if !strings.HasPrefix(got, "#cloud-config\n") {
+		t.Errorf("vendor-data does not start with #cloud-config:\n%s", got)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(got), &doc); err != nil {
+		t.Fatalf("vendor-data on the disk is not YAML: %v\n%s", err, got)
+	}
+	keys, _ := doc["ssh_authorized_keys"].([]any)
+	if len(doc) != 1 || len(keys) != 1 || keys[0] != key {
+		t.Errorf("vendor-data = %v, want only ssh_authorized_keys: [%q]", doc, key)
+	}
+	if ud, _ := readFile(t, dev.Path, lo.Starts[0], lo.Sizes[0], "var/lib/cloud/seed/nocloud-net/user-data"); ud != userData {
+		t.Errorf("user-data on the disk = %q; want the user's, untouched", ud)
+	}
+
+	// Without system_info.default_user anywhere, there is none.
+	lo = layouttest.MakeDisk(t, "gpt", []layouttest.Part{{FS: "ext4", SizeMiB: 48, Files: rootWithCloud("n")}})
+	_, res, _, err = flashDisk(t, lo, flash.Options{Provision: fleet.ModeCloudInit,
+		UserData: flash.FileInput(writeInput(t, "user-data", userData))})
+	if err != nil {
+		t.Fatalf("flash: %v", err)
+	}
+	if res.Provision.DefaultUser != "" {
+		t.Errorf("DefaultUser = %q for an image that names none", res.Provision.DefaultUser)
+	}
+}
+
+// TestCloudInitSeedOptional: with SeedOptional, an image without
+// /etc/cloud (or with cloud-init disabled) flashes fine, bit for bit the
+// image, with a note saying the key was not seeded; without it the same
+// image still fails as before. Other problems stay errors.
+func TestCloudInitSeedOptional(t *testing.T) {
+	setup(t)
+	boot := layouttest.Part{FS: "ext2", SizeMiB: 16, Files: map[string]string{"grub/": ""}}
+	disabled := rootWithCloud("d")
+	disabled["etc/cloud/cloud-init.disabled"] = ""
+	separateVar := rootWithCloud("v")
+	separateVar["etc/fstab"] = "UUID=1 / ext4 defaults 0 1\nUUID=2 /var xfs defaults 0 2\n"
+	cases := []struct {
+		name  string
+		parts []layouttest.Part
+		note  string // "" : the flash fails even with SeedOptional
+		err   string
+	}{
+		{"no cloud-init", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: rootWithoutCloud()}},
+			"the image has no cloud-init: bty-web's SSH key was not seeded; the image must authorise it itself", "no partition of"},
+		{"no linux filesystem", []layouttest.Part{{FS: "vfat", SizeMiB: 40, Code: "ef00"}},
+			"the image has no cloud-init: bty-web's SSH key was not seeded", "no partition of the image holds a Linux filesystem"},
+		{"cloud-init disabled", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: disabled}},
+			"cloud-init is disabled in this image: bty-web's SSH key was not seeded", "cloud-init is disabled in this image"},
+		{"separate /var", []layouttest.Part{boot, {FS: "ext4", SizeMiB: 48, Files: separateVar}},
+			"", "mounts /var from another filesystem"},
+	}
+	if _, err := exec.LookPath("mkfs.vfat"); err != nil {
+		cases = append(cases[:1], cases[2:]...)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lo := layouttest.MakeDisk(t, "gpt", c.parts)
+			want := imagetest.SHA256(t, lo.Path, 0, lo.Size)
+			opts := func(optional bool) flash.Options {
+				return flash.Options{Provision: fleet.ModeCloudInit, SeedOptional: optional,
+					UserData:   flash.Input{Path: "(test)", Data: []byte("#cloud-config\n")},
+					VendorData: flash.Input{Path: "(test)", Data: []byte("#cloud-config\nssh_authorized_keys: [\"ssh-ed25519 AAAA bty-web\"]\n")}}
+			}
+			dev, res, events, err := flashDisk(t, lo, opts(true))
+			if c.note == "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Errorf("with SeedOptional: err = %v, want one containing %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("with SeedOptional: %v", err)
+			}
+			if got := imagetest.SHA256(t, dev.Path, 0, lo.Size); got != want {
+				t.Errorf("the disk differs from the image: something was written")
+			}
+			if res.Provision == nil || res.Provision.SeedDir != "" || res.Provision.DefaultUser != "" {
+				t.Errorf("result %+v; want provisioning without a seed", res.Provision)
+			}
+			if !strings.Contains(strings.Join(res.Notes, "\n"), c.note) {
+				t.Errorf("notes %q lack %q", res.Notes, c.note)
+			}
+			if last := events[len(events)-1]; last.Event != event.Done {
+				t.Errorf("last event %s; want done", last.Event)
+			}
+
+			_, _, _, err = flashDisk(t, lo, opts(false))
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("without SeedOptional: err = %v, want one containing %q", err, c.err)
+			}
+		})
+	}
+}
