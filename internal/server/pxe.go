@@ -85,6 +85,14 @@ func (s *Server) bootScript(ctx context.Context, m fleet.Machine, d fleet.Decisi
 		p.PhoneHome = rc == fleet.ReadyPhoneHome
 	}
 	if p.Policy == fleet.PolicyFlash {
+		if m.ProvisioningMode == fleet.ModeCijoeOnline {
+			// The live env seeds bty-web's key (cijoe-online's login).
+			blob, err := s.sshKey.keyBlob()
+			if err != nil {
+				s.log.Error("cijoe-online: bty-web's SSH key", "mac", mac, "err", err)
+			}
+			p.SSHKey = blob
+		}
 		p.ImageURL = imageURL(p.ServerURL, m.Image)
 		e, ok := s.catalog.get(ctx, m.Image)
 		if ok && e.DecodedSHA256 != nil {

@@ -439,3 +439,37 @@ func TestRunsAuthAndUpload(t *testing.T) {
 		t.Errorf("log from offset 12: %q", log.body)
 	}
 }
+
+// TestCijoeOnlineScript: the flash script of a cijoe-online machine
+// carries bty-web's key blob (and only then), and its seed is served
+// even when the record has no user-data.
+func TestCijoeOnlineScript(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addImage(t, "job.img")
+	if r := ts.do(t, "PUT", "/workflows/w.yaml", strings.NewReader("steps:\n- name: a\n  run: \"true\"\n"), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	var st api.Settings
+	ts.do(t, "GET", "/settings", nil, ts.auth()).json(t, &st)
+	blob := strings.Fields(st.SSHPublicKey)[1]
+	const online, plain = "52:54:00:c1:00:03", "52:54:00:c1:00:04"
+	for mac, mode := range map[string]string{online: "cijoe-online", plain: "cloud-init"} {
+		body := fmt.Sprintf(`{"image":"job.img","boot_policy":"flash","provisioning_mode":%q,"cijoe_workflow_ref":"w.yaml","user_data":"#cloud-config\n"}`, mode)
+		if mode == "cijoe-online" {
+			body = `{"image":"job.img","boot_policy":"flash","provisioning_mode":"cijoe-online","cijoe_workflow_ref":"w.yaml"}`
+		}
+		if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(body), ts.auth()); r.code != 201 {
+			t.Fatalf("PUT %s: %d %s", mac, r.code, r.body)
+		}
+	}
+	script, cycle := ts.boot(t, "127.0.0.1", online)
+	if !strings.Contains(script, "bty.ssh_key="+blob) || !strings.Contains(script, "bty.provisioning=cijoe-online") {
+		t.Errorf("cijoe-online script lacks the key or the mode:\n%s", script)
+	}
+	if ud := ts.callFrom(t, "127.0.0.1", "GET", "/pxe/"+online+"/user-data", cycle, nil); ud.code != 200 || !strings.HasPrefix(string(ud.body), "#cloud-config\n") {
+		t.Errorf("cijoe-online user-data without a record seed: %d %q", ud.code, ud.body)
+	}
+	if script, _ := ts.boot(t, "127.0.0.1", plain); strings.Contains(script, "bty.ssh_key") {
+		t.Errorf("a cloud-init script carries bty-web's key:\n%s", script)
+	}
+}
