@@ -134,7 +134,8 @@ func TestIPMIReflash(t *testing.T) {
 		t.Logf("QEMU %s [%6.1fs] %s", v.name, first.at.Seconds(), first.text)
 	}
 	v.expect(t, `bty-live: starting \(netboot`, 5*time.Minute)
-	v.expect(t, `bty-live: seeded cloud-init's phone_home`, 8*time.Minute)
+	v.expect(t, `bty-live: seeded bty-web's SSH key for the image's default user debian`, 8*time.Minute)
+	v.expect(t, `bty-live: seeded cloud-init's phone_home`, time.Minute)
 	v.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
 	pxe, os1 := hw.waitRun(t, 1, 3*time.Minute)
 	if pxe {
