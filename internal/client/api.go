@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -318,4 +319,15 @@ func (c *Client) PutSettings(ctx context.Context, u api.SettingsUpdate) (api.Set
 	var s api.Settings
 	_, err := c.do(ctx, request{method: http.MethodPut, url: c.endpoint("settings"), body: u, auth: true}, &s)
 	return s, err
+}
+
+// PXEUploadRun uploads the log of an offline cijoe run on the flashed
+// disk (open route, in the flash cycle whose token is cycle, before
+// done): it becomes one of the machine's runs.
+func (c *Client) PXEUploadRun(ctx context.Context, mac fleet.MAC, cycle, workflow string, exit int, log []byte) error {
+	var st api.ReportStatus
+	u := c.endpoint("pxe", mac.String(), "runs") + "?" + url.Values{"workflow": {workflow}, "exit": {strconv.Itoa(exit)}}.Encode()
+	_, err := c.do(ctx, request{method: http.MethodPost, url: u, header: cycleHeader(cycle),
+		raw: bytes.NewReader(log), size: int64(len(log))}, &st)
+	return err
 }

@@ -75,6 +75,9 @@ func (s *session) cijoe(tbl *layout.Table) error {
 	s.note("running cijoe %s (log: %s)", strings.Join(args, " "), logf.Name())
 
 	code, runErr := s.runCijoe(bin, args, rootfs, mp.vol.Path, logf)
+	if runErr == nil && s.ctx.Err() == nil {
+		s.res.CijoeExit = &code
+	}
 	fmt.Fprintf(logf, "# bty %s: cijoe exit status %d\n", time.Now().UTC().Format(time.RFC3339), code)
 	if err := logf.Sync(); err != nil {
 		return fmt.Errorf("writing the cijoe log %s: %w", logf.Name(), err)

@@ -77,7 +77,9 @@ type Result struct {
 	// ImageVendorData says the image's seed directory already held a
 	// vendor-data, which was kept: Options.VendorData was not written.
 	ImageVendorData bool `json:"image_vendor_data,omitempty"`
-	// LogPath is the cijoe log.
-	LogPath string   `json:"log_path,omitempty"`
+	// LogPath is the cijoe log; CijoeExit cijoe's exit status (nil
+	// when it did not run to an exit).
+	LogPath   string `json:"log_path,omitempty"`
+	CijoeExit *int   `json:"cijoe_exit,omitempty"`
 	Notes   []string `json:"notes"`
 }

@@ -105,6 +105,9 @@ func run(ctx context.Context, o options, stdin io.Reader, stdout io.Writer) erro
 		cfg.Done = func(ctx context.Context, mac fleet.MAC, totals fleet.Progress) error {
 			return c.PXEDone(ctx, mac, o.cycle, totals)
 		}
+		cfg.UploadRun = func(ctx context.Context, mac fleet.MAC, workflow string, exit int, log []byte) error {
+			return c.PXEUploadRun(ctx, mac, o.cycle, workflow, exit, log)
+		}
 	} else {
 		root := o.imageRoot
 		if root == "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,10 @@ type Config struct {
 	// MAC, with Done, reports a successful flash to the server.
 	MAC  fleet.MAC
 	Done func(ctx context.Context, mac fleet.MAC, totals fleet.Progress) error
+	// UploadRun, with MAC, uploads the log of a cijoe run on the flashed
+	// disk to the server's runs of the machine (before Done; also after
+	// a failed flash whose cijoe ran).
+	UploadRun func(ctx context.Context, mac fleet.MAC, workflow string, exit int, log []byte) error
 	// Events mirrors the engine's events (--json-events).
 	Events event.Sink
 	Logger *slog.Logger
@@ -280,10 +285,43 @@ func (m Model) report() tea.Cmd {
 	if r := m.result; r != nil {
 		totals.BytesWritten, totals.TotalBytes, totals.Rate, totals.SHA256 = r.BytesWritten, r.TotalBytes, r.Rate, r.SHA256
 	}
+	upload := m.uploadRun()
 	return func() tea.Msg {
+		upload()
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		return reportedMsg{done(rctx, mac, totals)}
+	}
+}
+
+// maxUploadLog is how much of a cijoe log is uploaded: its end.
+const maxUploadLog = 4<<20 - 1024
+
+// uploadRun is the upload of the flash's cijoe log to the server (a
+// no-op without a server, or when cijoe did not run to an exit); its
+// failure is logged, never fatal: the flash stands.
+func (m Model) uploadRun() func() {
+	up, mac, ctx, log := m.cfg.UploadRun, m.cfg.MAC, m.ctx, m.cfg.Logger
+	r := m.result
+	if up == nil || mac.IsZero() || r == nil || r.Provision == nil || r.Provision.LogPath == "" || r.Provision.CijoeExit == nil {
+		return func() {}
+	}
+	path, exit, wf := r.Provision.LogPath, *r.Provision.CijoeExit, filepath.Base(m.flashOpts.CijoeWorkflow)
+	return func() {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if len(b) > maxUploadLog {
+				b = append([]byte("[bty-tui: the log's start was cut]\n"), b[len(b)-maxUploadLog:]...)
+			}
+			uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err = up(uctx, mac, wf, exit, b)
+			cancel()
+		}
+		if err != nil {
+			log.Error("uploading the cijoe log", "mac", mac, "log", path, "err", err)
+			return
+		}
+		log.Info("cijoe log uploaded to the server's runs", "mac", mac, "log", path)
 	}
 }
 
@@ -332,6 +370,11 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if msg.err == nil && !m.cfg.MAC.IsZero() && m.cfg.Done != nil {
 			m.reporting = true
 			return m, m.report()
+		}
+		if msg.err != nil {
+			// A failed flash whose cijoe ran: its log is the story.
+			upload := m.uploadRun()
+			return m, func() tea.Msg { upload(); return nil }
 		}
 		return m, nil
 	case reportedMsg:
