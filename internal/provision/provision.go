@@ -79,7 +79,7 @@ type Result struct {
 	ImageVendorData bool `json:"image_vendor_data,omitempty"`
 	// LogPath is the cijoe log; CijoeExit cijoe's exit status (nil
 	// when it did not run to an exit).
-	LogPath   string `json:"log_path,omitempty"`
-	CijoeExit *int   `json:"cijoe_exit,omitempty"`
-	Notes   []string `json:"notes"`
+	LogPath   string   `json:"log_path,omitempty"`
+	CijoeExit *int     `json:"cijoe_exit,omitempty"`
+	Notes     []string `json:"notes"`
 }
