@@ -371,6 +371,24 @@ func TestRunsBounded(t *testing.T) {
 		t.Errorf("timed-out run: %+v", rt)
 	}
 
+	// A reflash of the machine stops its running run.
+	if r := ts.do(t, "PUT", "/machines/"+a, strings.NewReader(`{"hostname":"long"}`), ts.auth()); r.code != 200 {
+		t.Fatal(r.code)
+	}
+	ts.flash(t, a)
+	rr := ts.waitRun(t, ts.lastRun(t, a).ID, "running", func(r fleet.Run) bool { return r.Result == fleet.RunRunning })
+	if r := ts.do(t, "POST", "/machines/"+a+"/reflash", nil, ts.auth()); r.code != 202 {
+		t.Fatalf("reflash: %d %s", r.code, r.body)
+	}
+	if rr = ts.waitRun(t, rr.ID, "ended", ended); rr.Result != fleet.RunCancelled || !strings.Contains(rr.Reason, "reflashed") {
+		t.Errorf("the run of a reflashed machine: %+v", rr)
+	}
+	var m fleet.Machine
+	ts.do(t, "GET", "/machines/"+a, nil, ts.auth()).json(t, &m)
+	if m.Flash != nil && m.Flash.Running() {
+		ts.do(t, "POST", fmt.Sprintf("/machines/%s/flashes/%d/cancel", a, m.Flash.ID), nil, ts.auth())
+	}
+
 	// A restart: runs left queued or running are interrupted.
 	left, _, err := ts.st.SaveRun(context.Background(), fleet.Run{MAC: fleet.MustParseMAC(b), Result: fleet.RunRunning, CreatedAt: time.Now()}, nil)
 	if err != nil {
@@ -471,5 +489,44 @@ func TestCijoeOnlineScript(t *testing.T) {
 	}
 	if script, _ := ts.boot(t, "127.0.0.1", plain); strings.Contains(script, "bty.ssh_key") {
 		t.Errorf("a cloud-init script carries bty-web's key:\n%s", script)
+	}
+}
+
+// TestRunsPruned: past a machine's keepRunDirs newest runs, older run
+// directories are emptied (their log answers 410) except the
+// baseline's; their records stay.
+func TestRunsPruned(t *testing.T) {
+	ts := startServer(t, nil)
+	const mac = "52:54:00:c1:00:05"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	var ids []int64
+	for i := 0; i < keepRunDirs+3; i++ {
+		exit := 0
+		r := fleet.Run{MAC: fleet.MustParseMAC(mac), Result: fleet.RunRunning, CreatedAt: time.Now()}.End(fleet.RunSuccess, "", &exit, time.Now())
+		r.KnownGood = i == 1
+		r, err := ts.srv.runs.save(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.srv.runs.appendLog(r.ID, fmt.Sprintf("run %d\n", i))
+		ids = append(ids, r.ID)
+	}
+	ts.srv.runs.prune(fleet.MustParseMAC(mac))
+	for i, id := range ids {
+		code := ts.do(t, "GET", fmt.Sprintf("/runs/%d/log", id), nil, ts.auth()).code
+		want := 200
+		if i < 3 && i != 1 {
+			want = 410
+		}
+		if code != want {
+			t.Errorf("run %d (the %d. oldest) log: %d, want %d", id, i+1, code, want)
+		}
+	}
+	var p api.RunPage
+	ts.do(t, "GET", "/machines/"+mac+"/runs?limit=1000", nil, ts.auth()).json(t, &p)
+	if p.Total != keepRunDirs+3 {
+		t.Errorf("records after pruning: %d", p.Total)
 	}
 }
