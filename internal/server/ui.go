@@ -33,7 +33,7 @@ type uiTemplates struct {
 }
 
 // uiPages are the page templates; each is parsed with layout.html.
-var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "reflash", "images", "boot", "settings", "error"}
+var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "reflash", "images", "boot", "settings", "error", "workflows", "workflow"}
 
 // parsedUI parses the embedded templates once per process; every server
 // shares them (they are read-only after parsing).
@@ -89,6 +89,7 @@ var uiFuncs = template.FuncMap{
 	"macid":    func(mac fleet.MAC) string { return mac.Hex() },
 	"pathesc":  url.PathEscape,
 	"queryesc": url.QueryEscape,
+	"shortsha": shortSHA,
 }
 
 // uiPage is what every page template gets.
@@ -211,10 +212,18 @@ func (s *Server) uiRoutes() {
 	m.HandleFunc("GET /ui/images", s.uiAuth(s.uiImages))
 	m.HandleFunc("GET /ui/images/{name}/delete", s.uiAuth(s.uiImageDeleteConfirm))
 	m.HandleFunc("POST /ui/images/{name}/delete", s.uiAuth(s.uiImageDelete))
+	m.HandleFunc("GET /ui/machines/{mac}/runs", s.uiAuth(s.uiMachineRuns))
+	m.HandleFunc("POST /ui/machines/{mac}/reflash-known-good", s.uiAuth(s.uiReflashKnownGood))
+	m.HandleFunc("POST /ui/runs/{id}/cancel", s.uiAuth(s.uiRunCancel))
+	m.HandleFunc("GET /ui/workflows", s.uiAuth(s.uiWorkflows))
+	m.HandleFunc("POST /ui/workflows", s.uiAuth(s.uiWorkflowUpload))
+	m.HandleFunc("GET /ui/workflows/{name}", s.uiAuth(s.uiWorkflow))
+	m.HandleFunc("POST /ui/workflows/{name}/delete", s.uiAuth(s.uiWorkflowDelete))
 	m.HandleFunc("GET /ui/boot", s.uiAuth(s.uiBoot))
 	m.HandleFunc("GET /ui/settings", s.uiAuth(s.uiSettings))
 	m.HandleFunc("POST /ui/settings/revoke-all", s.uiAuth(s.uiRevokeAll))
 	m.HandleFunc("POST /ui/settings/proxydhcp", s.uiAuth(s.uiProxyDHCP))
+	m.HandleFunc("POST /ui/settings/max-runs", s.uiAuth(s.uiMaxRuns))
 }
 
 // asset is one embedded static file with the ETag of its content.

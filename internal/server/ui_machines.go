@@ -314,6 +314,13 @@ type machineData struct {
 	Power powerForm
 	// PowerDrivers are the driver select's choices.
 	PowerDrivers []string
+	// Workflows are the stored workflows' names (the workflow field's
+	// suggestions); SSHPort is the port field's text (as typed when
+	// refused).
+	Workflows []string
+	SSHPort   string
+	// Runs is the "Workflow runs" section.
+	Runs runsSection
 }
 
 // powerForm is what the machine form's power control fieldset shows:
@@ -435,11 +442,38 @@ func (s *Server) uiLoadMachine(w http.ResponseWriter, r *http.Request) (fleet.Ma
 // renderMachine renders the machine page of m with the form showing
 // form and pf, and errs (field: message) at their fields.
 func (s *Server) renderMachine(w http.ResponseWriter, r *http.Request, code int, m, form fleet.Machine, pf powerForm, errs map[string]string) {
+	s.renderMachineWith(w, r, code, m, form, pf, errs, "")
+}
+
+// renderMachineWith is renderMachine with runsErr (a refused reflash to
+// known-good) shown in the runs section. A refused cijoe_ssh_port that
+// was not a number is shown as typed (errs["cijoe_ssh_port_text"]).
+func (s *Server) renderMachineWith(w http.ResponseWriter, r *http.Request, code int, m, form fleet.Machine, pf powerForm, errs map[string]string, runsErr string) {
 	d := machineData{M: m, F: form, Errors: errs, Unassigned: m.Unassigned(), NextBootText: fleet.Decide(m).Why,
 		Policies: fleet.Policies, Modes: fleet.Modes, ServerURL: s.serverURL(r), Power: pf, PowerDrivers: powerDrivers}
+	if form.CijoeSSHPort != 0 {
+		d.SSHPort = strconv.Itoa(form.CijoeSSHPort)
+	}
+	if t, ok := errs[portTextKey]; ok {
+		d.SSHPort = t
+		delete(errs, portTextKey)
+	}
 	if len(errs) > 0 {
 		d.FormError = "Nothing was saved: correct the marked fields."
 	}
+	ws, err := s.workflows.list()
+	if err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	for _, wf := range ws {
+		d.Workflows = append(d.Workflows, wf.Name)
+	}
+	if d.Runs, err = s.runsSectionOf(r.Context(), m); err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
+	d.Runs.Error = runsErr
 	imgs, err := s.catalog.list(r.Context())
 	if err != nil {
 		s.uiInternal(w, r, err)
@@ -504,6 +538,25 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if _, ok := f["flash_deadline"]; ok {
 		u.FlashDeadline = get("flash_deadline")
 	}
+	if _, ok := f["cijoe_ssh_user"]; ok {
+		u.CijoeSSHUser, u.CijoeTimeout = get("cijoe_ssh_user"), get("cijoe_timeout")
+	}
+	// The port is a number; empty is 0 (22). Text that is not one is
+	// refused at its field and shown as typed.
+	var portErr *fleet.ValidationError
+	portText, hasPort := f["cijoe_ssh_port"]
+	if hasPort {
+		t := strings.TrimSpace(f.Get("cijoe_ssh_port"))
+		n := 0
+		if t != "" {
+			var err error
+			if n, err = strconv.Atoi(t); err != nil {
+				portErr = &fleet.ValidationError{Field: "cijoe_ssh_port", Msg: fmt.Sprintf("%q is not a number: give a TCP port 1-65535, or empty for 22", truncateText(t, 64))}
+				n = 0
+			}
+		}
+		u.CijoeSSHPort = &n
+	}
 	// The power fieldset is read when the form has it (its hidden
 	// marker "power": an unchecked checkbox posts nothing).
 	pf := powerFormOf(m.Power)
@@ -523,6 +576,12 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if u.FlashDeadline != nil {
 		form.FlashDeadline = *u.FlashDeadline
 	}
+	if u.CijoeSSHUser != nil {
+		form.CijoeSSHUser, form.CijoeTimeout = *u.CijoeSSHUser, *u.CijoeTimeout
+	}
+	if u.CijoeSSHPort != nil {
+		form.CijoeSSHPort = *u.CijoeSSHPort
+	}
 	// Every refused field is marked at once (a cipher suite that is not
 	// a number is 0 in u: its own message comes first and stays).
 	more, err := s.powerErrors(r.Context(), m.MAC, u.Power)
@@ -530,7 +589,18 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		s.uiInternal(w, r, err)
 		return
 	}
-	errs := append(append(machineUpdateErrors(u), perrs...), more...)
+	errs := machineUpdateErrors(u)
+	if portErr != nil {
+		errs = append([]*fleet.ValidationError{portErr}, errs...)
+	}
+	errs = append(append(errs, perrs...), more...)
+	// withPort keeps the port's text as typed for the page.
+	withPort := func(fields map[string]string) map[string]string {
+		if hasPort && len(portText) > 0 {
+			fields[portTextKey] = strings.TrimSpace(portText[0])
+		}
+		return fields
+	}
 	if len(errs) > 0 {
 		fields := map[string]string{}
 		for _, e := range errs {
@@ -538,13 +608,13 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 				fields[e.Field] = e.Msg
 			}
 		}
-		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, fields)
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, withPort(fields))
 		return
 	}
 	saved, _, err := s.updateMachine(r.Context(), m.MAC, u)
 	var ve *fleet.ValidationError
 	if errors.As(err, &ve) {
-		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, map[string]string{ve.Field: ve.Msg})
+		s.renderMachine(w, r, http.StatusBadRequest, m, form, pf, withPort(map[string]string{ve.Field: ve.Msg}))
 		return
 	}
 	if err != nil {
@@ -554,6 +624,18 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("machine saved", "mac", m.MAC, "client", clientAddr(r))
 	s.setFlash(w, "Saved. Next PXE boot: "+fleet.Decide(saved).Why+".")
 	redirect(w, r, "/ui/machines/"+m.MAC.String())
+}
+
+// portTextKey carries the port field's text through renderMachine's
+// errs (never a field name).
+const portTextKey = "\x00cijoe_ssh_port_text"
+
+// truncateText is s cut to n runes.
+func truncateText(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
 
 type confirmData struct {

@@ -97,6 +97,19 @@
     });
   }
 
+  // The workflow upload form: a chosen file's name shows as the name's
+  // placeholder (the server takes it when the name is left empty).
+  function setupWorkflowName(form) {
+    var file = form.querySelector('input[type=file]');
+    var name = form.querySelector('input[name=name]');
+    if (!file || !name) return;
+    var ph = name.getAttribute('placeholder') || '';
+    file.addEventListener('change', function () {
+      var f = file.files && file.files[0];
+      name.setAttribute('placeholder', f ? f.name : ph);
+    });
+  }
+
   // The bulk form shows the control of the chosen action only.
   function setupBulk(form) {
     var action = form.querySelector('#bulk-action');
@@ -186,33 +199,101 @@
     });
   }
   // Machine page: its flash section (#flash-section, inside #flash-live,
-  // which subscribes to /events/machines?snapshot=0) is fetched again
-  // and swapped in on each event for this machine, on a resync and on
-  // every (re)connection; coalesced like the rows: one fetch in flight,
-  // one more after it when anything changed meanwhile.
-  var flashBusy = false, flashPending = false;
-  function refreshFlash() {
-    var sec = document.getElementById('flash-section');
+  // which subscribes to /events/machines?snapshot=0) and its workflow
+  // runs section (#runs) are fetched again (their data-refresh) and
+  // swapped in on each event for this machine, on a resync and on every
+  // (re)connection; coalesced like the rows: one fetch in flight per
+  // section, one more after it when anything changed meanwhile.
+  var secBusy = {}, secPending = {};
+  function refreshSection(id) {
+    var sec = document.getElementById(id);
     if (!sec) return;
-    if (flashBusy) { flashPending = true; return; }
-    flashBusy = true; flashPending = false;
+    if (secBusy[id]) { secPending[id] = true; return; }
+    secBusy[id] = true; secPending[id] = false;
     fetch(sec.getAttribute('data-refresh'), { credentials: 'same-origin', headers: { 'HX-Request': 'true' } }).then(function (resp) {
       return resp.ok && !resp.redirected ? resp.text() : null;
     }).then(function (html) {
-      var cur = document.getElementById('flash-section');
+      var cur = document.getElementById(id);
       if (html == null || !cur) return;
       var tmp = document.createElement('div');
       tmp.innerHTML = html;
-      var next = tmp.querySelector('#flash-section');
+      var next = tmp.querySelector('#' + id);
       if (!next) return;
       var a = document.activeElement, focusId = a && cur.contains(a) ? a.id : null;
       cur.replaceWith(next);
       localizeTimes(next);
+      if (id === 'runs') startLog();
       if (focusId && document.getElementById(focusId)) document.getElementById(focusId).focus({ preventScroll: true });
     }).catch(function () { /* the next event shows it */ }).then(function () {
-      flashBusy = false;
-      if (flashPending) refreshFlash();
+      secBusy[id] = false;
+      if (secPending[id]) refreshSection(id);
     });
+  }
+  function refreshFlash() { refreshSection('flash-section'); }
+  function refreshRuns() { refreshSection('runs'); }
+
+  // The live log of a queued or running workflow run (pre#run-log): every
+  // logEvery ms the bytes after data-offset are fetched from the API
+  // (GET /runs/ID/log?offset=N, the session cookie authenticates it) and
+  // appended, keeping the last logKeep characters; when X-Run-Result says
+  // the run ended, the runs section is fetched again (without the log).
+  // A response for a log element the section swap replaced meanwhile,
+  // or from an offset it no longer has, is dropped.
+  var logEvery = 2000, logKeep = 65536;
+  var logBusy = false, logTimer = null;
+  var decoders = typeof WeakMap === 'function' ? new WeakMap() : null;
+  function trimLog(pre) {
+    var t = pre.textContent;
+    if (t.length <= logKeep) return;
+    t = t.slice(t.length - logKeep);
+    var nl = t.indexOf('\n');
+    if (nl >= 0 && nl < t.length - 1) t = t.slice(nl + 1);
+    pre.textContent = t;
+  }
+  function pollLog() {
+    var pre = document.getElementById('run-log');
+    if (!pre || logBusy) return;
+    logBusy = true;
+    var offset = pre.getAttribute('data-offset') || '0';
+    var result = '', size = null;
+    fetch(pre.getAttribute('data-src') + '?offset=' + encodeURIComponent(offset), { credentials: 'same-origin' }).then(function (resp) {
+      if (!resp.ok) {
+        // Gone (pruned, machine deleted) or the session ended: show
+        // the section as the server has it now.
+        if (resp.status === 404 || resp.status === 410) refreshRuns();
+        return null;
+      }
+      result = resp.headers.get('X-Run-Result') || '';
+      size = resp.headers.get('X-Log-Size');
+      return resp.arrayBuffer();
+    }).then(function (buf) {
+      if (buf == null) return;
+      if (document.getElementById('run-log') !== pre || pre.getAttribute('data-offset') !== offset) return;
+      if (buf.byteLength > 0) {
+        var dec = decoders && decoders.get(pre);
+        if (!dec && window.TextDecoder) {
+          dec = new TextDecoder('utf-8');
+          if (decoders) decoders.set(pre, dec);
+        }
+        var text = dec ? dec.decode(buf, { stream: true }) : String.fromCharCode.apply(null, new Uint8Array(buf));
+        var atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+        pre.appendChild(document.createTextNode(text));
+        trimLog(pre);
+        if (atEnd) pre.scrollTop = pre.scrollHeight;
+      }
+      if (size != null) pre.setAttribute('data-offset', size);
+      if (result && result !== 'queued' && result !== 'running') refreshRuns();
+    }).catch(function () { /* the next poll tries again */ }).then(function () {
+      logBusy = false;
+    });
+  }
+  // startLog starts the polling once a page (or a swapped-in section)
+  // has a live log; it runs while the page is open.
+  function startLog() {
+    var pre = document.getElementById('run-log');
+    if (!pre) return;
+    pre.scrollTop = pre.scrollHeight;
+    if (!logTimer) logTimer = setInterval(pollLog, logEvery);
   }
 
   document.addEventListener('sse:machine', function (ev) {
@@ -221,7 +302,7 @@
     var mac = e && e.mac;
     var live = document.getElementById('flash-live');
     if (live) {
-      if (mac && mac === live.getAttribute('data-mac')) refreshFlash();
+      if (mac && mac === live.getAttribute('data-mac')) { refreshFlash(); refreshRuns(); }
       return;
     }
     if (!mac || !shownRow(mac)) { scheduleRefresh(); return; }
@@ -233,12 +314,12 @@
     refreshRow(mac);
   });
   document.addEventListener('sse:resync', function () {
-    if (document.getElementById('flash-live')) refreshFlash();
+    if (document.getElementById('flash-live')) { refreshFlash(); refreshRuns(); }
     else refreshNow();
   });
   document.addEventListener('htmx:sseOpen', function (ev) {
     if (document.getElementById('machines-table') && ev.target && ev.target.id === 'bulk-form') refreshNow();
-    if (ev.target && ev.target.id === 'flash-live') refreshFlash();
+    if (ev.target && ev.target.id === 'flash-live') { refreshFlash(); refreshRuns(); }
   });
 
   // Live updates replace the table; keep keyboard focus where it was.
@@ -260,6 +341,9 @@
     for (var i = 0; i < ups.length; i++) setupUpload(ups[i]);
     var bulk = document.getElementById('bulk-form');
     if (bulk) setupBulk(bulk);
+    startLog();
+    var wf = document.getElementById('workflow-upload');
+    if (wf) setupWorkflowName(wf);
     if (window.htmx) htmx.onLoad(localizeTimes);
   }
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
