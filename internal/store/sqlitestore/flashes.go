@@ -84,7 +84,14 @@ func scanFlashes(rows *sql.Rows) ([]fleet.Flash, error) {
 
 // ListFlashes returns a page of flashes, newest first.
 func (s *SQLite) ListFlashes(ctx context.Context, mac fleet.MAC, limit, offset int) ([]fleet.Flash, int, error) {
-	const op = "listing flashes"
+	return listDocs(ctx, s, "flashes", mac, limit, offset, scanFlashes)
+}
+
+// listDocs is one page of the rows of a history table (flashes, runs:
+// id, mac, doc), newest first, the machine's or every machine's for a
+// zero MAC (limit 0: all), with their number, read in one snapshot.
+func listDocs[T any](ctx context.Context, s *SQLite, table string, mac fleet.MAC, limit, offset int, scan func(*sql.Rows) ([]T, error)) ([]T, int, error) {
+	op := "listing " + table
 	if limit <= 0 {
 		limit = -1
 	}
@@ -98,19 +105,19 @@ func (s *SQLite) ListFlashes(ctx context.Context, mac fleet.MAC, limit, offset i
 	}
 	defer tx.Rollback()
 	var total int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM flashes WHERE `+where, args...).Scan(&total); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE `+where, args...).Scan(&total); err != nil {
 		return nil, 0, s.dbError(op, err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT doc FROM flashes WHERE `+where+` ORDER BY id DESC LIMIT ? OFFSET ?`,
+	rows, err := tx.QueryContext(ctx, `SELECT doc FROM `+table+` WHERE `+where+` ORDER BY id DESC LIMIT ? OFFSET ?`,
 		append(args, limit, max(offset, 0))...)
 	if err != nil {
 		return nil, 0, s.dbError(op, err)
 	}
-	fs, err := scanFlashes(rows)
+	docs, err := scan(rows)
 	if err != nil {
 		return nil, 0, s.dbError(op, err)
 	}
-	return fs, total, nil
+	return docs, total, nil
 }
 
 // RunningFlashes returns every flash in progress, oldest first.

@@ -114,33 +114,7 @@ func (s *SQLite) SaveRun(ctx context.Context, r fleet.Run, fn func(m fleet.Machi
 
 // ListRuns returns a page of runs, newest first, with their number.
 func (s *SQLite) ListRuns(ctx context.Context, mac fleet.MAC, limit, offset int) ([]fleet.Run, int, error) {
-	const op = "listing workflow runs"
-	if limit <= 0 {
-		limit = -1
-	}
-	where, args := "1", []any{}
-	if !mac.IsZero() {
-		where, args = "mac = ?", []any{mac.String()}
-	}
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, 0, s.dbError(op, err)
-	}
-	defer tx.Rollback()
-	var total int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM runs WHERE `+where, args...).Scan(&total); err != nil {
-		return nil, 0, s.dbError(op, err)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT doc FROM runs WHERE `+where+` ORDER BY id DESC LIMIT ? OFFSET ?`,
-		append(args, limit, max(offset, 0))...)
-	if err != nil {
-		return nil, 0, s.dbError(op, err)
-	}
-	rs, err := scanRuns(rows)
-	if err != nil {
-		return nil, 0, s.dbError(op, err)
-	}
-	return rs, total, nil
+	return listDocs(ctx, s, "runs", mac, limit, offset, scanRuns)
 }
 
 // GetRun returns one run, or store.ErrNotFound.
