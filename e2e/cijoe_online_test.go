@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -85,8 +86,12 @@ func checkGoodRun(t *testing.T, w *btyWeb, mac, token string, f fleet.Flash, r f
 	if !strings.Contains(log, "cijoe-proof-"+token) || !strings.Contains(log, "# step read-proof") {
 		t.Errorf("the run's log lacks the proof read back on the guest (cijoe-proof-%s)", token)
 	}
-	if code := w.getStatus(t, fmt.Sprintf("/runs/%d/report", r.ID)); code != 200 {
-		t.Errorf("GET /runs/%d/report: %d", r.ID, code)
+	report := fmt.Sprintf("/runs/%d/report", r.ID)
+	if code := w.getStatus(t, report); code != 401 {
+		t.Errorf("GET %s without a login: %d, want 401", report, code)
+	}
+	if code := w.callStatus(t, "GET", report, "Authorization: Bearer "+w.apiToken(t)); code != 200 {
+		t.Errorf("GET %s: %d", report, code)
 	}
 	m := w.machineGet(t, mac)
 	k := m.LastKnownGood
@@ -122,4 +127,24 @@ func checkBadRun(t *testing.T, w *btyWeb, mac string, good fleet.Run, r fleet.Ru
 	if strings.Join(drift, ",") != "workflow" {
 		t.Errorf("drift after switching to bad.yaml: %+v, want the workflow only", m.Drift)
 	}
+}
+
+// apiToken logs in to w over the API (from inside the lab) and returns
+// the session token.
+func (w *btyWeb) apiToken(t *testing.T) string {
+	t.Helper()
+	body, err := json.Marshal(map[string]string{"password": w.password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", w.ns, "curl", "-s", "-X", "POST", "-H", "Content-Type: application/json",
+		"--data-binary", string(body), w.url+"/auth/login").Output()
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	var s api.Session
+	if err := json.Unmarshal(out, &s); err != nil || s.Token == "" {
+		t.Fatalf("login: %v %.200s", err, out)
+	}
+	return s.Token
 }
