@@ -65,12 +65,21 @@ const machinesPage = 5000
 // end. A server from before pages answers everything at once, without a
 // Link.
 func (c *Client) Machines(ctx context.Context) ([]api.Machine, error) {
+	return c.MachinesMatching(ctx, "")
+}
+
+// MachinesMatching is Machines for the machines a label selector picks
+// ("": all), filtered by the server.
+func (c *Client) MachinesMatching(ctx context.Context, selector string) ([]api.Machine, error) {
 	ms := []api.Machine{}
 	page := machinesPage
 	if c.machinesPage > 0 {
 		page = c.machinesPage
 	}
 	u := c.endpoint("machines") + "?limit=" + strconv.Itoa(page)
+	if selector != "" {
+		u += "&selector=" + url.QueryEscape(selector)
+	}
 	seen := map[string]bool{}
 	for u != "" {
 		var page []api.Machine

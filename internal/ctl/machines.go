@@ -14,6 +14,7 @@ import (
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/labels"
 	"github.com/btyproject/bty/internal/provision"
 )
 
@@ -41,47 +42,59 @@ func parseMAC(s string) (fleet.MAC, error) {
 }
 
 func newMachinesListCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "List every machine",
+	var selector string
+	cmd := &cobra.Command{
+		Use:   "list [--selector SEL]",
+		Short: "List every machine, or those a label selector picks",
 		Long: `List every machine known to the server, by MAC: boot policy (for flash,
 what the next PXE boot does), assigned image, provisioning mode,
 hostname, when and from where it was last seen, when it was last
 flashed. Machines that registered themselves by PXE-booting are marked
 "(discovered)". Times are local.`,
 		Example: `  bty-ctl machines list
+  bty-ctl machines list --selector 'role=ci,rack!=r3'
   bty-ctl machines list --json | jq -r '.machines[] | select(.boot_policy=="flash") | .mac'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-list"
+			if _, err := labels.Parse(selector); err != nil {
+				return e.fail(name, exitcode.Wrap(exitcode.Usage, fmt.Errorf("--selector: %w", err)), nil)
+			}
 			c, err := e.authClient()
 			if err != nil {
 				return e.fail(name, err, nil)
 			}
-			ms, err := c.Machines(cmd.Context())
+			ms, err := c.MachinesMatching(cmd.Context(), selector)
 			if err != nil {
 				return e.fail(name, e.apiErr("listing machines", c, err), map[string]any{"server": c.Server()})
 			}
 			if e.asJSON {
 				return writeJSON(e, name, map[string]any{"server": c.Server(), "machines": ms})
 			}
+			if len(ms) == 0 && selector != "" {
+				fmt.Fprintf(e.stderr, "no machine on %s matches %s\n", c.Server(), selector)
+				return nil
+			}
 			if len(ms) == 0 {
 				fmt.Fprintf(e.stderr, "no machines on %s yet: add one with bty-ctl machines set MAC, or PXE-boot one\n", c.Server())
 				return nil
 			}
 			tw := newTable(e.stdout)
-			fmt.Fprintln(tw, "MAC\tPOLICY\tIMAGE\tPROVISIONING\tHOSTNAME\tLAST SEEN\tFROM\tLAST FLASHED")
+			fmt.Fprintln(tw, "MAC\tPOLICY\tIMAGE\tPROVISIONING\tHOSTNAME\tLAST SEEN\tFROM\tLAST FLASHED\tLABELS")
 			for _, m := range ms {
 				mac := m.MAC.String()
 				if m.DiscoveredAt != nil {
 					mac += " (discovered)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mac, policyString(m), dash(m.Image),
-					dash(string(m.ProvisioningMode)), dash(m.Hostname), localTime(m.LastSeenAt), dash(m.LastSeenIP), localTime(m.LastFlashedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mac, policyString(m), dash(m.Image),
+					dash(string(m.ProvisioningMode)), dash(m.Hostname), localTime(m.LastSeenAt), dash(m.LastSeenIP), localTime(m.LastFlashedAt),
+					dash(m.Labels.String()))
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().StringVar(&selector, "selector", "", "only the machines whose labels match this selector (role=ci,rack!=r3,gpu,!quarantined,tier in (a,b))")
+	return cmd
 }
 
 // policyString is the boot policy, with what the next PXE boot gets
@@ -130,6 +143,7 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"image", dash(m.Image)},
 		{"provisioning", dash(string(m.ProvisioningMode))},
 		{"hostname", dash(m.Hostname)},
+		{"labels", dash(m.Labels.String())},
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
 		{"cijoe ssh user", orDefault(m.CijoeSSHUser, "the image's default user, else root")},
 		{"cijoe ssh port", orDefault(portText(m.CijoeSSHPort), "22")},
@@ -242,9 +256,10 @@ func conflictText(m api.Machine) string {
 func newMachinesSetCmd(e *env) *cobra.Command {
 	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline, sshUser, runTimeout string
 	var sshPort int
+	var labelFlags []string
 	var pw powerFlags
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--user-data FILE] [--meta-data FILE]",
+		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--user-data FILE] [--meta-data FILE] [--label KEY=VALUE|KEY-]...",
 		Short: "Register a machine or change its record",
 		Long: `Create the machine if it is new (boot policy local unless --policy says
 otherwise), else change only the fields given. An empty value clears a
@@ -389,8 +404,18 @@ local to stop.`,
 			if u.Power, err = pw.update(f, e.stdin); err != nil {
 				return e.fail(name, err, map[string]any{"mac": mac})
 			}
-			if u == (api.MachineUpdate{}) {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
+			for _, l := range labelFlags {
+				k, v, err := labels.ParseFlag(l)
+				if err != nil {
+					return e.fail(name, exitcode.Wrap(exitcode.Usage, err), map[string]any{"mac": mac})
+				}
+				if u.Labels == nil {
+					u.Labels = fleet.LabelUpdate{}
+				}
+				u.Labels[k] = v
+			}
+			if u.IsEmpty() {
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --label, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -437,6 +462,7 @@ local to stop.`,
 	f.StringVar(&hostname, "hostname", "", "host name for provisioning (\"\" clears)")
 	f.StringVar(&provisioning, "provisioning", "", "provisioning mode: none, cloud-init, cijoe or cijoe-online")
 	f.StringVar(&workflow, "cijoe-workflow", "", "CIJOE workflow reference for cijoe modes (\"\" clears)")
+	f.StringArrayVar(&labelFlags, "label", nil, "set a label KEY=VALUE, or remove one with KEY- (repeatable; Kubernetes label syntax)")
 	f.StringVar(&sshUser, "cijoe-ssh-user", "", "login of cijoe-online runs (\"\" the image's default user, else root)")
 	f.IntVar(&sshPort, "cijoe-ssh-port", 0, "SSH port of cijoe-online runs (0: 22)")
 	f.StringVar(&runTimeout, "cijoe-timeout", "", "how long a cijoe-online run may take, like 45m (\"\" 30m)")

@@ -164,6 +164,9 @@ func (m *Machine) set(u MachineUpdate) {
 	setField(&m.CijoeSSHUser, u.CijoeSSHUser)
 	setField(&m.CijoeSSHPort, u.CijoeSSHPort)
 	setField(&m.CijoeTimeout, u.CijoeTimeout)
+	if u.Labels != nil {
+		m.Labels = u.Labels.Apply(m.Labels)
+	}
 	if u.Power != nil {
 		m.Power = u.Power.Apply(m.Power)
 	}
@@ -175,9 +178,16 @@ func (m Machine) Settable() MachineUpdate {
 	image, mode, host, ref, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
 		m.BootPolicy, m.UserData, m.MetaData
 	rc, fd, su, sp, ct := m.ReadyCheck, m.FlashDeadline, m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout
+	var labels LabelUpdate
+	for k, v := range m.Labels {
+		if labels == nil {
+			labels = LabelUpdate{}
+		}
+		labels[k] = &v
+	}
 	return MachineUpdate{Image: &image, ProvisioningMode: &mode, Hostname: &host, CijoeWorkflowRef: &ref,
 		BootPolicy: &policy, UserData: &ud, MetaData: &md, ReadyCheck: &rc, FlashDeadline: &fd,
-		CijoeSSHUser: &su, CijoeSSHPort: &sp, CijoeTimeout: &ct}
+		CijoeSSHUser: &su, CijoeSSHPort: &sp, CijoeTimeout: &ct, Labels: labels}
 }
 
 // MaxRecordedBytes bounds the strings of a record the server writes

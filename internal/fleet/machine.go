@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"reflect"
 	"fmt"
 	"strings"
 	"time"
@@ -69,6 +70,8 @@ type Machine struct {
 	CijoeSSHUser string `json:"cijoe_ssh_user"`
 	CijoeSSHPort int    `json:"cijoe_ssh_port"`
 	CijoeTimeout string `json:"cijoe_timeout"`
+	// Labels are the machine's key=value labels (null: none).
+	Labels Labels `json:"labels"`
 	// Drift is how the record differs from LastKnownGood (DriftFrom),
 	// worked out by bty-web when it answers (GET /machines/{mac});
 	// never stored.
@@ -130,6 +133,8 @@ type MachineUpdate struct {
 	CijoeSSHUser *string `json:"cijoe_ssh_user"`
 	CijoeSSHPort *int    `json:"cijoe_ssh_port"`
 	CijoeTimeout *string `json:"cijoe_timeout"`
+	// Labels changes the labels as a merge patch (LabelUpdate).
+	Labels LabelUpdate `json:"labels"`
 }
 
 // The bounds of the settable string fields (besides MaxSeedBytes for
@@ -191,6 +196,9 @@ func (u MachineUpdate) Validate() []*ValidationError {
 			add(err.(*ValidationError))
 		}
 	}
+	if u.Labels != nil {
+		add(u.Labels.validate())
+	}
 	add(maxBytes("user_data", u.UserData, MaxSeedBytes, ""))
 	add(maxBytes("meta_data", u.MetaData, MaxSeedBytes, ""))
 	return errs
@@ -222,4 +230,16 @@ func maxBytes(field string, v *string, limit int, todo string) *ValidationError 
 }
 
 // IsEmpty reports whether u sets nothing.
-func (u MachineUpdate) IsEmpty() bool { return u == MachineUpdate{} }
+func (u MachineUpdate) IsEmpty() bool {
+	v := reflect.ValueOf(u)
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if f.Kind() == reflect.Map && f.Len() == 0 {
+			continue
+		}
+		if !f.IsZero() {
+			return false
+		}
+	}
+	return true
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/labels"
 	"github.com/btyproject/bty/internal/provision"
 	"github.com/btyproject/bty/internal/store"
 )
@@ -52,6 +54,13 @@ func machinesQuery(v url.Values) (store.MachineQuery, error) {
 		q.Desc = true
 	default:
 		return q, bad("dir", "want asc or desc")
+	}
+	if sel := v.Get("selector"); sel != "" {
+		reqs, err := labels.Parse(sel)
+		if err != nil {
+			return q, fmt.Errorf("selector: %w", err)
+		}
+		q.Selector = reqs
 	}
 	switch v.Get("discovered") {
 	case "", "0":
@@ -217,6 +226,14 @@ func machineUpdateErrors(u fleet.MachineUpdate) []*fleet.ValidationError {
 			}
 		}
 	}
+	if !bad["labels"] {
+		for _, k := range slices.Sorted(maps.Keys(u.Labels)) {
+			if err := labels.Check(k, u.Labels[k]); err != nil {
+				errs = append(errs, &fleet.ValidationError{Field: "labels", Msg: err.Error()})
+				break
+			}
+		}
+	}
 	// The seed is checked as bty flash checks --user-data/--meta-data:
 	// a #cloud-config that is not YAML is refused with its line.
 	for _, f := range []struct {
@@ -251,7 +268,7 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 	}
 	// cijoe-online needs a stored workflow: checked on the record as
 	// the update would leave it.
-	if u.ProvisioningMode != nil || u.CijoeWorkflowRef != nil {
+	if u.ProvisioningMode != nil || u.CijoeWorkflowRef != nil || u.Labels != nil {
 		cur, err := s.store.GetMachine(ctx, mac)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -263,6 +280,9 @@ func (s *Server) updateMachine(ctx context.Context, mac fleet.MAC, u fleet.Machi
 		}
 		if e := s.checkWorkflowRef(cur); e != nil {
 			return fleet.Machine{}, false, e
+		}
+		if len(cur.Labels) > fleet.MaxLabels {
+			return fleet.Machine{}, false, &fleet.ValidationError{Field: "labels", Msg: fmt.Sprintf("the machine would have %d labels; the limit is %d: remove some (KEY: null)", len(cur.Labels), fleet.MaxLabels)}
 		}
 	}
 	m, created, err := store.PutMachine(ctx, s.store, mac, u, time.Now())

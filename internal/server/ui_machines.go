@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/labels"
 	"github.com/btyproject/bty/internal/store"
 )
 
@@ -33,14 +34,17 @@ type machinesData struct {
 	Total, Matched int
 	// First and Last are the 1-based positions of the page's rows among
 	// the matches (0 when none).
-	First, Last    int
-	Q, Sort, Dir   string
-	Policy         fleet.Policy
-	DiscoveredOnly bool
-	Columns        []uiColumn
-	Policies       []fleet.Policy
-	Images         []string
-	Back, Query    string
+	First, Last  int
+	Q, Sort, Dir string
+	// Selector filters by labels; SelectorError says why it was not
+	// used.
+	Selector, SelectorError string
+	Policy                  fleet.Policy
+	DiscoveredOnly          bool
+	Columns                 []uiColumn
+	Policies                []fleet.Policy
+	Images                  []string
+	Back, Query             string
 	// Page is the page shown (1-based) of Pages; Prev and Next link to
 	// the pages beside it ("" when none), keeping filter and sort.
 	Page, Pages int
@@ -85,6 +89,13 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	d.Page = max(d.Page, 1)
 	sq := store.MachineQuery{Search: d.Q, Policy: d.Policy, Unassigned: d.DiscoveredOnly, Sort: d.Sort, Desc: d.Dir == "desc",
 		Offset: (d.Page - 1) * uiPageRows, Limit: uiPageRows}
+	if d.Selector = strings.TrimSpace(q.Get("selector")); d.Selector != "" {
+		reqs, err := labels.Parse(d.Selector)
+		if err != nil {
+			d.SelectorError = err.Error() + "; the table is not filtered by it"
+		}
+		sq.Selector = reqs
+	}
 	p, err := s.store.QueryMachines(ctx, sq)
 	if err != nil {
 		s.uiInternal(w, r, err)
@@ -122,7 +133,7 @@ func (s *Server) uiMachines(w http.ResponseWriter, r *http.Request) {
 	}
 
 	base := url.Values{}
-	for k, v := range map[string]string{"q": d.Q, "policy": string(d.Policy)} {
+	for k, v := range map[string]string{"q": d.Q, "policy": string(d.Policy), "selector": d.Selector} {
 		if v != "" {
 			base.Set(k, v)
 		}
@@ -319,6 +330,9 @@ type machineData struct {
 	// refused).
 	Workflows []string
 	SSHPort   string
+	// LabelsText is the labels field's text: key=value lines (as typed
+	// when refused).
+	LabelsText string
 	// Runs is the "Workflow runs" section.
 	Runs runsSection
 }
@@ -454,6 +468,11 @@ func (s *Server) renderMachineWith(w http.ResponseWriter, r *http.Request, code 
 	if form.CijoeSSHPort != 0 {
 		d.SSHPort = strconv.Itoa(form.CijoeSSHPort)
 	}
+	d.LabelsText = strings.ReplaceAll(form.Labels.String(), ",", "\n")
+	if t, ok := errs[labelsTextKey]; ok {
+		d.LabelsText = t
+		delete(errs, labelsTextKey)
+	}
 	if t, ok := errs[portTextKey]; ok {
 		d.SSHPort = t
 		delete(errs, portTextKey)
@@ -557,6 +576,34 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 		}
 		u.CijoeSSHPort = &n
 	}
+	// Labels: one key=value per line; the record's labels not listed
+	// are removed.
+	var labelsErr *fleet.ValidationError
+	labelsText, hasLabels := f["labels"]
+	var formLabels fleet.Labels
+	if hasLabels {
+		formLabels = fleet.Labels{}
+		for _, line := range strings.Split(strings.ReplaceAll(f.Get("labels"), "\r\n", "\n"), "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				labelsErr = &fleet.ValidationError{Field: "labels", Msg: fmt.Sprintf("%q: write one label per line as key=value", truncateText(line, 64))}
+				break
+			}
+			formLabels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+		u.Labels = fleet.LabelUpdate{}
+		for k := range m.Labels {
+			if _, keep := formLabels[k]; !keep {
+				u.Labels[k] = nil
+			}
+		}
+		for k, v := range formLabels {
+			u.Labels[k] = &v
+		}
+	}
 	// The power fieldset is read when the form has it (its hidden
 	// marker "power": an unchecked checkbox posts nothing).
 	pf := powerFormOf(m.Power)
@@ -582,6 +629,9 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if u.CijoeSSHPort != nil {
 		form.CijoeSSHPort = *u.CijoeSSHPort
 	}
+	if hasLabels {
+		form.Labels = formLabels
+	}
 	// Every refused field is marked at once (a cipher suite that is not
 	// a number is 0 in u: its own message comes first and stays).
 	more, err := s.powerErrors(r.Context(), m.MAC, u.Power)
@@ -593,11 +643,17 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if portErr != nil {
 		errs = append([]*fleet.ValidationError{portErr}, errs...)
 	}
+	if labelsErr != nil {
+		errs = append([]*fleet.ValidationError{labelsErr}, errs...)
+	}
 	errs = append(append(errs, perrs...), more...)
 	// withPort keeps the port's text as typed for the page.
 	withPort := func(fields map[string]string) map[string]string {
 		if hasPort && len(portText) > 0 {
 			fields[portTextKey] = strings.TrimSpace(portText[0])
+		}
+		if hasLabels && len(labelsText) > 0 {
+			fields[labelsTextKey] = labelsText[0]
 		}
 		return fields
 	}
@@ -625,6 +681,10 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	s.setFlash(w, "Saved. Next PXE boot: "+fleet.Decide(saved).Why+".")
 	redirect(w, r, "/ui/machines/"+m.MAC.String())
 }
+
+// labelsTextKey carries the labels field's text through renderMachine's
+// errs, like portTextKey.
+const labelsTextKey = "labels_text"
 
 // portTextKey carries the port field's text through renderMachine's
 // errs (never a field name).

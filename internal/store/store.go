@@ -131,6 +131,9 @@ type MachineQuery struct {
 	// Unassigned keeps machines discovered by PXE with no image
 	// (fleet.Machine.Unassigned).
 	Unassigned bool
+	// Selector keeps machines whose labels match every requirement
+	// (nil: all).
+	Selector []fleet.LabelRequirement
 	// Sort is one of MachineSorts ("" is SortMAC); Desc reverses it,
 	// the MAC tie-break included.
 	Sort string

@@ -78,6 +78,7 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN flash`, `DROP TABLE flashes`,
 		`ALTER TABLE machines DROP COLUMN cijoe_ssh_user`, `ALTER TABLE machines DROP COLUMN cijoe_ssh_port`,
 		`ALTER TABLE machines DROP COLUMN cijoe_timeout`, `DROP TABLE runs`,
+		`ALTER TABLE machines DROP COLUMN labels`, `DROP TABLE machine_labels`,
 		`UPDATE machines SET last_known_good = 'old.img'`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {

@@ -20,7 +20,7 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	last_failed_at, last_failure, user_data, meta_data, last_served,
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
 	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash,
-	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout`
+	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout, labels`
 
 // storedPower is a machine's power column: fleet.Power with its
 // password, which fleet.Power's own JSON leaves out.
@@ -72,18 +72,24 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		cycleIP                                    string
 		seedServed                                 int
 		powerJSON, readyCheck, flashJSON, lkg      string
+		labelsJSON                                 string
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &lkg,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
 		&m.UserData, &m.MetaData, &served,
 		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON,
-		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout); err != nil {
+		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout, &labelsJSON); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
 	if m.MAC, err = fleet.ParseMAC(mac); err != nil {
 		return fleet.Machine{}, fmt.Errorf("a stored machine's key: %w", err)
+	}
+	if labelsJSON != "" {
+		if err := json.Unmarshal([]byte(labelsJSON), &m.Labels); err != nil {
+			return fleet.Machine{}, fmt.Errorf("machine %s: its labels column: %w", m.MAC, err)
+		}
 	}
 	if m.LastKnownGood, err = decodeKnownGood(lkg); err != nil {
 		return fleet.Machine{}, fmt.Errorf("machine %s: its last_known_good column: %w", m.MAC, err)
@@ -203,22 +209,56 @@ func machineValues(m fleet.Machine) []any {
 		m.UserData, m.MetaData, string(m.LastServed),
 		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
 		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash),
-		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout}
+		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout, encodeLabels(m.Labels)}
 }
 
 // insertMachine writes a new record, every column from m.
 func insertMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO machines (`+machineCols+`)
 		VALUES (`+machinePlaceholders+`)`, machineValues(m)...)
-	return err
+	if err != nil {
+		return err
+	}
+	return writeLabels(ctx, tx, m.MAC, m.Labels)
 }
 
-// updateMachine rewrites every column of m's row.
+// updateMachine rewrites every column of m's row (and its label rows
+// when its labels changed).
 func updateMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
+	var old string
+	if err := tx.QueryRowContext(ctx, `SELECT labels FROM machines WHERE mac = ?`, m.MAC.String()).Scan(&old); err != nil {
+		return err
+	}
 	_, err := tx.ExecContext(ctx, `UPDATE machines SET (`+machineCols+`)
 		= (`+machinePlaceholders+`) WHERE mac = ?`,
 		append(machineValues(m), m.MAC.String())...)
-	return err
+	if err != nil || old == encodeLabels(m.Labels) {
+		return err
+	}
+	return writeLabels(ctx, tx, m.MAC, m.Labels)
+}
+
+// encodeLabels is a machine's labels column: JSON (keys sorted), ''
+// for none.
+func encodeLabels(l fleet.Labels) string {
+	if len(l) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(l) // strings always encode
+	return string(b)
+}
+
+// writeLabels replaces a machine's label rows with l.
+func writeLabels(ctx context.Context, tx dbtx, mac fleet.MAC, l fleet.Labels) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM machine_labels WHERE mac = ?`, mac.String()); err != nil {
+		return err
+	}
+	for k, v := range l {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO machine_labels (mac, key, value) VALUES (?, ?, ?)`, mac.String(), k, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ModifyMachine reads the machine, calls fn and writes what it returns,
@@ -279,6 +319,9 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM flashes WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s flash history", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM machine_labels WHERE mac = ?`, mac.String()); err != nil {
+			return s.dbError("deleting machine "+mac.String()+"'s labels", err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s workflow runs", err)

@@ -80,6 +80,11 @@ func machineFilter(q store.MachineQuery) (string, []any) {
 	if q.Unassigned {
 		conds = append(conds, "(discovered_at IS NOT NULL AND image = '')")
 	}
+	for _, r := range q.Selector {
+		c, a := labelCond(r)
+		conds = append(conds, c)
+		args = append(args, a...)
+	}
 	if len(conds) == 0 {
 		return "1", nil
 	}
@@ -149,4 +154,34 @@ func (s *SQLite) QueryMachines(ctx context.Context, q store.MachineQuery) (store
 		return store.MachinePage{}, s.dbError(op, err)
 	}
 	return page, nil
+}
+
+// labelCond is the SQL condition of one selector requirement, an
+// indexed lookup of machine_labels (Kubernetes' meaning: != and notin
+// match machines without the key too).
+func labelCond(r fleet.LabelRequirement) (string, []any) {
+	has := func(vals []string) (string, []any) {
+		c := `EXISTS (SELECT 1 FROM machine_labels l WHERE l.mac = machines.mac AND l.key = ?`
+		args := []any{r.Key}
+		if vals != nil {
+			c += ` AND l.value IN (` + strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", ") + `)`
+			for _, v := range vals {
+				args = append(args, v)
+			}
+		}
+		return c + `)`, args
+	}
+	switch r.Op {
+	case fleet.LabelEquals, fleet.LabelIn:
+		return has(append([]string{}, r.Values...))
+	case fleet.LabelNotEquals, fleet.LabelNotIn:
+		c, a := has(append([]string{}, r.Values...))
+		return "NOT " + c, a
+	case fleet.LabelExists:
+		return has(nil)
+	case fleet.LabelNotExists:
+		c, a := has(nil)
+		return "NOT " + c, a
+	}
+	return "0", nil
 }

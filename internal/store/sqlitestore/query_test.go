@@ -239,3 +239,77 @@ func TestQueryMachinesRefusesBadQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestQuerySelector: a label selector filters in the database (the
+// label rows follow every write: set, change, removal, delete) with
+// Kubernetes' meaning of each operator, and combines with the other
+// filters and the counts.
+func TestQuerySelector(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	ptr := func(s string) *string { return &s }
+	set := func(mac string, u fleet.LabelUpdate) {
+		t.Helper()
+		if _, _, err := store.PutMachine(ctx, s, fleet.MustParseMAC(mac), fleet.MachineUpdate{Labels: u}, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("52:54:00:00:00:01", fleet.LabelUpdate{"role": ptr("ci"), "rack": ptr("r1"), "gpu": ptr("a100")})
+	set("52:54:00:00:00:02", fleet.LabelUpdate{"role": ptr("ci"), "rack": ptr("r3")})
+	set("52:54:00:00:00:03", fleet.LabelUpdate{"role": ptr("build")})
+	set("52:54:00:00:00:04", nil)
+	macs := func(sel []fleet.LabelRequirement) string {
+		t.Helper()
+		p, err := s.QueryMachines(ctx, store.MachineQuery{Selector: sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range p.Machines {
+			out = append(out, m.MAC.String()[15:])
+		}
+		if p.Total != 4 || p.Matched != len(p.Machines) {
+			t.Errorf("counts: total %d matched %d of %d", p.Total, p.Matched, len(p.Machines))
+		}
+		return strings.Join(out, " ")
+	}
+	req := func(k string, op fleet.LabelOp, vals ...string) fleet.LabelRequirement {
+		return fleet.LabelRequirement{Key: k, Op: op, Values: vals}
+	}
+	for _, tt := range []struct {
+		sel  []fleet.LabelRequirement
+		want string
+	}{
+		{nil, "01 02 03 04"},
+		{[]fleet.LabelRequirement{req("role", fleet.LabelEquals, "ci")}, "01 02"},
+		{[]fleet.LabelRequirement{req("role", fleet.LabelEquals, "ci"), req("rack", fleet.LabelNotEquals, "r3")}, "01"},
+		{[]fleet.LabelRequirement{req("rack", fleet.LabelNotEquals, "r3")}, "01 03 04"},
+		{[]fleet.LabelRequirement{req("role", fleet.LabelIn, "ci", "build")}, "01 02 03"},
+		{[]fleet.LabelRequirement{req("role", fleet.LabelNotIn, "ci")}, "03 04"},
+		{[]fleet.LabelRequirement{req("gpu", fleet.LabelExists)}, "01"},
+		{[]fleet.LabelRequirement{req("role", fleet.LabelNotExists)}, "04"},
+	} {
+		if got := macs(tt.sel); got != tt.want {
+			t.Errorf("selector %+v: %q, want %q", tt.sel, got, tt.want)
+		}
+	}
+	// A change and a removal move the machine; a delete drops its rows.
+	set("52:54:00:00:00:02", fleet.LabelUpdate{"rack": nil, "role": ptr("build")})
+	if got := macs([]fleet.LabelRequirement{req("role", fleet.LabelEquals, "build")}); got != "02 03" {
+		t.Errorf("after relabelling 02: %q", got)
+	}
+	if got := macs([]fleet.LabelRequirement{req("rack", fleet.LabelExists)}); got != "01" {
+		t.Errorf("after removing 02's rack: %q", got)
+	}
+	m, _ := s.GetMachine(ctx, fleet.MustParseMAC("52:54:00:00:00:02"))
+	if m.Labels.String() != "role=build" {
+		t.Errorf("02's labels: %v", m.Labels)
+	}
+	if err := s.DeleteMachine(ctx, fleet.MustParseMAC("52:54:00:00:00:01")); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM machine_labels WHERE mac = '52:54:00:00:00:01'`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("label rows of a deleted machine: %d %v", rows, err)
+	}
+}
