@@ -1,8 +1,8 @@
 package fleet
 
 import (
-	"reflect"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"

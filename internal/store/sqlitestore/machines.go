@@ -238,7 +238,7 @@ func updateMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	return writeLabels(ctx, tx, m.MAC, m.Labels)
 }
 
-// encodeLabels is a machine's labels column: JSON (keys sorted), ''
+// encodeLabels is a machine's labels column: JSON (keys sorted), ”
 // for none.
 func encodeLabels(l fleet.Labels) string {
 	if len(l) == 0 {
