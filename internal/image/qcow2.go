@@ -516,6 +516,22 @@ var (
 	zstdPool    sync.Pool
 )
 
+// flateCheckNext reads the next byte of a deflate stream that filled
+// its cluster: nil when there is one or the stream ended, the decoder's
+// error when what follows is corrupt.
+func flateCheckNext(r io.Reader) error {
+	var one [1]byte
+	for {
+		n, err := r.Read(one[:])
+		switch {
+		case n > 0 || errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
 // decompress fills dst (one cluster) from the compressed cluster r: the
 // data must decode to a whole cluster, as qemu requires; what follows
 // inside the last sector is ignored.
@@ -564,6 +580,13 @@ func (q *qcowImage) decompress(dst []byte, r qcowRun) error {
 			return derr
 		}
 		_, derr = io.ReadFull(fr, dst)
+		if derr == nil {
+			// zlib (qemu) decodes past a cluster's last byte up to the
+			// next symbol: a corrupt one there makes qemu refuse the
+			// cluster (EIO), so bty refuses it too. More valid data, or
+			// the stream's end, is fine for both.
+			derr = flateCheckNext(fr)
+		}
 		deflatePool.Put(fr)
 	}
 	if derr != nil {
