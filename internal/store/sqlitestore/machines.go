@@ -222,23 +222,20 @@ func insertMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	return writeLabels(ctx, tx, m.MAC, m.Labels)
 }
 
-// updateMachine rewrites every column of m's row (and its label rows
-// when its labels changed).
-func updateMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
-	var old string
-	if err := tx.QueryRowContext(ctx, `SELECT labels FROM machines WHERE mac = ?`, m.MAC.String()).Scan(&old); err != nil {
-		return err
-	}
+// updateMachine rewrites every column of m's row, and its label rows
+// when its labels differ from before's (the record as read in this
+// transaction): a PXE contact writes no label rows.
+func updateMachine(ctx context.Context, tx dbtx, before, m fleet.Machine) error {
 	_, err := tx.ExecContext(ctx, `UPDATE machines SET (`+machineCols+`)
 		= (`+machinePlaceholders+`) WHERE mac = ?`,
 		append(machineValues(m), m.MAC.String())...)
-	if err != nil || old == encodeLabels(m.Labels) {
+	if err != nil || encodeLabels(before.Labels) == encodeLabels(m.Labels) {
 		return err
 	}
 	return writeLabels(ctx, tx, m.MAC, m.Labels)
 }
 
-// encodeLabels is a machine's labels column: JSON (keys sorted), ”
+// encodeLabels is a machine's labels column: JSON (keys sorted), empty
 // for none.
 func encodeLabels(l fleet.Labels) string {
 	if len(l) == 0 {
@@ -299,7 +296,7 @@ func (s *SQLite) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fle
 		if !found {
 			return insertMachine(ctx, tx, out)
 		}
-		return updateMachine(ctx, tx, out)
+		return updateMachine(ctx, tx, m, out)
 	})
 	if fnErr != nil {
 		return fleet.Machine{}, fnErr

@@ -100,7 +100,7 @@ func (s *SQLite) SaveRun(ctx context.Context, r fleet.Run, fn func(m fleet.Machi
 			after = fn(m, run)
 		}
 		after.MAC = m.MAC
-		if err := updateMachine(ctx, tx, after); err != nil {
+		if err := updateMachine(ctx, tx, m, after); err != nil {
 			return s.dbError(op, err)
 		}
 		outRun, outM = run, after
