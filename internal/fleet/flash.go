@@ -126,12 +126,18 @@ const (
 // ParseFlashDeadline is s ("45m", "2h") as a duration within
 // MinFlashDeadline and MaxFlashDeadline; "" is 0 (the server's default).
 func ParseFlashDeadline(s string) (time.Duration, error) {
+	return parseBounded("flash_deadline", s, MinFlashDeadline, MaxFlashDeadline, "like 45m or 2h (empty: the server's default)")
+}
+
+// parseBounded is s as a duration within [lo, hi] ("" is 0), else a
+// *ValidationError of field saying what to give (example).
+func parseBounded(field, s string, lo, hi time.Duration, example string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < MinFlashDeadline || d > MaxFlashDeadline {
-		return 0, &ValidationError{Field: "flash_deadline", Msg: fmt.Sprintf("%q: give a duration from %v to %v, like 45m or 2h (empty: the server's default)", s, MinFlashDeadline, MaxFlashDeadline)}
+	if len(s) > 64 || err != nil || d < lo || d > hi {
+		return 0, &ValidationError{Field: field, Msg: fmt.Sprintf("%q: give a duration from %v to %v, %s", truncate(s, 64), lo, hi, example)}
 	}
 	return d, nil
 }

@@ -375,14 +375,7 @@ const (
 // ParseWorkflowTimeout is s ("45m", "2h") as a duration within
 // MinWorkflowTimeout and MaxWorkflowTimeout; "" is 0 (the default).
 func ParseWorkflowTimeout(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if len(s) > 64 || err != nil || d < MinWorkflowTimeout || d > MaxWorkflowTimeout {
-		return 0, &ValidationError{Field: "cijoe_timeout", Msg: fmt.Sprintf("%q: give a duration from %v to %v, like 30m or 2h (empty: %v)", truncate(s, 64), MinWorkflowTimeout, MaxWorkflowTimeout, DefaultWorkflowTimeout)}
-	}
-	return d, nil
+	return parseBounded("cijoe_timeout", s, MinWorkflowTimeout, MaxWorkflowTimeout, fmt.Sprintf("like 30m or 2h (empty: %v)", DefaultWorkflowTimeout))
 }
 
 // WorkflowTimeout is the machine's run timeout.
