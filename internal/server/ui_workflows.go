@@ -162,18 +162,10 @@ func (s *Server) renderWorkflow(w http.ResponseWriter, r *http.Request, code int
 		s.uiInternal(w, r, err)
 		return
 	}
-	wf, err := s.workflows.info(name)
+	wf, err := s.workflowInfo(r.Context(), name)
 	if err != nil {
 		s.uiInternal(w, r, err)
 		return
-	}
-	use, err := s.workflowUsers(r.Context())
-	if err != nil {
-		s.uiInternal(w, r, err)
-		return
-	}
-	if m := use[name]; m != nil {
-		wf.Machines = m
 	}
 	d := workflowData{W: wf, Text: string(b), Error: errMsg}
 	s.render(w, r, code, "workflow", uiPage{Title: "Workflow " + name, Nav: "workflows", LoggedIn: true, Data: d})

@@ -172,6 +172,22 @@ func (s *Server) workflowUsers(ctx context.Context) (map[string][]fleet.MAC, err
 	return use, nil
 }
 
+// workflowInfo is one workflow with the machines referencing it.
+func (s *Server) workflowInfo(ctx context.Context, name string) (fleet.Workflow, error) {
+	wf, err := s.workflows.info(name)
+	if err != nil {
+		return wf, err
+	}
+	use, err := s.workflowUsers(ctx)
+	if err != nil {
+		return wf, err
+	}
+	if m := use[name]; m != nil {
+		wf.Machines = m
+	}
+	return wf, nil
+}
+
 // workflowList is every workflow with the machines referencing it.
 func (s *Server) workflowList(ctx context.Context) ([]fleet.Workflow, error) {
 	ws, err := s.workflows.list()
@@ -246,13 +262,10 @@ func (s *Server) handleWorkflowPut(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	wf, err := s.workflows.info(name)
+	wf, err := s.workflowInfo(r.Context(), name)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
-	}
-	if use, err := s.workflowUsers(r.Context()); err == nil && use[name] != nil {
-		wf.Machines = use[name]
 	}
 	s.log.Info("workflow stored", "name", name, "bytes", len(b), "sha256", wf.SHA256, "created", created, "client", clientAddr(r))
 	code := http.StatusOK
