@@ -24,7 +24,21 @@ const (
 	TriggerPolicy Trigger = "policy" // a PXE contact of a flash-policy machine
 	TriggerDemand Trigger = "demand" // POST /machines/{mac}/reflash
 	TriggerTUI    Trigger = "tui"    // an operator in the interactive live env
+	// The automatic reflashes (docs/reference.md, "Schedules",
+	// "Failure recovery", "Rollouts"): each carries the id of its
+	// schedule or rollout (Flash.TriggerID) or the failure (Flash.Cause).
+	TriggerSchedule Trigger = "schedule" // a schedule's cron time came
+	TriggerFailure  Trigger = "failure"  // failure recovery
+	TriggerRollout  Trigger = "rollout"  // a rollout reached the machine
 )
+
+// Requested reports whether a flash of trigger t was asked for (by an
+// operator, a schedule, recovery or a rollout) rather than started by a
+// PXE contact: its machine's next PXE contacts get the live env until
+// it reports, whatever the boot policy.
+func (t Trigger) Requested() bool {
+	return t == TriggerDemand || t == TriggerSchedule || t == TriggerFailure || t == TriggerRollout
+}
 
 // FlashResult is where a flash ended, or FlashRunning.
 type FlashResult string
@@ -148,6 +162,11 @@ type Flash struct {
 	ID      int64   `json:"id"`
 	MAC     MAC     `json:"mac"`
 	Trigger Trigger `json:"trigger"`
+	// TriggerID is the schedule or rollout that started the flash (0:
+	// none); Cause says why an automatic flash was started (a failure
+	// recovery's reason, a schedule's name).
+	TriggerID int64  `json:"trigger_id"`
+	Cause     string `json:"cause"`
 	// What is flashed: the image, its decoded sha256 when the catalog
 	// knows it, the provisioning mode and host name (a demand's
 	// overrides, else the record's at the time).
@@ -230,10 +249,11 @@ func (f *Flash) PhaseAt(p Phase) *time.Time {
 	return nil
 }
 
-// awaitingPXE reports whether f is a demand flash whose live env has
-// not reported yet: the machine's PXE contacts get the live env.
+// awaitingPXE reports whether f is a requested flash (Trigger.Requested)
+// whose live env has not reported yet: the machine's PXE contacts get
+// the live env.
 func (f *Flash) awaitingPXE() bool {
-	return f.Running() && f.Trigger == TriggerDemand && f.DoneAt == nil
+	return f.Running() && f.Trigger.Requested() && f.DoneAt == nil
 }
 
 // AwaitingReady reports whether f is done and waits for its ready check.
@@ -314,6 +334,11 @@ type ReflashRequest struct {
 	// host name and seed, then reruns its workflow (no other field may
 	// be set with it).
 	KnownGood bool `json:"known_good"`
+	// Trigger, TriggerID and Cause are set by bty-web's automatic
+	// reflashes (a zero Trigger is TriggerDemand); never on the wire.
+	Trigger   Trigger `json:"-"`
+	TriggerID int64   `json:"-"`
+	Cause     string  `json:"-"`
 }
 
 // Validate checks r's fields like MachineUpdate.Validate checks the
@@ -365,7 +390,11 @@ func (m Machine) Reflash(req ReflashRequest, r FlashRun) (Machine, error) {
 		return m, &FlashInProgressError{Flash: *m.Flash}
 	}
 	f := &Flash{MAC: m.MAC, Trigger: TriggerDemand, Image: m.Image, Provisioning: m.ProvisioningMode, Hostname: m.Hostname,
-		Result: FlashRunning, Phase: PhaseRequested, RequestedAt: r.At.UTC(), Deadline: m.deadline(r), ImageSHA256: r.ImageSHA256}
+		Result: FlashRunning, Phase: PhaseRequested, RequestedAt: r.At.UTC(), Deadline: m.deadline(r), ImageSHA256: r.ImageSHA256,
+		TriggerID: req.TriggerID, Cause: truncate(req.Cause, MaxFailureLen)}
+	if req.Trigger.Requested() {
+		f.Trigger = req.Trigger
+	}
 	setField(&f.Image, req.Image)
 	setField(&f.Provisioning, req.Provisioning)
 	setField(&f.Hostname, req.Hostname)

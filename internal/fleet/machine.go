@@ -72,6 +72,18 @@ type Machine struct {
 	CijoeTimeout string `json:"cijoe_timeout"`
 	// Labels are the machine's key=value labels (null: none).
 	Labels Labels `json:"labels"`
+	// HealthEvery is how often bty-web checks the machine while its OS
+	// runs ("" never: no health watch, no automatic recovery from a
+	// failing check); HealthFailAfter how long the check must fail
+	// before recovery starts ("" DefaultHealthFailAfter). Health is the
+	// last check's state, Recovery the recovery in progress, Quarantine
+	// set when recovery gave up (null: none). See docs/reference.md,
+	// "Failure recovery".
+	HealthEvery     string      `json:"health_every"`
+	HealthFailAfter string      `json:"health_fail_after"`
+	Health          *Health     `json:"health"`
+	Recovery        *Recovery   `json:"recovery"`
+	Quarantine      *Quarantine `json:"quarantine"`
 	// Drift is how the record differs from LastKnownGood (DriftFrom),
 	// worked out by bty-web when it answers (GET /machines/{mac});
 	// never stored.

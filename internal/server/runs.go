@@ -158,6 +158,9 @@ func (rn *runner) save(r fleet.Run) (fleet.Run, error) {
 		return r, err
 	}
 	rn.s.publishMachine(m)
+	if out.Result.Ended() {
+		rn.s.wake.notify()
+	}
 	return out, nil
 }
 

@@ -73,6 +73,9 @@ type Server struct {
 	sshKey    *sshIdentity
 	workflows *workflowStore
 	runs      *runner
+	// wake tells the automation's runners a flash or run ended
+	// (automation.go).
+	wake wakeups
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]

@@ -20,7 +20,8 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	last_failed_at, last_failure, user_data, meta_data, last_served,
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
 	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash,
-	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout, labels`
+	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout, labels,
+	health_every, health_fail_after, health, recovery, quarantine`
 
 // storedPower is a machine's power column: fleet.Power with its
 // password, which fleet.Power's own JSON leaves out.
@@ -73,13 +74,15 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		seedServed                                 int
 		powerJSON, readyCheck, flashJSON, lkg      string
 		labelsJSON                                 string
+		health, recovery, quarantine               string
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &lkg,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
 		&wfRun, &wfStatus, &m.LastWorkflowOutputPath, &created, &updated, &failed, &m.LastFailure,
 		&m.UserData, &m.MetaData, &served,
 		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON,
-		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout, &labelsJSON); err != nil {
+		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout, &labelsJSON,
+		&m.HealthEvery, &m.HealthFailAfter, &health, &recovery, &quarantine); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
@@ -89,6 +92,18 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 	if labelsJSON != "" {
 		if err := json.Unmarshal([]byte(labelsJSON), &m.Labels); err != nil {
 			return fleet.Machine{}, fmt.Errorf("machine %s: its labels column: %w", m.MAC, err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		src  string
+		dst  any
+	}{{"health", health, &m.Health}, {"recovery", recovery, &m.Recovery}, {"quarantine", quarantine, &m.Quarantine}} {
+		if c.src == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(c.src), c.dst); err != nil {
+			return fleet.Machine{}, fmt.Errorf("machine %s: its %s column: %w", m.MAC, c.name, err)
 		}
 	}
 	if m.LastKnownGood, err = decodeKnownGood(lkg); err != nil {
@@ -209,7 +224,18 @@ func machineValues(m fleet.Machine) []any {
 		m.UserData, m.MetaData, string(m.LastServed),
 		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
 		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash),
-		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout, encodeLabels(m.Labels)}
+		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout, encodeLabels(m.Labels),
+		m.HealthEvery, m.HealthFailAfter, encodeState(m.Health), encodeState(m.Recovery), encodeState(m.Quarantine)}
+}
+
+// encodeState is the JSON column of a machine's health, recovery or
+// quarantine state ("" for nil).
+func encodeState[T any](v *T) string {
+	if v == nil {
+		return ""
+	}
+	b, _ := json.Marshal(v) // strings, ints, bools and times always encode
+	return string(b)
 }
 
 // insertMachine writes a new record, every column from m.
