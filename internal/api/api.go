@@ -84,6 +84,16 @@ type ReflashResult struct {
 	Note  string      `json:"note,omitempty"`
 }
 
+// ActionPage is the answer of GET /machines/{mac}/actions.
+type ActionPage struct {
+	Actions []fleet.Action `json:"actions"`
+	Total   int            `json:"total"`
+}
+
+// Action is one step of the automation on a machine (GET
+// /machines/{mac}/actions).
+type Action = fleet.Action
+
 // FlashPage is GET /machines/{mac}/flashes: newest first.
 type FlashPage struct {
 	Flashes []fleet.Flash `json:"flashes"`
@@ -100,7 +110,7 @@ type MachineEvent struct {
 }
 
 // FailureReport is the JSON body of POST /pxe/{mac}/failed (plain text
-// is accepted too).
+// is accepted too) and of POST /machines/{mac}/report-failure.
 type FailureReport struct {
 	Reason string `json:"reason"`
 }

@@ -164,6 +164,8 @@ func (m *Machine) set(u MachineUpdate) {
 	setField(&m.CijoeSSHUser, u.CijoeSSHUser)
 	setField(&m.CijoeSSHPort, u.CijoeSSHPort)
 	setField(&m.CijoeTimeout, u.CijoeTimeout)
+	setField(&m.HealthEvery, u.HealthEvery)
+	setField(&m.HealthFailAfter, u.HealthFailAfter)
 	if u.Labels != nil {
 		m.Labels = u.Labels.Apply(m.Labels)
 	}
@@ -178,6 +180,7 @@ func (m Machine) Settable() MachineUpdate {
 	image, mode, host, ref, policy, ud, md := m.Image, m.ProvisioningMode, m.Hostname, m.CijoeWorkflowRef,
 		m.BootPolicy, m.UserData, m.MetaData
 	rc, fd, su, sp, ct := m.ReadyCheck, m.FlashDeadline, m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout
+	he, hf := m.HealthEvery, m.HealthFailAfter
 	var labels LabelUpdate
 	for k, v := range m.Labels {
 		if labels == nil {
@@ -187,7 +190,7 @@ func (m Machine) Settable() MachineUpdate {
 	}
 	return MachineUpdate{Image: &image, ProvisioningMode: &mode, Hostname: &host, CijoeWorkflowRef: &ref,
 		BootPolicy: &policy, UserData: &ud, MetaData: &md, ReadyCheck: &rc, FlashDeadline: &fd,
-		CijoeSSHUser: &su, CijoeSSHPort: &sp, CijoeTimeout: &ct, Labels: labels}
+		CijoeSSHUser: &su, CijoeSSHPort: &sp, CijoeTimeout: &ct, Labels: labels, HealthEvery: &he, HealthFailAfter: &hf}
 }
 
 // MaxRecordedBytes bounds the strings of a record the server writes

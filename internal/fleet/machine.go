@@ -147,6 +147,9 @@ type MachineUpdate struct {
 	CijoeTimeout *string `json:"cijoe_timeout"`
 	// Labels changes the labels as a merge patch (LabelUpdate).
 	Labels LabelUpdate `json:"labels"`
+	// HealthEvery and HealthFailAfter: see Machine.
+	HealthEvery     *string `json:"health_every"`
+	HealthFailAfter *string `json:"health_fail_after"`
 }
 
 // The bounds of the settable string fields (besides MaxSeedBytes for
@@ -210,6 +213,16 @@ func (u MachineUpdate) Validate() []*ValidationError {
 	}
 	if u.Labels != nil {
 		add(u.Labels.validate())
+	}
+	if u.HealthEvery != nil {
+		if _, err := ParseHealthEvery(*u.HealthEvery); err != nil {
+			add(err.(*ValidationError))
+		}
+	}
+	if u.HealthFailAfter != nil {
+		if _, err := ParseHealthFailAfter(*u.HealthFailAfter); err != nil {
+			add(err.(*ValidationError))
+		}
 	}
 	add(maxBytes("user_data", u.UserData, MaxSeedBytes, ""))
 	add(maxBytes("meta_data", u.MetaData, MaxSeedBytes, ""))

@@ -98,6 +98,14 @@ type Config struct {
 	// cijoe).
 	MaxRuns int
 	Cijoe   string
+	// Recovery bounds failure recovery (docs/reference.md, "Failure
+	// recovery"): BTY_RECOVERY_CYCLE_WAIT, BTY_RECOVERY_BACKOFF,
+	// BTY_RECOVERY_REFLASHES, BTY_RECOVERY_PER_DAY and
+	// BTY_MAX_RECOVERIES; zero fields: fleet.DefaultRecoveryPolicy's.
+	Recovery fleet.RecoveryPolicy
+	// manualTicks keeps Serve from starting the automation's loops:
+	// tests call their ticks with a fake now.
+	manualTicks bool
 }
 
 // ConfigFromEnv reads Config from the environment with docs/reference.md's
@@ -190,6 +198,22 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("BTY_MAX_RUNS=%d: at most %d cijoe runs at once", c.MaxRuns, maxMaxRuns)
 	}
 	c.Cijoe = envOr(getenv, "BTY_CIJOE", "cijoe")
+	def := fleet.DefaultRecoveryPolicy
+	if c.Recovery.CycleWait, err = envDuration(getenv, "BTY_RECOVERY_CYCLE_WAIT", def.CycleWait); err != nil {
+		return c, err
+	}
+	if c.Recovery.Backoff, err = envDuration(getenv, "BTY_RECOVERY_BACKOFF", def.Backoff); err != nil {
+		return c, err
+	}
+	if c.Recovery.MaxReflashes, err = envCount(getenv, "BTY_RECOVERY_REFLASHES", def.MaxReflashes); err != nil {
+		return c, err
+	}
+	if c.Recovery.PerDay, err = envCount(getenv, "BTY_RECOVERY_PER_DAY", def.PerDay); err != nil {
+		return c, err
+	}
+	if c.Recovery.MaxActive, err = envCount(getenv, "BTY_MAX_RECOVERIES", def.MaxActive); err != nil {
+		return c, err
+	}
 	if c.MaxConns, err = envCount(getenv, "BTY_MAX_CONNS", defaultMaxConns); err != nil {
 		return c, err
 	}

@@ -192,6 +192,7 @@ func (s *Server) flashEnded(m fleet.Machine, at time.Time) {
 	}
 	s.metrics.flashDuration.WithLabelValues(string(f.Result)).Observe(f.Duration(at).Seconds())
 	s.runs.afterFlash(m)
+	s.recov.afterFlash(m)
 	s.wake.notify()
 	s.log.Info("flash ended", "mac", f.MAC, "flash", f.ID, "trigger", f.Trigger, "result", f.Result, "phase", f.Phase,
 		"took", f.Duration(at).Round(time.Second), "reason", f.Reason)

@@ -23,6 +23,7 @@ type metrics struct {
 	cycleConflicts     prometheus.Counter
 	cycleRefused       *prometheus.CounterVec
 	powerActions       *prometheus.CounterVec
+	recoverySteps      *prometheus.CounterVec
 	flashDuration      *prometheus.HistogramVec
 }
 
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bty_power_actions_total",
 			Help: "Power actions through a machine's BMC (POST /machines/{mac}/power, and a reflash's power cycle), by driver and result: ok, credentials, unreachable, error.",
 		}, []string{"driver", "result"}),
+		recoverySteps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_recovery_steps_total",
+			Help: "Failure recovery's steps (docs/reference.md, \"Failure recovery\"), by step: failure, power-cycle, reflash, backoff, recovered, quarantine, cancelled, cleared.",
+		}, []string{"step"}),
 		flashDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "bty_flash_duration_seconds",
 			Help:    "Flashes from their request (or the PXE contact that started them) to their end, by result: ready, failed, timeout, cancelled.",
@@ -69,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
-		m.cycleConflicts, m.cycleRefused, m.powerActions, m.flashDuration,
+		m.cycleConflicts, m.cycleRefused, m.powerActions, m.flashDuration, m.recoverySteps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)

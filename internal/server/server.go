@@ -74,8 +74,9 @@ type Server struct {
 	workflows *workflowStore
 	runs      *runner
 	// wake tells the automation's runners a flash or run ended
-	// (automation.go).
-	wake wakeups
+	// (automation.go); recov runs the health checks and recoveries.
+	wake  wakeups
+	recov *recoverer
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -124,6 +125,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	s.sshKey = newSSHIdentity(cfg.StateDir)
 	s.workflows = newWorkflowStore(cfg.StateDir)
 	s.runs = newRunner(s)
+	s.recov = newRecoverer(s)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}
@@ -196,6 +198,9 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /runs/{id}/output/{path...}", s.requireAuth(s.handleRunOutput))
 	m.HandleFunc("POST /runs/{id}/cancel", s.requireAuth(s.handleRunCancel))
 	m.HandleFunc("POST /pxe/{mac}/runs", s.handlePXERunUpload)
+	m.HandleFunc("POST /machines/{mac}/report-failure", s.requireAuth(s.handleReportFailure))
+	m.HandleFunc("POST /machines/{mac}/clear", s.requireAuth(s.handleClear))
+	m.HandleFunc("GET /machines/{mac}/actions", s.requireAuth(s.handleActions))
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
@@ -264,6 +269,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	hs.RegisterOnShutdown(s.hub.close)
 	go s.watchFlashes(ctx, flashWatchEvery)
 	s.runs.start(ctx)
+	if !s.cfg.manualTicks {
+		go s.wake.loop(ctx, recoveryEvery, s.recov.tick)
+	}
 	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {

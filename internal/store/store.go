@@ -93,6 +93,14 @@ type Store interface {
 	GetRun(ctx context.Context, id int64) (fleet.Run, error)
 	UnfinishedRuns(ctx context.Context) ([]fleet.Run, error)
 
+	// SaveAction inserts an automation step (fleet.Action) with a new
+	// ID. ListActions returns one page of a machine's actions (every
+	// machine's for a zero MAC), newest first, with their number.
+	// CountActions counts a machine's actions of one kind at or after
+	// since.
+	SaveAction(ctx context.Context, a fleet.Action) (fleet.Action, error)
+	ListActions(ctx context.Context, mac fleet.MAC, limit, offset int) ([]fleet.Action, int, error)
+	CountActions(ctx context.Context, mac fleet.MAC, a fleet.RecoveryAction, since time.Time) (int, error)
 	// ImportMachines writes whole records (every field, timestamps
 	// included) in one transaction, replacing records with the same
 	// MAC: restoring an export. Every record is checked first

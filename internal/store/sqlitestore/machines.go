@@ -349,6 +349,9 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s workflow runs", err)
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM actions WHERE mac = ?`, mac.String()); err != nil {
+			return s.dbError("deleting machine "+mac.String()+"'s automation history", err)
+		}
 		if n, err := res.RowsAffected(); err != nil {
 			return s.dbError("deleting machine "+mac.String(), err)
 		} else if n == 0 {
