@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +29,8 @@ local disk), flash (chain the live env and reflash the assigned image on
 every PXE boot, booting the disk once after each flash), or tui (the
 interactive live env; what an unknown machine gets on first contact).`,
 		newMachinesListCmd(e), newMachinesGetCmd(e), newMachinesSetCmd(e), newMachinesDeleteCmd(e), newMachinesPowerCmd(e),
-		newMachinesReflashCmd(e), newMachinesHistoryCmd(e), newMachinesRunsCmd(e), newMachinesRunLogCmd(e), newMachinesRunCancelCmd(e))
+		newMachinesReflashCmd(e), newMachinesHistoryCmd(e), newMachinesRunsCmd(e), newMachinesRunLogCmd(e), newMachinesRunCancelCmd(e),
+		newMachinesReportFailureCmd(e), newMachinesClearCmd(e), newMachinesActionsCmd(e))
 }
 
 // parseMAC normalises a MAC argument locally, so a typo is misuse (exit
@@ -164,6 +166,11 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"ready check", readyText(m)},
 		{"flash deadline", dash(m.FlashDeadline)},
 		{"latest flash", flashText(m.Flash)},
+		{"state", m.State()},
+		{"health watch", healthWatchText(m)},
+		{"health", healthText(m.Health)},
+		{"recovery", recoveryText(m.Recovery)},
+		{"quarantine", quarantineText(m.Quarantine)},
 		{"created", localTime(&m.CreatedAt)},
 		{"updated", localTime(&m.UpdatedAt)},
 	}
@@ -255,11 +262,12 @@ func conflictText(m api.Machine) string {
 
 func newMachinesSetCmd(e *env) *cobra.Command {
 	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline, sshUser, runTimeout string
+	var healthEvery, healthFailAfter string
 	var sshPort int
 	var labelFlags []string
 	var pw powerFlags
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--user-data FILE] [--meta-data FILE] [--label KEY=VALUE|KEY-]...",
+		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--health-every D] [--health-fail-after D] [--user-data FILE] [--meta-data FILE] [--label KEY=VALUE|KEY-]...",
 		Short: "Register a machine or change its record",
 		Long: `Create the machine if it is new (boot policy local unless --policy says
 otherwise), else change only the fields given. An empty value clears a
@@ -301,6 +309,14 @@ flash is ready; bty-ctl workflows, bty-ctl machines runs):
   --cijoe-ssh-user  the login ("" the image's default user, else root)
   --cijoe-ssh-port  the SSH port (0: 22)
   --cijoe-timeout   how long a run may take, 1m to 24h ("" 30m)
+
+Failure recovery (bty-web checks the machine while its OS runs, and
+power cycles, reflashes or quarantines it when it fails; bty-ctl
+machines actions MAC shows what it did):
+
+  --health-every       how often to check, 5s to 1h ("" no health watch)
+  --health-fail-after  how long the check must fail before recovery
+                       starts, 10s to 24h ("" 5m)
 
 The seed is served only to the machine itself while it flashes, and
 only shown to logged-in callers. --user-data "" clears it.
@@ -401,6 +417,21 @@ local to stop.`,
 				}
 				u.CijoeTimeout = &d
 			}
+			for _, d := range []struct {
+				flag  string
+				v     string
+				dst   **string
+				parse func(string) (time.Duration, error)
+			}{{"health-every", healthEvery, &u.HealthEvery, fleet.ParseHealthEvery}, {"health-fail-after", healthFailAfter, &u.HealthFailAfter, fleet.ParseHealthFailAfter}} {
+				if !f.Changed(d.flag) {
+					continue
+				}
+				v := strings.TrimSpace(d.v)
+				if _, err := d.parse(v); err != nil {
+					return e.fail(name, exitcode.Wrap(exitcode.Usage, fmt.Errorf("--%s: %w", d.flag, err)), map[string]any{"mac": mac})
+				}
+				*d.dst = &v
+			}
 			if u.Power, err = pw.update(f, e.stdin); err != nil {
 				return e.fail(name, err, map[string]any{"mac": mac})
 			}
@@ -415,7 +446,7 @@ local to stop.`,
 				u.Labels[k] = v
 			}
 			if u.IsEmpty() {
-				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --label, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
+				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --label, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --health-every, --health-fail-after, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
 			c, err := e.authClient()
@@ -466,6 +497,8 @@ local to stop.`,
 	f.StringVar(&sshUser, "cijoe-ssh-user", "", "login of cijoe-online runs (\"\" the image's default user, else root)")
 	f.IntVar(&sshPort, "cijoe-ssh-port", 0, "SSH port of cijoe-online runs (0: 22)")
 	f.StringVar(&runTimeout, "cijoe-timeout", "", "how long a cijoe-online run may take, like 45m (\"\" 30m)")
+	f.StringVar(&healthEvery, "health-every", "", "how often bty-web checks the machine's health while its OS runs, like 30s (\"\" no health watch)")
+	f.StringVar(&healthFailAfter, "health-fail-after", "", "how long the health check must fail before recovery starts, like 5m (\"\" 5m)")
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (\"\" clears: the server makes one)")
 	f.StringVar(&readyCheck, "ready-check", "", "when a flashed machine is ready: phone-home, tcp:PORT, none (\"\" the default)")

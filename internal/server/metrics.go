@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"driver", "result"}),
 		recoverySteps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bty_recovery_steps_total",
-			Help: "Failure recovery's steps (docs/reference.md, \"Failure recovery\"), by step: failure, power-cycle, reflash, backoff, recovered, quarantine, cancelled, cleared.",
+			Help: "Steps of failure recovery, by step: failure, power-cycle, reflash, backoff, recovered, quarantine, cancelled, cleared.",
 		}, []string{"step"}),
 		flashDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "bty_flash_duration_seconds",
