@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -263,5 +265,70 @@ func TestRecovery(t *testing.T) {
 	metrics := string(ts.do(t, "GET", "/metrics", nil, nil).body)
 	if !strings.Contains(metrics, `bty_recovery_steps_total{step="quarantine"} 1`) {
 		t.Errorf("metrics:\n%s", grepLines(metrics, "bty_recovery"))
+	}
+}
+
+// TestUIRecovery: the machine form sets the health watch (a bad value
+// refused at its field, nothing saved); the machine page shows the
+// state, the recovery and its steps; the dashboard counts machines by
+// state and lists the latest steps; the page's Clear button clears a
+// quarantine.
+func TestUIRecovery(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.manualTicks = true })
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	const mac = "52:54:00:4e:c0:0a"
+	if r := ts.do(t, "PUT", "/machines/"+mac, strings.NewReader(`{"boot_policy":"local"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	form := func(every, after string) url.Values {
+		return url.Values{"image": {""}, "provisioning_mode": {"none"}, "hostname": {""}, "cijoe_workflow_ref": {""},
+			"boot_policy": {"local"}, "health_every": {every}, "health_fail_after": {after}}
+	}
+	if res := ts.form(t, "/ui/machines/"+mac, form("1s", ""), cookie); res.StatusCode != 400 || !strings.Contains(res.body, `id="health_every-error"`) {
+		t.Fatalf("a bad health_every: %d", res.StatusCode)
+	}
+	if res := ts.form(t, "/ui/machines/"+mac, form("30s", "2m"), cookie); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("saving the health watch: %d %.300s", res.StatusCode, res.body)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.HealthEvery != "30s" || m.HealthFailAfter != "2m" {
+		t.Fatalf("saved %q %q", m.HealthEvery, m.HealthFailAfter)
+	}
+	page := func(path string) string {
+		t.Helper()
+		r := ts.do(t, "GET", path, nil, cookie)
+		if r.code != 200 {
+			t.Fatalf("GET %s: %d", path, r.code)
+		}
+		return string(r.body)
+	}
+	if body := page("/ui/machines/" + mac); !strings.Contains(body, "checked every 30s on TCP port 22") || strings.Contains(body, `id="clear"`) {
+		t.Errorf("the watch is not shown, or Clear is offered with nothing to clear")
+	}
+	// No image: recovery cannot reflash and quarantines at once.
+	if r := ts.do(t, "POST", "/machines/"+mac+"/report-failure", strings.NewReader(`{"reason":"job 12 failed"}`), ts.auth()); r.code != 202 {
+		t.Fatalf("report: %d %s", r.code, r.body)
+	}
+	now := time.Now()
+	ts.srv.recov.tick(t.Context(), now)
+	ts.srv.recov.tick(t.Context(), now.Add(time.Second))
+	body := page("/ui/machines/" + mac)
+	for _, want := range []string{`class="state state-quarantined"`, "reported: job 12 failed", "nothing to reflash", `id="clear"`, `data-action="power-cycle"`, `data-action="quarantine"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("machine page lacks %q", want)
+		}
+	}
+	dash := page("/ui/dashboard")
+	if !strings.Contains(dash, `<li data-state="quarantined"><span class="state state-quarantined">quarantined</span> <strong class="state-count">1</strong>`) ||
+		!strings.Contains(dash, `id="recent-actions"`) || !strings.Contains(dash, "job 12 failed") {
+		t.Errorf("dashboard states/failures:\n%s", grepLines(dash, "state"))
+	}
+	if res := ts.form(t, "/ui/machines/"+mac+"/clear", nil, cookie); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("clear: %d", res.StatusCode)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(mac)); m.Quarantine != nil {
+		t.Fatal("the Clear button left the quarantine")
+	}
+	if body := page("/ui/machines/" + mac); !strings.Contains(body, `data-action="cleared"`) || strings.Contains(body, `id="clear"`) {
+		t.Error("after clearing: no cleared step, or Clear still offered")
 	}
 }

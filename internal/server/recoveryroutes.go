@@ -140,3 +140,24 @@ func (s *Server) handleActions(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	writeJSON(w, http.StatusOK, api.ActionPage{Actions: as, Total: total})
 }
+
+// uiClear clears the machine's quarantine or recovery (clearMachine)
+// and shows the outcome on its page.
+func (s *Server) uiClear(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.uiLoadMachine(w, r)
+	if !ok {
+		return
+	}
+	m2, code, err := s.clearMachine(r, m.MAC)
+	switch {
+	case code == http.StatusInternalServerError:
+		s.uiInternal(w, r, err)
+		return
+	case err != nil:
+		s.setFlash(w, "Nothing was cleared: "+err.Error())
+	default:
+		s.log.Info("quarantine cleared from the UI", "mac", m.MAC, "state", m2.State(), "client", clientAddr(r))
+		s.setFlash(w, "Cleared: the machine is "+m2.State()+"; health checks, recovery, schedules and rollouts act on it again.")
+	}
+	redirect(w, r, "/ui/machines/"+m.MAC.String())
+}

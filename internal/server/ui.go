@@ -214,6 +214,7 @@ func (s *Server) uiRoutes() {
 	m.HandleFunc("POST /ui/images/{name}/delete", s.uiAuth(s.uiImageDelete))
 	m.HandleFunc("GET /ui/machines/{mac}/runs", s.uiAuth(s.uiMachineRuns))
 	m.HandleFunc("POST /ui/machines/{mac}/reflash-known-good", s.uiAuth(s.uiReflashKnownGood))
+	m.HandleFunc("POST /ui/machines/{mac}/clear", s.uiAuth(s.uiClear))
 	m.HandleFunc("POST /ui/runs/{id}/cancel", s.uiAuth(s.uiRunCancel))
 	m.HandleFunc("GET /ui/workflows", s.uiAuth(s.uiWorkflows))
 	m.HandleFunc("POST /ui/workflows", s.uiAuth(s.uiWorkflowUpload))

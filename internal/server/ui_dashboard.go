@@ -22,6 +22,19 @@ type dashData struct {
 	// the SVG chart of the last 4 weeks' (flashChart).
 	RecentFlashes []flashView
 	Chart         template.HTML
+	// States counts the machines by fleet.Machine.State, in
+	// fleet.MachineStates order, with the first few of the states that
+	// need attention; Actions are the fleet's latest recovery steps
+	// (docs/reference.md, "Failure recovery").
+	States  []stateCount
+	Actions []fleet.Action
+}
+
+// stateCount is one state's machines on the dashboard.
+type stateCount struct {
+	State    string
+	Count    int
+	Machines []fleet.Machine // recovering, quarantined, offline: the first 10
 }
 
 // The dashboard's flash views: how many recent flashes it lists, the
@@ -56,7 +69,20 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 		inCatalog[e.Name] = true
 	}
 	since := time.Now().Add(-24 * time.Hour)
+	byState := map[string]*stateCount{}
+	for _, st := range fleet.MachineStates {
+		d.States = append(d.States, stateCount{State: st})
+	}
+	for i := range d.States {
+		byState[d.States[i].State] = &d.States[i]
+	}
 	for _, m := range ms {
+		if c := byState[m.State()]; c != nil {
+			c.Count++
+			if (c.State == "recovering" || c.State == "quarantined" || c.State == "offline") && len(c.Machines) < 10 {
+				c.Machines = append(c.Machines, m)
+			}
+		}
 		if m.Unassigned() {
 			d.Discovered++
 			d.DiscoveredList = append(d.DiscoveredList, m)
@@ -87,6 +113,10 @@ func (s *Server) uiDashboard(w http.ResponseWriter, r *http.Request) {
 		if f.Required && !f.Present {
 			d.BootMissing = append(d.BootMissing, f.Name)
 		}
+	}
+	if d.Actions, _, err = s.store.ListActions(ctx, fleet.MAC{}, 10, 0); err != nil {
+		s.uiInternal(w, r, err)
+		return
 	}
 	now := time.Now()
 	recent, _, err := s.store.ListFlashes(ctx, fleet.MAC{}, dashFlashes, 0)

@@ -335,6 +335,9 @@ type machineData struct {
 	LabelsText string
 	// Runs is the "Workflow runs" section.
 	Runs runsSection
+	// Actions are the latest steps of the machine's recovery, newest
+	// first.
+	Actions []fleet.Action
 }
 
 // powerForm is what the machine form's power control fieldset shows:
@@ -493,6 +496,10 @@ func (s *Server) renderMachineWith(w http.ResponseWriter, r *http.Request, code 
 		return
 	}
 	d.Runs.Error = runsErr
+	if d.Actions, _, err = s.store.ListActions(r.Context(), m.MAC, 20, 0); err != nil {
+		s.uiInternal(w, r, err)
+		return
+	}
 	imgs, err := s.catalog.list(r.Context())
 	if err != nil {
 		s.uiInternal(w, r, err)
@@ -560,6 +567,9 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	if _, ok := f["cijoe_ssh_user"]; ok {
 		u.CijoeSSHUser, u.CijoeTimeout = get("cijoe_ssh_user"), get("cijoe_timeout")
 	}
+	if _, ok := f["health_every"]; ok {
+		u.HealthEvery, u.HealthFailAfter = get("health_every"), get("health_fail_after")
+	}
 	// The port is a number; empty is 0 (22). Text that is not one is
 	// refused at its field and shown as typed.
 	var portErr *fleet.ValidationError
@@ -625,6 +635,9 @@ func (s *Server) uiMachineSave(w http.ResponseWriter, r *http.Request) {
 	}
 	if u.CijoeSSHUser != nil {
 		form.CijoeSSHUser, form.CijoeTimeout = *u.CijoeSSHUser, *u.CijoeTimeout
+	}
+	if u.HealthEvery != nil {
+		form.HealthEvery, form.HealthFailAfter = *u.HealthEvery, *u.HealthFailAfter
 	}
 	if u.CijoeSSHPort != nil {
 		form.CijoeSSHPort = *u.CijoeSSHPort
