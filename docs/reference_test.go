@@ -371,7 +371,7 @@ var wireTypes = map[string]any{
 	"Error": api.Error{}, "Flash": api.Flash{}, "ReflashRequest": api.ReflashRequest{}, "Progress": api.Progress{},
 	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
 	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
-	"Action": api.Action{}, "ActionPage": api.ActionPage{},
+	"Action": api.Action{}, "ActionPage": api.ActionPage{}, "BulkRequest": api.BulkRequest{}, "BulkResult": api.BulkResult{}, "BulkItem": api.BulkItem{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and

@@ -246,3 +246,41 @@ type ArchiveSecrets struct {
 type Imported struct {
 	ImportedMachines int `json:"imported_machines"`
 }
+
+// BulkRequest is the body of POST /machines/bulk: one action on every
+// machine a label selector picks (docs/reference.md, "Labels and
+// selectors").
+type BulkRequest struct {
+	Selector string `json:"selector"`
+	// Action is set, reflash, known-good, power or clear.
+	Action string `json:"action"`
+	// Update is what set changes (a MachineUpdate, without a host name).
+	Update *fleet.MachineUpdate `json:"update,omitempty"`
+	// Image is reflash's image (null: each record's own).
+	Image *string `json:"image,omitempty"`
+	// Power is power's action: on, off, cycle or status.
+	Power string `json:"power,omitempty"`
+}
+
+// BulkResult is the answer of POST /machines/bulk: every selected
+// machine's outcome, by MAC.
+type BulkResult struct {
+	Selector string     `json:"selector"`
+	Action   string     `json:"action"`
+	Matched  int        `json:"matched"`
+	OK       int        `json:"ok"`
+	Failed   int        `json:"failed"`
+	Results  []BulkItem `json:"results"`
+}
+
+// BulkItem is one machine's outcome of a bulk action.
+type BulkItem struct {
+	MAC fleet.MAC `json:"mac"`
+	// Error is why it was not done ("" done).
+	Error string `json:"error,omitempty"`
+	// FlashID is the flash a reflash started; State the power state a
+	// power action saw; Note what else the machine's answer said.
+	FlashID int64  `json:"flash_id,omitempty"`
+	State   string `json:"state,omitempty"`
+	Note    string `json:"note,omitempty"`
+}

@@ -262,12 +262,12 @@ func conflictText(m api.Machine) string {
 
 func newMachinesSetCmd(e *env) *cobra.Command {
 	var image, policy, hostname, provisioning, workflow, userData, metaData, readyCheck, deadline, sshUser, runTimeout string
-	var healthEvery, healthFailAfter string
+	var healthEvery, healthFailAfter, selector string
 	var sshPort int
 	var labelFlags []string
 	var pw powerFlags
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--health-every D] [--health-fail-after D] [--user-data FILE] [--meta-data FILE] [--label KEY=VALUE|KEY-]...",
+		Use:   "set MAC|--selector SEL [--image NAME] [--policy local|flash|tui] [--hostname H] [--provisioning MODE] [--cijoe-workflow REF] [--cijoe-ssh-user U] [--cijoe-ssh-port N] [--cijoe-timeout D] [--health-every D] [--health-fail-after D] [--user-data FILE] [--meta-data FILE] [--label KEY=VALUE|KEY-]...",
 		Short: "Register a machine or change its record",
 		Long: `Create the machine if it is new (boot policy local unless --policy says
 otherwise), else change only the fields given. An empty value clears a
@@ -324,18 +324,25 @@ only shown to logged-in callers. --user-data "" clears it.
 A malformed MAC, policy, provisioning mode or seed file is exit 2
 before the server is asked; what the server refuses (a bad hostname or image name) exit 1.
 Policy flash reflashes the machine on every PXE boot; set it back to
-local to stop.`,
+local to stop.
+
+--selector SEL instead of a MAC changes every machine the label selector
+picks (not --hostname, which is one machine's); each one's outcome is
+listed, and any that refused makes the exit 1.`,
 		Example: `  bty-ctl machines set AA-BB-CC-DD-EE-FF --image debian-12.img.zst --policy flash
   bty-ctl machines set aa:bb:cc:dd:ee:ff --hostname node7 --provisioning cloud-init
   bty-ctl machines set aa:bb:cc:dd:ee:ff --provisioning cloud-init --user-data node7.yaml
   bty-ctl machines set aa:bb:cc:dd:ee:ff --policy local
   echo "$BMC_PASSWORD" | bty-ctl machines set aa:bb:cc:dd:ee:ff --power-driver ipmi --power-address 10.0.0.9 --power-user admin --power-password-stdin`,
-		Args: cobra.ExactArgs(1),
+		Args: macOrSelector(&selector, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-set"
-			mac, err := parseMAC(args[0])
-			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": args[0]})
+			var mac fleet.MAC
+			var err error
+			if selector == "" {
+				if mac, err = parseMAC(args[0]); err != nil {
+					return e.fail(name, err, map[string]any{"mac": args[0]})
+				}
 			}
 			f := cmd.Flags()
 			var u api.MachineUpdate
@@ -449,6 +456,12 @@ local to stop.`,
 				return e.fail(name, usageErr("nothing to set: give at least one of --image, --policy, --hostname, --provisioning, --label, --cijoe-workflow, --cijoe-ssh-user, --cijoe-ssh-port, --cijoe-timeout, --health-every, --health-fail-after, --user-data, --meta-data, --ready-check, --flash-deadline, --power-* (to only register the machine: --policy local)"),
 					map[string]any{"mac": mac})
 			}
+			if selector != "" {
+				if u.Hostname != nil && *u.Hostname != "" {
+					return e.fail(name, usageErr("--hostname does not go with --selector: a host name is one machine's"), map[string]any{"selector": selector})
+				}
+				return e.runBulk(cmd, name, api.BulkRequest{Selector: selector, Action: "set", Update: &u})
+			}
 			c, err := e.authClient()
 			if err != nil {
 				return e.fail(name, err, map[string]any{"mac": mac})
@@ -497,6 +510,7 @@ local to stop.`,
 	f.StringVar(&sshUser, "cijoe-ssh-user", "", "login of cijoe-online runs (\"\" the image's default user, else root)")
 	f.IntVar(&sshPort, "cijoe-ssh-port", 0, "SSH port of cijoe-online runs (0: 22)")
 	f.StringVar(&runTimeout, "cijoe-timeout", "", "how long a cijoe-online run may take, like 45m (\"\" 30m)")
+	addSelectorFlag(cmd, &selector)
 	f.StringVar(&healthEvery, "health-every", "", "how often bty-web checks the machine's health while its OS runs, like 30s (\"\" no health watch)")
 	f.StringVar(&healthFailAfter, "health-fail-after", "", "how long the health check must fail before recovery starts, like 5m (\"\" 5m)")
 	f.StringVar(&userData, "user-data", "", "cloud-init user-data file for provisioning cloud-init (\"\" clears)")

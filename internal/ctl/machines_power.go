@@ -72,28 +72,37 @@ func (p *powerFlags) update(f *pflag.FlagSet, stdin io.Reader) (*api.PowerUpdate
 }
 
 func newMachinesPowerCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "power MAC on|off|cycle|status",
+	var selector string
+	cmd := &cobra.Command{
+		Use:   "power MAC|--selector SEL on|off|cycle|status",
 		Short: "Power a machine on, off or cycle it through its BMC, or ask its state",
 		Long: `Runs a power action through the machine's BMC (IPMI or Redfish, as set
 with bty-ctl machines set --power-*) and prints the power state the BMC
 reports right after. off is a hard power off; cycle powers a machine
 that is off on. A machine with no power driver, a BMC that refuses the
-credentials or does not answer: exit 1 with the reason.`,
+credentials or does not answer: exit 1 with the reason.
+
+With --selector instead of a MAC, the action runs on every machine the
+label selector picks (eight at once), and each one's outcome is listed;
+any that failed makes the exit 1.`,
 		Example: `  bty-ctl machines power 52:54:00:12:34:56 status
-  bty-ctl machines power 52:54:00:12:34:56 cycle`,
-		Args: cobra.ExactArgs(2),
+  bty-ctl machines power 52:54:00:12:34:56 cycle
+  bty-ctl machines power --selector rack=r3 off`,
+		Args: macOrSelector(&selector, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-power"
-			mac, err := parseMAC(args[0])
-			if err != nil {
-				return e.fail(name, err, map[string]any{"mac": args[0]})
-			}
-			action := strings.ToLower(strings.TrimSpace(args[1]))
+			action := strings.ToLower(strings.TrimSpace(args[len(args)-1]))
 			switch action {
 			case "on", "off", "cycle", "status":
 			default:
-				return e.fail(name, usageErr("%q: want on, off, cycle or status", args[1]), map[string]any{"mac": mac})
+				return e.fail(name, usageErr("%q: want on, off, cycle or status", args[len(args)-1]), map[string]any{"selector": selector})
+			}
+			if selector != "" {
+				return e.runBulk(cmd, name, api.BulkRequest{Selector: selector, Action: "power", Power: action})
+			}
+			mac, err := parseMAC(args[0])
+			if err != nil {
+				return e.fail(name, err, map[string]any{"mac": args[0]})
 			}
 			c, err := e.authClient()
 			if err != nil {
@@ -110,4 +119,6 @@ credentials or does not answer: exit 1 with the reason.`,
 			return nil
 		},
 	}
+	addSelectorFlag(cmd, &selector)
+	return cmd
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/fleet"
 )
@@ -62,16 +63,22 @@ what it is doing.`,
 }
 
 func newMachinesClearCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "clear MAC",
+	var selector string
+	cmd := &cobra.Command{
+		Use:   "clear MAC|--selector SEL",
 		Short: "Take a machine out of quarantine (and stop its recovery)",
 		Long: `Takes the machine out of quarantine, so health checks, recovery,
 schedules and rollouts act on it again, and stops a recovery in
-progress. A machine in neither is exit 1.`,
-		Example: `  bty-ctl machines clear 52:54:00:12:34:56`,
-		Args:    cobra.ExactArgs(1),
+progress. A machine in neither is exit 1. With --selector, every
+machine the selector picks (those in neither are listed as such).`,
+		Example: `  bty-ctl machines clear 52:54:00:12:34:56
+  bty-ctl machines clear --selector rack=r3`,
+		Args: macOrSelector(&selector, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-clear"
+			if selector != "" {
+				return e.runBulk(cmd, name, api.BulkRequest{Selector: selector, Action: "clear"})
+			}
 			mac, c, err := e.macClient(name, args[0])
 			if err != nil {
 				return err
@@ -87,6 +94,8 @@ progress. A machine in neither is exit 1.`,
 			return nil
 		},
 	}
+	addSelectorFlag(cmd, &selector)
+	return cmd
 }
 
 func newMachinesActionsCmd(e *env) *cobra.Command {

@@ -19,11 +19,11 @@ import (
 )
 
 func newMachinesReflashCmd(e *env) *cobra.Command {
-	var image, provisioning, hostname string
+	var image, provisioning, hostname, selector string
 	var wait, cancelOnInterrupt, cancel, knownGood bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "reflash MAC [--image NAME] [--provisioning MODE] [--hostname H] | --known-good [--wait [--timeout D] [--cancel-on-interrupt]] | --cancel",
+		Use:   "reflash MAC|--selector SEL [--image NAME] [--provisioning MODE] [--hostname H] | --known-good [--wait [--timeout D] [--cancel-on-interrupt]] | --cancel",
 		Short: "Reflash a machine now: power-cycle it into the live env, flash, boot its disk, wait for ready",
 		Long: `Asks bty-web for a one-shot reflash: the machine's next PXE boot gets
 the live env flashing --image (else the record's image), with this
@@ -63,19 +63,44 @@ takes none of --image, --provisioning and --hostname (exit 2), and a
 machine without a baseline is refused (exit 1).
 
 A flash already in progress for the machine is refused (exit 1), naming
-it; --cancel cancels it.`,
+it; --cancel cancels it.
+
+--selector SEL instead of a MAC reflashes every machine the label
+selector picks (with --image or --known-good only; no --wait: follow
+them with bty-ctl machines history, or the dashboard); each one's
+outcome is listed, and any that refused (a flash in progress, no image)
+makes the exit 1.`,
 		Example: `  bty-ctl machines reflash 52:54:00:12:34:56 --image debian.img.zst --wait --timeout 30m
   bty-ctl machines reflash 52:54:00:12:34:56 --hostname ci-job-7 --wait --json
   bty-ctl machines reflash 52:54:00:12:34:56 --known-good --wait
-  bty-ctl machines reflash 52:54:00:12:34:56 --cancel`,
-		Args: cobra.ExactArgs(1),
+  bty-ctl machines reflash 52:54:00:12:34:56 --cancel
+  bty-ctl machines reflash --selector role=ci --image debian-13.img.zst`,
+		Args: macOrSelector(&selector, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const name = "machines-reflash"
+			f := cmd.Flags()
+			if selector != "" {
+				for _, fl := range []string{"hostname", "provisioning", "wait", "timeout", "cancel-on-interrupt", "cancel"} {
+					if f.Changed(fl) {
+						return e.fail(name, usageErr("--%s does not go with --selector: a bulk reflash takes --image or --known-good", fl), map[string]any{"selector": selector})
+					}
+				}
+				req := api.BulkRequest{Selector: selector, Action: "reflash"}
+				switch {
+				case knownGood && f.Changed("image"):
+					return e.fail(name, usageErr("--known-good restores each baseline's image: give no --image with it"), map[string]any{"selector": selector})
+				case knownGood:
+					req.Action = "known-good"
+				case f.Changed("image"):
+					v := strings.TrimSpace(image)
+					req.Image = &v
+				}
+				return e.runBulk(cmd, name, req)
+			}
 			mac, err := parseMAC(args[0])
 			if err != nil {
 				return e.fail(name, err, map[string]any{"mac": args[0]})
 			}
-			f := cmd.Flags()
 			var req fleet.ReflashRequest
 			if f.Changed("image") {
 				v := strings.TrimSpace(image)
@@ -143,6 +168,7 @@ it; --cancel cancels it.`,
 	f.BoolVar(&cancelOnInterrupt, "cancel-on-interrupt", false, "with --wait: cancel the flash on the server on Ctrl-C or --timeout")
 	f.BoolVar(&cancel, "cancel", false, "cancel the machine's flash in progress")
 	f.BoolVar(&knownGood, "known-good", false, "reflash the machine's known-good baseline (image, host name, seed) and rerun its workflow")
+	addSelectorFlag(cmd, &selector)
 	return cmd
 }
 

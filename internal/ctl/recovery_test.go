@@ -31,3 +31,37 @@ func TestRecoveryCommands(t *testing.T) {
 	h.want(h.run("", "machines", "clear", mac), 1, "nothing to clear")
 	h.want(h.run("", "machines", "actions", mac), 0, "cleared")
 }
+
+// TestBulkCommands: set, reflash, power and clear with --selector act on
+// the machines it picks and list each one's outcome; a refusal makes the
+// exit 1; --selector with a MAC, or with a flag a bulk action does not
+// take, is exit 2.
+func TestBulkCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.login()
+	const a, b, c = "52:54:00:77:3c:01", "52:54:00:77:3c:02", "52:54:00:77:3c:03"
+	h.want(h.run("", "machines", "set", a, "--label", "role=ci"), 0, "")
+	h.want(h.run("", "machines", "set", b, "--label", "role=ci"), 0, "")
+	h.want(h.run("", "machines", "set", c, "--label", "role=build"), 0, "")
+	r := h.run("", "machines", "set", "--selector", "role=ci", "--policy", "flash")
+	h.want(r, 0, "set on 2 machines: 2 done, 0 refused")
+	if strings.Contains(r.stdout, c) {
+		t.Errorf("bulk set listed %s:\n%s", c, r.stdout)
+	}
+	h.want(h.run("", "machines", "get", a), 0, "boot policy:           flash")
+	h.want(h.run("", "machines", "get", c), 0, "boot policy:           local")
+	h.want(h.run("", "machines", "set", "--selector", "role=ci", "--hostname", "x"), 2, "--hostname")
+	h.want(h.run("", "machines", "set", a, "--selector", "role=ci", "--policy", "flash"), 2, "no MAC")
+	h.want(h.run("", "machines", "set", "--selector", "role in ci", "--policy", "flash"), 2, "--selector")
+	// No image: every reflash is refused, exit 1, each one listed.
+	r = h.run("", "machines", "reflash", "--selector", "role=ci")
+	h.want(r, 1, "refused")
+	if !strings.Contains(r.stdout, a) || !strings.Contains(r.stdout, "FAILED") {
+		t.Errorf("bulk reflash:\n%s", r.stdout)
+	}
+	h.want(h.run("", "machines", "reflash", "--selector", "role=ci", "--wait"), 2, "--wait")
+	h.want(h.run("", "machines", "power", "--selector", "role=build", "status"), 1, "no power driver")
+	h.want(h.run("", "machines", "clear", "--selector", "role"), 0, "clear on 3 machines: 3 done")
+	h.want(h.run("", "machines", "reflash"), 2, "give one MAC, or --selector")
+}

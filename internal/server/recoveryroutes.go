@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -69,7 +71,7 @@ func (s *Server) handleClear(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m, code, err := s.clearMachine(r, mac)
+	m, code, err := s.clearMachineCtx(r.Context(), mac)
 	if err != nil {
 		if code == http.StatusInternalServerError {
 			s.internalError(w, r, err)
@@ -81,13 +83,14 @@ func (s *Server) handleClear(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// clearMachine clears mac's quarantine and recovery (fleet.Machine.Clear)
-// and records it; shared with the UI.
-func (s *Server) clearMachine(r *http.Request, mac fleet.MAC) (fleet.Machine, int, error) {
+// clearMachineCtx clears mac's quarantine and recovery
+// (fleet.Machine.Clear) and records it; shared with the UI and bulk
+// actions.
+func (s *Server) clearMachineCtx(ctx context.Context, mac fleet.MAC) (fleet.Machine, int, error) {
 	now := time.Now()
 	var was *fleet.Quarantine
 	var rec *fleet.Recovery
-	m, err := s.store.ModifyMachine(r.Context(), mac, func(x fleet.Machine, found bool) (fleet.Machine, error) {
+	m, err := s.store.ModifyMachine(ctx, mac, func(x fleet.Machine, found bool) (fleet.Machine, error) {
 		if !found {
 			return x, store.ErrNotFound
 		}
@@ -102,7 +105,7 @@ func (s *Server) clearMachine(r *http.Request, mac fleet.MAC) (fleet.Machine, in
 	case errors.Is(err, store.ErrNotFound):
 		return m, http.StatusNotFound, errors.New("no machine " + mac.String())
 	case errors.Is(err, store.ErrUnchanged):
-		return m, http.StatusConflict, errors.New("machine " + mac.String() + " is neither quarantined nor recovering: nothing to clear")
+		return m, http.StatusConflict, fmt.Errorf("machine %s %w", mac, errNothingToClear)
 	case err != nil:
 		return m, http.StatusInternalServerError, err
 	}
@@ -113,7 +116,7 @@ func (s *Server) clearMachine(r *http.Request, mac fleet.MAC) (fleet.Machine, in
 	case rec != nil:
 		reason = "recovery stopped by an operator (was: " + rec.Reason + ")"
 	}
-	s.recov.record(r.Context(), m, fleet.ActCleared, reason, "", 0, now)
+	s.recov.record(ctx, m, fleet.ActCleared, reason, "", 0, now)
 	return m, http.StatusOK, nil
 }
 
@@ -148,7 +151,7 @@ func (s *Server) uiClear(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m2, code, err := s.clearMachine(r, m.MAC)
+	m2, code, err := s.clearMachineCtx(r.Context(), m.MAC)
 	switch {
 	case code == http.StatusInternalServerError:
 		s.uiInternal(w, r, err)

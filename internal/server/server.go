@@ -201,6 +201,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("POST /machines/{mac}/report-failure", s.requireAuth(s.handleReportFailure))
 	m.HandleFunc("POST /machines/{mac}/clear", s.requireAuth(s.handleClear))
 	m.HandleFunc("GET /machines/{mac}/actions", s.requireAuth(s.handleActions))
+	m.HandleFunc("POST /machines/bulk", s.requireAuth(s.handleBulk))
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
