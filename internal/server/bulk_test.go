@@ -2,6 +2,8 @@ package server
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -98,5 +100,34 @@ func TestBulk(t *testing.T) {
 	}
 	if r := ts.do(t, "POST", "/machines/bulk", nil, nil); r.code != 401 {
 		t.Errorf("bulk without a login: %d", r.code)
+	}
+}
+
+// TestUIBulkReflash: the machine table's bulk form reflashes the ticked
+// machines and reports those that refused.
+func TestUIBulkReflash(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addImage(t, "job.img")
+	cookie := map[string]string{"Cookie": CookieName + "=" + ts.token, "Origin": ts.URL}
+	const a, b = "52:54:00:b0:01:01", "52:54:00:b0:01:02"
+	if r := ts.do(t, "PUT", "/machines/"+a, strings.NewReader(`{"image":"job.img"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	if r := ts.do(t, "PUT", "/machines/"+b, strings.NewReader(`{"boot_policy":"local"}`), ts.auth()); r.code != 201 {
+		t.Fatal(r.code)
+	}
+	res := ts.form(t, "/ui/machines/bulk", url.Values{"mac": {a, b}, "action": {"reflash"}}, cookie)
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bulk reflash: %d", res.StatusCode)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(a)); m.Flash == nil || m.Flash.Trigger != fleet.TriggerDemand {
+		t.Fatalf("a was not reflashed: %+v", m.Flash)
+	}
+	if m, _ := ts.st.GetMachine(t.Context(), fleet.MustParseMAC(b)); m.Flash != nil {
+		t.Fatal("b has no image and must not have a flash")
+	}
+	page := string(ts.do(t, "GET", "/ui/machines", nil, map[string]string{"Cookie": res.Header.Get("Set-Cookie") + "; " + cookie["Cookie"]}).body)
+	if !strings.Contains(page, "Requested a reflash on 1 machine.") || !strings.Contains(page, b+" (") {
+		t.Errorf("the outcome is not shown")
 	}
 }

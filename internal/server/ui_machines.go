@@ -237,7 +237,25 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 	}
 	var u fleet.MachineUpdate
 	var what string
+	var op func(fleet.MAC) error
+	verb := "Set"
 	switch r.PostForm.Get("action") {
+	case "reflash", "known-good":
+		req := fleet.ReflashRequest{KnownGood: r.PostForm.Get("action") == "known-good"}
+		what, verb = "a reflash", "Requested"
+		if req.KnownGood {
+			what = "a reflash to known-good"
+		}
+		op = func(mac fleet.MAC) error {
+			_, _, err := s.startReflash(r.Context(), mac, req)
+			return err
+		}
+	case "clear":
+		what, verb = "quarantine and recovery", "Cleared"
+		op = func(mac fleet.MAC) error {
+			_, _, err := s.clearMachineCtx(r.Context(), mac)
+			return err
+		}
 	case "policy":
 		p := fleet.Policy(r.PostForm.Get("policy"))
 		u.BootPolicy, what = &p, "boot policy "+string(p)
@@ -252,10 +270,16 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back)
 		return
 	}
-	if errs := machineUpdateErrors(u); len(errs) > 0 {
-		s.setFlash(w, "Nothing changed: "+errs[0].Error())
-		redirect(w, r, back)
-		return
+	if op == nil {
+		if errs := machineUpdateErrors(u); len(errs) > 0 {
+			s.setFlash(w, "Nothing changed: "+errs[0].Error())
+			redirect(w, r, back)
+			return
+		}
+		op = func(mac fleet.MAC) error {
+			_, _, err := s.updateMachine(r.Context(), mac, u)
+			return err
+		}
 	}
 	var done int
 	var failed []string
@@ -265,7 +289,7 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 			_, err = s.store.GetMachine(r.Context(), mac)
 		}
 		if err == nil {
-			_, _, err = s.updateMachine(r.Context(), mac, u)
+			err = op(mac)
 		}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s (%v)", raw, err))
@@ -273,7 +297,7 @@ func (s *Server) uiMachinesBulk(w http.ResponseWriter, r *http.Request) {
 		}
 		done++
 	}
-	msg := fmt.Sprintf("Set %s on %d machine%s.", what, done, plural(done))
+	msg := fmt.Sprintf("%s %s on %d machine%s.", verb, what, done, plural(done))
 	if len(failed) > 0 {
 		msg += " Not changed: " + strings.Join(failed, ", ") + "."
 		s.log.Warn("bulk change partly failed", "change", what, "failed", strings.Join(failed, ", "))
