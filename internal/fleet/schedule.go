@@ -293,10 +293,11 @@ func (s Schedule) window() time.Duration {
 }
 
 // mark is the time up to which occurrences are decided: the latest of
-// the creation, the last fired and the last skipped occurrence.
+// the last change (an occurrence before a schedule was made or changed
+// is not its), the last fired and the last skipped occurrence.
 func (s Schedule) mark() time.Time {
 	m := s.CreatedAt
-	for _, t := range []*time.Time{s.LastFireAt, s.LastSkipAt} {
+	for _, t := range []*time.Time{&s.UpdatedAt, s.LastFireAt, s.LastSkipAt} {
 		if t != nil && t.After(m) {
 			m = *t
 		}
