@@ -41,7 +41,8 @@ func str(s string) *string { return &s }
 // local every day, which is 02:00 UTC before the spring change (29
 // March 2026) and 01:00 UTC after, and 02:00 UTC again after the
 // autumn change (25 October 2026); a time in the hour that does not
-// exist on the spring day (02:30) does not fire that day.
+// exist on the spring day (02:30) does not fire that day, and one in
+// the hour that comes twice in autumn fires twice.
 func TestScheduleNextAcrossDST(t *testing.T) {
 	s := newSchedule(t, ScheduleUpdate{Cron: str("0 3 * * *"), TZ: str("Europe/Berlin")}, utc("2026-03-01 00:00"))
 	var got []time.Time
@@ -59,6 +60,10 @@ func TestScheduleNextAcrossDST(t *testing.T) {
 	s.Cron = "30 2 * * *"
 	if n := s.Next(utc("2026-03-28 12:00")); !n.Equal(utc("2026-03-30 00:30")) {
 		t.Errorf("02:30 on the spring day: next %v, want the day after, 2026-03-30 00:30 UTC (02:30 CEST)", n)
+	}
+	// 02:30 comes twice when the clocks go back: both fire.
+	if n := s.Next(utc("2026-10-24 12:00")); !n.Equal(utc("2026-10-25 00:30")) || !s.Next(n).Equal(utc("2026-10-25 01:30")) {
+		t.Errorf("02:30 on the autumn day: %v then %v, want 00:30 and 01:30 UTC", n, s.Next(n))
 	}
 	s.TZ, s.Cron = "UTC", "@daily"
 	if n := s.Next(utc("2026-03-28 12:00")); !n.Equal(utc("2026-03-29 00:00")) {

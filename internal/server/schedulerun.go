@@ -33,7 +33,7 @@ type scheduleRunner struct {
 // newScheduleMetrics registers the runner's counters.
 func newScheduleMetrics(reg prometheus.Registerer) (fires, skips prometheus.Counter) {
 	fires = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "bty_schedule_fires_total", Help: "Schedule occurrences fired (docs/reference.md, \"Schedules\").",
+		Name: "bty_schedule_fires_total", Help: "Schedule occurrences fired.",
 	})
 	skips = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bty_schedule_skips_total", Help: "Schedule occurrences skipped unfired: missed past their window, or while paused.",
