@@ -25,10 +25,15 @@ import (
 // scheduleTickEvery is how often the runner looks at the schedules.
 const scheduleTickEvery = 30 * time.Second
 
-// scheduleRunner serializes the runner's ticks (the loop's and tests').
+// scheduleRunner serializes the runner's ticks (the loop's and tests')
+// and tracks its loop.
 type scheduleRunner struct {
 	mu sync.Mutex
+	wg sync.WaitGroup
 }
+
+// wait returns once the loop started by startSchedules has ended.
+func (r *scheduleRunner) wait() { r.wg.Wait() }
 
 // newScheduleMetrics registers the runner's counters.
 func newScheduleMetrics(reg prometheus.Registerer) (fires, skips prometheus.Counter) {
@@ -42,9 +47,14 @@ func newScheduleMetrics(reg prometheus.Registerer) (fires, skips prometheus.Coun
 	return fires, skips
 }
 
-// startSchedules runs the schedule runner until ctx ends.
+// startSchedules runs the schedule runner in a goroutine
+// until ctx ends (sched.wait waits for that).
 func (s *Server) startSchedules(ctx context.Context) {
-	go s.wake.loop(ctx, scheduleTickEvery, s.scheduleTick)
+	s.sched.wg.Add(1)
+	go func() {
+		defer s.sched.wg.Done()
+		s.wake.loop(ctx, scheduleTickEvery, s.scheduleTick)
+	}()
 }
 
 // scheduleTick advances every schedule at now.

@@ -277,6 +277,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 		go s.wake.loop(ctx, recoveryEvery, s.recov.tick)
 	}
 	s.startSchedules(ctx)
+	defer s.sched.wait()
 	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {
