@@ -46,8 +46,7 @@ func machineStates(s api.Schedule) map[string]string {
 }
 
 // TestScheduleRunner: a schedule made through the API fires at its cron
-// time (driven with fake times after the real now, so the server's own
-// loop never fires it): it reflashes the machines its selector picks
+// time (ticks driven with fake times; the server's own loop is off): it reflashes the machines its selector picks
 // one at a time (max_parallel 1), each a history row with trigger
 // schedule, the schedule's id and its name as the cause; a
 // quarantined machine is skipped; the next starts only after the
@@ -55,7 +54,7 @@ func machineStates(s api.Schedule) map[string]string {
 // fires nothing again and starts nothing twice; a machine not started
 // when the window closes is skipped; pause, delete.
 func TestScheduleRunner(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t, func(c *Config) { c.manualTicks = true })
 	ts.addImage(t, "a.img")
 	ctx := context.Background()
 	const (
