@@ -372,6 +372,7 @@ var wireTypes = map[string]any{
 	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
 	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
 	"Action": api.Action{}, "ActionPage": api.ActionPage{}, "BulkRequest": api.BulkRequest{}, "BulkResult": api.BulkResult{}, "BulkItem": api.BulkItem{},
+	"Schedule": api.Schedule{}, "ScheduleOccurrence": api.ScheduleOccurrence{}, "ScheduleMachine": api.ScheduleMachine{}, "ScheduleUpdate": api.ScheduleUpdate{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and

@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Schedules name IANA time zones (docs/reference.md, "Schedules"):
+	// the zone database is built in, so a host without tzdata works.
+	_ "time/tzdata"
 
 	"github.com/btyproject/bty/internal/server"
 )

@@ -284,3 +284,12 @@ type BulkItem struct {
 	State   string `json:"state,omitempty"`
 	Note    string `json:"note,omitempty"`
 }
+
+// Schedules (docs/reference.md, "Schedules"): a schedule with its
+// latest occurrence, and the body that creates or changes one.
+type (
+	Schedule           = fleet.Schedule
+	ScheduleOccurrence = fleet.Occurrence
+	ScheduleMachine    = fleet.OccurrenceMachine
+	ScheduleUpdate     = fleet.ScheduleUpdate
+)

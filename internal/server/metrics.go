@@ -25,6 +25,8 @@ type metrics struct {
 	powerActions       *prometheus.CounterVec
 	recoverySteps      *prometheus.CounterVec
 	flashDuration      *prometheus.HistogramVec
+	// The schedule runner's (schedulerun.go).
+	scheduleFires, scheduleSkips prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -91,6 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, k := range []string{"image", "boot"} {
 		m.bytesServed.WithLabelValues(k)
 	}
+	m.scheduleFires, m.scheduleSkips = newScheduleMetrics(reg)
 	return m
 }
 

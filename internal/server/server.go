@@ -77,6 +77,8 @@ type Server struct {
 	// (automation.go); recov runs the health checks and recoveries.
 	wake  wakeups
 	recov *recoverer
+	// sched serializes the schedule runner's ticks (schedulerun.go).
+	sched scheduleRunner
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -226,6 +228,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("PUT /settings", s.requireAuth(s.handleSettingsPut))
 	m.HandleFunc("GET /state/export", s.requireAuth(s.handleExport))
 	m.HandleFunc("POST /state/import", s.requireAuth(s.progressDeadline(s.handleImport)))
+	s.scheduleRoutes()
 
 	s.uiRoutes()
 
@@ -273,6 +276,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	if !s.cfg.manualTicks {
 		go s.wake.loop(ctx, recoveryEvery, s.recov.tick)
 	}
+	s.startSchedules(ctx)
+	defer s.sched.wait()
 	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {

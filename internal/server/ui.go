@@ -33,7 +33,7 @@ type uiTemplates struct {
 }
 
 // uiPages are the page templates; each is parsed with layout.html.
-var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "reflash", "images", "boot", "settings", "error", "workflows", "workflow"}
+var uiPages = []string{"login", "dashboard", "machines", "machine", "confirm", "reflash", "images", "boot", "settings", "error", "workflows", "workflow", "schedules"}
 
 // parsedUI parses the embedded templates once per process; every server
 // shares them (they are read-only after parsing).

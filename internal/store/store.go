@@ -24,6 +24,9 @@ import (
 // ErrNotFound: no such machine (or setting).
 var ErrNotFound = errors.New("not found")
 
+// ErrLimit: a create would pass a stored limit (CreateSchedule's max).
+var ErrLimit = errors.New("limit reached")
+
 // Store is bty-web's state. Every method is safe for concurrent use;
 // every write is one transaction, durable when the method returns.
 type Store interface {
@@ -106,6 +109,20 @@ type Store interface {
 	// MAC: restoring an export. Every record is checked first
 	// (fleet.Machine.ForImport).
 	ImportMachines(ctx context.Context, ms []fleet.Machine) error
+
+	// Schedules (docs/reference.md, "Schedules"). CreateSchedule stores
+	// s with a new ID (ErrLimit when max are stored already);
+	// GetSchedule, ModifySchedule and DeleteSchedule return ErrNotFound
+	// for an unknown id; ListSchedules returns every schedule by ID
+	// (empty, never nil). ModifySchedule is the read-modify-write of one
+	// schedule in one transaction: fn's error is returned as it is and
+	// writes nothing; fn may run more than once and must not have side
+	// effects.
+	CreateSchedule(ctx context.Context, s fleet.Schedule, max int) (fleet.Schedule, error)
+	GetSchedule(ctx context.Context, id int64) (fleet.Schedule, error)
+	ListSchedules(ctx context.Context) ([]fleet.Schedule, error)
+	ModifySchedule(ctx context.Context, id int64, fn func(fleet.Schedule) (fleet.Schedule, error)) (fleet.Schedule, error)
+	DeleteSchedule(ctx context.Context, id int64) error
 
 	// Ping checks the database answers (GET /healthz).
 	Ping(ctx context.Context) error
