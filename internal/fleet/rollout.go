@@ -299,8 +299,9 @@ func (r Rollout) Count(s RolloutMachineState) int {
 	return n
 }
 
-// RolloutView is what Advance knows of one machine of a rollout: its
-// record (Found false: deleted), the rollout's flash of it (when one
+// RolloutView is what Advance knows of one machine of a rollout (a
+// pending machine without one waits for a later step): its record
+// (Found false: deleted), the rollout's flash of it (when one
 // started and is still in the history) and the workflow run that
 // followed that flash (nil: none recorded).
 type RolloutView struct {
@@ -452,8 +453,12 @@ func (r *Rollout) pick(views map[MAC]RolloutView, now time.Time) []MAC {
 		if m.State == RMPending && inFlight >= limit {
 			break
 		}
-		v := views[m.MAC]
+		v, known := views[m.MAC]
 		switch {
+		case !known:
+			// Not read for this step (the caller reads only the next
+			// few pending machines): its turn is for the next step.
+			return start
 		case !v.Found:
 			m.State, m.Detail, m.EndedAt = RMSkipped, "the machine was deleted", &now
 			continue

@@ -440,3 +440,19 @@ func TestRolloutRequestValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRolloutCanariesAlone: with two canaries, one done and one still
+// flashing, no other machine starts though a canary slot is free.
+func TestRolloutCanariesAlone(t *testing.T) {
+	w, ms := newRolloutWorld(t, 4)
+	r := NewRollout(RolloutRequest{Selector: "a=b", Image: "new.img", Canary: intp(2), MaxParallel: intp(4)}, ms, w.now)
+	r, start := w.step(r, ModeNone)
+	wantStart(t, start, 1, 2)
+	w.end(1, FlashReady)
+	if r, start = w.step(r, ModeNone); len(start) != 0 {
+		t.Fatalf("started %v while canary 2 flashes (%s)", start, states(r))
+	}
+	w.end(2, FlashReady)
+	_, start = w.step(r, ModeNone)
+	wantStart(t, start, 3, 4)
+}
