@@ -76,6 +76,8 @@ type Server struct {
 	// wake tells the automation's runners a flash or run ended
 	// (automation.go).
 	wake wakeups
+	// rollouts advances the rollouts (rolloutrun.go).
+	rollouts *rolloutRunner
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -124,6 +126,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	s.sshKey = newSSHIdentity(cfg.StateDir)
 	s.workflows = newWorkflowStore(cfg.StateDir)
 	s.runs = newRunner(s)
+	s.rollouts = newRolloutRunner(s)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}
@@ -222,6 +225,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("POST /state/import", s.requireAuth(s.progressDeadline(s.handleImport)))
 
 	s.uiRoutes()
+	s.rolloutRoutes()
 
 	m.HandleFunc("/", s.handleNoRoute)
 }
@@ -264,6 +268,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	hs.RegisterOnShutdown(s.hub.close)
 	go s.watchFlashes(ctx, flashWatchEvery)
 	s.runs.start(ctx)
+	s.rollouts.start(ctx)
 	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {
