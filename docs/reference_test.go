@@ -371,6 +371,7 @@ var wireTypes = map[string]any{
 	"Error": api.Error{}, "Flash": api.Flash{}, "ReflashRequest": api.ReflashRequest{}, "Progress": api.Progress{},
 	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
 	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
+	"Rollout": api.Rollout{}, "RolloutMachine": api.RolloutMachine{}, "RolloutRequest": api.RolloutRequest{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and
