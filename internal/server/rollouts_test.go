@@ -387,3 +387,45 @@ func TestRolloutUIPages(t *testing.T) {
 		t.Fatalf("live fragment: %d\n%s", r.code, r.body)
 	}
 }
+
+// TestRolloutResumedFromStore: the runner keeps nothing in memory: a
+// running rollout found in the store (as a previous bty-web left it,
+// its canary's flash ended meanwhile) is advanced by the next tick, and
+// a flash's end wakes the runner without a manual tick.
+func TestRolloutResumedFromStore(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addImage(t, "old.img")
+	ts.addImage(t, "new.img")
+	macs := []string{"52:54:00:73:00:01", "52:54:00:73:00:02"}
+	ts.rolloutMachines(t, `{"role":"ci"}`, macs...)
+	var ms []fleet.Machine
+	for _, mac := range macs {
+		var m fleet.Machine
+		ts.do(t, "GET", "/machines/"+mac, nil, ts.auth()).json(t, &m)
+		ms = append(ms, m)
+	}
+	// Written straight to the store: no request of this process made it.
+	ro, err := ts.st.SaveRollout(context.Background(), fleet.NewRollout(fleet.RolloutRequest{Selector: "role=ci", Image: "new.img"}, ms, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.tickRollouts(t)
+	if got := ts.rollout(t, ro.ID); got.Machines[0].State != fleet.RMFlashing || got.Machines[1].State != fleet.RMPending {
+		t.Fatalf("after a tick: %s", machineStates(got))
+	}
+	// The canary's end wakes the runner: the next machine starts with
+	// no tick from the test.
+	ts.flashToEnd(t, macs[0], true)
+	// (Well within the runner's 10 s period.)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := ts.rollout(t, ro.ID)
+		if got.Machines[1].State == fleet.RMFlashing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner did not wake on the flash's end: %s", machineStates(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
