@@ -37,14 +37,16 @@ type rolloutRunner struct {
 	s  *Server
 	mu sync.Mutex
 
-	// wmu guards the event streams' watchers, by rollout.
-	wmu     sync.Mutex
-	watch   map[int64]map[chan struct{}]struct{}
-	streams int
+	// wmu guards the event streams' watchers, by rollout, and their
+	// count (at most maxStreams, maxRolloutStreams but in tests).
+	wmu        sync.Mutex
+	watch      map[int64]map[chan struct{}]struct{}
+	streams    int
+	maxStreams int
 }
 
 func newRolloutRunner(s *Server) *rolloutRunner {
-	return &rolloutRunner{s: s, watch: map[int64]map[chan struct{}]struct{}{}}
+	return &rolloutRunner{s: s, watch: map[int64]map[chan struct{}]struct{}{}, maxStreams: maxRolloutStreams}
 }
 
 // start runs the runner until ctx ends.
@@ -207,12 +209,12 @@ func (rr *rolloutRunner) startOne(ctx context.Context, r fleet.Rollout, mac flee
 
 // subscribe registers an event stream of rollout id: c receives (at
 // most one pending value) on every change. ok is false when
-// maxRolloutStreams are open.
-func (rr *rolloutRunner) subscribe(id int64) (c chan struct{}, done func(), ok bool) {
+// rr.maxStreams are open; open is how many are.
+func (rr *rolloutRunner) subscribe(id int64) (c chan struct{}, done func(), open int, ok bool) {
 	rr.wmu.Lock()
 	defer rr.wmu.Unlock()
-	if rr.streams >= maxRolloutStreams {
-		return nil, nil, false
+	if rr.streams >= rr.maxStreams {
+		return nil, nil, rr.streams, false
 	}
 	rr.streams++
 	c = make(chan struct{}, 1)
@@ -228,7 +230,7 @@ func (rr *rolloutRunner) subscribe(id int64) (c chan struct{}, done func(), ok b
 		if len(rr.watch[id]) == 0 {
 			delete(rr.watch, id)
 		}
-	}, true
+	}, rr.streams, true
 }
 
 // notify wakes rollout id's event streams without blocking.

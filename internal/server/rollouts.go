@@ -280,9 +280,9 @@ func (s *Server) handleRolloutEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Subscribed first, then read: no change falls between the two.
-	wake, done, ok := s.rollouts.subscribe(id)
+	wake, done, open, ok := s.rollouts.subscribe(id)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d rollout event streams are open, the most bty-web keeps: close one, or poll GET /rollouts/%d", maxRolloutStreams, id))
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d rollout event streams are open, the most bty-web keeps: close one, or poll GET /rollouts/%d", open, id))
 		return
 	}
 	defer done()

@@ -429,3 +429,54 @@ func TestRolloutResumedFromStore(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRolloutStreamsBounded: beyond the bound on rollout event streams
+// a new one is a 503 saying to poll; one closed frees its place; an
+// unknown rollout's stream is a 404 that takes no place.
+func TestRolloutStreamsBounded(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.addImage(t, "old.img")
+	ts.addImage(t, "new.img")
+	ts.rolloutMachines(t, `{"role":"ci"}`, "52:54:00:74:00:01")
+	ts.srv.rollouts.wmu.Lock()
+	ts.srv.rollouts.maxStreams = 1
+	ts.srv.rollouts.wmu.Unlock()
+	var ro fleet.Rollout
+	ts.do(t, "POST", "/rollouts", strings.NewReader(`{"selector":"role=ci","image":"new.img"}`), ts.auth()).json(t, &ro)
+	open := func() *http.Response {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/rollouts/%d/events", ts.URL, ro.ID), nil)
+		req.Header.Set("Authorization", "Bearer "+ts.token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := ts.do(t, "GET", "/rollouts/999/events", nil, ts.auth()); r.code != 404 {
+		t.Fatalf("unknown rollout's stream: %d", r.code)
+	}
+	first := open()
+	if first.StatusCode != 200 {
+		t.Fatalf("first stream: %d", first.StatusCode)
+	}
+	second := open()
+	b := make([]byte, 512)
+	n, _ := second.Body.Read(b)
+	second.Body.Close()
+	if second.StatusCode != 503 || !strings.Contains(string(b[:n]), "poll GET /rollouts/") {
+		t.Fatalf("second stream: %d %s", second.StatusCode, b[:n])
+	}
+	first.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := open()
+		res.Body.Close()
+		if res.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream's place was not freed: %d", res.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
