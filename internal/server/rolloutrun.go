@@ -77,7 +77,7 @@ func (rr *rolloutRunner) tick(ctx context.Context, now time.Time) {
 // start stops the rollout at once), and the rollout saved when it
 // changed.
 func (rr *rolloutRunner) advance(ctx context.Context, r fleet.Rollout, now time.Time) (fleet.Rollout, error) {
-	before := encodeRollout(r)
+	saved := encodeRollout(r) // as the store has it
 	for range len(r.Machines) + 1 {
 		views, err := rr.views(ctx, r)
 		if err != nil {
@@ -92,13 +92,13 @@ func (rr *rolloutRunner) advance(ctx context.Context, r fleet.Rollout, now time.
 			r = rr.startOne(ctx, r, mac, now)
 		}
 		// Saved at once: the flashes started are on record.
-		saved, err := rr.save(ctx, r)
+		out, err := rr.save(ctx, r)
 		if err != nil {
 			return r, err
 		}
-		r = saved
+		r, saved = out, encodeRollout(out)
 	}
-	if encodeRollout(r) == before {
+	if encodeRollout(r) == saved {
 		return r, nil
 	}
 	if !r.State.Live() && r.EndedAt != nil {
