@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -188,11 +189,7 @@ func NewRollout(r RolloutRequest, machines []Machine, now time.Time) Rollout {
 }
 
 func sortMachines(ms []Machine) {
-	for i := 1; i < len(ms); i++ {
-		for j := i; j > 0 && ms[j].MAC.String() < ms[j-1].MAC.String(); j-- {
-			ms[j], ms[j-1] = ms[j-1], ms[j]
-		}
-	}
+	slices.SortFunc(ms, func(a, b Machine) int { return strings.Compare(a.MAC.String(), b.MAC.String()) })
 }
 
 // Errors of the operator's actions on a rollout.
