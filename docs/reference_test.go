@@ -373,6 +373,7 @@ var wireTypes = map[string]any{
 	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
 	"Action": api.Action{}, "ActionPage": api.ActionPage{}, "BulkRequest": api.BulkRequest{}, "BulkResult": api.BulkResult{}, "BulkItem": api.BulkItem{},
 	"Schedule": api.Schedule{}, "ScheduleOccurrence": api.ScheduleOccurrence{}, "ScheduleMachine": api.ScheduleMachine{}, "ScheduleUpdate": api.ScheduleUpdate{},
+	"Rollout": api.Rollout{}, "RolloutMachine": api.RolloutMachine{}, "RolloutRequest": api.RolloutRequest{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and

@@ -293,3 +293,13 @@ type (
 	ScheduleMachine    = fleet.OccurrenceMachine
 	ScheduleUpdate     = fleet.ScheduleUpdate
 )
+
+// Rollout is a rollout of an image to the machines a selector picks
+// (GET /rollouts/{id}, the events of GET /rollouts/{id}/events);
+// RolloutMachine one machine of it; RolloutRequest the body of POST
+// /rollouts (docs/reference.md, "Rollouts").
+type (
+	Rollout        = fleet.Rollout
+	RolloutMachine = fleet.RolloutMachine
+	RolloutRequest = fleet.RolloutRequest
+)

@@ -144,7 +144,7 @@ stdout: {"schema_version": "1", "command": "<name>", ...}; a failure is
 	pf.StringVar(&e.server, "server", "", "bty-web base URL (default $BTY_SERVER, else "+DefaultServer+")")
 	pf.BoolVar(&e.asJSON, "json", false, "print one JSON document on stdout")
 	root.AddCommand(newLoginCmd(e), newLogoutCmd(e), newMachinesCmd(e), newImagesCmd(e), newBootCmd(e), newWorkflowsCmd(e), newSettingsCmd(e),
-		newSchedulesCmd(e))
+		newSchedulesCmd(e), newRolloutCmd(e))
 	root.SetFlagErrorFunc(cmdrun.SeeHelp)
 	// Every command's help ends with the exit codes.
 	root.SetHelpTemplate(root.HelpTemplate() + "\n" + exitCodesHelp + "\n")

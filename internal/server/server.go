@@ -79,6 +79,8 @@ type Server struct {
 	recov *recoverer
 	// sched serializes the schedule runner's ticks (schedulerun.go).
 	sched scheduleRunner
+	// rollouts advances the rollouts (rolloutrun.go).
+	rollouts *rolloutRunner
 
 	// conns is Serve's listener, which counts the open connections.
 	conns atomic.Pointer[connLimitListener]
@@ -128,6 +130,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	s.workflows = newWorkflowStore(cfg.StateDir)
 	s.runs = newRunner(s)
 	s.recov = newRecoverer(s)
+	s.rollouts = newRolloutRunner(s)
 	if s.cfg.MaxConns < 1 {
 		s.cfg.MaxConns = defaultMaxConns
 	}
@@ -231,6 +234,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	s.scheduleRoutes()
 
 	s.uiRoutes()
+	s.rolloutRoutes()
 
 	m.HandleFunc("/", s.handleNoRoute)
 }
@@ -278,6 +282,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	}
 	s.startSchedules(ctx)
 	defer s.sched.wait()
+	s.rollouts.start(ctx)
 	defer s.runs.wait(grace + killGrace)
 	errc := make(chan error, 1)
 	go func() {

@@ -127,6 +127,17 @@ type Store interface {
 	// Ping checks the database answers (GET /healthz).
 	Ping(ctx context.Context) error
 	Close() error
+
+	// SaveRollout writes rollout r (inserting it, with a new ID, when
+	// r.ID is 0); an unknown ID is ErrNotFound. GetRollout returns
+	// ErrNotFound for an unknown id. ListRollouts returns the newest
+	// first, at most limit (0: all); ActiveRollouts those bty-web must
+	// still advance (fleet.Rollout.Active), oldest first
+	// (docs/reference.md, "Rollouts").
+	SaveRollout(ctx context.Context, r fleet.Rollout) (fleet.Rollout, error)
+	GetRollout(ctx context.Context, id int64) (fleet.Rollout, error)
+	ListRollouts(ctx context.Context, limit int) ([]fleet.Rollout, error)
+	ActiveRollouts(ctx context.Context) ([]fleet.Rollout, error)
 }
 
 // The orders QueryMachines knows (MachineQuery.Sort); each breaks ties

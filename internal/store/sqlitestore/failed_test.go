@@ -83,6 +83,7 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN health`, `ALTER TABLE machines DROP COLUMN recovery`, `ALTER TABLE machines DROP COLUMN quarantine`,
 		`DROP TABLE actions`,
 		`DROP TABLE schedules`,
+		`DROP TABLE rollouts`,
 		`UPDATE machines SET last_known_good = 'old.img'`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
