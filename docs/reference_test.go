@@ -371,6 +371,7 @@ var wireTypes = map[string]any{
 	"Error": api.Error{}, "Flash": api.Flash{}, "ReflashRequest": api.ReflashRequest{}, "Progress": api.Progress{},
 	"ReflashResult": api.ReflashResult{}, "FlashPage": api.FlashPage{}, "ArchiveSecrets": api.ArchiveSecrets{},
 	"Workflow": api.Workflow{}, "Run": api.Run{}, "RunPage": api.RunPage{}, "KnownGood": api.KnownGood{}, "DriftItem": api.DriftItem{},
+	"Inventory": api.Inventory{}, "NIC": api.NIC{}, "InventoryDisk": api.InventoryDisk{}, "PCIDevice": api.PCIDevice{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and
