@@ -81,6 +81,7 @@ func TestMigrationFromV1(t *testing.T) {
 		`ALTER TABLE machines DROP COLUMN labels`, `DROP TABLE machine_labels`,
 		`ALTER TABLE machines DROP COLUMN health_every`, `ALTER TABLE machines DROP COLUMN health_fail_after`,
 		`ALTER TABLE machines DROP COLUMN health`, `ALTER TABLE machines DROP COLUMN recovery`, `ALTER TABLE machines DROP COLUMN quarantine`,
+		`ALTER TABLE machines DROP COLUMN inventory`, `ALTER TABLE machines DROP COLUMN inventory_at`, `DROP TABLE machine_nics`,
 		`UPDATE machines SET last_known_good = 'old.img'`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {
