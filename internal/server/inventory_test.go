@@ -116,6 +116,19 @@ func TestPXEInventory(t *testing.T) {
 		t.Errorf("selector gpu=amd: %d machines", len(page))
 	}
 
+	// The machine page shows the inventory and the derived labels.
+	page2 := ts.do(t, "GET", "/ui/machines/"+mac, nil, map[string]string{"Cookie": CookieName + "=" + ts.token})
+	html := string(page2.body)
+	if page2.code != 200 {
+		t.Fatalf("GET /ui/machines: %d %.2000s", page2.code, html)
+	}
+	for _, want := range []string{`<h2 id="h-inventory">Inventory</h2>`, "AMD EPYC 7543", "nvme0n1", "SAMSUNG MZQL23T8", "S64H", "3.5 TiB",
+		"<code>52:54:00:1e:00:02</code>", "25000 Mb/s", "this machine", "<code>gpu=nvidia</code>", "<code>0x10de:0x20b5</code>"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the machine page lacks %q", want)
+		}
+	}
+
 	// One report per boot: a burst from one address is held back.
 	codes := map[int]int{}
 	for range 4 {
@@ -181,6 +194,10 @@ func TestPXESecondNIC(t *testing.T) {
 	}
 	if script, _ := ts.boot(t, "127.0.0.4", other); !strings.Contains(script, "booting from the local disk") {
 		t.Fatalf("the other machine's own MAC was taken:\n%s", script)
+	}
+	html := string(ts.do(t, "GET", "/ui/machines/"+hostile, nil, map[string]string{"Cookie": CookieName + "=" + ts.token}).body)
+	if n := strings.Count(html, "not linked: another record has this MAC"); n != 2 {
+		t.Errorf("the hostile machine's page shows %d NICs not linked, want 2", n)
 	}
 	if m := ts.machine(t, other); m.Inventory != nil || m.LastSeenIP != "127.0.0.4" {
 		t.Fatalf("the other machine's record: inventory %v, last seen %q", m.Inventory, m.LastSeenIP)
