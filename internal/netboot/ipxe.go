@@ -195,6 +195,11 @@ func Bootstrap(serverURL string) ([]byte, error) {
 // Either way the MAC is the one the script's HTTP request goes out by,
 // the NIC the live env must bring up. A script that opened another NIC
 // (ifopen) would move netX; bty's scripts never do.
+//
+// TestPXEChainOVMF/second-nic (BTY_VMTEST=1) boots an OVMF guest from
+// the second of two NICs with Debian's ipxe.efi (1.0.0+git-20190125):
+// iPXE names the boot NIC net1 and the bootstrap asks by its MAC; with
+// net0 it asked by the first NIC's, which was never up.
 const bootNICMAC = "${netX/mac:hexhyp}"
 
 func localScript(mac string) []byte {
