@@ -374,6 +374,7 @@ var wireTypes = map[string]any{
 	"Action": api.Action{}, "ActionPage": api.ActionPage{}, "BulkRequest": api.BulkRequest{}, "BulkResult": api.BulkResult{}, "BulkItem": api.BulkItem{},
 	"Schedule": api.Schedule{}, "ScheduleOccurrence": api.ScheduleOccurrence{}, "ScheduleMachine": api.ScheduleMachine{}, "ScheduleUpdate": api.ScheduleUpdate{},
 	"Rollout": api.Rollout{}, "RolloutMachine": api.RolloutMachine{}, "RolloutRequest": api.RolloutRequest{},
+	"Inventory": api.Inventory{}, "NIC": api.NIC{}, "InventoryDisk": api.InventoryDisk{}, "PCIDevice": api.PCIDevice{},
 }
 
 // TestReferenceWireTypes compares the types internal/api declares and

@@ -40,6 +40,13 @@ type (
 	Run       = fleet.Run
 	KnownGood = fleet.KnownGood
 	DriftItem = fleet.DriftItem
+	// Inventory is the hardware the live env reports (POST
+	// /pxe/{mac}/inventory) and a machine's "inventory"; NIC,
+	// InventoryDisk and PCIDevice its entries.
+	Inventory     = fleet.Inventory
+	NIC           = fleet.NIC
+	InventoryDisk = fleet.InventoryDisk
+	PCIDevice     = fleet.PCIDevice
 )
 
 // RunPage is GET /machines/{mac}/runs: newest first.

@@ -15,6 +15,7 @@ import (
 	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/exitcode"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/labels"
 	"github.com/btyproject/bty/internal/provision"
 )
@@ -146,6 +147,7 @@ func printMachine(w io.Writer, m api.Machine) {
 		{"provisioning", dash(string(m.ProvisioningMode))},
 		{"hostname", dash(m.Hostname)},
 		{"labels", dash(m.Labels.String())},
+		{"derived labels", dash(m.DerivedLabels.String())},
 		{"cijoe workflow", dash(m.CijoeWorkflowRef)},
 		{"cijoe ssh user", orDefault(m.CijoeSSHUser, "the image's default user, else root")},
 		{"cijoe ssh port", orDefault(portText(m.CijoeSSHPort), "22")},
@@ -177,6 +179,7 @@ func printMachine(w io.Writer, m api.Machine) {
 	for _, d := range m.Drift {
 		rows = append(rows, [2]string{"drift", driftText(d)})
 	}
+	rows = append(rows, inventoryRows(m)...)
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-22s %s\n", r[0]+":", r[1])
 	}
@@ -657,4 +660,56 @@ func knownGood(k *fleet.KnownGood) string {
 	}
 	return fmt.Sprintf("%s (sha256 %s), workflow %s (sha256 %s), run %d at %s", k.Image, shortSHA(k.ImageSHA256),
 		dash(k.Workflow), shortSHA(k.WorkflowSHA256), k.RunID, localTime(&k.At))
+}
+
+// inventoryRows are the short hardware summary of the machine's last
+// inventory (docs/reference.md, "Inventory"): one row for the machine,
+// one per NIC, disk and GPU.
+func inventoryRows(m api.Machine) [][2]string {
+	inv := m.Inventory
+	if inv == nil {
+		return [][2]string{{"hardware", "- (no inventory yet: the live env reports it on its next boot)"}}
+	}
+	cpu := dash(inv.CPUModel)
+	if inv.CPUs > 0 {
+		cpu = strconv.Itoa(inv.CPUs) + " x " + cpu
+	}
+	rows := [][2]string{{"hardware", fmt.Sprintf("%s, %s, %s memory (reported %s)", dash(inv.Firmware), cpu,
+		sizeOrUnknown(inv.MemoryBytes), localTime(m.InventoryAt))}}
+	for _, n := range inv.NICs {
+		t := n.MAC.String() + " " + dash(n.Name)
+		switch {
+		case n.Link && n.SpeedMbps > 0:
+			t += fmt.Sprintf(", link %d Mb/s", n.SpeedMbps)
+		case n.Link:
+			t += ", link"
+		default:
+			t += ", no link"
+		}
+		rows = append(rows, [2]string{"nic", t})
+	}
+	for _, d := range inv.Disks {
+		t := dash(d.Name) + " " + dash(d.Transport) + " " + sizeOrUnknown(d.SizeBytes)
+		if d.Model != "" {
+			t += " " + d.Model
+		}
+		if d.Serial != "" {
+			t += ", serial " + d.Serial
+		}
+		rows = append(rows, [2]string{"disk", t})
+	}
+	for _, p := range inv.PCI {
+		if p.Kind == "gpu" {
+			rows = append(rows, [2]string{"gpu", fmt.Sprintf("%s %s:%s", p.Address, p.Vendor, p.Device)})
+		}
+	}
+	return rows
+}
+
+// sizeOrUnknown is n bytes for people, "?" when not known (0).
+func sizeOrUnknown(n int64) string {
+	if n <= 0 {
+		return "?"
+	}
+	return human.Bytes(n)
 }

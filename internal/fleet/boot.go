@@ -241,6 +241,14 @@ func (m Machine) ForImport(now time.Time) (Machine, error) {
 	// open cycle, and its next contact opens one. Flashes are history
 	// of the database they ran in: a restored record has none running.
 	m.Cycle, m.Flash, m.Drift = nil, nil, nil
+	// An inventory is checked as the open route checks it; the derived
+	// labels are worked out from it again, never taken as exported.
+	if m.Inventory != nil {
+		if err := m.Inventory.Check(); err != nil {
+			return Machine{}, &ValidationError{Field: m.MAC.String(), Msg: "inventory: " + err.Error()}
+		}
+	}
+	m.DerivedLabels = m.Inventory.DerivedLabels()
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now.UTC()
 	}

@@ -72,6 +72,16 @@ type Machine struct {
 	CijoeTimeout string `json:"cijoe_timeout"`
 	// Labels are the machine's key=value labels (null: none).
 	Labels Labels `json:"labels"`
+	// DerivedLabels are the labels derived from Inventory
+	// (Inventory.DerivedLabels; null: none), worked out again whenever
+	// the record is read or written, never set by hand; a selector
+	// matches them and Labels, Labels winning on a key clash
+	// (AllLabels). Inventory is the hardware the live env last reported
+	// (docs/reference.md, "Inventory"), InventoryAt when (null before
+	// the first report).
+	DerivedLabels Labels     `json:"derived_labels"`
+	Inventory     *Inventory `json:"inventory"`
+	InventoryAt   *time.Time `json:"inventory_at"`
 	// HealthEvery is how often bty-web checks the machine while its OS
 	// runs ("" never: no health watch, no automatic recovery from a
 	// failing check); HealthFailAfter how long the check must fail

@@ -33,6 +33,7 @@ const (
 // done and reboots; on failure it reports why, waits and reboots.
 func (s *system) flashMode(ctx context.Context) {
 	s.ensureNetwork(ctx)
+	s.reportInventory(ctx)
 	start := time.Now()
 	res, err := s.flashOnce(ctx)
 	if err != nil {
@@ -256,6 +257,7 @@ func (s *system) reportFailed(ctx context.Context, reason string) {
 // interactiveMode runs bty-tui against the server on every console.
 func (s *system) interactiveMode(ctx context.Context) {
 	s.ensureNetwork(ctx)
+	s.reportInventory(ctx)
 	args := []string{"--server", s.params.Server}
 	if !s.params.MAC.IsZero() {
 		args = append(args, "--mac", s.params.MAC.String())

@@ -25,7 +25,7 @@
 // expansion or an extra kernel argument (image URLs are percent-encoded).
 //
 // GET /pxe-bootstrap.ipxe serves Bootstrap(base), which chains to
-// base/pxe/${net0/mac:hexhyp}.
+// base/pxe/${netX/mac:hexhyp}: the NIC iPXE booted from.
 //
 // # TFTP
 //

@@ -141,8 +141,9 @@ func withNote(script []byte, note string) []byte {
 }
 
 // Bootstrap renders the script GET /pxe-bootstrap.ipxe serves: it chains
-// to serverURL/pxe/${net0/mac:hexhyp}, the machine's own boot script.
-// serverURL is the base URL the request named, e.g. "http://10.0.0.1:8080".
+// to serverURL/pxe/${netX/mac:hexhyp}, the machine's own boot script,
+// asked by the MAC of the NIC iPXE booted from (bootNICMAC). serverURL
+// is the base URL the request named, e.g. "http://10.0.0.1:8080".
 func Bootstrap(serverURL string) ([]byte, error) {
 	server, err := checkServerURL(serverURL)
 	if err != nil {
@@ -151,7 +152,7 @@ func Bootstrap(serverURL string) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("#!ipxe\n")
 	b.WriteString("# bty: fetch this machine's boot script by its MAC\n")
-	fmt.Fprintf(&b, "chain %s/pxe/${net0/mac:hexhyp} || goto failed\n", server)
+	fmt.Fprintf(&b, "chain %s/pxe/%s || goto failed\n", server, bootNICMAC)
 	// A boot script that returns (policy local on UEFI exits to hand the
 	// machine back to the firmware) ends iPXE too, with a failure status:
 	// a UEFI boot manager stops at its menu when a boot option returns
@@ -163,6 +164,43 @@ func Bootstrap(serverURL string) ([]byte, error) {
 	b.WriteString("exit 1\n")
 	return b.Bytes(), nil
 }
+
+// bootNICMAC is the iPXE expansion of the MAC of the NIC iPXE booted
+// from (docs/reference.md, "Inventory"). ${net0/mac} would name the
+// first NIC iPXE found, the wrong one on a machine that booted from
+// another (ipxe issue 826, matchbox PR 410, Ironic bug 1504482).
+//
+// netX is "the most recently opened network device": find_netdev
+// ("netX") returns last_opened_netdev(), the head of open_net_devices,
+// which ifopen puts each device at (src/net/netdevice.c). Before iPXE
+// runs a script, autoboot's netboot(netdev) closes every other device
+// (close_other_netdevs) and opens the one it boots from
+// (src/usr/autoboot.c), so inside the script netX is that device, the
+// only one open. Which device that is, per build (checked against
+// ipxe/ipxe at 0ab2277, 2026-08):
+//
+//   - ipxe.efi: efiprefix.c calls efi_set_autoboot_ll_addr with the
+//     loaded image's device, the NIC the firmware PXE-booted from, so
+//     autoboot tries that NIC only;
+//   - snponly.efi and undionly.kpxe drive only the NIC the firmware
+//     booted from (its SNP handle, its preloaded UNDI stack): netX and
+//     net0 are the same one device;
+//   - ipxe.pxe (every driver, chained from a PXE ROM) sets no autoboot
+//     device and tries the NICs in order: it boots from the first that
+//     gets a DHCP answer with a boot file, and netX names that one,
+//     which is the NIC the request came by (net0 may not be);
+//   - an iPXE ROM (romprefix.S) sets its own PCI location as the
+//     autoboot device.
+//
+// Either way the MAC is the one the script's HTTP request goes out by,
+// the NIC the live env must bring up. A script that opened another NIC
+// (ifopen) would move netX; bty's scripts never do.
+//
+// TestPXEChainOVMF/second-nic (BTY_VMTEST=1) boots an OVMF guest from
+// the second of two NICs with Debian's ipxe.efi (1.0.0+git-20190125):
+// iPXE names the boot NIC net1 and the bootstrap asks by its MAC; with
+// net0 it asked by the first NIC's, which was never up.
+const bootNICMAC = "${netX/mac:hexhyp}"
 
 func localScript(mac string) []byte {
 	var b bytes.Buffer

@@ -138,7 +138,7 @@ func TestScriptSemantics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := lineWithPrefix(t, b, "chain "); got != "chain "+testServer+"/pxe/${net0/mac:hexhyp} || goto failed" {
+	if got := lineWithPrefix(t, b, "chain "); got != "chain "+testServer+"/pxe/${netX/mac:hexhyp} || goto failed" {
 		t.Errorf("bootstrap chain line %q", got)
 	}
 }
@@ -260,7 +260,7 @@ var ipxeCommands = map[string]bool{
 }
 
 // ipxeSettings are the ${...} expansions the scripts may use.
-var ipxeSettings = map[string]bool{"platform": true, "net0/mac:hexhyp": true}
+var ipxeSettings = map[string]bool{"platform": true, "netX/mac:hexhyp": true}
 
 var labelRE = regexp.MustCompile(`^:[A-Za-z0-9_]+$`)
 
@@ -316,7 +316,7 @@ func lintScript(t *testing.T, script []byte) {
 			}
 			rest = rest[i+j+1:]
 		}
-		if strings.ContainsAny(strings.ReplaceAll(strings.ReplaceAll(line, "${platform}", ""), "${net0/mac:hexhyp}", ""), "${}\"'\\;") {
+		if strings.ContainsAny(strings.ReplaceAll(strings.ReplaceAll(line, "${platform}", ""), "${netX/mac:hexhyp}", ""), "${}\"'\\;") {
 			t.Errorf("%s: quote, backslash, ';' or stray '$', '{', '}'", where)
 		}
 		words := strings.Fields(line)

@@ -140,7 +140,7 @@ func goInNetns(t *testing.T, ns string, fn func()) {
 
 func TestPXEChainOVMF(t *testing.T) {
 	if os.Getenv("BTY_VMTEST") != "1" {
-		t.Skip("VM test: PXE-boots a UEFI QEMU guest through bty's proxy-DHCP, TFTP and iPXE scripts (about a minute); set BTY_VMTEST=1 as root")
+		t.Skip("VM test: PXE-boots a UEFI QEMU guest through bty's proxy-DHCP, TFTP and iPXE scripts (about a minute per case; second-nic boots from the second of two NICs); set BTY_VMTEST=1 as root")
 	}
 	ovmfCode, ovmfVars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	for _, need := range []string{"qemu-system-x86_64", "dnsmasq", "ip", ovmfCode, ovmfVars, filepath.Join(DefaultIPXEDir, "ipxe.efi")} {
@@ -152,25 +152,39 @@ func TestPXEChainOVMF(t *testing.T) {
 			t.Fatalf("BTY_VMTEST=1 but %s is missing: scripts/install-deps.sh vm and test install it", need)
 		}
 	}
-	t.Run("flash", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyFlash) })
-	t.Run("local", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyLocal) })
+	t.Run("flash", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyFlash, false) })
+	t.Run("local", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyLocal, false) })
+	t.Run("second-nic", func(t *testing.T) { pxeChainOVMF(t, fleet.PolicyLocal, true) })
 }
+
+// vmDeadMAC is the first NIC of the second-nic guest: on a network with
+// nothing else on it, so the machine boots from its second NIC (vmMAC).
+const vmDeadMAC = "52:54:00:b7:70:00"
 
 // pxeChainOVMF boots the guest with /pxe/MAC serving policy: flash must
 // reach the kernel's /init; local must run in iPXE, fetch nothing more and
 // end iPXE with the bootstrap's failure status (so a UEFI boot manager
 // goes on to the disk), with no other error on the way.
-func pxeChainOVMF(t *testing.T, policy fleet.Policy) {
+//
+// secondNIC gives the guest two NICs, the first (vmDeadMAC, net0 to
+// iPXE) on a network with nothing on it, the second (vmMAC) on the lab
+// network and first in the boot order: the bootstrap must ask for the
+// second NIC's script (docs/reference.md, "Inventory"), never the
+// first's.
+func pxeChainOVMF(t *testing.T, policy fleet.Policy, secondNIC bool) {
 	ovmfCode, ovmfVars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	kernelPath := findKernel()
-	if kernelPath == "" {
-		t.Fatal("no Linux kernel for the guest: set BTY_NETBOOT_KERNEL=/path/to/vmlinuz (or run scripts/vm-image.sh, whose cache has one)")
+	var kernel, initrd []byte
+	if policy != fleet.PolicyLocal { // local never fetches the live env
+		kernelPath := findKernel()
+		if kernelPath == "" {
+			t.Fatal("no Linux kernel for the guest: set BTY_NETBOOT_KERNEL=/path/to/vmlinuz (or run scripts/vm-image.sh, whose cache has one)")
+		}
+		var err error
+		if kernel, err = os.ReadFile(kernelPath); err != nil {
+			t.Fatal(err)
+		}
+		initrd = buildInitramfs(t)
 	}
-	kernel, err := os.ReadFile(kernelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd := buildInitramfs(t)
 
 	// Topology: namespace "lab" holds a bridge with the network's DHCP
 	// server (dnsmasq, addresses only) and QEMU's tap; the server
@@ -189,6 +203,11 @@ func pxeChainOVMF(t *testing.T, policy fleet.Policy) {
 	ip("-n", n.client, "link", "set", "tap0", "master", "br0")
 	ip("-n", n.client, "link", "set", "tap0", "up")
 	ip("-n", n.client, "link", "set", "br0", "up")
+	if secondNIC {
+		// The first NIC's network: a tap in no bridge, nothing answers.
+		ip("-n", n.client, "tuntap", "add", "dev", "tap1", "mode", "tap")
+		ip("-n", n.client, "link", "set", "tap1", "up")
+	}
 
 	tmp := t.TempDir()
 	dhcp := exec.Command("ip", "netns", "exec", n.client, "dnsmasq", "-d", "--conf-file=/dev/null", "--port=0",
@@ -301,8 +320,16 @@ func pxeChainOVMF(t *testing.T, policy fleet.Policy) {
 		"-serial", "stdio",
 		"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
 		"-drive", "if=pflash,format=raw,file="+vars,
-		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=")
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no")
+	if secondNIC {
+		// The dead NIC comes first on the bus (iPXE's net0); the lab's
+		// NIC is first in the boot order.
+		qemu.Args = append(qemu.Args, "-netdev", "tap,id=n1,ifname=tap1,script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=n1,mac="+vmDeadMAC+",romfile=,addr=0x3",
+			"-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=,addr=0x4,bootindex=1")
+	} else {
+		qemu.Args = append(qemu.Args, "-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=")
+	}
 	serial := &lockedBuffer{}
 	qemu.Stdout, qemu.Stderr = serial, serial
 	start := time.Now()
@@ -378,6 +405,16 @@ wait:
 	for _, want := range wantReqs {
 		if !strings.Contains(got, want) {
 			t.Errorf("no HTTP request for %s (requests: %s)", want, got)
+		}
+	}
+	if secondNIC {
+		if dead := "/pxe/" + strings.ReplaceAll(vmDeadMAC, ":", "-"); strings.Contains(got, dead) {
+			t.Errorf("the bootstrap asked by the first NIC's MAC: %s", got)
+		}
+		// iPXE numbered the NICs as found: the boot NIC is not net0, so
+		// ${net0/mac} would have named the dead one.
+		if m := regexp.MustCompile(`(net\d+): ` + vmMAC).FindStringSubmatch(out); m == nil || m[1] == "net0" {
+			t.Errorf("iPXE's name of the boot NIC %s: %v, want one other than net0 (else this test proves nothing about netX)", vmMAC, m)
 		}
 	}
 	if st := tftpSrv.Stats(); st.Bytes == 0 {

@@ -127,7 +127,11 @@ func (s *Server) pxeContact(ctx context.Context, mac fleet.MAC, v fleet.Visit) (
 		// An address that used up its discoveries (a flood of made-up
 		// MACs, most likely): a read first, so an unknown MAC from it
 		// is refused without taking the store's one writer.
-		if _, err := s.store.GetMachine(ctx, mac); errors.Is(err, store.ErrNotFound) {
+		rec, err := store.Resolve(ctx, s.store, mac) // another NIC of a known machine is known
+		if err != nil {
+			return c, false, err
+		}
+		if _, err := s.store.GetMachine(ctx, rec); errors.Is(err, store.ErrNotFound) {
 			reason = refusedRate
 		} else if err != nil {
 			return c, false, err

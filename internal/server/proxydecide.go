@@ -68,7 +68,11 @@ func (s *Server) proxyDecline(d *proxyDecider, hw net.HardwareAddr) (bool, strin
 	defer cancel()
 	// A read first: the store's one writer is taken only for a machine
 	// that is declined.
-	m, err := s.store.GetMachine(ctx, mac)
+	rec, err := store.Resolve(ctx, s.store, mac) // another NIC's MAC: its machine's
+	if err != nil {
+		return false, ""
+	}
+	m, err := s.store.GetMachine(ctx, rec)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, ""
 	}

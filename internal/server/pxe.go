@@ -59,7 +59,14 @@ func (s *Server) handlePXE(w http.ResponseWriter, r *http.Request) {
 	if stored {
 		s.flashChanged(c.Machine, v.At)
 	}
-	script, policy := s.bootScript(r.Context(), c.Machine, c.Decision, s.serverURL(r), false)
+	m := c.Machine
+	if !c.Via.IsZero() {
+		// Another NIC of the machine asked (docs/reference.md,
+		// "Inventory"): its script names that NIC, so the live env
+		// brings it up and calls back by it, which reaches this record.
+		m.MAC = c.Via
+	}
+	script, policy := s.bootScript(r.Context(), m, c.Decision, s.serverURL(r), false)
 	s.metrics.pxeContacts.WithLabelValues(string(policy)).Inc()
 	writeScript(w, script)
 }

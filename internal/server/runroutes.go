@@ -218,6 +218,11 @@ func (s *Server) handlePXERunUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	call := cycleCall(r)
+	mac, err := store.Resolve(r.Context(), s.store, mac) // another NIC's MAC: its machine's
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
 	m, err := s.store.GetMachine(r.Context(), mac)
 	if errors.Is(err, store.ErrNotFound) {
 		s.refuseCycleCall(w, r, mac, "run upload", err)

@@ -210,6 +210,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /pxe/{mac}/user-data", s.handlePXESeed("user-data"))
 	m.HandleFunc("GET /pxe/{mac}/meta-data", s.handlePXESeed("meta-data"))
 	m.HandleFunc("GET /pxe-bootstrap.ipxe", s.handleBootstrap)
+	m.HandleFunc("POST /pxe/{mac}/inventory", s.handlePXEInventory)
 	m.HandleFunc("GET /images", s.handleImages)
 	m.HandleFunc("GET /images/{name}", s.handleImageGet)
 	m.HandleFunc("GET /boot", s.handleBootList)

@@ -528,7 +528,7 @@ func TestPXEScriptsAndCadence(t *testing.T) {
 		t.Errorf("tui script:\n%s", s)
 	}
 	// The bootstrap names the host the request used.
-	if s := string(ts.do(t, "GET", "/pxe-bootstrap.ipxe", nil, nil).body); !strings.Contains(s, "chain "+ts.URL+"/pxe/${net0/mac:hexhyp}") {
+	if s := string(ts.do(t, "GET", "/pxe-bootstrap.ipxe", nil, nil).body); !strings.Contains(s, "chain "+ts.URL+"/pxe/${netX/mac:hexhyp}") {
 		t.Errorf("bootstrap:\n%s", s)
 	}
 	// A hostname that would inject kernel arguments is refused by the

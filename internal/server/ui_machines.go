@@ -362,6 +362,10 @@ type machineData struct {
 	// Actions are the latest steps of the machine's recovery, newest
 	// first.
 	Actions []fleet.Action
+	// NICLinked says, for each NIC of the inventory, whether a PXE
+	// contact from it is this machine's (its own MAC, or linked to it:
+	// docs/reference.md, "Inventory").
+	NICLinked map[fleet.MAC]bool
 }
 
 // powerForm is what the machine form's power control fieldset shows:
@@ -496,6 +500,7 @@ func (s *Server) renderMachineWith(w http.ResponseWriter, r *http.Request, code 
 		d.SSHPort = strconv.Itoa(form.CijoeSSHPort)
 	}
 	d.LabelsText = strings.ReplaceAll(form.Labels.String(), ",", "\n")
+	d.NICLinked = s.nicLinks(r, m)
 	if t, ok := errs[labelsTextKey]; ok {
 		d.LabelsText = t
 		delete(errs, labelsTextKey)

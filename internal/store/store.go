@@ -52,6 +52,11 @@ type Store interface {
 	ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fleet.Machine, found bool) (fleet.Machine, error)) (fleet.Machine, error)
 	// DeleteMachine returns ErrNotFound for an unknown MAC.
 	DeleteMachine(ctx context.Context, mac fleet.MAC) error
+	// MachineByNIC returns the MAC of the machine whose inventory
+	// linked nic as one of its other NICs (docs/reference.md,
+	// "Inventory"), ErrNotFound when none did. A linked MAC is never a
+	// record's own: writing a record for it removes the link.
+	MachineByNIC(ctx context.Context, nic fleet.MAC) (fleet.MAC, error)
 
 	// CreateSession stores a session token's SHA-256 with its expiry.
 	CreateSession(ctx context.Context, tokenHash []byte, expires, now time.Time) error
@@ -216,6 +221,10 @@ type Contact struct {
 	Decision fleet.Decision
 	// Discovered is set when this contact created the record.
 	Discovered bool
+	// Via is the MAC that made the contact when it is another NIC of
+	// Machine (Resolve), zero otherwise: the boot script names it, so
+	// the live env brings up the NIC the machine booted from.
+	Via fleet.MAC
 }
 
 func notFound(mac fleet.MAC) error { return fmt.Errorf("machine %s: %w", mac, ErrNotFound) }
@@ -236,6 +245,42 @@ func KnownContact(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit) (C
 }
 
 func contact(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit, discover bool) (Contact, error) {
+	rec, err := Resolve(ctx, s, mac)
+	if err != nil {
+		return Contact{}, err
+	}
+	if rec != mac {
+		// Another NIC of a known machine: that machine's contact. Its
+		// record may have gone since the lookup: then the MAC is
+		// unknown, and discovered as any other.
+		c, err := contact1(ctx, s, rec, v, false)
+		if !errors.Is(err, ErrNotFound) {
+			c.Via = mac
+			return c, err
+		}
+	}
+	return contact1(ctx, s, mac, v, discover)
+}
+
+// Resolve returns the MAC of the record a PXE contact or live env call
+// for mac acts on: the machine that linked mac as another of its NICs
+// (MachineByNIC), else mac itself. A record's own MAC is never linked,
+// so a link never takes a MAC away from its record.
+func Resolve(ctx context.Context, s Store, mac fleet.MAC) (fleet.MAC, error) {
+	if mac.IsZero() {
+		return mac, nil
+	}
+	rec, err := s.MachineByNIC(ctx, mac)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return mac, nil
+	case err != nil:
+		return fleet.MAC{}, err
+	}
+	return rec, nil
+}
+
+func contact1(ctx context.Context, s Store, mac fleet.MAC, v fleet.Visit, discover bool) (Contact, error) {
 	var c Contact
 	m, err := s.ModifyMachine(ctx, mac, func(m fleet.Machine, found bool) (fleet.Machine, error) {
 		c = Contact{}
@@ -276,6 +321,15 @@ func FlashDone(ctx context.Context, s Store, mac fleet.MAC, p fleet.Progress, c 
 	return inCycle(ctx, s, mac, c, func(m fleet.Machine) fleet.Machine { return m.Done(p, c.At) })
 }
 
+// RecordInventory records the live env's inventory report inv
+// (fleet.Machine.Inventoried: the inventory, its time, its derived
+// labels; the store links its other NICs) if the call belongs to the
+// machine's flash cycle, like FlashDone. inv must have passed
+// fleet.Inventory.Check.
+func RecordInventory(ctx context.Context, s Store, mac fleet.MAC, inv fleet.Inventory, c CycleCall) (fleet.Machine, error) {
+	return inCycle(ctx, s, mac, c, func(m fleet.Machine) fleet.Machine { return m.Inventoried(inv, c.At) })
+}
+
 // FlashProgress records the live env's progress report p
 // (fleet.Machine.Progressed) if the call belongs to the machine's flash
 // cycle, like FlashDone.
@@ -292,6 +346,10 @@ func FlashProgress(ctx context.Context, s Store, mac fleet.MAC, p fleet.Progress
 // flood of refused calls on the open routes does not queue the fleet's
 // writes behind it.
 func inCycle(ctx context.Context, s Store, mac fleet.MAC, c CycleCall, fn func(fleet.Machine) fleet.Machine) (fleet.Machine, error) {
+	mac, err := Resolve(ctx, s, mac)
+	if err != nil {
+		return fleet.Machine{}, err
+	}
 	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { return m.CheckCycle(c.Token, c.IP, c.At) }); err != nil {
 		return fleet.Machine{}, err
 	}
@@ -329,6 +387,10 @@ func precheck(ctx context.Context, s Store, mac fleet.MAC, check func(fleet.Mach
 // Otherwise nothing is written and the error wraps
 // fleet.ErrCycleRefused.
 func PhoneHome(ctx context.Context, s Store, mac fleet.MAC, c CycleCall) (fleet.Machine, error) {
+	mac, err := Resolve(ctx, s, mac)
+	if err != nil {
+		return fleet.Machine{}, err
+	}
 	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { _, err := m.PhoneHome(c.Token, c.IP, c.At); return err }); err != nil {
 		return fleet.Machine{}, err
 	}
@@ -382,6 +444,10 @@ func FlashFailed(ctx context.Context, s Store, mac fleet.MAC, reason string, c C
 // (fleet.Machine.ReleaseSeed); otherwise it writes nothing and returns
 // an error wrapping fleet.ErrCycleRefused.
 func ReleaseSeed(ctx context.Context, s Store, mac fleet.MAC, what string, c CycleCall) (fleet.Machine, error) {
+	mac, err := Resolve(ctx, s, mac)
+	if err != nil {
+		return fleet.Machine{}, err
+	}
 	if err := precheck(ctx, s, mac, func(m fleet.Machine) error { _, err := m.ReleaseSeed(what, c.Token, c.IP, c.At); return err }); err != nil {
 		return fleet.Machine{}, err
 	}

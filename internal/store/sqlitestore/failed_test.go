@@ -84,6 +84,7 @@ func TestMigrationFromV1(t *testing.T) {
 		`DROP TABLE actions`,
 		`DROP TABLE schedules`,
 		`DROP TABLE rollouts`,
+		`ALTER TABLE machines DROP COLUMN inventory`, `ALTER TABLE machines DROP COLUMN inventory_at`, `DROP TABLE machine_nics`,
 		`UPDATE machines SET last_known_good = 'old.img'`,
 		`DELETE FROM schema_version WHERE version >= 2`} {
 		if _, err := db.Exec(q); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,8 @@ const machineCols = `mac, image, provisioning_mode, hostname, cijoe_workflow_ref
 	cycle_token_hash, cycle_ip, cycle_started_at, cycle_expires_at, cycle_seed_served,
 	last_conflict_at, last_conflict_ip, power, ready_check, flash_deadline, flash,
 	cijoe_ssh_user, cijoe_ssh_port, cijoe_timeout, labels,
-	health_every, health_fail_after, health, recovery, quarantine`
+	health_every, health_fail_after, health, recovery, quarantine,
+	inventory, inventory_at`
 
 // storedPower is a machine's power column: fleet.Power with its
 // password, which fleet.Power's own JSON leaves out.
@@ -75,6 +77,8 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		powerJSON, readyCheck, flashJSON, lkg      string
 		labelsJSON                                 string
 		health, recovery, quarantine               string
+		inventory                                  string
+		inventoryAt                                sql.NullString
 	)
 	if err := sc.Scan(&mac, &m.Image, &mode, &m.Hostname, &m.CijoeWorkflowRef, &lkg,
 		&discovered, &seen, &m.LastSeenIP, &policy, &next, &flashed,
@@ -82,7 +86,8 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		&m.UserData, &m.MetaData, &served,
 		&cycleHash, &cycleIP, &cycleStart, &cycleEnd, &seedServed, &conflict, &m.LastConflictIP, &powerJSON,
 		&readyCheck, &m.FlashDeadline, &flashJSON, &m.CijoeSSHUser, &m.CijoeSSHPort, &m.CijoeTimeout, &labelsJSON,
-		&m.HealthEvery, &m.HealthFailAfter, &health, &recovery, &quarantine); err != nil {
+		&m.HealthEvery, &m.HealthFailAfter, &health, &recovery, &quarantine,
+		&inventory, &inventoryAt); err != nil {
 		return fleet.Machine{}, err
 	}
 	var err error
@@ -98,7 +103,8 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		name string
 		src  string
 		dst  any
-	}{{"health", health, &m.Health}, {"recovery", recovery, &m.Recovery}, {"quarantine", quarantine, &m.Quarantine}} {
+	}{{"health", health, &m.Health}, {"recovery", recovery, &m.Recovery}, {"quarantine", quarantine, &m.Quarantine},
+		{"inventory", inventory, &m.Inventory}} {
 		if c.src == "" {
 			continue
 		}
@@ -113,7 +119,8 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 	for _, f := range []struct {
 		dst **time.Time
 		src sql.NullString
-	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}, {&m.LastFailedAt, failed}, {&m.LastConflictAt, conflict}} {
+	}{{&m.DiscoveredAt, discovered}, {&m.LastSeenAt, seen}, {&m.LastFlashedAt, flashed}, {&m.LastWorkflowRunAt, wfRun}, {&m.LastFailedAt, failed}, {&m.LastConflictAt, conflict},
+		{&m.InventoryAt, inventoryAt}} {
 		if *f.dst, err = parseNullTime(f.src); err != nil {
 			return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 		}
@@ -122,6 +129,7 @@ func scanMachine(sc scanner) (fleet.Machine, error) {
 		return fleet.Machine{}, fmt.Errorf("machine %s: %w", m.MAC, err)
 	}
 	m.ReadyCheck = fleet.ReadyCheck(readyCheck)
+	m.DerivedLabels = m.Inventory.DerivedLabels()
 	if flashJSON != "" {
 		f, err := decodeFlash(flashJSON)
 		if err != nil {
@@ -225,7 +233,8 @@ func machineValues(m fleet.Machine) []any {
 		cycleHash, cycleIP, cycleStart, cycleEnd, seedServed, nullTime(m.LastConflictAt), m.LastConflictIP,
 		encodePower(m.Power), string(m.ReadyCheck), m.FlashDeadline, encodeFlash(m.Flash),
 		m.CijoeSSHUser, m.CijoeSSHPort, m.CijoeTimeout, encodeLabels(m.Labels),
-		m.HealthEvery, m.HealthFailAfter, encodeState(m.Health), encodeState(m.Recovery), encodeState(m.Quarantine)}
+		m.HealthEvery, m.HealthFailAfter, encodeState(m.Health), encodeState(m.Recovery), encodeState(m.Quarantine),
+		encodeState(m.Inventory), nullTime(m.InventoryAt)}
 }
 
 // encodeState is the JSON column of a machine's health, recovery or
@@ -245,20 +254,33 @@ func insertMachine(ctx context.Context, tx dbtx, m fleet.Machine) error {
 	if err != nil {
 		return err
 	}
-	return writeLabels(ctx, tx, m.MAC, m.Labels)
+	if err := writeLabels(ctx, tx, m.MAC, m.AllLabels()); err != nil {
+		return err
+	}
+	return linkNICs(ctx, tx, m)
 }
 
-// updateMachine rewrites every column of m's row, and its label rows
-// when its labels differ from before's (the record as read in this
-// transaction): a PXE contact writes no label rows.
+// updateMachine rewrites every column of m's row, its label rows when
+// its labels (its own and the derived ones: fleet.Machine.AllLabels)
+// differ from before's (the record as read in this transaction), and
+// its NIC links when a new inventory came (a NIC another record had
+// may be free now) or its NICs differ: a PXE contact writes neither.
 func updateMachine(ctx context.Context, tx dbtx, before, m fleet.Machine) error {
 	_, err := tx.ExecContext(ctx, `UPDATE machines SET (`+machineCols+`)
 		= (`+machinePlaceholders+`) WHERE mac = ?`,
 		append(machineValues(m), m.MAC.String())...)
-	if err != nil || encodeLabels(before.Labels) == encodeLabels(m.Labels) {
+	if err != nil {
 		return err
 	}
-	return writeLabels(ctx, tx, m.MAC, m.Labels)
+	if encodeLabels(before.AllLabels()) != encodeLabels(m.AllLabels()) {
+		if err := writeLabels(ctx, tx, m.MAC, m.AllLabels()); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(nicMACs(before), nicMACs(m)) || nullTime(before.InventoryAt) != nullTime(m.InventoryAt) {
+		return linkNICs(ctx, tx, m)
+	}
+	return nil
 }
 
 // encodeLabels is a machine's labels column: JSON (keys sorted), empty
@@ -310,6 +332,7 @@ func (s *SQLite) ModifyMachine(ctx context.Context, mac fleet.MAC, fn func(m fle
 		if out.MAC != mac {
 			return fmt.Errorf("machine %s: the change would rename it to %q", mac, out.MAC)
 		}
+		out.DerivedLabels = out.Inventory.DerivedLabels()
 		if out.Replaced != nil {
 			if _, err := writeFlash(ctx, tx, nil, out.Replaced); err != nil {
 				return err
@@ -345,6 +368,9 @@ func (s *SQLite) DeleteMachine(ctx context.Context, mac fleet.MAC) error {
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM machine_labels WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s labels", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM machine_nics WHERE machine = ?`, mac.String()); err != nil {
+			return s.dbError("deleting machine "+mac.String()+"'s NIC links", err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM runs WHERE mac = ?`, mac.String()); err != nil {
 			return s.dbError("deleting machine "+mac.String()+"'s workflow runs", err)
