@@ -1,34 +1,14 @@
 package e2e
 
-// TestIPMIReflash (BTY_VMTEST=1, root) is a one-shot reflash through a
-// real IPMI BMC, end to end: the real bty-web and bty-ctl in the lab's
-// server namespace, OpenIPMI's ipmi_sim beside them as the machine's
-// BMC, and a UEFI QEMU guest as the machine's hardware. ipmi_sim hands
-// power and boot-flag commands to its chassis_control program, which is
-// this test binary (TestMain's chassis mode) passing them to the test:
-// "set power 1" starts QEMU with the disk first in the boot order, or
-// the NIC first once when the boot flag is pxe (the flag is then
-// consumed, like firmware's one-time boot override); "set power 0" ends
-// it; QEMU ending on its own (-no-reboot: the guest rebooted) starts it
-// again with the power still on.
-//
-// The guest starts powered off with a blank disk. Flash 1: bty-ctl
-// machines reflash --wait; bty-web sets the one-time PXE boot and powers
-// the machine on (pxe-once+on); the live env flashes the Debian image
-// with the record's cloud-init seed and reboots; the disk boots first (no
-// proxy-DHCP contact, no detour), the OS comes up with the record's host
-// name and phones home: the flash is ready. The machine is in
-// cijoe-online mode: bty-web then runs its workflow (the stand-in cijoe,
-// each step over real SSH) against the OS as the image's default user,
-// with the key bty-web made and the seed's vendor-data authorised; the
-// second step reads back the file the first wrote on the guest; the run
-// is the machine's known-good baseline. Flash 2, while that OS runs,
-// with --hostname and a workflow whose second step fails:
-// pxe-once+cycle, a stranger mid-cycle is refused, the new OS has the
-// new host name, the run fails with the step's status and the baseline
-// stays the first run's. Flash 3: the BMC refuses a wrong password;
-// the flash fails at once with that reason (never the password), the
-// running OS is left alone.
+// The machine behind an IPMI BMC for the QEMU lab's fleet test
+// (fleet_test.go): OpenIPMI's ipmi_sim as the BMC, and this test
+// binary as its chassis_control program (TestMain's chassis mode),
+// passing power and boot-flag commands to the test: "set power 1"
+// starts QEMU with the disk first in the boot order, or the NIC first
+// once when the boot flag is pxe (the flag is then consumed, like
+// firmware's one-time boot override); "set power 0" ends it; QEMU
+// ending on its own (-no-reboot: the guest rebooted) starts it again
+// with the power still on.
 
 import (
 	"bufio"
@@ -51,234 +31,23 @@ import (
 const (
 	ipmiMAC  = "52:54:00:b7:e2:02"
 	ipmiUser = "admin"
-	// ipmiAddr is the BMC's LAN address, inside the server namespace.
-	ipmiAddr = "127.0.0.1:6623"
 )
 
-var toolIPMISim = tool{"ipmi_sim", "openipmi"}
-
-func TestIPMIReflash(t *testing.T) {
-	needVMTest(t, "reflashes a UEFI guest three times through OpenIPMI's ipmi_sim as its BMC and the real bty-web: power on, power cycle of the running OS, a cijoe-online workflow run after each, a refused password (about 9 minutes under TCG)",
-		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd, toolIPMISim)
-	repo := repoRoot(t)
-	tmp := t.TempDir()
-
-	bootDir := filepath.Join(tmp, "boot")
-	runBtyMedia(t, repo, "netboot", "--out", bootDir, "--cache", filepath.Join(repo, ".cache", "bty-media"))
-	var phases []phase
-	defer func() { reportPhases(t, phases) }()
-
-	img, sum, _ := debianImage(t, repo)
-	zst := zstdOf(t, img, sum)
-	imageRoot := filepath.Join(tmp, "images")
-	if err := os.MkdirAll(imageRoot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	linkOrCopy(t, zst, filepath.Join(imageRoot, pxeImageName))
-
-	l := newLab(t, true)
-	w := startBtyWeb(t, repo, l, tmp, bootDir, imageRoot)
-	waitImageHashed(t, w, pxeImageName, sum)
-	w.ctlRun(t, w.password+"\n", "login", "--password-stdin")
-
-	// The machine: off, a blank disk, and its BMC.
-	disk := filepath.Join(tmp, "target.raw")
-	sparseFile(t, disk, targetSize)
-	hw := newChassis(t, filepath.Join(tmp, "chassis.sock"), []string{
-		"-netdev", "tap,id=n0,ifname=" + l.addTap(t) + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=" + ipmiMAC + ",romfile=,bootindex=%NIC%",
-		"-drive", "if=none,id=d0,format=raw,file=" + disk,
-		"-device", "virtio-blk-pci,drive=d0,bootindex=%DISK%",
-		"-device", "virtio-rng-pci",
-	}, l.ns, copyVars(t, tmp))
-	defer hw.shutdown()
-	bmcPassword := "e2e-bmc-" + shortID(t)
-	startBMC(t, l.srv, filepath.Join(tmp, "bmc"), hw.sock, bmcPassword)
-
-	token := fmt.Sprintf("ipmi-%d", time.Now().UnixNano())
-	userData := filepath.Join(tmp, "user-data.yaml")
-	ud := "#cloud-config\nruncmd:\n  - [sh, -c, 'echo \"BTY-PROOF " + token + "\" > /dev/ttyS0']\n"
-	if err := os.WriteFile(userData, []byte(ud), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	onlineWorkflows(t, w, tmp, token)
-	w.ctlRun(t, bmcPassword+"\n", "machines", "set", ipmiMAC, "--policy", "local", "--image", pxeImageName,
-		"--provisioning", "cijoe-online", "--cijoe-workflow", "good.yaml", "--ready-check", "phone-home",
-		"--hostname", "ipmi-one", "--user-data", userData,
-		"--power-driver", "ipmi", "--power-address", ipmiAddr, "--power-user", ipmiUser, "--power-password-stdin",
-		// ipmi_sim lacks the SHA-256 suites the library tries first.
-		"--power-cipher-suite", "3")
-	// ipmi_sim opens its port a moment after it starts.
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		out, err := w.ctlTry("", "machines", "power", ipmiMAC, "status")
-		if err == nil && strings.Contains(out, "power off") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the BMC at %s: %q, %v; want power off", ipmiAddr, out, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-
-	// Flash 1: the machine is off; the BMC sets the one-time PXE boot
-	// and powers it on.
-	logMark, sets := w.log.mark(), len(hw.sets())
-	res := w.ctlAsync("", "machines", "reflash", ipmiMAC, "--wait", "--timeout", "20m")
-	pxe1, v := hw.waitRun(t, 0, 2*time.Minute)
-	if !pxe1 {
-		t.Fatalf("the first power-on booted the disk first: the BMC's one-time PXE boot was not set (BMC calls %q)", hw.sets())
-	}
-	if first, _, err := v.waitLine(regexp.MustCompile(`BdsDxe: starting `), 0, 3*time.Minute); err != nil || !strings.Contains(first.text, "PXE") {
-		t.Errorf("QEMU %s: the firmware's first boot option %q (%v), want the NIC's PXE", v.name, first.text, err)
-	} else {
-		t.Logf("QEMU %s [%6.1fs] %s", v.name, first.at.Seconds(), first.text)
-	}
-	v.expect(t, `bty-live: starting \(netboot`, 5*time.Minute)
-	v.expect(t, `bty-live: seeded bty-web's SSH key for the image's default user debian`, 8*time.Minute)
-	v.expect(t, `bty-live: seeded cloud-init's phone_home`, time.Minute)
-	v.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
-	pxe, os1 := hw.waitRun(t, 1, 3*time.Minute)
-	if pxe {
-		t.Errorf("QEMU %s: the reboot after the flash had the NIC first; the one-time PXE boot must be used up", os1.name)
-	}
-	out := res.wait(t, 12*time.Minute, 0)
-	f1 := checkReadyFlash(t, w, out, "pxe-once+on")
-	if got := strings.Join(hw.sets()[sets:], ", "); got != "set boot pxe, set power 1" {
-		t.Errorf("flash 1: the BMC's chassis calls %q, want set boot pxe, set power 1", got)
-	}
-	checkOSBoot(t, os1, "ipmi-one", token)
-	checkChain(t, w, logMark, v.start, seedAndReady)
-	checkNoDetour(t, w, os1, logMark)
-	phases = append(phases, flashPhases("flash1", f1)...)
-	// cijoe-online: the workflow runs on the booted OS over SSH with
-	// bty-web's key, which the seed authorised; the run is the baseline.
-	run1, log1 := waitOnlineRun(t, w, ipmiMAC, f1, 5*time.Minute)
-	checkGoodRun(t, w, ipmiMAC, token, f1, run1, log1)
-	phases = append(phases, phase{"flash1-ready-to-run-end", run1.EndedAt.Sub(*f1.ReadyAt)})
-
-	// Flash 2 runs a workflow whose second step fails.
-	w.ctlRun(t, "", "machines", "set", ipmiMAC, "--cijoe-workflow", "bad.yaml")
-
-	// Flash 2: the OS runs; the BMC sets the one-time PXE boot and
-	// cycles the power. A stranger mid-cycle gets nothing.
-	sets = len(hw.sets())
-	logMark = w.log.mark()
-	res = w.ctlAsync("", "machines", "reflash", ipmiMAC, "--hostname", "ipmi-two", "--wait", "--timeout", "20m")
-	pxe2, v := hw.waitRun(t, 2, 2*time.Minute)
-	if !pxe2 {
-		t.Fatalf("the power cycle booted the disk first: the BMC's one-time PXE boot was not set (BMC calls %q)", hw.sets()[sets:])
-	}
-	if !os1.exited() {
-		t.Errorf("QEMU %s still runs after the power cycle", os1.name)
-	}
-	cmdline := v.expect(t, `Command line: .* bty\.cycle=[0-9a-f]{32}\b`, 5*time.Minute)
-	cycle := regexp.MustCompile(`bty\.cycle=([0-9a-f]{32})`).FindStringSubmatch(cmdline.text)[1]
-	v.expect(t, `bty-live: starting \(netboot`, 3*time.Minute)
-	stranger(t, w, ipmiMAC, cycle, "mid-cycle")
-	v.expect(t, `bty-live: provisioning \(cloud-init\): .*local-hostname ipmi-two\b`, 8*time.Minute)
-	v.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
-	_, os2 := hw.waitRun(t, 3, 3*time.Minute)
-	out = res.wait(t, 12*time.Minute, 0)
-	f2 := checkReadyFlash(t, w, out, "pxe-once+cycle")
-	if got := strings.Join(hw.sets()[sets:], ", "); got != "set boot pxe, set power 0, set power 1" {
-		t.Errorf("flash 2: the BMC's chassis calls %q, want set boot pxe, set power 0, set power 1", got)
-	}
-	checkOSBoot(t, os2, "ipmi-two", token)
-	checkChain(t, w, logMark, v.start, seedAndReady)
-	checkNoDetour(t, w, os2, logMark)
-	phases = append(phases, flashPhases("flash2", f2)...)
-	run2, log2 := waitOnlineRun(t, w, ipmiMAC, f2, 5*time.Minute)
-	checkBadRun(t, w, ipmiMAC, run1, run2, log2)
-
-	// Flash 3: a wrong BMC password. The flash fails at once with the
-	// BMC's refusal; the running OS is not touched.
-	const wrong = "Wrong-pa55word-Y"
-	w.ctlRun(t, wrong+"\n", "machines", "set", ipmiMAC, "--power-password-stdin")
-	sets = len(hw.sets())
-	start := time.Now()
-	code, stdout, stderr := w.ctlExit("", "machines", "reflash", ipmiMAC, "--wait", "--timeout", "5m")
-	took := time.Since(start)
-	t.Logf("reflash with a wrong BMC password: exit %d after %s\nstdout:\n%s\nstderr:\n%s", code, took.Round(100*time.Millisecond), stdout, stderr)
-	if code != 1 || took > 90*time.Second {
-		t.Errorf("reflash with a wrong BMC password: exit %d after %s, want 1 within 90 s", code, took.Round(time.Second))
-	}
-	if !strings.Contains(stdout+stderr, "refused the credentials") {
-		t.Errorf("reflash with a wrong BMC password does not say the BMC refused the credentials")
-	}
-	if strings.Contains(stdout+stderr, wrong) || strings.Contains(w.log.String(), wrong) {
-		t.Errorf("the BMC password shows in bty-ctl's output or bty-web's log")
-	}
-	if got := hw.sets()[sets:]; len(got) != 0 {
-		t.Errorf("with a wrong password the BMC still did %q", got)
-	}
-	if os2.exited() {
-		t.Errorf("QEMU %s ended (%s): the failed flash touched the running machine", os2.name, os2.status())
-	}
-	if m := w.machineGet(t, ipmiMAC); m.Flash == nil || m.Flash.Result != fleet.FlashFailed {
-		t.Errorf("after the refused password: the record's flash %+v, want failed", m.Flash)
-	}
-	if code := w.getStatus(t, "/healthz"); code != 200 {
-		t.Errorf("GET /healthz after the refused password: %d", code)
-	}
-	hist := flashHistory(t, w, ipmiMAC)
-	if len(hist) != 3 {
-		t.Fatalf("machines history: %d flashes, want 3: %+v", len(hist), hist)
-	}
-	if f := hist[0]; f.Result != fleet.FlashFailed || !strings.Contains(f.Reason, "refused the credentials") || strings.Contains(f.Reason, wrong) {
-		t.Errorf("the failed flash in the history: result %s, reason %q; want failed, the BMC's refusal", f.Result, f.Reason)
-	} else {
-		t.Logf("flash %d: %s: %s", f.ID, f.Result, f.Reason)
-	}
-	t.Logf("the BMC's chassis calls:\n%s", strings.Join(hw.calls(), "\n"))
-}
+var (
+	toolIPMISim = tool{"ipmi_sim", "openipmi"}
+	toolSSH     = tool{"ssh", "openssh-client"}
+)
 
 // seedAndReady are a cloud-init flash's calls in bty-web's log after
 // its PXE boot: the live env fetches the seed and reports done, the
 // flashed OS phones home.
-var seedAndReady = []chainStep{
-	{"the live env fetches the user-data", `msg="seed served" mac=` + ipmiMAC + ` what=user-data`},
-	{"the live env fetches the meta-data", `msg="seed served" mac=` + ipmiMAC + ` what=meta-data`},
-	{"the live env reports done", `method=POST path=/pxe/\S+/done status=200`},
-	{"the flashed OS phones home", `msg="machine ready \(phone-home\)" mac=` + ipmiMAC},
-}
-
-// checkReadyFlash checks a reflash --wait that succeeded: its output
-// names each phase, and the machine's newest flash in the history is
-// ready, powered how, with its phase times in order and the OS's
-// address. It returns that flash.
-func checkReadyFlash(t *testing.T, w *btyWeb, out, how string) fleet.Flash {
-	t.Helper()
-	for _, ph := range []string{"requested", "power", "pxe", "fetch", "done", "ready"} {
-		if !regexp.MustCompile(`(?m)^\s+\+\S+\s+` + ph + `\b`).MatchString(out) {
-			t.Errorf("reflash --wait printed no %s phase:\n%s", ph, out)
-		}
+func seedAndReady(mac string) []chainStep {
+	return []chainStep{
+		{"the live env fetches the user-data", `msg="seed served" mac=` + mac + ` what=user-data`},
+		{"the live env fetches the meta-data", `msg="seed served" mac=` + mac + ` what=meta-data`},
+		{"the live env reports done", `method=POST path=/pxe/\S+/done status=200`},
+		{"the flashed OS phones home", `msg="machine ready \(phone-home\)" mac=` + mac},
 	}
-	if !strings.Contains(out, "ready in ") || !regexp.MustCompile(`\bpower\s+`+regexp.QuoteMeta(how)+`\b`).MatchString(out) {
-		t.Errorf("reflash --wait output lacks the power (%s) or the final ready line:\n%s", how, out)
-	}
-	f := flashHistory(t, w, ipmiMAC)[0]
-	if f.Power != how || f.Result != fleet.FlashReady || f.Trigger != fleet.TriggerDemand {
-		t.Errorf("flash %d: power %q result %s trigger %s, want %s, ready, demand (reason %q)", f.ID, f.Power, f.Result, f.Trigger, how, f.Reason)
-	}
-	prev, prevName := f.RequestedAt, "requested_at"
-	for _, p := range []struct {
-		name string
-		at   *time.Time
-	}{{"power_at", f.PowerAt}, {"pxe_at", f.PXEAt}, {"fetch_at", f.FetchAt}, {"done_at", f.DoneAt}, {"ready_at", f.ReadyAt}} {
-		switch {
-		case p.at == nil:
-			t.Errorf("flash %d: no %s", f.ID, p.name)
-		case p.at.Before(prev):
-			t.Errorf("flash %d: %s %s before %s %s", f.ID, p.name, p.at.Format(time.RFC3339Nano), prevName, prev.Format(time.RFC3339Nano))
-		default:
-			prev, prevName = *p.at, p.name
-		}
-	}
-	if f.OSAddress == "" {
-		t.Errorf("flash %d: no os_address", f.ID)
-	}
-	t.Logf("flash %d: %s, %s, OS at %s", f.ID, f.Power, f.Result, f.OSAddress)
-	return f
 }
 
 // checkOSBoot waits for the flashed OS on v to finish booting with
@@ -298,12 +67,12 @@ func checkOSBoot(t *testing.T, v *vm, hostname, token string) {
 // checkNoDetour checks that v's boot went to the disk first: no network
 // boot option in the firmware's log, and no DHCP contact of the machine
 // that bty-web left without a boot file (bty-web's log from mark on).
-func checkNoDetour(t *testing.T, w *btyWeb, v *vm, mark int) {
+func checkNoDetour(t *testing.T, w *btyWeb, mac string, v *vm, mark int) {
 	t.Helper()
 	if f := v.serial.all(regexp.MustCompile(`>>Start (PXE|HTTP)|BdsDxe: starting .*(PXE|HTTP)`)); len(f) > 0 {
 		t.Errorf("QEMU %s: the disk boot tried the network first: %q", v.name, f[0].text)
 	}
-	decline := regexp.MustCompile(`msg="proxy-DHCP left a PXE client without a boot file.*mac=` + regexp.QuoteMeta(ipmiMAC))
+	decline := regexp.MustCompile(`msg="proxy-DHCP left a PXE client without a boot file.*mac=` + regexp.QuoteMeta(mac))
 	if ln, _, ok := w.log.find(decline, mark); ok {
 		t.Errorf("QEMU %s: the disk boot asked proxy-DHCP: %s", v.name, ln.text)
 	}
@@ -602,6 +371,13 @@ func (c *chassis) sets() []string {
 	return append([]string(nil), c.setLog...)
 }
 
+// runsSoFar are the QEMU runs so far.
+func (c *chassis) runsSoFar() []chassisRun {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]chassisRun(nil), c.runs...)
+}
+
 // calls are all chassis_control calls so far, timed.
 func (c *chassis) calls() []string {
 	c.mu.Lock()
@@ -609,10 +385,10 @@ func (c *chassis) calls() []string {
 	return append([]string(nil), c.log...)
 }
 
-// startBMC runs ipmi_sim in namespace ns on ipmiAddr with one admin
+// startBMC runs ipmi_sim in namespace ns on addr with one admin
 // user (ipmiUser, password) and this test binary as its chassis_control
 // program, talking to the machine at sock.
-func startBMC(t *testing.T, ns, dir, sock, password string) {
+func startBMC(t *testing.T, ns, dir, addr, sock, password string) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -622,7 +398,7 @@ func startBMC(t *testing.T, ns, dir, sock, password string) {
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(ipmiAddr)
+	host, port, _ := net.SplitHostPort(addr)
 	write := func(name, s string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
 			t.Fatal(err)

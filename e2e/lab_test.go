@@ -151,7 +151,7 @@ func program(t *testing.T, repo, name string) string {
 	return p
 }
 
-// chassisEnv names the Unix socket of TestIPMIReflash's simulated
+// chassisEnv names the Unix socket of TestFleetIPMI's simulated
 // machine: set, this binary is not a test run but ipmi_sim's
 // chassis_control program (ipmi_test.go), and ipmi_sim's children
 // inherit it.
@@ -435,8 +435,9 @@ type btyWeb struct {
 
 // startBtyWeb runs the real bty-web in l's server namespace on port 8080
 // with TFTP on 69 and proxy-DHCP on the server's veth; state, images and
-// boot dirs under dir. It returns once /healthz answers.
-func startBtyWeb(t *testing.T, repo string, l *lab, dir, bootDir, imageRoot string) *btyWeb {
+// boot dirs under dir, and env's variables besides. It returns once
+// /healthz answers.
+func startBtyWeb(t *testing.T, repo string, l *lab, dir, bootDir, imageRoot string, env ...string) *btyWeb {
 	t.Helper()
 	w := &btyWeb{url: "http://" + labServerIP + ":8080", ns: l.srv, password: "e2e-" + shortID(t) + shortID(t),
 		log: newTimedLog(time.Now()), ctl: program(t, repo, "bty-ctl"), ctlHome: filepath.Join(dir, "ctl")}
@@ -452,9 +453,10 @@ func startBtyWeb(t *testing.T, repo string, l *lab, dir, bootDir, imageRoot stri
 		"BTY_TFTP_PORT=69",
 		"BTY_LOG_LEVEL=debug",
 		// cijoe-online runs the stand-in, which runs each step over
-		// real SSH (TestIPMIReflash).
+		// real SSH (TestFleetIPMI).
 		"BTY_CIJOE="+filepath.Join(repo, "e2e", "testdata", "cijoe"),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = w.log, w.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ package e2e
 // request to the disk's boot loader) is measured and reported.
 //
 // The cloud-init seed, the seeded OS and a stranger mid-cycle are
-// TestIPMIReflash's (ipmi_test.go).
+// TestFleetIPMI's (fleet_test.go).
 
 import (
 	"bufio"
