@@ -216,7 +216,7 @@ func TestFleetIPMI(t *testing.T) {
 	bSets, bRuns := len(b.hw.sets()), len(b.hw.runsSoFar())
 	aSets := len(a.hw.sets())
 	broke := time.Now()
-	sshGuest(t, w, tmp, fa.OSAddress, "sudo systemctl disable --now ssh.service ssh.socket 2>&1; echo disabled")
+	sshGuest(t, w, tmp, fa.OSAddress, "sudo systemctl disable --now ssh.service 2>&1; echo exit=$?")
 	logMark = w.log.mark()
 	m := waitMachine(t, w, a.mac, "A's recovery power-cycled it", 2*time.Minute, func(m api.Machine) bool {
 		return m.Recovery != nil && m.Recovery.Step == fleet.StepCycle

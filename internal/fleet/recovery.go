@@ -46,6 +46,10 @@ type Recovery struct {
 	// NextAt is when the step may next act (a backoff, or the deadline
 	// of waiting for health after the power cycle).
 	NextAt *time.Time `json:"next_at"`
+	// Cycled says the power cycle went through: only then can a passing
+	// health check end the recovery before a reflash (a machine the BMC
+	// could not cycle was not rebooted; its failure stands).
+	Cycled bool `json:"cycled"`
 }
 
 // Quarantine is a machine taken out of automation after its recovery
@@ -132,14 +136,16 @@ func (m Machine) HealthAddress() string {
 }
 
 // CheckDue reports whether m's health check should run at now: m is
-// watched, no flash runs and no reflash of its recovery is in progress
-// (those have their own checks), and its interval has passed since
-// last (the zero time: never checked).
+// watched (or waits for health after recovery's power cycle), its OS is
+// meant to run (it has an address: a machine never booted through
+// bty-web is not failing, it is not there yet), no flash runs (a flash
+// has its own ready check), and its interval has passed since last
+// (the zero time: never checked).
 func (m Machine) CheckDue(last, now time.Time) bool {
 	if !m.Watched() && (m.Recovery == nil || m.Recovery.Step != StepCycle) {
 		return false
 	}
-	if m.Flash.Running() {
+	if m.Flash.Running() || m.HealthAddress() == "" {
 		return false
 	}
 	every, _ := ParseHealthEvery(m.HealthEvery)
@@ -241,7 +247,7 @@ func (m Machine) NextRecovery(p RecoveryPolicy, active int, now time.Time) Recov
 		}
 		return ActCycle
 	case StepCycle:
-		if h := m.Health; h != nil && h.OK && h.Since.After(r.StepAt) {
+		if h := m.Health; r.Cycled && h != nil && h.OK && h.Since.After(r.StepAt) {
 			return ActRecovered
 		}
 		if due {
@@ -291,7 +297,9 @@ func (m Machine) RecoveryStepped(a RecoveryAction, p RecoveryPolicy, flash int64
 	at := now.UTC()
 	switch a {
 	case ActCycle:
-		r.Step, r.StepAt = StepCycle, at
+		// A cycle that did not happen (no power driver, the BMC
+		// failed) is stepped with no wait: the reflash is due at once.
+		r.Step, r.StepAt, r.Cycled = StepCycle, at, p.CycleWait > 0
 		next := at.Add(p.CycleWait)
 		r.NextAt = &next
 	case ActReflash:

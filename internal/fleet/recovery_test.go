@@ -32,6 +32,9 @@ func TestHealthChecked(t *testing.T) {
 	if !changed || !m2.Health.Since.Equal(t0) || !m2.Health.CheckedAt.Equal(t0.Add(2*time.Minute)) {
 		t.Fatalf("a refresh keeps since: %+v", m2.Health)
 	}
+	if (Machine{HealthEvery: "30s"}).CheckDue(time.Time{}, t0) {
+		t.Fatal("a machine with no address (never booted) is not checked")
+	}
 	m3, changed := m2.Checked(errors.New("connection refused"), t0.Add(3*time.Minute), time.Minute)
 	if !changed || m3.Health.OK || !m3.Health.Since.Equal(t0.Add(3*time.Minute)) || m3.Health.Detail != "connection refused" {
 		t.Fatalf("a failure: %+v", m3.Health)
@@ -102,6 +105,13 @@ func TestRecoveryCycleHeals(t *testing.T) {
 	m.Health = &Health{OK: true, Since: t0.Add(2 * time.Minute)}
 	if a := m.NextRecovery(rp, 0, t0.Add(3*time.Minute)); a != ActRecovered {
 		t.Fatalf("healthy after the cycle: %q", a)
+	}
+	// A cycle that did not happen (the BMC failed: no wait) does not
+	// count a passing check: the reflash is due at once.
+	nc := m.RecoveryStepped(ActCycle, RecoveryPolicy{MaxReflashes: 3}, 0, "", t0)
+	nc.Health = &Health{OK: true, Since: t0.Add(time.Second)}
+	if a := nc.NextRecovery(rp, 0, t0.Add(2*time.Second)); a != ActReflash {
+		t.Fatalf("healthy after a failed cycle: %q, want reflash", a)
 	}
 	m = m.RecoveryStepped(ActRecovered, rp, 0, "", t0.Add(3*time.Minute))
 	if m.Recovery != nil || m.Quarantine != nil {
