@@ -245,6 +245,7 @@ func TestFleetIPMI(t *testing.T) {
 	checkOSBoot(t, osA4, "fleet-a", token)
 	fr := waitFlashEnd(t, w, a.mac, fb.ID, 8*time.Minute)
 	checkFlash(t, fr, fleet.TriggerFailure, "pxe-once+cycle", fleet.FlashReady)
+	checkChain(t, w, logMark, va3.start, seedAndReady(a.mac))
 	if fr.KnownGoodRun != runA.ID || !strings.Contains(fr.Cause, "health check failing") {
 		t.Errorf("recovery's flash: known-good run %d, cause %q; want run %d's baseline and the failing check", fr.KnownGoodRun, fr.Cause, runA.ID)
 	}

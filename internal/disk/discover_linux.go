@@ -464,29 +464,15 @@ func deviceType(dir string) string {
 }
 
 // transport derives the bus from where the device sits in the sysfs
-// device tree, as lsblk does.
+// device tree, as lsblk does (Transport), loop devices being "loop".
 func transport(dir, typ string) string {
-	name := filepath.Base(dir)
-	p := filepath.ToSlash(dir)
-	switch {
-	case typ == "loop":
+	switch typ {
+	case "loop":
 		return "loop"
-	case typ == "dm" || typ == "md":
+	case "dm", "md":
 		return ""
-	case strings.HasPrefix(name, "nvme") || strings.Contains(p, "/nvme/"):
-		return "nvme"
-	case strings.Contains(p, "/usb"):
-		return "usb"
-	case strings.Contains(p, "/ata"):
-		return "sata"
-	case strings.HasPrefix(name, "mmcblk") || strings.Contains(p, "/mmc_host/"):
-		return "mmc"
-	case strings.Contains(p, "/virtio") && !strings.Contains(p, "/host"):
-		return "virtio"
-	case strings.Contains(p, "/host") && strings.Contains(p, "/target"):
-		return "scsi"
 	}
-	return ""
+	return Transport(filepath.Base(dir), dir)
 }
 
 // serial finds the serial number the way udev would: the block device's

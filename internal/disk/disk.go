@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"strings"
 )
 
@@ -159,4 +160,26 @@ func holderProblem(h string) string {
 	default:
 		return "held by " + h + "; release it first"
 	}
+}
+
+// Transport is the bus a block device named name sits on, from its
+// device path in sysfs (/sys/devices/...), as lsblk derives it: nvme,
+// usb, sata, mmc, virtio or scsi; "" when none is recognised.
+func Transport(name, devPath string) string {
+	p := filepath.ToSlash(devPath)
+	switch {
+	case strings.HasPrefix(name, "nvme") || strings.Contains(p, "/nvme/"):
+		return "nvme"
+	case strings.Contains(p, "/usb"):
+		return "usb"
+	case strings.Contains(p, "/ata"):
+		return "sata"
+	case strings.HasPrefix(name, "mmcblk") || strings.Contains(p, "/mmc_host/"):
+		return "mmc"
+	case strings.Contains(p, "/virtio") && !strings.Contains(p, "/host"):
+		return "virtio"
+	case strings.Contains(p, "/host") && strings.Contains(p, "/target"):
+		return "scsi"
+	}
+	return ""
 }

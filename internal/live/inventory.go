@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/btyproject/bty/internal/client"
+	"github.com/btyproject/bty/internal/disk"
 	"github.com/btyproject/bty/internal/fleet"
 )
 
@@ -141,35 +142,13 @@ func disks(dir string) []fleet.InventoryDisk {
 		if err != nil {
 			real = p
 		}
-		d.Transport = diskTransport(name, real)
+		d.Transport = disk.Transport(name, real)
 		out = append(out, d)
 		if len(out) == fleet.MaxInventoryDisks {
 			break
 		}
 	}
 	return out
-}
-
-// diskTransport is the bus a disk sits on, from its device path in
-// sysfs (/sys/devices/...), the rule internal/disk follows (as lsblk):
-// "" when none is recognised.
-func diskTransport(name, devPath string) string {
-	p := filepath.ToSlash(devPath)
-	switch {
-	case strings.HasPrefix(name, "nvme") || strings.Contains(p, "/nvme/"):
-		return "nvme"
-	case strings.Contains(p, "/usb"):
-		return "usb"
-	case strings.Contains(p, "/ata"):
-		return "sata"
-	case strings.HasPrefix(name, "mmcblk") || strings.Contains(p, "/mmc_host/"):
-		return "mmc"
-	case strings.Contains(p, "/virtio") && !strings.Contains(p, "/host"):
-		return "virtio"
-	case strings.Contains(p, "/host") && strings.Contains(p, "/target"):
-		return "scsi"
-	}
-	return ""
 }
 
 // pciDevices are /sys/bus/pci/devices' functions with their IDs as
