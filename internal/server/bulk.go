@@ -46,14 +46,7 @@ func (s *Server) handleBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, code, err := s.bulk(r.Context(), req)
-	switch {
-	case code == http.StatusInternalServerError:
-		s.internalError(w, r, err)
-	case err != nil:
-		writeError(w, code, err.Error())
-	default:
-		writeJSON(w, http.StatusOK, res)
-	}
+	s.answer(w, r, http.StatusOK, res, code, err)
 }
 
 // bulk checks req, selects its machines and runs its action on each.

@@ -38,14 +38,7 @@ func (s *Server) handleReflash(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, code, err := s.startReflash(r.Context(), mac, req)
-	switch {
-	case code == http.StatusInternalServerError:
-		s.internalError(w, r, err)
-	case err != nil:
-		writeError(w, code, err.Error())
-	default:
-		writeJSON(w, code, res)
-	}
+	s.answer(w, r, code, res, code, err)
 }
 
 // powerFlash boots machine m into its demand flash through its BMC: a

@@ -72,15 +72,7 @@ func (s *Server) handleClear(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, code, err := s.clearMachineCtx(r.Context(), mac)
-	if err != nil {
-		if code == http.StatusInternalServerError {
-			s.internalError(w, r, err)
-		} else {
-			writeError(w, code, err.Error())
-		}
-		return
-	}
-	writeJSON(w, http.StatusOK, m)
+	s.answer(w, r, http.StatusOK, m, code, err)
 }
 
 // clearMachineCtx clears mac's quarantine and recovery

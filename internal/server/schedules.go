@@ -79,15 +79,7 @@ func (s *Server) handleScheduleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sch, code, err := s.createSchedule(r, u)
-	if err != nil {
-		if code == http.StatusInternalServerError {
-			s.internalError(w, r, err)
-		} else {
-			writeError(w, code, err.Error())
-		}
-		return
-	}
-	writeJSON(w, http.StatusCreated, sch)
+	s.answer(w, r, http.StatusCreated, sch, code, err)
 }
 
 // createSchedule checks and stores a new schedule: the schedule, or an
@@ -137,15 +129,7 @@ func (s *Server) handleSchedulePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sch, code, err := s.updateSchedule(r, id, u)
-	if err != nil {
-		if code == http.StatusInternalServerError {
-			s.internalError(w, r, err)
-		} else {
-			writeError(w, code, err.Error())
-		}
-		return
-	}
-	writeJSON(w, http.StatusOK, sch)
+	s.answer(w, r, http.StatusOK, sch, code, err)
 }
 
 // updateSchedule applies u to schedule id: the schedule, or an error

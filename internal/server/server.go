@@ -369,6 +369,20 @@ func errorID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// answer writes the answer of a handler's work: v with ok, or err with
+// code (a 500 as internalError: logged with an id, the client sees only
+// the id).
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, ok int, v any, code int, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, ok, v)
+	case code == http.StatusInternalServerError:
+		s.internalError(w, r, err)
+	default:
+		writeError(w, code, err.Error())
+	}
+}
+
 // decodeJSON reads a JSON body of at most limit bytes into v, refusing
 // unknown fields; on failure it answers 400/413 and returns false.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
