@@ -114,6 +114,14 @@ const MaxSeedBytes = 1 << 20
 // cut.
 const MaxFailureLen = 2000
 
+// Listed is m as lists and event streams carry it: without its
+// inventory (tens of kilobytes on a large server; GET /machines/{mac}
+// has it), its inventory_at and derived labels kept.
+func (m Machine) Listed() Machine {
+	m.Inventory = nil
+	return m
+}
+
 // Redacted is m without its cloud-init seed (nor its baseline's), for
 // answers on open routes.
 func (m Machine) Redacted() Machine {

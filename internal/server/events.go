@@ -169,6 +169,7 @@ func (h *hub) close() {
 
 func (s *Server) publishMachine(m fleet.Machine) {
 	s.discovery.note(m, false)
+	m = m.Listed()
 	s.hub.publish(api.MachineEvent{Type: "upsert", MAC: m.MAC, Machine: &m})
 }
 
@@ -411,7 +412,8 @@ func (s *Server) writeSnapshot(ctx context.Context, w io.Writer) error {
 			return err
 		}
 		for i := range p.Machines {
-			b, err := json.Marshal(&p.Machines[i])
+			m := p.Machines[i].Listed()
+			b, err := json.Marshal(&m)
 			if err != nil {
 				return err
 			}

@@ -109,6 +109,8 @@ func TestPXEInventory(t *testing.T) {
 		t.Fatalf("GET /machines?selector: %d %s", r.code, r.body)
 	} else if r.json(t, &page); len(page) != 1 || page[0].MAC.String() != mac {
 		t.Errorf("selector gpu=nvidia,role=ci: %d machines", len(page))
+	} else if page[0].Inventory != nil || page[0].InventoryAt == nil || page[0].DerivedLabels["gpu"] != "nvidia" {
+		t.Errorf("a list's record: inventory %v (want it left out), inventory_at %v, derived %v", page[0].Inventory != nil, page[0].InventoryAt, page[0].DerivedLabels)
 	}
 	page = nil
 	ts.do(t, "GET", "/machines?selector=gpu%3Damd", nil, ts.auth()).json(t, &page)

@@ -130,6 +130,9 @@ func (s *Server) handleMachines(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
 	}
+	for i := range p.Machines {
+		p.Machines[i] = p.Machines[i].Listed()
+	}
 	writeJSON(w, http.StatusOK, p.Machines)
 }
 
