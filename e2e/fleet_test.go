@@ -18,7 +18,8 @@ package e2e
 //     is B reflashed. Every flash is a history row with trigger
 //     rollout and the rollout's id.
 //  2. A's OS is made unhealthy (its sshd, the health check's port, is
-//     disabled, for good): bty-web's health watch sees the check fail,
+//     disabled for good, by a unit A's own seed installed, which its
+//     default user triggers over SSH): bty-web's health watch sees the check fail,
 //     and after health_fail_after recovers it with no command typed:
 //     a power cycle through the BMC (sshd stays off), then, after the
 //     cycle wait, a reflash to A's known-good baseline (pxe-once+cycle;
@@ -76,7 +77,9 @@ func newGuest(t *testing.T, l *lab, tmp, name, mac, bmc string) *guest {
 		"-device", "virtio-blk-pci,drive=d0,bootindex=%DISK%",
 		"-device", "virtio-rng-pci",
 	}, l.ns, copyVars(t, dir))
-	t.Cleanup(g.hw.shutdown)
+	// The caller shuts the chassis down (defer) before the test's
+	// cleanups kill its QEMU runs: a run killed with the power on would
+	// look like a guest that rebooted.
 	startBMC(t, l.srv, filepath.Join(dir, "bmc"), bmc, g.hw.sock, g.password)
 	return g
 }
@@ -117,7 +120,9 @@ func TestFleetIPMI(t *testing.T) {
 	w.ctlRun(t, w.password+"\n", "login", "--password-stdin")
 
 	a := newGuest(t, l, tmp, "a", fleetMACA, fleetBMC_A)
+	defer a.hw.shutdown()
 	b := newGuest(t, l, tmp, "b", fleetMACB, fleetBMC_B)
+	defer b.hw.shutdown()
 
 	token := fmt.Sprintf("fleet-%d", time.Now().UnixNano())
 	userData := filepath.Join(tmp, "user-data.yaml")
@@ -125,12 +130,24 @@ func TestFleetIPMI(t *testing.T) {
 	if err := os.WriteFile(userData, []byte(ud), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A's seed also installs the fault the test injects later: once its
+	// default user (the image has no sudo) touches ~/break-health, root
+	// disables and stops sshd, the health check's port, for good.
+	userDataA := filepath.Join(tmp, "user-data-a.yaml")
+	udA := "#cloud-config\nwrite_files:\n" +
+		"  - path: /etc/systemd/system/bty-break-health.path\n    content: |\n      [Path]\n      PathExists=/home/debian/break-health\n" +
+		"  - path: /etc/systemd/system/bty-break-health.service\n    content: |\n      [Service]\n      Type=oneshot\n      ExecStart=/bin/systemctl disable --now ssh.service\n" +
+		"runcmd:\n  - [sh, -c, 'echo \"BTY-PROOF " + token + "\" > /dev/ttyS0']\n" +
+		"  - [systemctl, start, bty-break-health.path]\n"
+	if err := os.WriteFile(userDataA, []byte(udA), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	onlineWorkflows(t, w, tmp, token)
 	// A: cijoe-online, health-watched. B: cloud-init, not watched. No
 	// image yet: the rollout assigns it.
 	w.ctlRun(t, a.password+"\n", append([]string{"machines", "set", a.mac, "--policy", "local", "--label", "role=lab",
 		"--provisioning", "cijoe-online", "--cijoe-workflow", "good.yaml", "--ready-check", "phone-home",
-		"--hostname", "fleet-a", "--user-data", userData, "--health-every", "5s", "--health-fail-after", "20s"}, a.powerFlags()...)...)
+		"--hostname", "fleet-a", "--user-data", userDataA, "--health-every", "5s", "--health-fail-after", "20s"}, a.powerFlags()...)...)
 	w.ctlRun(t, b.password+"\n", append([]string{"machines", "set", b.mac, "--policy", "local", "--label", "role=lab",
 		"--provisioning", "cloud-init", "--ready-check", "phone-home", "--hostname", "fleet-b", "--user-data", userData}, b.powerFlags()...)...)
 	for _, g := range []*guest{a, b} {
@@ -216,7 +233,7 @@ func TestFleetIPMI(t *testing.T) {
 	bSets, bRuns := len(b.hw.sets()), len(b.hw.runsSoFar())
 	aSets := len(a.hw.sets())
 	broke := time.Now()
-	sshGuest(t, w, tmp, fa.OSAddress, "sudo systemctl disable --now ssh.service 2>&1; echo exit=$?")
+	sshGuest(t, w, tmp, fa.OSAddress, "touch ~/break-health && echo touched")
 	logMark = w.log.mark()
 	m := waitMachine(t, w, a.mac, "A's recovery power-cycled it", 2*time.Minute, func(m api.Machine) bool {
 		return m.Recovery != nil && m.Recovery.Step == fleet.StepCycle

@@ -286,7 +286,7 @@ func (rc *recoverer) cycle(ctx context.Context, m fleet.Machine, p fleet.Recover
 		p.CycleWait = 0
 		return err.Error() + "; reflashing instead", p
 	}
-	return fmt.Sprintf("power %s through the %s BMC (state %s); waiting up to %s for the health check", action, res.Driver, res.State, p.CycleWait), p
+	return fmt.Sprintf("power %s through the %s BMC; waiting up to %s for the health check", action, res.Driver, p.CycleWait), p
 }
 
 func (rc *recoverer) statusOf(ctx context.Context, m fleet.Machine) (string, error) {
