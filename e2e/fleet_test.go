@@ -29,7 +29,10 @@ package e2e
 //     system reports B bad: every flash recovery starts fails at the BMC
 //     (the password is never shown), a backoff between them, and B ends
 //     quarantined after the cap, its running OS never touched; A is
-//     untouched. An operator clears B.
+//     untouched. An operator sets the password again and clears B.
+//  4. A CI job's own reflash of B (bty-ctl machines reflash --wait,
+//     with a host name for this flash only) while B's OS runs:
+//     pxe-once+cycle, each phase printed, the new OS up with that name.
 
 import (
 	"encoding/json"
@@ -93,7 +96,7 @@ func (g *guest) powerFlags() []string {
 }
 
 func TestFleetIPMI(t *testing.T) {
-	needVMTest(t, "two UEFI guests behind OpenIPMI's ipmi_sim BMCs and the real bty-web: a rollout (canary, then the other), a health failure recovered by a power cycle and a reflash to known-good, a guest quarantined after its flashes fail (about 13 minutes under TCG)",
+	needVMTest(t, "two UEFI guests behind OpenIPMI's ipmi_sim BMCs and the real bty-web: a rollout (canary, then the other), a health failure recovered by a power cycle and a reflash to known-good, a guest quarantined after its flashes fail, then a CI job's reflash --wait (about 13 minutes under TCG)",
 		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd, toolIPMISim, toolSSH)
 	repo := repoRoot(t)
 	tmp := t.TempDir()
@@ -316,7 +319,49 @@ func TestFleetIPMI(t *testing.T) {
 	if m := w.machineGet(t, b.mac); m.Quarantine != nil || m.Recovery != nil {
 		t.Errorf("after clearing: quarantine %+v recovery %+v", m.Quarantine, m.Recovery)
 	}
+
+	// 4. A CI job's own reflash of the cleared B, while its OS runs:
+	// bty-ctl machines reflash --wait, each phase as it comes.
+	bSets, bRuns = len(b.hw.sets()), len(b.hw.runsSoFar())
+	logMark = w.log.mark()
+	res = w.ctlAsync("", "machines", "reflash", b.mac, "--hostname", "fleet-b-job", "--wait", "--timeout", "15m")
+	pxe, vb2 := b.hw.waitRun(t, bRuns, 2*time.Minute)
+	if !pxe || !osB.exited() {
+		t.Fatalf("the job's reflash: the NIC first %v, the old OS ended %v (BMC calls %q)", pxe, osB.exited(), b.hw.sets()[bSets:])
+	}
+	vb2.expect(t, `bty-live: provisioning \(cloud-init\): .*local-hostname fleet-b-job\b`, 8*time.Minute)
+	vb2.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
+	_, osB2 := b.hw.waitRun(t, bRuns+1, 3*time.Minute)
+	out = res.wait(t, 12*time.Minute, 0)
+	fj := checkReadyFlash(t, w, b.mac, out, "pxe-once+cycle")
+	if got := strings.Join(b.hw.sets()[bSets:], ", "); got != "set boot pxe, set power 0, set power 1" {
+		t.Errorf("the job's reflash: B's chassis calls %q, want set boot pxe, set power 0, set power 1", got)
+	}
+	checkOSBoot(t, osB2, "fleet-b-job", token)
+	checkChain(t, w, logMark, vb2.start, seedAndReady(b.mac))
+	checkNoDetour(t, w, b.mac, osB2, logMark)
+	phases = append(phases, flashPhases("job-b", fj)...)
 	t.Logf("A's BMC chassis calls:\n%s\nB's:\n%s", strings.Join(a.hw.calls(), "\n"), strings.Join(b.hw.calls(), "\n"))
+}
+
+// checkReadyFlash checks a reflash --wait that succeeded: its output
+// names each phase, and mac's newest flash in the history is a ready
+// demand flash, powered how, with its phase times in order and the OS's
+// address. It returns that flash.
+func checkReadyFlash(t *testing.T, w *btyWeb, mac, out, how string) fleet.Flash {
+	t.Helper()
+	for _, ph := range []string{"requested", "power", "pxe", "fetch", "done", "ready"} {
+		if !regexp.MustCompile(`(?m)^\s+\+\S+\s+` + ph + `\b`).MatchString(out) {
+			t.Errorf("reflash --wait printed no %s phase:\n%s", ph, out)
+		}
+	}
+	if !strings.Contains(out, "ready in ") || !regexp.MustCompile(`\bpower\s+`+regexp.QuoteMeta(how)+`\b`).MatchString(out) {
+		t.Errorf("reflash --wait output lacks the power (%s) or the final ready line:\n%s", how, out)
+	}
+	f := flashHistory(t, w, mac)[0]
+	checkFlash(t, f, fleet.TriggerDemand, how, fleet.FlashReady)
+	t.Logf("flash %d: %s, %s, OS at %s", f.ID, f.Power, f.Result, f.OSAddress)
+	return f
 }
 
 // waitFlashEnd waits for mac's newest flash, newer than after, to end
