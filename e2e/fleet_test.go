@@ -118,7 +118,7 @@ func TestFleetIPMI(t *testing.T) {
 	// Recovery's waits, shortened for the lab (the defaults are 10m, 5m
 	// and 3: docs/reference.md, "Failure recovery").
 	w := startBtyWeb(t, repo, l, tmp, bootDir, imageRoot,
-		"BTY_RECOVERY_CYCLE_WAIT=75s", "BTY_RECOVERY_BACKOFF=15s", "BTY_RECOVERY_REFLASHES=2")
+		"BTY_RECOVERY_CYCLE_WAIT=45s", "BTY_RECOVERY_BACKOFF=15s", "BTY_RECOVERY_REFLASHES=2")
 	waitImageHashed(t, w, pxeImageName, sum)
 	w.ctlRun(t, w.password+"\n", "login", "--password-stdin")
 
