@@ -65,20 +65,29 @@ const maxEventBytes = 8 << 20
 // logged in, unknown machine) ends the watch with the server's error.
 func (c *Client) WatchMachine(ctx context.Context, mac fleet.MAC, fn func(api.Machine) error) error {
 	u := c.endpoint("events", "machines") + "?snapshot=0&mac=" + mac.String()
+	return c.watch(ctx, u, ErrStopWatching, func(body io.Reader) error { return readEvents(body, fn) })
+}
+
+// watch follows the event stream at u: read gets each connection's
+// body. A read that returns stop ends the watch with nil, another error
+// ends it with that error; a dropped stream is reconnected with a pause
+// growing to 10 s, a refused one ends the watch with the server's
+// error.
+func (c *Client) watch(ctx context.Context, u string, stop error, read func(io.Reader) error) error {
 	pause := 500 * time.Millisecond
 	for {
-		var fnErr error
+		var readErr error
 		_, err := c.do(ctx, request{method: http.MethodGet, url: u, auth: true, header: http.Header{"Accept": {"text/event-stream"}},
 			stream: func(body io.Reader) error {
 				pause = 500 * time.Millisecond
-				fnErr = readEvents(body, fn)
-				return fnErr
+				readErr = read(body)
+				return readErr
 			}}, nil)
 		switch {
-		case errors.Is(fnErr, ErrStopWatching):
+		case errors.Is(readErr, stop):
 			return nil
-		case fnErr != nil:
-			return fnErr
+		case readErr != nil:
+			return readErr
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case StatusCode(err) != 0:

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/btyproject/bty/internal/api"
 )
@@ -58,34 +57,9 @@ func (c *Client) RolloutAction(ctx context.Context, id int64, action string) (ap
 // reconnected with a pause growing to 10 s; a refused one ends the watch
 // with the server's error.
 func (c *Client) WatchRollout(ctx context.Context, id int64, fn func(api.Rollout) error) error {
-	u := c.endpoint("rollouts", strconv.FormatInt(id, 10), "events")
-	pause := 500 * time.Millisecond
 	errEnd := errors.New("end")
-	for {
-		var fnErr error
-		_, err := c.do(ctx, request{method: http.MethodGet, url: u, auth: true, header: http.Header{"Accept": {"text/event-stream"}},
-			stream: func(body io.Reader) error {
-				pause = 500 * time.Millisecond
-				fnErr = readRolloutEvents(body, fn, errEnd)
-				return fnErr
-			}}, nil)
-		switch {
-		case errors.Is(fnErr, errEnd):
-			return nil
-		case fnErr != nil:
-			return fnErr
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case StatusCode(err) != 0:
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 10*time.Second)
-	}
+	return c.watch(ctx, c.endpoint("rollouts", strconv.FormatInt(id, 10), "events"), errEnd,
+		func(body io.Reader) error { return readRolloutEvents(body, fn, errEnd) })
 }
 
 // readRolloutEvents hands each "rollout" and "end" event's rollout to
