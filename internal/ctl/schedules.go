@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/btyproject/bty/internal/api"
+	"github.com/btyproject/bty/internal/client"
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/labels"
 )
@@ -39,6 +40,23 @@ func parseScheduleID(s string) (int64, error) {
 		return 0, usageErr("schedule id %q: give the positive number bty-ctl schedules list shows", s)
 	}
 	return id, nil
+}
+
+// scheduleClient checks a schedule id argument and opens a logged-in
+// client; errors come back already reported as command name's failure.
+// extra is the --json document's context (the id, the server).
+func (e *env) scheduleClient(name, arg string) (int64, *client.Client, map[string]any, error) {
+	extra := map[string]any{"id": arg}
+	id, err := parseScheduleID(arg)
+	if err != nil {
+		return 0, nil, extra, e.fail(name, err, extra)
+	}
+	c, err := e.authClient()
+	if err != nil {
+		return 0, nil, extra, e.fail(name, err, extra)
+	}
+	extra["server"] = c.Server()
+	return id, c, extra, nil
 }
 
 // zoned is t in the schedule's zone ("-" for none).
@@ -203,16 +221,10 @@ waits, failed or was skipped. An unknown ID is exit 1.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const cname = "schedules-get"
-			extra := map[string]any{"id": args[0]}
-			id, err := parseScheduleID(args[0])
+			id, c, extra, err := e.scheduleClient(cname, args[0])
 			if err != nil {
-				return e.fail(cname, err, extra)
+				return err
 			}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(cname, err, extra)
-			}
-			extra["server"] = c.Server()
 			s, err := c.Schedule(cmd.Context(), id)
 			if err != nil {
 				return e.fail(cname, e.apiErr(fmt.Sprintf("getting schedule %d", id), c, err), extra)
@@ -270,16 +282,10 @@ skipped). An unknown ID is exit 1.`
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cname := "schedules-" + use
-			extra := map[string]any{"id": args[0]}
-			id, err := parseScheduleID(args[0])
+			id, c, extra, err := e.scheduleClient(cname, args[0])
 			if err != nil {
-				return e.fail(cname, err, extra)
+				return err
 			}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(cname, err, extra)
-			}
-			extra["server"] = c.Server()
 			s, err := c.UpdateSchedule(cmd.Context(), id, api.ScheduleUpdate{Paused: &pause})
 			if err != nil {
 				return e.fail(cname, e.apiErr(fmt.Sprintf("%s schedule %d", map[bool]string{true: "pausing", false: "resuming"}[pause], id), c, err), extra)
@@ -307,16 +313,10 @@ started go on; no more start. An unknown ID is exit 1.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			const cname = "schedules-delete"
-			extra := map[string]any{"id": args[0]}
-			id, err := parseScheduleID(args[0])
+			id, c, extra, err := e.scheduleClient(cname, args[0])
 			if err != nil {
-				return e.fail(cname, err, extra)
+				return err
 			}
-			c, err := e.authClient()
-			if err != nil {
-				return e.fail(cname, err, extra)
-			}
-			extra["server"] = c.Server()
 			if err := c.DeleteSchedule(cmd.Context(), id); err != nil {
 				return e.fail(cname, e.apiErr(fmt.Sprintf("deleting schedule %d", id), c, err), extra)
 			}
