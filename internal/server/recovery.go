@@ -121,6 +121,15 @@ func (rc *recoverer) tick(ctx context.Context, now time.Time) {
 func (rc *recoverer) check(ctx context.Context, ms []fleet.Machine, now time.Time) {
 	sem := make(chan struct{}, maxHealthProbes)
 	var wg sync.WaitGroup
+	rc.mu.Lock()
+	known := make(map[fleet.MAC]time.Time, len(ms))
+	for _, m := range ms {
+		if t, ok := rc.last[m.MAC]; ok {
+			known[m.MAC] = t
+		}
+	}
+	rc.last = known // deleted machines drop out
+	rc.mu.Unlock()
 	for _, m := range ms {
 		rc.mu.Lock()
 		last := rc.last[m.MAC]
