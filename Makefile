@@ -34,7 +34,7 @@ test: deps build
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/image:FuzzOpen internal/image:FuzzQcow2 internal/image:FuzzXzIndex internal/image:FuzzZstdSeq \
 	internal/fleet:FuzzProgress internal/fleet:FuzzParseMAC internal/fleet:FuzzCheckWorkflow
-FUZZ_TARGETS += internal/fleet:FuzzInventory
+FUZZ_TARGETS += internal/fleet:FuzzInventory internal/chunks:FuzzParse
 # The fuzz cache ($GOCACHE/fuzz) is cleared first: inputs it gathers over
 # many runs (over 1,000 here) made the baseline pass outlast FUZZTIME and
 # the run fail with "context deadline exceeded". Failures found are kept
