@@ -136,6 +136,26 @@ type Image struct {
 	DecodedSHA256 *string `json:"decoded_sha256"`
 	// Error says why the server cannot flash this file.
 	Error string `json:"error,omitempty"`
+	// Chunks is the image's chunk store (delta and parallel flashes),
+	// built in the background once the image is hashed; nil until then.
+	Chunks *ChunkStore `json:"chunks"`
+}
+
+// ChunkStore is the state of an image's chunk store (GET /images,
+// served at GET /images/{name}/chunks once State is "ready").
+type ChunkStore struct {
+	// State is "queued", "building", "ready" or "failed".
+	State string `json:"state"`
+	// DoneBytes of TotalBytes (the decoded image) are chunked so far.
+	DoneBytes  int64 `json:"done_bytes"`
+	TotalBytes int64 `json:"total_bytes"`
+	// SizeBytes is the store's file size (ready); ChunkSize its chunk
+	// size; Chunks how many chunks the image has.
+	SizeBytes int64 `json:"size_bytes,omitempty"`
+	ChunkSize int64 `json:"chunk_size,omitempty"`
+	Chunks    int64 `json:"chunks,omitempty"`
+	// Error says why the build failed.
+	Error string `json:"error,omitempty"`
 }
 
 // BootFile is one live-env artifact (GET /boot).

@@ -45,6 +45,15 @@ type Event struct {
 	Line    string  `json:"line,omitempty"`
 	LogPath string  `json:"log_path,omitempty"`
 	Elapsed float64 `json:"elapsed_seconds,omitempty"`
+	// A delta flash's counts (progress, done): bytes fetched from the
+	// source; the image's chunks; those compared with the target so
+	// far, found equal, fetched and written.
+	BytesFetched   int64 `json:"bytes_fetched,omitempty"`
+	ChunksTotal    int64 `json:"chunks_total,omitempty"`
+	ChunksCompared int64 `json:"chunks_compared,omitempty"`
+	ChunksEqual    int64 `json:"chunks_equal,omitempty"`
+	ChunksFetched  int64 `json:"chunks_fetched,omitempty"`
+	ChunksWritten  int64 `json:"chunks_written,omitempty"`
 }
 
 // Sink receives events. Implementations must be safe for concurrent use

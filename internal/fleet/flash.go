@@ -199,6 +199,13 @@ type Flash struct {
 	BytesWritten int64   `json:"bytes_written"`
 	TotalBytes   int64   `json:"total_bytes"`
 	Rate         float64 `json:"rate"`
+	// BytesFetched is what the live env fetched from bty-web (a delta
+	// flash fetches only the chunks that differ); ChunksTotal and
+	// ChunksEqual count the image's chunks and those the disk already
+	// held (0 and 0: not a delta flash). From the done report.
+	BytesFetched int64 `json:"bytes_fetched"`
+	ChunksTotal  int64 `json:"chunks_total"`
+	ChunksEqual  int64 `json:"chunks_equal"`
 	// OSAddress is where the flashed OS answered its ready check.
 	OSAddress string `json:"os_address"`
 	// OSUser is the default user the live env found in the flashed
@@ -506,6 +513,11 @@ type Progress struct {
 	// OSUser is the flashed image's cloud-init default user (done; ""
 	// when the image names none).
 	OSUser string `json:"os_user"`
+	// BytesFetched, ChunksTotal and ChunksEqual are a delta flash's
+	// totals (done; see Flash).
+	BytesFetched int64 `json:"bytes_fetched,omitempty"`
+	ChunksTotal  int64 `json:"chunks_total,omitempty"`
+	ChunksEqual  int64 `json:"chunks_equal,omitempty"`
 }
 
 // Sane is p with negative or absurd numbers zeroed and the image name
@@ -529,6 +541,12 @@ func (p Progress) Sane() Progress {
 	if !validUser(p.OSUser) {
 		p.OSUser = ""
 	}
+	if p.BytesFetched < 0 || p.BytesFetched > 1<<56 {
+		p.BytesFetched = 0
+	}
+	if p.ChunksTotal < 0 || p.ChunksTotal > 1<<32 || p.ChunksEqual < 0 || p.ChunksEqual > p.ChunksTotal {
+		p.ChunksTotal, p.ChunksEqual = 0, 0
+	}
 	return p
 }
 
@@ -542,6 +560,12 @@ func (f *Flash) progress(p Progress) {
 	}
 	if p.Rate > 0 {
 		f.Rate = p.Rate
+	}
+	if p.BytesFetched > 0 {
+		f.BytesFetched = p.BytesFetched
+	}
+	if p.ChunksTotal > 0 {
+		f.ChunksTotal, f.ChunksEqual = p.ChunksTotal, p.ChunksEqual
 	}
 	if p.SHA256 != "" {
 		f.ImageSHA256 = p.SHA256
