@@ -25,6 +25,9 @@ type BuildOptions struct {
 	Level zstd.EncoderLevel
 	// Progress, when set, is called with the decoded bytes done so far.
 	Progress func(done int64)
+	// SourceSHA256 is the image file's sha256 (hex), recorded in the
+	// header; "" when not known.
+	SourceSHA256 string
 }
 
 // Build reads the decoded image from r to its end and writes its chunk
@@ -56,6 +59,7 @@ func Build(ctx context.Context, r io.Reader, path string, opts BuildOptions) (*I
 	if err != nil {
 		return nil, err
 	}
+	x.SourceSHA256 = opts.SourceSHA256
 	out, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating the chunk store: %w", err)

@@ -7,9 +7,10 @@
 //
 // One file holds everything:
 //
-//	header   64 bytes: magic "BTYCHNK1", chunk size (u32), flags (u32),
+//	header   96 bytes: magic "BTYCHNK1", chunk size (u32), flags (u32),
 //	         image size (u64), chunk count (u32), reserved (u32), the
-//	         decoded image's sha256 (32 bytes); little endian
+//	         decoded image's sha256 (32 bytes), the image file's sha256
+//	         (32 bytes, zero when not known); little endian
 //	entries  40 bytes each: the chunk's sha256 (32), its packed length
 //	         (u32; 0 for a zero chunk), flags (u32: 1 zero, 2 stored raw)
 //	checksum sha256 of header and entries (32 bytes)
@@ -35,7 +36,7 @@ import (
 // Format constants.
 const (
 	Magic      = "BTYCHNK1"
-	HeaderSize = 64
+	HeaderSize = 96
 	EntrySize  = 40
 	SumSize    = sha256.Size
 
@@ -76,6 +77,10 @@ type Index struct {
 	ImageSize int64
 	// SHA256 is the decoded image's sha256 (hex).
 	SHA256 string
+	// SourceSHA256 is the sha256 of the image file the store was built
+	// from (hex; "" when the builder did not know it): a local store is
+	// used only for the file it was built from.
+	SourceSHA256 string
 	Chunks []Chunk
 	// DataOffset is where the pack starts; FileSize is the whole file's
 	// length as the index declares it.
@@ -121,6 +126,9 @@ func ParseHeader(b []byte) (x *Index, count int, err error) {
 		return nil, 0, fmt.Errorf("%w: %d chunks for an image of %d bytes in chunks of %d", ErrFormat, n, size, cs)
 	}
 	x = &Index{ChunkSize: cs, ImageSize: int64(size), SHA256: hex.EncodeToString(b[32:64])}
+	if src := b[64:96]; !bytes.Equal(src, make([]byte, 32)) {
+		x.SourceSHA256 = hex.EncodeToString(src)
+	}
 	return x, int(n), nil
 }
 
@@ -207,6 +215,9 @@ func (x *Index) Marshal() []byte {
 	le.PutUint32(b[24:], uint32(n))
 	if sum, err := hex.DecodeString(x.SHA256); err == nil && len(sum) == 32 {
 		copy(b[32:], sum)
+	}
+	if sum, err := hex.DecodeString(x.SourceSHA256); err == nil && len(sum) == 32 {
+		copy(b[64:], sum)
 	}
 	for i, c := range x.Chunks {
 		e := b[HeaderSize+i*EntrySize:]
