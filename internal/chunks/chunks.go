@@ -194,7 +194,8 @@ func ReadIndex(r io.ReaderAt) (*Index, error) {
 		return nil, err
 	}
 	b := make([]byte, IndexSize(n))
-	if _, err := r.ReadAt(b, 0); err != nil {
+	copy(b, head)
+	if _, err := r.ReadAt(b[HeaderSize:], HeaderSize); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: truncated index", ErrFormat)
 		}

@@ -67,13 +67,22 @@ Partitions are read from the disk's GPT or MBR and reached through the
 kernel's partition nodes or loop devices; everything mounted or attached
 is undone, also on failure and Ctrl-C. LVM and LUKS roots are refused.
 
+--delta (a reflash of a disk that holds an older copy of the image, after
+a CI job say) reads the target's chunks, hashes them against the image's
+chunk store (bty index IMAGE; bty-web serves one for each image) and
+fetches and writes only the chunks that differ; zero chunks are zeroed.
+A URL needs --sha256 for it; a local store must be of this very file.
+Without a usable store (none, another image's, damaged, or a target too
+small) the flash is a full one, with a note saying why.
+
 Nothing is written without --yes; --dry-run only prints the plan (and wins
 over --yes).`,
 		Example: `  bty flash --image debian.img.zst --target /dev/sdb --dry-run
   sudo bty flash --image debian.qcow2 --target /dev/nvme0n1 --yes --verify
   sudo bty flash --image debian.img --target /dev/sdb --yes --provision cloud-init --user-data user-data.yaml --hostname node7
   sudo bty flash --image debian.img --target /dev/sdb --yes --provision cijoe --cijoe-workflow setup.yaml
-  sudo bty flash --image http://server:8080/images/debian.img.xz --target /dev/sda --yes --progress ndjson`,
+  sudo bty flash --image http://server:8080/images/debian.img.xz --target /dev/sda --yes --progress ndjson
+  sudo bty flash --image debian.img.zst --target /dev/sdb --yes --delta`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.SHA256 = strings.ToLower(strings.TrimSpace(o.SHA256))
@@ -92,6 +101,8 @@ over --yes).`,
 				return usageErr("--json and --progress ndjson both write to stdout: choose one")
 			case o.SHA256 != "" && !hexSHA256.MatchString(o.SHA256):
 				return usageErr("--sha256 must be 64 hexadecimal digits")
+			case o.Chunks != "" && !o.Delta:
+				return usageErr("--chunks names the chunk store of a --delta flash: add --delta")
 			}
 			if dryRun {
 				return runDryRun(cmd, e, o, asJSON)
@@ -112,6 +123,8 @@ over --yes).`,
 	f.StringVar(&progress, "progress", progressText, "progress output: text (stderr), ndjson (stdout) or none")
 	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image: proves the decoded bytes; a mismatch fails the flash")
 	f.BoolVar(&o.Verify, "verify", false, "read the written ranges back from the disk and compare with what was decoded: proves the disk, not the decoding")
+	f.BoolVar(&o.Delta, "delta", false, "compare the target with the image's chunk store (bty index) and fetch and write only the chunks that differ; without a usable store, flash in full")
+	f.StringVar(&o.Chunks, "chunks", "", "the chunk store's path or URL for --delta (default: IMAGE.btyc, or /images/NAME/chunks on bty-web)")
 	f.BoolVar(&dryRun, "dry-run", false, "validate and print the plan; write nothing")
 	f.BoolVar(&yes, "yes", false, "really write the target (needs root)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON document with the plan or the result")

@@ -64,7 +64,7 @@ Exit codes: 0 success, 1 operation failed, 2 misuse, 3 root required,
 	}
 	root.Flags().BoolVar(&showVersion, "version", false, "print the version and exit")
 	root.Flags().BoolVar(&asJSON, "json", false, "with --version: print a JSON document")
-	root.AddCommand(newListCmd(e), newInspectCmd(e), newFlashCmd(e))
+	root.AddCommand(newListCmd(e), newInspectCmd(e), newFlashCmd(e), newIndexCmd(e))
 	root.SetFlagErrorFunc(cmdrun.SeeHelp)
 	return root
 }

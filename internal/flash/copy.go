@@ -76,6 +76,11 @@ type copyStats struct {
 	Segments        []segmentRecord
 	// PartitionTable is "gpt", "mbr" or "" as found in the image's head.
 	PartitionTable string
+	// A delta flash's counts: bytes fetched, the image's chunks, those
+	// the target held, those fetched and written.
+	Delta                                                  bool
+	Fetched                                                int64
+	ChunksTotal, ChunksEqual, ChunksFetched, ChunksWritten int64
 }
 
 // ErrChecksum is returned (wrapped) when the decoded stream does not have
@@ -104,6 +109,11 @@ type copier struct {
 	// is how much of it the image covers.
 	head    []byte
 	headLen int64
+
+	// delta counts a delta flash's chunks (nil: a full flash);
+	// fetchedFn reports the bytes fetched so far.
+	delta     *deltaCounts
+	fetchedFn func() int64
 }
 
 func newCopier(dev Device, opts copyOptions) *copier {
@@ -196,8 +206,21 @@ func (c *copier) emitProgress(start time.Time) {
 	if total < 0 {
 		total = 0
 	}
-	c.opts.Sink.Emit(event.Event{Event: event.Progress, Time: time.Now(),
-		BytesWritten: done, TotalBytes: total, Rate: rate})
+	e := event.Event{Event: event.Progress, Time: time.Now(), BytesWritten: done, TotalBytes: total, Rate: rate}
+	c.deltaFields(&e)
+	c.opts.Sink.Emit(e)
+}
+
+// deltaFields adds a delta flash's counts to an event.
+func (c *copier) deltaFields(e *event.Event) {
+	if c.delta == nil {
+		return
+	}
+	e.ChunksTotal, e.ChunksCompared = c.delta.total.Load(), c.delta.compared.Load()
+	e.ChunksEqual, e.ChunksFetched, e.ChunksWritten = c.delta.equal.Load(), c.delta.fetched.Load(), c.delta.written.Load()
+	if c.fetchedFn != nil {
+		e.BytesFetched = c.fetchedFn()
+	}
 }
 
 // copyRandom copies a random-access image in parallel segments, skipping

@@ -15,6 +15,7 @@ import (
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/provision"
+	"github.com/btyproject/bty/internal/source"
 )
 
 // Run validates opts, then writes the image onto the target, syncs,
@@ -75,15 +76,29 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	sink.Emit(event.Event{Event: event.Writing, Time: time.Now(), Format: res.Format})
 	log.Info("flashing", "image", opts.Image, "target", p.disk.Path, "format", res.Format, "size", total)
 
-	st, err := copyImage(ctx, p.img, t, copyOptions{
+	copts := copyOptions{
 		Workers: opts.Workers,
 		Expect:  opts.SHA256,
 		Hash:    opts.SHA256 != "",
 		Record:  opts.Verify,
 		Sink:    sink,
-	})
+	}
+	var st *copyStats
+	if opts.Delta {
+		st, err = flashDelta(ctx, opts, p, t, copts, res, log)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if st == nil {
+		st, err = copyImage(ctx, p.img, t, copts)
+		if p.src != nil && source.IsURL(opts.Image) {
+			st.Fetched = p.src.Size()
+		}
+	}
 	res.TotalBytes, res.BytesWritten, res.BytesZeroed = st.Total, st.Written, st.Zeroed
 	res.ZeroMethod, res.SHA256 = string(st.ZeroMethod), st.SHA256
+	res.Delta, res.BytesFetched, res.ChunksTotal, res.ChunksEqual = st.Delta, max(st.Fetched, 0), st.ChunksTotal, st.ChunksEqual
 	if err != nil {
 		// Persist what was written (at least the zeroed head) before
 		// reporting; the disk must not keep a stale bootable table.
@@ -158,12 +173,53 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: n})
 	}
 	done := event.Event{Event: event.Done, Time: time.Now(), BytesWritten: res.TotalBytes,
-		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256}
+		TotalBytes: res.TotalBytes, Rate: res.Rate, Elapsed: res.Elapsed, SHA256: res.SHA256,
+		BytesFetched: res.BytesFetched}
+	if res.Delta {
+		// A delta flash says what it really wrote, and its chunks.
+		done.BytesWritten = res.BytesWritten
+		done.ChunksTotal, done.ChunksEqual = st.ChunksTotal, st.ChunksEqual
+		done.ChunksFetched, done.ChunksWritten = st.ChunksFetched, st.ChunksWritten
+	}
 	if res.Provision != nil {
 		done.LogPath = res.Provision.LogPath
 	}
 	sink.Emit(done)
 	return res, nil
+}
+
+// flashDelta runs a delta flash when the image's chunk store is usable:
+// (nil, nil) with a note in res when it is not, or when it broke before
+// anything but the zeroed head was at stake; the caller then flashes in
+// full.
+func flashDelta(ctx context.Context, opts Options, p *prepared, t *disk.Target, copts copyOptions, res *Result, log *slog.Logger) (*copyStats, error) {
+	d, note, err := openDeltaStore(ctx, opts, p, t.Size())
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		log.Info("delta flash not possible", "why", note)
+		res.Notes = append(res.Notes, note)
+		copts.Sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: note})
+		return nil, nil
+	}
+	defer d.close()
+	st, err := deltaImage(ctx, d, t, copts)
+	var sb *errStoreBroken
+	if errors.As(err, &sb) {
+		// The head is zeroed; nothing wrong was written (every chunk is
+		// checked before it is). The full flash rewrites everything.
+		note := fmt.Sprintf("the chunk store %s broke during the delta flash (%v): flashing in full", d.src.Name(), sb.err)
+		log.Warn("delta flash fell back", "err", sb.err)
+		res.Notes = append(res.Notes, note)
+		copts.Sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: note})
+		return nil, nil
+	}
+	if err == nil {
+		log.Info("delta flash", "chunks", st.ChunksTotal, "equal", st.ChunksEqual, "fetched_bytes", st.Fetched, "written_bytes", st.Written)
+		res.Notes = append(res.Notes, deltaNote(st))
+	}
+	return st, err
 }
 
 // runProvisioning applies the provisioning mode to the flashed disk.

@@ -53,6 +53,13 @@ type Options struct {
 	// Verify reads the written ranges back and compares them.
 	Verify bool
 
+	// Delta compares the target with the image's chunk store and fetches
+	// and writes only the chunks that differ (docs/reference.md, "Delta
+	// flashes"). Without a usable store it flashes in full, with a note.
+	Delta bool
+	// Chunks is where the chunk store is (default: StoreRef(Image)).
+	Chunks string
+
 	// Workers is the number of concurrent writers (default 4).
 	Workers int
 	// Buffered writes through the page cache instead of O_DIRECT (the
@@ -136,7 +143,15 @@ type Result struct {
 	// Provision says what provisioning did (which partition, the seed,
 	// the cijoe log's path).
 	Provision *provision.Result `json:"provision,omitempty"`
-	Elapsed   float64           `json:"elapsed_seconds"`
-	Rate      float64           `json:"rate"`
-	Notes     []string          `json:"notes"`
+	// Delta says the flash compared the target with the image's chunk
+	// store; ChunksTotal and ChunksEqual count the image's chunks and
+	// those the target already held. BytesFetched is what was read from
+	// the source (a full flash: the image file's size).
+	Delta        bool     `json:"delta"`
+	BytesFetched int64    `json:"bytes_fetched"`
+	ChunksTotal  int64    `json:"chunks_total"`
+	ChunksEqual  int64    `json:"chunks_equal"`
+	Elapsed      float64  `json:"elapsed_seconds"`
+	Rate         float64  `json:"rate"`
+	Notes        []string `json:"notes"`
 }

@@ -115,14 +115,23 @@ func (c *blockCache) drop() {
 	c.lru.Init()
 }
 
-// fetch reads block idx with range requests, resuming a partial answer
-// and retrying like the stream does (Options.Retries in a row without
-// progress, exponential back-off).
+// fetch reads block idx (see readRange).
 func (c *blockCache) fetch(idx int64) ([]byte, error) {
-	s := c.s
 	start := idx * c.bs
-	end := min(start+c.bs, s.size) // exclusive
+	end := min(start+c.bs, c.s.size) // exclusive
 	buf := make([]byte, end-start)
+	if err := c.readRange(buf, start); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// readRange fills buf with the bytes at start with range requests,
+// resuming a partial answer and retrying like the stream does
+// (Options.Retries in a row without progress, exponential back-off).
+func (c *blockCache) readRange(buf []byte, start int64) error {
+	s := c.s
+	end := start + int64(len(buf))
 	got, fails := 0, 0
 	for {
 		n, err := c.fetchRange(start+int64(got), end, buf[got:])
@@ -131,21 +140,21 @@ func (c *blockCache) fetch(idx int64) ([]byte, error) {
 			fails = 0
 		}
 		if got == len(buf) {
-			return buf, nil
+			return nil
 		}
 		if err == nil {
 			continue // the server sent less than asked; ask for the rest
 		}
 		if s.life.Err() != nil {
-			return nil, fmt.Errorf("reading %s: %w", s.name, errSourceClosed)
+			return fmt.Errorf("reading %s: %w", s.name, errSourceClosed)
 		}
 		var re *retryableError
 		if !errors.As(err, &re) {
-			return nil, err
+			return err
 		}
 		fails++
 		if fails > s.opts.Retries {
-			return nil, fmt.Errorf("reading %s bytes %d-%d: stopped at byte %d after %d retries: %w",
+			return fmt.Errorf("reading %s bytes %d-%d: stopped at byte %d after %d retries: %w",
 				s.name, start, end-1, start+int64(got), s.opts.Retries, re.err)
 		}
 		d := s.backoff(fails)
@@ -153,7 +162,7 @@ func (c *blockCache) fetch(idx int64) ([]byte, error) {
 			"url", s.name, "offset", start+int64(got), "attempt", fails,
 			"retries", s.opts.Retries, "delay", d, "err", re.err)
 		if err := sleep(s.life, d); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", s.name, errSourceClosed)
+			return fmt.Errorf("reading %s: %w", s.name, errSourceClosed)
 		}
 	}
 }

@@ -16,6 +16,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -134,3 +135,37 @@ var ErrNotFound = errors.New("not found")
 func IsURL(ref string) bool {
 	return len(ref) > 7 && (ref[:7] == "http://" || (len(ref) > 8 && ref[:8] == "https://"))
 }
+
+// ReadRange fills p with the source's bytes at off, all or an error
+// (io.ErrUnexpectedEOF past the end). A URL asks for exactly that range
+// with one request, resuming a dropped one like Open does, and bypasses
+// ReaderAt's block cache: a chunk store's coalesced ranges are read once.
+// ErrNoRanges when the source offers no random access.
+func ReadRange(s Source, p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > s.Size() {
+		return fmt.Errorf("reading %s bytes %d-%d: past its end (%d bytes): %w", s.Name(), off, off+int64(len(p))-1, s.Size(), io.ErrUnexpectedEOF)
+	}
+	if h, ok := s.(*httpSource); ok {
+		if h.cache == nil {
+			return ErrNoRanges
+		}
+		h.dropPending()
+		return h.cache.readRange(p, off)
+	}
+	ra := s.ReaderAt()
+	if ra == nil {
+		return ErrNoRanges
+	}
+	n, err := ra.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading %s at %d: %w", s.Name(), off+int64(n), err)
+}
+
+// ErrNoRanges is returned by ReadRange for a source without random
+// access (an HTTP server that ignores Range).
+var ErrNoRanges = errors.New("the server does not serve byte ranges")
