@@ -43,7 +43,8 @@ func (s *system) flashMode(ctx context.Context) {
 		return
 	}
 	totals := fleet.Progress{Image: imageName(s.params.ImageURL), BytesWritten: res.BytesWritten,
-		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256}
+		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256,
+		BytesFetched: res.BytesFetched, ChunksTotal: res.ChunksTotal, ChunksEqual: res.ChunksEqual}
 	if res.Provision != nil {
 		// Who cloud-init gives bty-web's key to: bty-web logs in as them.
 		totals.OSUser = res.Provision.DefaultUser
@@ -71,6 +72,10 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	defer reporter.Close()
 	opts := flash.Options{Image: p.ImageURL, Target: target.Path, Provision: p.Provisioning,
 		Hostname: p.Hostname, SHA256: p.SHA256, Verify: p.SHA256 != "", LogDir: logDir,
+		// A reflash writes only what changed when bty-web has the
+		// image's chunk store (and the disk an older copy); without
+		// one, the engine flashes in full and says why.
+		Delta: p.SHA256 != "",
 		Sink: event.Multi(console, reporter), Logger: s.log}
 	online := p.Provisioning == fleet.ModeCijoeOnline
 	if p.Provisioning == fleet.ModeCloudInit || online {
@@ -117,6 +122,10 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		s.say("the image has its own vendor-data; the OS will not phone home: set ready_check tcp:22 for this machine")
 	default:
 		s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
+	}
+	if res.Delta {
+		s.say("delta flash: %d of %d chunks already on the disk; fetched %s, wrote %s",
+			res.ChunksEqual, res.ChunksTotal, human.Bytes(res.BytesFetched), human.Bytes(res.BytesWritten))
 	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
