@@ -8,7 +8,7 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN_DIR)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-unit deps lint demo bench bench-web vmtest vmtest-run clean screenshots media fuzz
+.PHONY: all build test test-unit deps lint demo bench bench-delta bench-web vmtest vmtest-run clean screenshots media fuzz
 
 all: build
 
@@ -78,10 +78,16 @@ bench-web: build
 	@scripts/install-deps.sh bench-web
 	scripts/bench-web.sh
 
-## bench: flash benchmark against dd, zstd|dd, gzip|dd, xz|dd, qemu-img, bmaptool (root, minutes)
+## bench: flash benchmark against dd, zstd|dd, gzip|dd, xz|dd, qemu-img, bmaptool, then bench-delta (root, minutes)
 bench: build
 	@scripts/install-deps.sh bench
 	scripts/bench.sh
+	scripts/bench-delta.sh
+
+## bench-delta: full vs delta flashes (1, 5, 25 % changed) from bty-web over a link shaped to 1 Gbit/s (root, minutes)
+bench-delta: build
+	@scripts/install-deps.sh bench
+	scripts/bench-delta.sh
 
 ## vmtest: flash a Debian cloud-init image with --provision cloud-init|cijoe and boot it in QEMU; the full PXE reflash cycle through bty-web and the live env; the USB stick and the server appliance booted (root; builds the image once into .cache/, minutes)
 vmtest: deps build vmtest-run

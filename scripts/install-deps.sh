@@ -25,7 +25,8 @@ case $what in
   test|media) ;;
   bench)
     pkg+=([bmaptool]=bmap-tools [debootstrap]=debootstrap
-          [/usr/bin/time]=time) ;;
+          [/usr/bin/time]=time [tc]=iproute2 [jq]=jq [python3]=python3
+          [partx]=util-linux [mountpoint]=util-linux) ;;
   bench-web)
     pkg+=([wrk]=wrk [nginx]=nginx [curl]=curl) ;;
   vm)
