@@ -48,6 +48,7 @@ import (
 
 	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/dustin/go-humanize"
 )
 
 // The two guests: A sorts first (the rollout's canary).
@@ -270,6 +271,18 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("recovery's flash: known-good run %d, cause %q; want run %d's baseline and the failing check", fr.KnownGoodRun, fr.Cause, runA.ID)
 	}
 	phases = append(phases, flashPhases("recovery-a", fr)...)
+	// The second flash of A is a delta flash: bty-web built the image's
+	// chunk store, the disk holds the image A's OS ran on, so only the
+	// chunks the OS changed are fetched and written.
+	zstSize := fileSize(t, zst)
+	t.Logf("A's flashes, fetch to done: first %s (fetched %s, wrote %s, %d/%d chunks equal); second %s (fetched %s, wrote %s, %d/%d chunks equal); the image file is %s",
+		fa.DoneAt.Sub(*fa.FetchAt).Round(time.Second), humanize.IBytes(uint64(fa.BytesFetched)), humanize.IBytes(uint64(fa.BytesWritten)), fa.ChunksEqual, fa.ChunksTotal,
+		fr.DoneAt.Sub(*fr.FetchAt).Round(time.Second), humanize.IBytes(uint64(fr.BytesFetched)), humanize.IBytes(uint64(fr.BytesWritten)), fr.ChunksEqual, fr.ChunksTotal,
+		humanize.IBytes(uint64(zstSize)))
+	if fr.ChunksTotal == 0 || fr.ChunksEqual*2 < fr.ChunksTotal || fr.BytesFetched == 0 || fr.BytesFetched*4 > zstSize {
+		t.Errorf("A's recovery reflash: %d of %d chunks equal, %d bytes fetched of a %d-byte image file; want a delta flash fetching a fraction of it",
+			fr.ChunksEqual, fr.ChunksTotal, fr.BytesFetched, zstSize)
+	}
 	m = waitMachine(t, w, a.mac, "A recovered and healthy", 3*time.Minute, func(m api.Machine) bool {
 		return m.Recovery == nil && m.Health != nil && m.Health.OK && m.Health.Since.After(*fr.ReadyAt)
 	})
@@ -341,6 +354,12 @@ func TestFleetIPMI(t *testing.T) {
 	checkChain(t, w, logMark, vb2.start, seedAndReady(b.mac))
 	checkNoDetour(t, w, b.mac, osB2, logMark)
 	phases = append(phases, flashPhases("job-b", fj)...)
+	t.Logf("B's flashes, fetch to done: first %s (fetched %s, %d/%d chunks equal); the job's %s (fetched %s, wrote %s, %d/%d chunks equal)",
+		fb.DoneAt.Sub(*fb.FetchAt).Round(time.Second), humanize.IBytes(uint64(fb.BytesFetched)), fb.ChunksEqual, fb.ChunksTotal,
+		fj.DoneAt.Sub(*fj.FetchAt).Round(time.Second), humanize.IBytes(uint64(fj.BytesFetched)), humanize.IBytes(uint64(fj.BytesWritten)), fj.ChunksEqual, fj.ChunksTotal)
+	if fj.ChunksTotal == 0 || fj.ChunksEqual*2 < fj.ChunksTotal {
+		t.Errorf("the job's reflash of B: %d of %d chunks equal; want a delta flash", fj.ChunksEqual, fj.ChunksTotal)
+	}
 	t.Logf("A's BMC chassis calls:\n%s\nB's:\n%s", strings.Join(a.hw.calls(), "\n"), strings.Join(b.hw.calls(), "\n"))
 }
 
@@ -456,3 +475,4 @@ func sshGuest(t *testing.T, w *btyWeb, tmp, addr, command string) {
 		t.Fatalf("ssh to the guest at %s: %v", addr, err)
 	}
 }
+
