@@ -326,7 +326,6 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("the job's reflash of B: %d of %d chunks equal; want a delta flash", fj.ChunksEqual, fj.ChunksTotal)
 	}
 
-
 	// 4. B's BMC password changes behind bty-web's back; a CI system
 	// reports B bad. Every flash fails at the BMC: quarantine.
 	const wrong = "Rotated-pa55word-Q"
@@ -481,4 +480,3 @@ func sshGuest(t *testing.T, w *btyWeb, tmp, addr, command string) {
 		t.Fatalf("ssh to the guest at %s: %v", addr, err)
 	}
 }
-
