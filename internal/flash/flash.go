@@ -79,7 +79,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	copts := copyOptions{
 		Workers: opts.Workers,
 		Expect:  opts.SHA256,
-		Hash:    opts.SHA256 != "",
+		Hash:    opts.SHA256 != "" || opts.VerifyFull,
 		Record:  opts.Verify,
 		Sink:    sink,
 	}
@@ -138,7 +138,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	sink.Emit(event.Event{Event: event.Partprobed, Time: time.Now(), Note: note})
 
-	if opts.Verify {
+	if opts.VerifyFull {
+		if err := verifyFull(ctx, p.disk.Path, st.Total, st.SHA256); err != nil {
+			return fail(err)
+		}
+		res.Verified = true
+		sink.Emit(event.Event{Event: event.Verified, Time: time.Now(), SHA256: st.SHA256})
+	} else if opts.Verify {
 		if err := verify(ctx, p.disk.Path, st.Segments, opts.Workers); err != nil {
 			return fail(err)
 		}
