@@ -210,9 +210,18 @@ func flashDelta(ctx context.Context, opts Options, p *prepared, t *disk.Target, 
 		return nil, nil
 	}
 	defer d.close()
+	// The image itself is not read: release its connection (a URL's
+	// first GET is open since the plan) and reopen it only to fall back.
+	p.close()
+	p.img, p.src = nil, nil
 	st, err := deltaImage(ctx, d, t, copts)
 	var sb *errStoreBroken
 	if errors.As(err, &sb) {
+		p.openImage(ctx, opts)
+		if p.img == nil {
+			return nil, fmt.Errorf("the chunk store %s broke during the delta flash (%v), and the image cannot be opened again for a full flash: %w",
+				d.src.Name(), sb.err, p.plan.Err())
+		}
 		// The head is zeroed; nothing wrong was written (every chunk is
 		// checked before it is). The full flash rewrites everything.
 		note := fmt.Sprintf("the chunk store %s broke during the delta flash (%v): flashing in full", d.src.Name(), sb.err)
