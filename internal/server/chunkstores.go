@@ -102,12 +102,13 @@ func (cs *chunkStores) state(name, file, decoded string, total int64) *api.Chunk
 func (cs *chunkStores) open(file string) (*os.File, time.Time, error) {
 	cs.mu.Lock()
 	st, ok := cs.states[file]
+	ready := ok && st.State == chunkReady
 	var mt time.Time
-	if ok {
+	if ready {
 		mt = st.modTime
 	}
 	cs.mu.Unlock()
-	if !ok || st.State != chunkReady {
+	if !ready {
 		return nil, mt, os.ErrNotExist
 	}
 	f, err := os.Open(cs.path(file))

@@ -318,3 +318,28 @@ func TestChunkStoresOff(t *testing.T) {
 		t.Errorf("chunk directory with chunk stores off: %v", err)
 	}
 }
+
+// TestChunkStoreStale: a build whose image is not the one the catalog
+// hashed (it changed meanwhile) is discarded, its state failed.
+func TestChunkStoreStale(t *testing.T) {
+	ts := startServer(t, nil)
+	raw := chunkImage(t, 3<<20)
+	putImage(t, ts.cfg.ImageRoot, "disk.img", raw, time.Now())
+	// A builder of its own, without the server's sweeps.
+	cs := &chunkStores{dir: t.TempDir(), root: ts.cfg.ImageRoot, cat: ts.srv.catalog, log: ts.srv.log, m: ts.srv.metrics,
+		states: map[string]*chunkState{}}
+	stale := strings.Repeat("0", 64)
+	cs.mu.Lock()
+	cs.states[stale] = &chunkState{ChunkStore: api.ChunkStore{State: chunkQueued}}
+	cs.mu.Unlock()
+	cs.build(t.Context(), chunkJob{name: "disk.img", file: stale, decoded: strings.Repeat("1", 64)})
+	if _, err := os.Stat(cs.path(stale)); !os.IsNotExist(err) {
+		t.Errorf("a stale build was kept: %v", err)
+	}
+	cs.mu.Lock()
+	st := cs.states[stale].ChunkStore
+	cs.mu.Unlock()
+	if st.State != chunkFailed || !strings.Contains(st.Error, "the image changed while its chunk store was built") {
+		t.Errorf("stale build's state %+v", st)
+	}
+}
