@@ -241,7 +241,7 @@ func (cs *chunkStores) build(ctx context.Context, j chunkJob) {
 		st.ChunkStore = api.ChunkStore{State: chunkBuilding, TotalBytes: total}
 	})
 	start := time.Now()
-	x, err := chunks.Build(ctx, r, path, chunks.BuildOptions{Workers: chunkWorkers(), Progress: func(done int64) {
+	x, err := chunks.Build(ctx, r, path, chunks.BuildOptions{Workers: chunkWorkers(), SourceSHA256: j.file, Progress: func(done int64) {
 		cs.m.chunkBuildBytes.Set(float64(done))
 		cs.set(j.file, func(st *chunkState) { st.DoneBytes = done })
 	}})
