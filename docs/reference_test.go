@@ -363,7 +363,7 @@ func TestReferenceRoutes(t *testing.T) {
 var wireTypes = map[string]any{
 	"Machine": api.Machine{}, "MachineUpdate": api.MachineUpdate{}, "MachineEvent": api.MachineEvent{},
 	"FailureReport": api.FailureReport{}, "ReportStatus": api.ReportStatus{}, "Power": api.Power{}, "PowerUpdate": api.PowerUpdate{},
-	"PowerRequest": api.PowerRequest{}, "PowerResult": api.PowerResult{}, "Image": api.Image{}, "BootFile": api.BootFile{},
+	"PowerRequest": api.PowerRequest{}, "PowerResult": api.PowerResult{}, "Image": api.Image{}, "ChunkStore": api.ChunkStore{}, "BootFile": api.BootFile{},
 	"BootUpload": api.BootUpload{}, "LoginRequest": api.LoginRequest{}, "Session": api.Session{},
 	"Revoked": api.Revoked{}, "Settings": api.Settings{}, "ProxyDHCPStatus": api.ProxyDHCPStatus{},
 	"Interface": api.Interface{}, "SettingsUpdate": api.SettingsUpdate{}, "Version": api.Version{},

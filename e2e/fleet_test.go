@@ -24,15 +24,17 @@ package e2e
 //     a power cycle through the BMC (sshd stays off), then, after the
 //     cycle wait, a reflash to A's known-good baseline (pxe-once+cycle;
 //     a stranger mid-cycle gets nothing), after which A is healthy
-//     again. Each step is a row of A's history. B is untouched.
-//  3. B's BMC password is rotated behind bty-web's back, and a CI
+//     again. Each step is a row of A's history. The reflash is a delta
+//     flash: only the chunks A's OS changed are fetched and written.
+//  3. Meanwhile, a CI job's own reflash of B (bty-ctl machines reflash
+//     --wait, with a host name for this flash only) while B's OS runs:
+//     pxe-once+cycle, each phase printed, the new OS up with that name,
+//     a delta flash too. A's recovery touches nothing of B's.
+//  4. B's BMC password is rotated behind bty-web's back, and a CI
 //     system reports B bad: every flash recovery starts fails at the BMC
 //     (the password is never shown), a backoff between them, and B ends
 //     quarantined after the cap, its running OS never touched; A is
 //     untouched. An operator sets the password again and clears B.
-//  4. A CI job's own reflash of B (bty-ctl machines reflash --wait,
-//     with a host name for this flash only) while B's OS runs:
-//     pxe-once+cycle, each phase printed, the new OS up with that name.
 
 import (
 	"encoding/json"
@@ -48,6 +50,7 @@ import (
 
 	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/fleet"
+	"github.com/dustin/go-humanize"
 )
 
 // The two guests: A sorts first (the rollout's canary).
@@ -96,7 +99,7 @@ func (g *guest) powerFlags() []string {
 }
 
 func TestFleetIPMI(t *testing.T) {
-	needVMTest(t, "two UEFI guests behind OpenIPMI's ipmi_sim BMCs and the real bty-web: a rollout (canary, then the other), a health failure recovered by a power cycle and a reflash to known-good, a guest quarantined after its flashes fail, then a CI job's reflash --wait (about 13 minutes under TCG)",
+	needVMTest(t, "two UEFI guests behind OpenIPMI's ipmi_sim BMCs and the real bty-web: a rollout (canary, then the other), a health failure recovered by a power cycle and a reflash to known-good, meanwhile a CI job's reflash --wait of the other, then a guest quarantined after its flashes fail (about 12 minutes under TCG)",
 		toolQEMU, toolOVMF, toolIP, toolDnsmasq, toolIPXE, toolZstd, toolIPMISim, toolSSH)
 	repo := repoRoot(t)
 	tmp := t.TempDir()
@@ -232,8 +235,13 @@ func TestFleetIPMI(t *testing.T) {
 
 	// 2. A's OS stops answering its health check (sshd disabled, so a
 	// power cycle does not bring it back); bty-web recovers it alone.
+	// Meanwhile (3.) a CI job reflashes B while its OS runs: bty-ctl
+	// machines reflash --wait, each phase as it comes.
 	waitMachine(t, w, a.mac, "A healthy", 2*time.Minute, func(m api.Machine) bool { return m.Health != nil && m.Health.OK })
 	bSets, bRuns := len(b.hw.sets()), len(b.hw.runsSoFar())
+	bActions := actionKinds(t, w, b.mac)
+	jobMark := w.log.mark()
+	job := w.ctlAsync("", "machines", "reflash", b.mac, "--hostname", "fleet-b-job", "--wait", "--timeout", "15m")
 	aSets := len(a.hw.sets())
 	broke := time.Now()
 	sshGuest(t, w, tmp, fa.OSAddress, "touch ~/break-health && echo touched")
@@ -270,6 +278,18 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("recovery's flash: known-good run %d, cause %q; want run %d's baseline and the failing check", fr.KnownGoodRun, fr.Cause, runA.ID)
 	}
 	phases = append(phases, flashPhases("recovery-a", fr)...)
+	// The second flash of A is a delta flash: bty-web built the image's
+	// chunk store, the disk holds the image A's OS ran on, so only the
+	// chunks the OS changed are fetched and written.
+	zstSize := fileSize(t, zst)
+	t.Logf("A's flashes, fetch to done: first %s (fetched %s, wrote %s, %d/%d chunks equal); second %s (fetched %s, wrote %s, %d/%d chunks equal); the image file is %s",
+		fa.DoneAt.Sub(*fa.FetchAt).Round(time.Second), humanize.IBytes(uint64(fa.BytesFetched)), humanize.IBytes(uint64(fa.BytesWritten)), fa.ChunksEqual, fa.ChunksTotal,
+		fr.DoneAt.Sub(*fr.FetchAt).Round(time.Second), humanize.IBytes(uint64(fr.BytesFetched)), humanize.IBytes(uint64(fr.BytesWritten)), fr.ChunksEqual, fr.ChunksTotal,
+		humanize.IBytes(uint64(zstSize)))
+	if fr.ChunksTotal == 0 || fr.ChunksEqual*2 < fr.ChunksTotal || fr.BytesFetched == 0 || fr.BytesFetched*4 > zstSize {
+		t.Errorf("A's recovery reflash: %d of %d chunks equal, %d bytes fetched of a %d-byte image file; want a delta flash fetching a fraction of it",
+			fr.ChunksEqual, fr.ChunksTotal, fr.BytesFetched, zstSize)
+	}
 	m = waitMachine(t, w, a.mac, "A recovered and healthy", 3*time.Minute, func(m api.Machine) bool {
 		return m.Recovery == nil && m.Health != nil && m.Health.OK && m.Health.Since.After(*fr.ReadyAt)
 	})
@@ -277,11 +297,36 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("A's history: %s, want failure,power-cycle,reflash,recovered", got)
 	}
 	phases = append(phases, phase{"recovery-a-broken-to-healthy", m.Health.Since.Sub(broke)})
-	if got := b.hw.sets()[bSets:]; len(got) != 0 || len(b.hw.runsSoFar()) != bRuns || osB.exited() {
-		t.Errorf("B was touched during A's recovery: BMC calls %q, QEMU runs %d→%d, its OS ended %v", got, bRuns, len(b.hw.runsSoFar()), osB.exited())
+	// B's own job went on meanwhile; A's recovery did nothing to B.
+	if got := actionKinds(t, w, b.mac); got != bActions {
+		t.Errorf("B's recovery history changed during A's recovery: %s (was %s)", got, bActions)
 	}
 
-	// 3. B's BMC password changes behind bty-web's back; a CI system
+	// 3. The CI job's reflash of B, started before A broke.
+	pxe, vb2 := b.hw.waitRun(t, bRuns, 2*time.Minute)
+	if !pxe || !osB.exited() {
+		t.Fatalf("the job's reflash: the NIC first %v, the old OS ended %v (BMC calls %q)", pxe, osB.exited(), b.hw.sets()[bSets:])
+	}
+	vb2.expect(t, `bty-live: provisioning \(cloud-init\): .*local-hostname fleet-b-job\b`, 8*time.Minute)
+	vb2.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
+	_, osB2 := b.hw.waitRun(t, bRuns+1, 3*time.Minute)
+	out = job.wait(t, 12*time.Minute, 0)
+	fj := checkReadyFlash(t, w, b.mac, out, "pxe-once+cycle")
+	if got := strings.Join(b.hw.sets()[bSets:], ", "); got != "set boot pxe, set power 0, set power 1" {
+		t.Errorf("the job's reflash: B's chassis calls %q, want set boot pxe, set power 0, set power 1 (and nothing from A's recovery)", got)
+	}
+	checkOSBoot(t, osB2, "fleet-b-job", token)
+	checkChain(t, w, jobMark, vb2.start, seedAndReady(b.mac))
+	checkNoDetour(t, w, b.mac, osB2, jobMark)
+	phases = append(phases, flashPhases("job-b", fj)...)
+	t.Logf("B's flashes, fetch to done: first %s (fetched %s, %d/%d chunks equal); the job's %s (fetched %s, wrote %s, %d/%d chunks equal)",
+		fb.DoneAt.Sub(*fb.FetchAt).Round(time.Second), humanize.IBytes(uint64(fb.BytesFetched)), fb.ChunksEqual, fb.ChunksTotal,
+		fj.DoneAt.Sub(*fj.FetchAt).Round(time.Second), humanize.IBytes(uint64(fj.BytesFetched)), humanize.IBytes(uint64(fj.BytesWritten)), fj.ChunksEqual, fj.ChunksTotal)
+	if fj.ChunksTotal == 0 || fj.ChunksEqual*2 < fj.ChunksTotal {
+		t.Errorf("the job's reflash of B: %d of %d chunks equal; want a delta flash", fj.ChunksEqual, fj.ChunksTotal)
+	}
+
+	// 4. B's BMC password changes behind bty-web's back; a CI system
 	// reports B bad. Every flash fails at the BMC: quarantine.
 	const wrong = "Rotated-pa55word-Q"
 	w.ctlRun(t, wrong+"\n", "machines", "set", b.mac, "--power-password-stdin")
@@ -297,12 +342,12 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("B's history: %s, want failure,power-cycle,reflash,backoff,reflash,quarantine", got)
 	}
 	hist := flashHistory(t, w, b.mac)
-	if len(hist) != 3 || hist[0].Trigger != fleet.TriggerFailure || hist[1].Trigger != fleet.TriggerFailure ||
+	if len(hist) != 4 || hist[0].Trigger != fleet.TriggerFailure || hist[1].Trigger != fleet.TriggerFailure ||
 		hist[0].Result != fleet.FlashFailed || !strings.Contains(hist[0].Reason, "refused the credentials") {
-		t.Errorf("B's flashes: %+v, want the rollout's, then two failed recovery reflashes", hist)
+		t.Errorf("B's flashes: %+v, want the rollout's, the job's, then two failed recovery reflashes", hist)
 	}
-	if got := b.hw.sets()[bSets:]; len(got) != 0 || osB.exited() {
-		t.Errorf("B's BMC did %q with a wrong password, or its OS ended (%v)", got, osB.exited())
+	if got := b.hw.sets()[bSets:]; len(got) != 0 || osB2.exited() {
+		t.Errorf("B's BMC did %q with a wrong password, or its OS ended (%v)", got, osB2.exited())
 	}
 	if strings.Contains(w.log.String(), wrong) {
 		t.Errorf("the BMC password shows in bty-web's log")
@@ -320,27 +365,6 @@ func TestFleetIPMI(t *testing.T) {
 		t.Errorf("after clearing: quarantine %+v recovery %+v", m.Quarantine, m.Recovery)
 	}
 
-	// 4. A CI job's own reflash of the cleared B, while its OS runs:
-	// bty-ctl machines reflash --wait, each phase as it comes.
-	bSets, bRuns = len(b.hw.sets()), len(b.hw.runsSoFar())
-	logMark = w.log.mark()
-	res = w.ctlAsync("", "machines", "reflash", b.mac, "--hostname", "fleet-b-job", "--wait", "--timeout", "15m")
-	pxe, vb2 := b.hw.waitRun(t, bRuns, 2*time.Minute)
-	if !pxe || !osB.exited() {
-		t.Fatalf("the job's reflash: the NIC first %v, the old OS ended %v (BMC calls %q)", pxe, osB.exited(), b.hw.sets()[bSets:])
-	}
-	vb2.expect(t, `bty-live: provisioning \(cloud-init\): .*local-hostname fleet-b-job\b`, 8*time.Minute)
-	vb2.expect(t, `bty-live: reported done to `+regexp.QuoteMeta(w.url), 3*time.Minute)
-	_, osB2 := b.hw.waitRun(t, bRuns+1, 3*time.Minute)
-	out = res.wait(t, 12*time.Minute, 0)
-	fj := checkReadyFlash(t, w, b.mac, out, "pxe-once+cycle")
-	if got := strings.Join(b.hw.sets()[bSets:], ", "); got != "set boot pxe, set power 0, set power 1" {
-		t.Errorf("the job's reflash: B's chassis calls %q, want set boot pxe, set power 0, set power 1", got)
-	}
-	checkOSBoot(t, osB2, "fleet-b-job", token)
-	checkChain(t, w, logMark, vb2.start, seedAndReady(b.mac))
-	checkNoDetour(t, w, b.mac, osB2, logMark)
-	phases = append(phases, flashPhases("job-b", fj)...)
 	t.Logf("A's BMC chassis calls:\n%s\nB's:\n%s", strings.Join(a.hw.calls(), "\n"), strings.Join(b.hw.calls(), "\n"))
 }
 

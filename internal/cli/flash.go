@@ -21,7 +21,7 @@ var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func newFlashCmd(e *env) *cobra.Command {
 	var o flash.Options
-	var progress, provisioning, userData, metaData string
+	var progress, provisioning, userData, metaData, verifyMode string
 	var dryRun, yes, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "flash --image PATH|URL --target DEVICE (--dry-run | --yes)",
@@ -45,7 +45,8 @@ made it) proves such an image decoded to the intended bytes.
 --verify proves the disk, not the decoding: it reads the written ranges
 back (bypassing the page cache) and compares them with hashes of the
 decoded bytes taken as they were written, so it catches a device that
-loses or garbles writes, never a wrong decode.
+loses or garbles writes, never a wrong decode. --verify=full reads the
+image's whole range back and checks its sha256 (a second full read).
 
 Checks before writing: the image exists and has a known format, it fits
 the target, the target is a whole block device that is not mounted, not
@@ -88,6 +89,8 @@ over --yes).`,
 			o.SHA256 = strings.ToLower(strings.TrimSpace(o.SHA256))
 			o.Provision = fleet.Mode(provisioning)
 			o.UserData, o.MetaData = flash.FileInput(userData), flash.FileInput(metaData)
+			o.Verify = verifyMode == "written" || verifyMode == "true"
+			o.VerifyFull = verifyMode == "full"
 			switch {
 			case o.Image == "":
 				return usageErr("missing --image PATH|URL (see bty list images)")
@@ -101,6 +104,8 @@ over --yes).`,
 				return usageErr("--json and --progress ndjson both write to stdout: choose one")
 			case o.SHA256 != "" && !hexSHA256.MatchString(o.SHA256):
 				return usageErr("--sha256 must be 64 hexadecimal digits")
+			case verifyMode != "" && verifyMode != "written" && verifyMode != "full" && verifyMode != "true" && verifyMode != "false":
+				return usageErr("--verify takes no value, or =full; not %q", verifyMode)
 			case o.Chunks != "" && !o.Delta:
 				return usageErr("--chunks names the chunk store of a --delta flash: add --delta")
 			}
@@ -122,7 +127,8 @@ over --yes).`,
 	f.StringVar(&o.LogDir, "log-dir", "", "directory for the cijoe log (default $BTY_LOG_DIR, else /var/log/bty)")
 	f.StringVar(&progress, "progress", progressText, "progress output: text (stderr), ndjson (stdout) or none")
 	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the decoded image: proves the decoded bytes; a mismatch fails the flash")
-	f.BoolVar(&o.Verify, "verify", false, "read the written ranges back from the disk and compare with what was decoded: proves the disk, not the decoding")
+	f.StringVar(&verifyMode, "verify", "", "read the written ranges back from the disk and compare with what was decoded (proves the disk, not the decoding); --verify=full reads the image's whole range back and checks its sha256")
+	f.Lookup("verify").NoOptDefVal = "written"
 	f.BoolVar(&o.Delta, "delta", false, "compare the target with the image's chunk store (bty index) and fetch and write only the chunks that differ; without a usable store, flash in full")
 	f.StringVar(&o.Chunks, "chunks", "", "the chunk store's path or URL for --delta (default: IMAGE.btyc, or /images/NAME/chunks on bty-web)")
 	f.BoolVar(&dryRun, "dry-run", false, "validate and print the plan; write nothing")

@@ -75,10 +75,10 @@ bty-web builds a store for every image of its catalog by itself.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&out, "output", "o", "", "where to write the store (default IMAGE.btyc)")
+	f.StringVar(&out, "output", "", "where to write the store (default IMAGE.btyc)")
 	f.StringVar(&chunkSize, "chunk-size", "1MiB", "chunk size: a power of two, 64KiB-64MiB")
 	f.BoolVar(&asJSON, "json", false, "print one JSON document")
-	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	f.BoolVar(&quiet, "quiet", false, "no progress on stderr")
 	return cmd
 }
 

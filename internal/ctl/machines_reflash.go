@@ -403,7 +403,9 @@ func newMachinesHistoryCmd(e *env) *cobra.Command {
 trigger (policy: a flash-policy PXE boot; demand: bty-ctl machines
 reflash; tui: the interactive live env), image, result (running, ready,
 failed, timeout, cancelled), the last phase reached, how long it took,
-bytes written and why it ended otherwise than ready. --json gives every
+bytes written (a delta flash adds the bytes fetched and how many of the
+image's chunks the disk already held) and why it ended otherwise than
+ready. --json gives every
 field, each phase's time included.`,
 		Example: `  bty-ctl machines history 52:54:00:12:34:56
   bty-ctl machines history 52:54:00:12:34:56 --limit 5 --json`,
@@ -435,6 +437,10 @@ field, each phase's time included.`,
 				written := "-"
 				if f.BytesWritten > 0 {
 					written = human.Bytes(f.BytesWritten)
+				}
+				if f.ChunksTotal > 0 { // a delta flash
+					written = fmt.Sprintf("%s (fetched %s, %d of %d chunks equal)", human.Bytes(f.BytesWritten),
+						human.Bytes(f.BytesFetched), f.ChunksEqual, f.ChunksTotal)
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, localTime(&f.RequestedAt), f.Trigger, dash(f.Image),
 					f.Result, f.Phase, f.Duration(now).Round(time.Second), written, dash(f.Reason))

@@ -27,7 +27,7 @@ const (
 	// readGroup bounds one read of the target's data chunks.
 	readGroup = 8 << 20
 	// fetchGroup bounds the packed bytes of one coalesced Range request.
-	fetchGroup = 16 << 20
+	fetchGroup = 8 << 20
 )
 
 // deltaStore is an image's chunk store, opened and bound to the image.
@@ -265,7 +265,8 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 	n := len(x.Chunks)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Workers)
-	bufs := sync.Pool{New: func() any { return alignedBuf(int(x.ChunkSize)) }}
+	span := max(fetchGroup/x.ChunkSize, 1) // chunks per group
+	bufs := sync.Pool{New: func() any { return alignedBuf(int(span * x.ChunkSize)) }}
 	for i := 0; i < n; {
 		if !differ[i] {
 			i++
@@ -274,7 +275,7 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 		// Coalesce: chunks that differ, and zero chunks between them
 		// (no packed bytes), make one contiguous range.
 		j, packed := i, x.Chunks[i].Len
-		for k := i + 1; k < n && (differ[k] || x.Chunks[k].Zero) && packed+x.Chunks[k].Len <= fetchGroup; k++ {
+		for k := i + 1; k < n && int64(k-i) < span && (differ[k] || x.Chunks[k].Zero) && packed+x.Chunks[k].Len <= fetchGroup; k++ {
 			packed += x.Chunks[k].Len
 			if differ[k] {
 				j = k
@@ -293,25 +294,38 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 				return fmt.Errorf("fetching chunks %d-%d from %s: %w", first, last, d.src.Name(), err)
 			}
 			d.fetched.Add(to - from)
+			base, _ := x.Span(first)
+			buf := bufs.Get().([]byte)
+			defer bufs.Put(buf)
+			// Decode every chunk that differs, then write each run of
+			// them with one write.
 			for k := first; k <= last; k++ {
 				if !differ[k] {
 					continue
 				}
 				ck := x.Chunks[k]
+				off, n := x.Span(k)
 				c.delta.fetched.Add(1)
-				off, span := x.Span(k)
-				buf := bufs.Get().([]byte)
-				dst := buf[:span]
-				if err := x.Decode(k, raw[ck.Off-from:ck.Off-from+ck.Len], dst); err != nil {
-					bufs.Put(buf)
+				if err := x.Decode(k, raw[ck.Off-from:ck.Off-from+ck.Len], buf[off-base:off-base+n]); err != nil {
 					return &errStoreBroken{err}
 				}
-				err := c.putChunk(off, dst)
-				bufs.Put(buf)
-				if err != nil {
+			}
+			for k := first; k <= last; {
+				if !differ[k] {
+					k++
+					continue
+				}
+				e := k
+				for e+1 <= last && differ[e+1] {
+					e++
+				}
+				off, _ := x.Span(k)
+				eo, en := x.Span(e)
+				if err := c.putChunk(off, buf[off-base:eo+en-base]); err != nil {
 					return err
 				}
-				c.delta.written.Add(1)
+				c.delta.written.Add(int64(e - k + 1))
+				k = e + 1
 			}
 			return gctx.Err()
 		})
@@ -326,7 +340,7 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 	return ctx.Err()
 }
 
-// putChunk writes one decoded chunk (its head part kept for writeHead),
+// putChunk writes decoded chunks (their head part kept for writeHead),
 // recorded for verify like a full flash's segments.
 func (c *copier) putChunk(off int64, p []byte) error {
 	if c.opts.Record {

@@ -116,8 +116,16 @@ func TestDeltaOnLoop(t *testing.T) {
 		t.Error("bytes past the image were changed")
 	}
 
-	// Untouched: nothing written, nothing fetched but the index.
-	res, done = f.flash(t, dev, Options{})
+	// Untouched: nothing written, nothing fetched but the index; and
+	// --verify=full reads the whole range back against the sha256.
+	res, done = f.flash(t, dev, Options{VerifyFull: true})
+	if !res.Verified {
+		t.Error("--verify=full did not verify")
+	}
+	wrong := strings.Repeat("0", 64)
+	if err := verifyFull(context.Background(), dev.Path, f.disk.Size, wrong); err == nil || !strings.Contains(err.Error(), f.sum) {
+		t.Errorf("verifyFull against a wrong sha256: %v; want a failure naming what it read (%s)", err, f.sum)
+	}
 	if res.ChunksEqual != data || done.ChunksWritten != 0 || res.BytesWritten != 0 || res.BytesFetched != f.x.DataOffset {
 		t.Fatalf("untouched: %d equal of %d, %d chunks and %d bytes written, %d fetched (index %d)",
 			res.ChunksEqual, data, done.ChunksWritten, res.BytesWritten, res.BytesFetched, f.x.DataOffset)

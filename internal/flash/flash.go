@@ -79,7 +79,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	copts := copyOptions{
 		Workers: opts.Workers,
 		Expect:  opts.SHA256,
-		Hash:    opts.SHA256 != "",
+		Hash:    opts.SHA256 != "" || opts.VerifyFull,
 		Record:  opts.Verify,
 		Sink:    sink,
 	}
@@ -138,7 +138,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	sink.Emit(event.Event{Event: event.Partprobed, Time: time.Now(), Note: note})
 
-	if opts.Verify {
+	if opts.VerifyFull {
+		if err := verifyFull(ctx, p.disk.Path, st.Total, st.SHA256); err != nil {
+			return fail(err)
+		}
+		res.Verified = true
+		sink.Emit(event.Event{Event: event.Verified, Time: time.Now(), SHA256: st.SHA256})
+	} else if opts.Verify {
 		if err := verify(ctx, p.disk.Path, st.Segments, opts.Workers); err != nil {
 			return fail(err)
 		}
@@ -204,9 +210,18 @@ func flashDelta(ctx context.Context, opts Options, p *prepared, t *disk.Target, 
 		return nil, nil
 	}
 	defer d.close()
+	// The image itself is not read: release its connection (a URL's
+	// first GET is open since the plan) and reopen it only to fall back.
+	p.close()
+	p.img, p.src = nil, nil
 	st, err := deltaImage(ctx, d, t, copts)
 	var sb *errStoreBroken
 	if errors.As(err, &sb) {
+		p.openImage(ctx, opts)
+		if p.img == nil {
+			return nil, fmt.Errorf("the chunk store %s broke during the delta flash (%v), and the image cannot be opened again for a full flash: %w",
+				d.src.Name(), sb.err, p.plan.Err())
+		}
 		// The head is zeroed; nothing wrong was written (every chunk is
 		// checked before it is). The full flash rewrites everything.
 		note := fmt.Sprintf("the chunk store %s broke during the delta flash (%v): flashing in full", d.src.Name(), sb.err)

@@ -52,6 +52,9 @@ type Options struct {
 	SHA256 string
 	// Verify reads the written ranges back and compares them.
 	Verify bool
+	// VerifyFull (--verify=full) reads the image's whole range back and
+	// checks its sha256 instead: a second full read.
+	VerifyFull bool
 
 	// Delta compares the target with the image's chunk store and fetches
 	// and writes only the chunks that differ (docs/reference.md, "Delta

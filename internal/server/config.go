@@ -103,6 +103,10 @@ type Config struct {
 	// BTY_RECOVERY_REFLASHES, BTY_RECOVERY_PER_DAY and
 	// BTY_MAX_RECOVERIES; zero fields: fleet.DefaultRecoveryPolicy's.
 	Recovery fleet.RecoveryPolicy
+	// NoChunkStores turns off the images' chunk stores
+	// (BTY_CHUNK_STORES=off; default on): built in the background into
+	// $BTY_STATE_DIR/chunks, served at GET /images/{name}/chunks.
+	NoChunkStores bool
 	// manualTicks keeps Serve from starting the automation's loops:
 	// tests call their ticks with a fake now.
 	manualTicks bool
@@ -240,6 +244,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("BTY_MAX_UNCLAIMED=%q: want a whole number of at least 1 (discovered machines without an image)", v)
 		}
 		c.MaxUnclaimed = n
+	}
+	switch v := getenv("BTY_CHUNK_STORES"); v {
+	case "", "on":
+	case "off":
+		c.NoChunkStores = true
+	default:
+		return c, fmt.Errorf("BTY_CHUNK_STORES=%q: want on (build the images' chunk stores for delta flashes, the default) or off", v)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("set both BTY_TLS_CERT and BTY_TLS_KEY, or neither")

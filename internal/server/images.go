@@ -40,6 +40,8 @@ type catalog struct {
 	queue   chan string
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	// chunks builds the images' chunk stores (nil: off).
+	chunks *chunkStores
 }
 
 func newCatalog(root string, st store.Store, log *slog.Logger) *catalog {
@@ -125,7 +127,22 @@ func (c *catalog) get(ctx context.Context, name string) (api.Image, bool) {
 	c.mu.Lock()
 	c.entries[name] = ce
 	c.mu.Unlock()
-	return ce.entry, true
+	e := ce.entry
+	if c.chunks != nil && e.SHA256 != nil && e.DecodedSHA256 != nil && e.Error == "" {
+		e.Chunks = c.chunks.state(name, *e.SHA256, *e.DecodedSHA256, decodedSize(e))
+	}
+	return e, true
+}
+
+// decodedSize is an entry's decoded size, 0 when unknown.
+func decodedSize(e api.Image) int64 {
+	if e.VirtualSizeBytes != nil {
+		return *e.VirtualSizeBytes
+	}
+	if e.Format == string(image.Raw) {
+		return e.SizeBytes
+	}
+	return 0
 }
 
 // escapingImage is the catalog entry of a symbolic link that leads out
@@ -258,12 +275,17 @@ func (c *catalog) hash(name string) {
 		return
 	}
 	c.mu.Lock()
-	if ce, ok := c.entries[name]; ok && ce.size == st.Size() && ce.mtime.Equal(st.ModTime()) {
+	ce, ok := c.entries[name]
+	ok = ok && ce.size == st.Size() && ce.mtime.Equal(st.ModTime())
+	if ok {
 		f, d := fileSum, decoded
 		ce.entry.SHA256, ce.entry.DecodedSHA256 = &f, &d
 		c.entries[name] = ce
 	}
 	c.mu.Unlock()
+	if ok && c.chunks != nil && ce.entry.Error == "" {
+		c.chunks.state(name, fileSum, decoded, decodedSize(ce.entry)) // queued now, not at the next listing
+	}
 	c.log.Info("image hashed", "name", name, "sha256", fileSum, "decoded_sha256", decoded, "seconds", time.Since(start).Seconds())
 }
 
@@ -369,6 +391,9 @@ func (s *Server) deleteImage(name, client string) error {
 		return err
 	}
 	s.catalog.forget(name)
+	if s.catalog.chunks != nil {
+		s.catalog.chunks.requestSweep()
+	}
 	s.log.Info("image deleted", "name", name, "client", client)
 	return nil
 }

@@ -25,6 +25,10 @@ type metrics struct {
 	powerActions       *prometheus.CounterVec
 	recoverySteps      *prometheus.CounterVec
 	flashDuration      *prometheus.HistogramVec
+	// The chunk stores' (chunkstores.go).
+	chunkBuilds     *prometheus.CounterVec
+	chunkBuildBytes prometheus.Gauge
+	chunkStores     prometheus.Gauge
 	// The schedule runner's (schedulerun.go).
 	scheduleFires, scheduleSkips prometheus.Counter
 }
@@ -74,9 +78,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Flashes from their request (or the PXE contact that started them) to their end, by result: ready, failed, timeout, cancelled.",
 			Buckets: []float64{60, 120, 180, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200},
 		}, []string{"result"}),
+		chunkBuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bty_chunk_builds_total", Help: "Chunk store builds of the images (GET /images/{name}/chunks), by result: ok, failed.",
+		}, []string{"result"}),
+		chunkBuildBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bty_chunk_build_bytes", Help: "Decoded bytes chunked so far by the chunk store build in progress (0: none).",
+		}),
+		chunkStores: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bty_chunk_stores", Help: "Chunk stores ready to serve.",
+		}),
 	}
 	reg.MustRegister(m.requests, m.pxeContacts, m.flashesDone, m.flashesFailed, m.bytesServed, m.subscribers, m.discoveriesRefused,
 		m.cycleConflicts, m.cycleRefused, m.powerActions, m.flashDuration, m.recoverySteps,
+		m.chunkBuilds, m.chunkBuildBytes, m.chunkStores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, p := range []string{"local", "flash", "tui"} {
 		m.pxeContacts.WithLabelValues(p)
@@ -90,7 +104,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, c := range []string{"user-data", "meta-data", "done", "failed", "progress", "ready"} {
 		m.cycleRefused.WithLabelValues(c)
 	}
-	for _, k := range []string{"image", "boot"} {
+	for _, r := range []string{"ok", "failed"} {
+		m.chunkBuilds.WithLabelValues(r)
+	}
+	for _, k := range []string{"image", "boot", "chunks"} {
 		m.bytesServed.WithLabelValues(k)
 	}
 	m.scheduleFires, m.scheduleSkips = newScheduleMetrics(reg)

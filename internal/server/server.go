@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,6 +144,11 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg *prometheus.Registry)
 	s.metrics = newMetrics(reg)
 	s.hub = newHub(s.metrics)
 	s.catalog = newCatalog(cfg.ImageRoot, st, s.log)
+	if !cfg.NoChunkStores && cfg.StateDir != "" {
+		if err := s.catalog.startChunks(filepath.Join(cfg.StateDir, "chunks"), s.metrics); err != nil {
+			s.log.Warn("chunk stores off", "err", err)
+		}
+	}
 	s.routes(reg)
 	return s
 }
@@ -213,6 +219,7 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	m.HandleFunc("POST /pxe/{mac}/inventory", s.handlePXEInventory)
 	m.HandleFunc("GET /images", s.handleImages)
 	m.HandleFunc("GET /images/{name}", s.handleImageGet)
+	m.HandleFunc("GET /images/{name}/chunks", s.handleImageChunks)
 	m.HandleFunc("GET /boot", s.handleBootList)
 	m.HandleFunc("GET /boot/{name}", s.handleBootGet)
 	m.HandleFunc("POST /auth/login", s.handleLogin)

@@ -17,6 +17,9 @@ type uiImage struct {
 	UsedBy int
 }
 
+// ChunksText describes the image's chunk store (Chunks column).
+func (i uiImage) ChunksText() string { return chunkText(i.Chunks) }
+
 type imagesData struct {
 	Images         []uiImage
 	Root, Suffixes string

@@ -154,6 +154,19 @@ type flashView struct {
 	DataOnly bool
 	// Powered says how the machine was started, in words.
 	Powered string
+	// Delta sums up a delta flash ("" for a whole one): fetched,
+	// written, chunks equal.
+	Delta string
+}
+
+// deltaText is "fetched 52 MiB, wrote 48 MiB, 1,250 of 1,300 chunks
+// equal" for a delta flash, "" for another.
+func deltaText(f fleet.Flash) string {
+	if f.ChunksTotal <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("fetched %s, wrote %s, %s of %s chunks equal", human.Bytes(f.BytesFetched), human.Bytes(f.BytesWritten),
+		thousands(f.ChunksEqual), thousands(f.ChunksTotal))
 }
 
 // powerWords describes Flash.Power.
@@ -170,6 +183,7 @@ func newFlashView(f fleet.Flash, now time.Time) flashView {
 	v := flashView{Flash: f, Running: f.Running(), Duration: shortDuration(f.Duration(now)), Percent: -1,
 		Written: human.Bytes(f.BytesWritten)}
 	v.Powered = powerWords[f.Power]
+	v.Delta = deltaText(f)
 	if v.Powered == "" {
 		v.Powered = f.Power
 	}
