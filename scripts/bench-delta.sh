@@ -499,15 +499,15 @@ main() {
   log "image: $size bytes, $data_chunks data chunks of 1 MiB; root fs at offset $root_off"
   setup_net
   start_web
-  check_rate
+  wait_store
   if [ "$store_mode" = local ]; then
-    wait_store
     local_store
     store_desc="bty index output served by bty-web as /images/$image_name.btyc (--chunks; BENCH_DELTA_STORE=local)"
   else
-    wait_store
     store_desc="bty-web's own, GET /images/$image_name/chunks"
   fi
+  # Once the server is idle (its hashing and store build done).
+  check_rate
 
   truncate -s "$size" "$run_dir/target.loop"
   loop=$(losetup --find --show "$run_dir/target.loop")
