@@ -290,7 +290,7 @@ EOF
 # ---------------------------------------------------------------- cases
 
 # Per case: space-separated samples.
-declare -A wall=() fetched=() written=() zeroed=() rx=() equal=() total=() ident=() isdelta=() failed=()
+declare -A wall=() cpu=() fetched=() written=() zeroed=() rx=() equal=() total=() ident=() isdelta=() failed=()
 
 # flash CASE DELTA(0|1): one timed bty flash onto $loop, caches dropped.
 flash() {
@@ -305,7 +305,8 @@ flash() {
   drop_caches
   rx0=$(rx_bytes)
   t0=$(now)
-  setsid "$bty" "${args[@]}" >"$out" 2>"$run_dir/$name.log" &
+  setsid /usr/bin/time -f '%U %S' -o "$run_dir/$name.time" \
+    "$bty" "${args[@]}" >"$out" 2>"$run_dir/$name.log" &
   child=$!
   wait "$child" || rc=$?
   child=""
@@ -319,6 +320,7 @@ flash() {
   local r
   r=$(jq -c .result "$out")
   wall[$name]+="$(sub "$t1" "$t0") "
+  cpu[$name]+="$(awk '{printf "%.2f", $1 + $2}' "$run_dir/$name.time") "
   rx[$name]+="$(($(rx_bytes) - rx0)) "
   fetched[$name]+="$(jq -r .bytes_fetched <<<"$r") "
   written[$name]+="$(jq -r .bytes_written <<<"$r") "
@@ -329,7 +331,7 @@ flash() {
   if [ "$delta" = 1 ] && [ "${isdelta[$name]}" != true ]; then
     log "  $name: NOT a delta flash: $(jq -r '.notes | join("; ")' <<<"$r")"
   fi
-  log "  $name: $(sub "$t1" "$t0") s, fetched $(mib "$(jq -r .bytes_fetched <<<"$r")") MiB," \
+  log "  $name: $(sub "$t1" "$t0") s (CPU $(awk '{print $1 " user, " $2 " sys"}' "$run_dir/$name.time")), fetched $(mib "$(jq -r .bytes_fetched <<<"$r")") MiB," \
       "wrote $(mib "$(jq -r .bytes_written <<<"$r")") MiB, chunks equal ${equal[$name]}/${total[$name]}"
   verify "$name"
 }
@@ -422,8 +424,8 @@ report() {
   echo "image: $image_name, $(mib "$(stat -c %s "$img/$image_name")") MiB file, $size bytes decoded," \
        "$data_chunks data chunks of 1 MiB ($(mib "$data_bytes") MiB; X % below is of these)"
   echo
-  echo "| case | wall s | × full | fetched MiB | × full | on the wire MiB | written MiB | × full | zeroed MiB | chunks equal / total | bit-identical |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| case | wall s | × full | bty CPU s | fetched MiB | × full | on the wire MiB | written MiB | × full | zeroed MiB | chunks equal / total | bit-identical |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for c in full same $(for x in $changes; do echo "$x%"; done); do
     case $c in
       full) label="full flash (baseline)" ;;
@@ -431,21 +433,21 @@ report() {
       *) label="delta, $c of the data changed" ;;
     esac
     if [ -n "${failed[$c]:-}" ]; then
-      echo "| $label | error | | | | | | | | | FAIL |"
+      echo "| $label | error | | | | | | | | | | FAIL |"
       continue
     fi
     [ "$c" != full ] && [ "${isdelta[$c]:-}" != true ] && label+=" (NOT delta: flashed in full)"
     t=$(med "${wall[$c]:-}") f=$(med "${fetched[$c]:-}")
     w=$(med "${written[$c]:-}") z=$(med "${zeroed[$c]:-}") n=$(med "${rx[$c]:-}")
     rt=$(div "$t" "$full_t") rf=$(div "$f" "$full_f") rw=$(div "$w" "$full_w")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$t" "$rt" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$t" "$rt" "$(med "${cpu[$c]:-}")" \
       "$(mib "$f")" "$rf" "$(mib "$n")" "$(mib "$w")" "$rw" "$(mib "$z")" \
       "$([ "$c" = full ] && echo - || echo "${equal[$c]:-}/${total[$c]:-}")" "${ident[$c]:--}"
   done
   read_t=$(med "${wall[read-data]:-}")
-  echo "| device read of the data chunks (O_DIRECT, 8 MiB) | $read_t | $(div "$read_t" "$full_t") | | | | | | | | |"
+  echo "| device read of the data chunks (O_DIRECT, 8 MiB) | $read_t | $(div "$read_t" "$full_t") | | | | | | | | | |"
   t=$(med "${wall[read-dd]:-}")
-  echo "| device read of the whole image (dd bs=8M iflag=direct) | $t | $(div "$t" "$full_t") | | | | | | | | |"
+  echo "| device read of the whole image (dd bs=8M iflag=direct) | $t | $(div "$t" "$full_t") | | | | | | | | | |"
   echo
   # Goals.
   t=$(med "${wall[$goal_pct%]:-}") f=$(med "${fetched[$goal_pct%]:-}")
@@ -461,7 +463,8 @@ report() {
   echo "- goal, unchanged target ≤ $goal_same × the data read time: ${same_t:-?} s / ${read_t:-?} s =" \
        "$(div "$same_t" "$read_t") → $ok"
   echo "- wall time: the bty process, start to exit (includes fetching the store's index); 'on the wire':" \
-       "bytes received on the host's veth (HTTP and TCP/IP overhead included); medians over $rounds round(s)"
+       "bytes received on the host's veth (HTTP and TCP/IP overhead included); bty CPU: user + sys;" \
+       "medians over $rounds round(s)"
   echo
   echo "samples (s):"
   local k
@@ -473,7 +476,7 @@ report() {
 main() {
   [ "$(id -u)" = 0 ] || die "needs root (network namespace, tc, loop devices, mount, drop_caches)"
   local t
-  for t in ip tc jq curl python3 losetup partx sha256sum zstd; do
+  for t in ip tc jq curl python3 losetup partx sha256sum /usr/bin/time; do
     command -v "$t" >/dev/null || die "$t missing (scripts/install-deps.sh bench)"
   done
   [ -x "$bty" ] || die "$bty missing: run make build"
