@@ -94,8 +94,12 @@ cleanup() {
 }
 on_signal() {
   log interrupted
-  if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
+  # Only the timed bty (its own process group): a bare wait would wait
+  # for bty-web too, which cleanup stops.
+  if [ -n "$child" ]; then
+    kill -TERM -- "-$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
   exit 130
 }
 trap cleanup EXIT
@@ -315,6 +319,10 @@ flash() {
     failed[$name]=1
     log "  $name: FAILED (exit $rc): $(jq -r '.error // empty' "$out" 2>/dev/null)"
     tail -n 5 "$run_dir/$name.log" >&2
+    if ! kill -0 "$web_pid" 2>/dev/null; then
+      tail -n 20 "$run_dir/web.log" >&2
+      die "bty-web is gone: the remaining cases cannot run (nothing written to $results)"
+    fi
     return 0
   fi
   local r
