@@ -356,8 +356,8 @@ func (c *copier) putChunk(off int64, p []byte) error {
 // deltaNote is the one-line summary of a delta flash.
 func deltaNote(st *copyStats) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "delta flash: %d of %d chunks already on the target; fetched %s, wrote %s",
-		st.ChunksEqual, st.ChunksTotal, formatBytes(st.Fetched), formatBytes(st.Written))
+	fmt.Fprintf(&b, "delta flash: %d of %d data chunks already on the target (and %d zero chunks, zeroed); fetched %s, wrote %s",
+		st.ChunksEqual, st.ChunksTotal-st.ChunksZero, st.ChunksZero, formatBytes(st.Fetched), formatBytes(st.Written))
 	return b.String()
 }
 
@@ -380,6 +380,11 @@ func deltaImage(ctx context.Context, d *deltaStore, dev Device, opts copyOptions
 		ZeroMethod: c.method, SHA256: sum, Segments: c.segments,
 		PartitionTable: layout.HeadScheme(c.head[:c.headLen]),
 		Delta:          true, Fetched: d.fetched.Load(),
+	}
+	for _, ck := range d.x.Chunks {
+		if ck.Zero {
+			st.ChunksZero++
+		}
 	}
 	if c.delta != nil {
 		st.ChunksTotal, st.ChunksEqual = c.delta.total.Load(), c.delta.equal.Load()

@@ -123,10 +123,6 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 	default:
 		s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
 	}
-	if res.Delta {
-		s.say("delta flash: %d of %d chunks already on the disk; fetched %s, wrote %s",
-			res.ChunksEqual, res.ChunksTotal, human.Bytes(res.BytesFetched), human.Bytes(res.BytesWritten))
-	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
 	return res, nil
