@@ -76,7 +76,7 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		// image's chunk store (and the disk an older copy); without
 		// one, the engine flashes in full and says why.
 		Delta: p.SHA256 != "",
-		Sink: event.Multi(console, reporter), Logger: s.log}
+		Sink:  event.Multi(console, reporter), Logger: s.log}
 	online := p.Provisioning == fleet.ModeCijoeOnline
 	if p.Provisioning == fleet.ModeCloudInit || online {
 		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c, online); err != nil {
