@@ -121,7 +121,7 @@ func buildPack(ctx context.Context, r io.Reader, w io.Writer, opts BuildOptions)
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan *buildItem, opts.Workers)
 	order := make(chan *buildItem, opts.Workers*2)
-	pool := sync.Pool{New: func() any { return make([]byte, cs) }}
+	pool := sync.Pool{New: func() any { b := make([]byte, cs); return &b }}
 
 	for range opts.Workers {
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(opts.Level), zstd.WithEncoderConcurrency(1),
@@ -163,7 +163,8 @@ func buildPack(ctx context.Context, r io.Reader, w io.Writer, opts BuildOptions)
 			}
 			x.Chunks = append(x.Chunks, Chunk{Sum: it.sum, Zero: it.zero, Raw: it.raw, Len: int64(len(it.out))})
 			x.ImageSize += int64(len(it.buf))
-			pool.Put(it.buf[:cs])
+			b := it.buf[:cs]
+			pool.Put(&b)
 			if opts.Progress != nil {
 				opts.Progress(x.ImageSize)
 			}
@@ -178,7 +179,7 @@ func buildPack(ctx context.Context, r io.Reader, w io.Writer, opts BuildOptions)
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			buf := pool.Get().([]byte)
+			buf := *pool.Get().(*[]byte)
 			n, err := io.ReadFull(r, buf)
 			if n > 0 {
 				it := &buildItem{i: i, buf: buf[:n], done: make(chan struct{})}

@@ -81,7 +81,7 @@ type Index struct {
 	// from (hex; "" when the builder did not know it): a local store is
 	// used only for the file it was built from.
 	SourceSHA256 string
-	Chunks []Chunk
+	Chunks       []Chunk
 	// DataOffset is where the pack starts; FileSize is the whole file's
 	// length as the index declares it.
 	DataOffset, FileSize int64

@@ -81,6 +81,7 @@ type copyStats struct {
 	Delta                                                  bool
 	Fetched                                                int64
 	ChunksTotal, ChunksEqual, ChunksFetched, ChunksWritten int64
+	ChunksZero                                             int64
 }
 
 // ErrChecksum is returned (wrapped) when the decoded stream does not have

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -211,7 +210,7 @@ func (c *copier) compareChunks(ctx context.Context, x *chunks.Index) ([]bool, er
 	differ := make([]bool, n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Workers)
-	bufs := sync.Pool{New: func() any { return alignedBuf(readGroup + int(x.ChunkSize)) }}
+	bufs := newBufPool(c.opts.Workers, readGroup+int(x.ChunkSize))
 	for i := 0; i < n; {
 		if x.Chunks[i].Zero {
 			i++
@@ -230,8 +229,8 @@ func (c *copier) compareChunks(ctx context.Context, x *chunks.Index) ([]bool, er
 			off, _ := x.Span(first)
 			lo, ln := x.Span(last)
 			end := lo + ln
-			buf := bufs.Get().([]byte)
-			defer bufs.Put(buf)
+			buf := bufs.get()
+			defer bufs.put(buf)
 			// Whole blocks, for O_DIRECT (the image's end may not be).
 			rd := (end - off + c.bs - 1) / c.bs * c.bs
 			if _, err := c.dev.ReadAt(buf[:rd], off); err != nil {
@@ -266,7 +265,7 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Workers)
 	span := max(fetchGroup/x.ChunkSize, 1) // chunks per group
-	bufs := sync.Pool{New: func() any { return alignedBuf(int(span * x.ChunkSize)) }}
+	bufs := newBufPool(c.opts.Workers, int(span*x.ChunkSize))
 	for i := 0; i < n; {
 		if !differ[i] {
 			i++
@@ -295,8 +294,8 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 			}
 			d.fetched.Add(to - from)
 			base, _ := x.Span(first)
-			buf := bufs.Get().([]byte)
-			defer bufs.Put(buf)
+			buf := bufs.get()
+			defer bufs.put(buf)
 			// Decode every chunk that differs, then write each run of
 			// them with one write.
 			for k := first; k <= last; k++ {
@@ -353,11 +352,35 @@ func (c *copier) putChunk(off int64, p []byte) error {
 	return nil
 }
 
+// bufPool keeps up to n aligned buffers of one size for reuse.
+type bufPool struct {
+	free chan []byte
+	size int
+}
+
+func newBufPool(n, size int) *bufPool { return &bufPool{free: make(chan []byte, n), size: size} }
+
+func (p *bufPool) get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return alignedBuf(p.size)
+	}
+}
+
+func (p *bufPool) put(b []byte) {
+	select {
+	case p.free <- b:
+	default:
+	}
+}
+
 // deltaNote is the one-line summary of a delta flash.
 func deltaNote(st *copyStats) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "delta flash: %d of %d chunks already on the target; fetched %s, wrote %s",
-		st.ChunksEqual, st.ChunksTotal, formatBytes(st.Fetched), formatBytes(st.Written))
+	fmt.Fprintf(&b, "delta flash: %d of %d data chunks already on the target (and %d zero chunks, zeroed); fetched %s, wrote %s",
+		st.ChunksEqual, st.ChunksTotal-st.ChunksZero, st.ChunksZero, formatBytes(st.Fetched), formatBytes(st.Written))
 	return b.String()
 }
 
@@ -380,6 +403,11 @@ func deltaImage(ctx context.Context, d *deltaStore, dev Device, opts copyOptions
 		ZeroMethod: c.method, SHA256: sum, Segments: c.segments,
 		PartitionTable: layout.HeadScheme(c.head[:c.headLen]),
 		Delta:          true, Fetched: d.fetched.Load(),
+	}
+	for _, ck := range d.x.Chunks {
+		if ck.Zero {
+			st.ChunksZero++
+		}
 	}
 	if c.delta != nil {
 		st.ChunksTotal, st.ChunksEqual = c.delta.total.Load(), c.delta.equal.Load()

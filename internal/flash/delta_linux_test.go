@@ -169,7 +169,7 @@ func TestDeltaOnLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	looptest.Run(t, "umount", mnt)
-	res, done = f.flash(t, dev, Options{})
+	_, done = f.flash(t, dev, Options{})
 	if done.ChunksWritten == 0 || done.ChunksWritten > data/2 {
 		t.Fatalf("after a file was written into the root: %d chunks written of %d", done.ChunksWritten, data)
 	}

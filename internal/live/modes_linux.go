@@ -76,7 +76,7 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		// image's chunk store (and the disk an older copy); without
 		// one, the engine flashes in full and says why.
 		Delta: p.SHA256 != "",
-		Sink: event.Multi(console, reporter), Logger: s.log}
+		Sink:  event.Multi(console, reporter), Logger: s.log}
 	online := p.Provisioning == fleet.ModeCijoeOnline
 	if p.Provisioning == fleet.ModeCloudInit || online {
 		if opts.UserData, opts.MetaData, err = s.fetchSeed(ctx, c, online); err != nil {
@@ -122,10 +122,6 @@ func (s *system) flashOnce(ctx context.Context) (*flash.Result, error) {
 		s.say("the image has its own vendor-data; the OS will not phone home: set ready_check tcp:22 for this machine")
 	default:
 		s.say("seeded cloud-init's phone_home: the flashed OS reports ready to %s", p.Server)
-	}
-	if res.Delta {
-		s.say("delta flash: %d of %d chunks already on the disk; fetched %s, wrote %s",
-			res.ChunksEqual, res.ChunksTotal, human.Bytes(res.BytesFetched), human.Bytes(res.BytesWritten))
 	}
 	s.say("flash done in %s (%s, %s/s)", time.Duration(res.Elapsed*float64(time.Second)).Round(100*time.Millisecond),
 		human.Bytes(res.TotalBytes), human.Bytes(int64(res.Rate)))
