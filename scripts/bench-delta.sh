@@ -14,6 +14,8 @@
 #            every timed run.
 #   cases    full   the full flash (the baseline), over garbage;
 #            same   a delta flash of the target right after the full flash
+#            garbage  a delta flash onto garbage: every chunk fetched and
+#                   decoded in parallel (the chunked form of a full flash)
 #                   (nothing differs);
 #            X %    for X in BENCH_DELTA_CHANGES (1 5 25): the flashed root
 #                   filesystem is mounted and X % of the image's data bytes
@@ -414,6 +416,10 @@ one_round() {
     change "$x"
     flash "$x%" 1
   done
+  # A delta onto garbage: a full flash through the chunk store (every
+  # chunk fetched, decoded in parallel), against the zstd stream above.
+  fill_garbage "$loop" "$size"
+  flash garbage 1
 }
 
 # ---------------------------------------------------------------- report
@@ -434,10 +440,11 @@ report() {
   echo
   echo "| case | wall s | × full | bty CPU s | fetched MiB | × full | on the wire MiB | written MiB | × full | zeroed MiB | chunks equal / total | bit-identical |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for c in full same $(for x in $changes; do echo "$x%"; done); do
+  for c in full same $(for x in $changes; do echo "$x%"; done) garbage; do
     case $c in
       full) label="full flash (baseline)" ;;
       same) label="delta, unchanged target" ;;
+      garbage) label="delta onto garbage (a full flash through the chunk store)" ;;
       *) label="delta, $c of the data changed" ;;
     esac
     if [ -n "${failed[$c]:-}" ]; then
