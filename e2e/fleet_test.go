@@ -282,9 +282,9 @@ func TestFleetIPMI(t *testing.T) {
 	// chunk store, the disk holds the image A's OS ran on, so only the
 	// chunks the OS changed are fetched and written.
 	zstSize := fileSize(t, zst)
-	t.Logf("A's flashes, fetch to done: first %s (fetched %s, wrote %s, %d/%d chunks equal); second %s (fetched %s, wrote %s, %d/%d chunks equal); the image file is %s",
-		fa.DoneAt.Sub(*fa.FetchAt).Round(time.Second), humanize.IBytes(uint64(fa.BytesFetched)), humanize.IBytes(uint64(fa.BytesWritten)), fa.ChunksEqual, fa.ChunksTotal,
-		fr.DoneAt.Sub(*fr.FetchAt).Round(time.Second), humanize.IBytes(uint64(fr.BytesFetched)), humanize.IBytes(uint64(fr.BytesWritten)), fr.ChunksEqual, fr.ChunksTotal,
+	t.Logf("A's flashes, fetch to done: first %s (fetched %s, wrote %s, %d/%d data chunks equal); second %s (fetched %s, wrote %s, %d/%d data chunks equal); the image file is %s",
+		fa.DoneAt.Sub(*fa.FetchAt).Round(time.Second), humanize.IBytes(uint64(fa.BytesFetched)), humanize.IBytes(uint64(fa.BytesWritten)), fa.ChunksEqual, fa.ChunksTotal-fa.ChunksZero,
+		fr.DoneAt.Sub(*fr.FetchAt).Round(time.Second), humanize.IBytes(uint64(fr.BytesFetched)), humanize.IBytes(uint64(fr.BytesWritten)), fr.ChunksEqual, fr.ChunksTotal-fr.ChunksZero,
 		humanize.IBytes(uint64(zstSize)))
 	if fr.ChunksEqual == 0 || fr.BytesFetched == 0 || fr.BytesFetched*10 > zstSize || fr.BytesWritten*4 > fa.BytesWritten {
 		t.Errorf("A's recovery reflash: %d of %d chunks equal, fetched %d bytes of a %d-byte image file, wrote %d bytes (the first flash %d); want a delta flash fetching and writing a fraction",
@@ -319,9 +319,9 @@ func TestFleetIPMI(t *testing.T) {
 	checkChain(t, w, jobMark, vb2.start, seedAndReady(b.mac))
 	checkNoDetour(t, w, b.mac, osB2, jobMark)
 	phases = append(phases, flashPhases("job-b", fj)...)
-	t.Logf("B's flashes, fetch to done: first %s (fetched %s, %d/%d chunks equal); the job's %s (fetched %s, wrote %s, %d/%d chunks equal)",
-		fb.DoneAt.Sub(*fb.FetchAt).Round(time.Second), humanize.IBytes(uint64(fb.BytesFetched)), fb.ChunksEqual, fb.ChunksTotal,
-		fj.DoneAt.Sub(*fj.FetchAt).Round(time.Second), humanize.IBytes(uint64(fj.BytesFetched)), humanize.IBytes(uint64(fj.BytesWritten)), fj.ChunksEqual, fj.ChunksTotal)
+	t.Logf("B's flashes, fetch to done: first %s (fetched %s, %d/%d data chunks equal); the job's %s (fetched %s, wrote %s, %d/%d data chunks equal)",
+		fb.DoneAt.Sub(*fb.FetchAt).Round(time.Second), humanize.IBytes(uint64(fb.BytesFetched)), fb.ChunksEqual, fb.ChunksTotal-fb.ChunksZero,
+		fj.DoneAt.Sub(*fj.FetchAt).Round(time.Second), humanize.IBytes(uint64(fj.BytesFetched)), humanize.IBytes(uint64(fj.BytesWritten)), fj.ChunksEqual, fj.ChunksTotal-fj.ChunksZero)
 	if fj.ChunksEqual == 0 || fj.BytesFetched*10 > fb.BytesFetched || fj.BytesWritten*4 > fb.BytesWritten {
 		t.Errorf("the job's reflash of B: %d of %d chunks equal, fetched %d bytes (the first flash %d), wrote %d (%d); want a delta flash",
 			fj.ChunksEqual, fj.ChunksTotal, fj.BytesFetched, fb.BytesFetched, fj.BytesWritten, fb.BytesWritten)

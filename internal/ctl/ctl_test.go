@@ -772,7 +772,7 @@ func TestMachinesReflashWait(t *testing.T) {
 	}
 	cycle := m[1]
 	httpDo(t, "POST", base+"/pxe/"+mac+"/progress", cycle, `{"bytes_written":524288,"total_bytes":1048576,"rate":1000000}`)
-	httpDo(t, "POST", base+"/pxe/"+mac+"/done", cycle, `{"bytes_written":1048576,"total_bytes":1048576,"rate":2000000,"bytes_fetched":262144,"chunks_total":4,"chunks_equal":3}`)
+	httpDo(t, "POST", base+"/pxe/"+mac+"/done", cycle, `{"bytes_written":1048576,"total_bytes":1048576,"rate":2000000,"bytes_fetched":262144,"chunks_total":5,"chunks_zero":1,"chunks_equal":3}`)
 	httpDo(t, "GET", base+"/pxe/"+mac, "", "")
 	httpDo(t, "POST", base+"/pxe/"+mac+"/ready?cycle="+cycle, "", "")
 	var r result
@@ -803,7 +803,7 @@ func TestMachinesReflashWait(t *testing.T) {
 	r = h.run("", "machines", "history", mac)
 	h.want(r, 0, "ID")
 	if n := strings.Count(r.stdout, "job.img"); n != 3 || !strings.Contains(r.stdout, "ready") || !strings.Contains(r.stdout, "cancelled") ||
-		!strings.Contains(r.stdout, "1.0 MiB (fetched 256 KiB, 3 of 4 chunks equal)") {
+		!strings.Contains(r.stdout, "1.0 MiB (fetched 256 KiB, 3 of 4 data chunks equal)") {
 		t.Fatalf("history:\n%s", r.stdout)
 	}
 }

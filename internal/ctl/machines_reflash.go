@@ -439,8 +439,8 @@ field, each phase's time included.`,
 					written = human.Bytes(f.BytesWritten)
 				}
 				if f.ChunksTotal > 0 { // a delta flash
-					written = fmt.Sprintf("%s (fetched %s, %d of %d chunks equal)", human.Bytes(f.BytesWritten),
-						human.Bytes(f.BytesFetched), f.ChunksEqual, f.ChunksTotal)
+					written = fmt.Sprintf("%s (fetched %s, %d of %d data chunks equal)", human.Bytes(f.BytesWritten),
+						human.Bytes(f.BytesFetched), f.ChunksEqual, f.ChunksTotal-f.ChunksZero)
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, localTime(&f.RequestedAt), f.Trigger, dash(f.Image),
 					f.Result, f.Phase, f.Duration(now).Round(time.Second), written, dash(f.Reason))

@@ -47,10 +47,12 @@ type Event struct {
 	Elapsed float64 `json:"elapsed_seconds,omitempty"`
 	// A delta flash's counts (progress, done): bytes fetched from the
 	// source; the image's chunks; those compared with the target so
-	// far, found equal, fetched and written.
+	// far, found equal, fetched and written; the zero chunks (zeroed,
+	// not compared).
 	BytesFetched   int64 `json:"bytes_fetched,omitempty"`
 	ChunksTotal    int64 `json:"chunks_total,omitempty"`
 	ChunksCompared int64 `json:"chunks_compared,omitempty"`
+	ChunksZero     int64 `json:"chunks_zero,omitempty"`
 	ChunksEqual    int64 `json:"chunks_equal,omitempty"`
 	ChunksFetched  int64 `json:"chunks_fetched,omitempty"`
 	ChunksWritten  int64 `json:"chunks_written,omitempty"`

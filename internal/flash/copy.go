@@ -217,7 +217,7 @@ func (c *copier) deltaFields(e *event.Event) {
 	if c.delta == nil {
 		return
 	}
-	e.ChunksTotal, e.ChunksCompared = c.delta.total.Load(), c.delta.compared.Load()
+	e.ChunksTotal, e.ChunksCompared, e.ChunksZero = c.delta.total.Load(), c.delta.compared.Load(), c.delta.zero
 	e.ChunksEqual, e.ChunksFetched, e.ChunksWritten = c.delta.equal.Load(), c.delta.fetched.Load(), c.delta.written.Load()
 	if c.fetchedFn != nil {
 		e.BytesFetched = c.fetchedFn()

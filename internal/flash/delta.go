@@ -147,6 +147,8 @@ func redact(ref string) string {
 // deltaCounts are a delta flash's chunk counts (progress and result).
 type deltaCounts struct {
 	total, compared, equal, fetched, written atomic.Int64
+	// zero is the image's zero chunks (set before the flash starts).
+	zero int64
 }
 
 // errStoreBroken wraps a chunk store that failed mid-flash (a chunk that
@@ -171,6 +173,11 @@ func (c *copier) copyDelta(ctx context.Context, d *deltaStore) (string, error) {
 	c.total.Store(x.ImageSize)
 	c.delta = &deltaCounts{}
 	c.delta.total.Store(int64(n))
+	for _, ck := range x.Chunks {
+		if ck.Zero {
+			c.delta.zero++
+		}
+	}
 	c.fetchedFn = d.fetched.Load
 
 	differ, err := c.compareChunks(ctx, x)
@@ -404,13 +411,8 @@ func deltaImage(ctx context.Context, d *deltaStore, dev Device, opts copyOptions
 		PartitionTable: layout.HeadScheme(c.head[:c.headLen]),
 		Delta:          true, Fetched: d.fetched.Load(),
 	}
-	for _, ck := range d.x.Chunks {
-		if ck.Zero {
-			st.ChunksZero++
-		}
-	}
 	if c.delta != nil {
-		st.ChunksTotal, st.ChunksEqual = c.delta.total.Load(), c.delta.equal.Load()
+		st.ChunksTotal, st.ChunksEqual, st.ChunksZero = c.delta.total.Load(), c.delta.equal.Load(), c.delta.zero
 		st.ChunksFetched, st.ChunksWritten = c.delta.fetched.Load(), c.delta.written.Load()
 	}
 	return st, err

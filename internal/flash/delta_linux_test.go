@@ -106,6 +106,9 @@ func TestDeltaOnLoop(t *testing.T) {
 
 	// Garbage everywhere: delta degenerates to a full flash, still correct.
 	res, done := f.flash(t, dev, Options{Verify: true})
+	if zero := int64(len(f.x.Chunks)) - data; res.ChunksZero != zero || done.ChunksZero != zero {
+		t.Errorf("chunks_zero %d (done event %d), the store has %d zero chunks", res.ChunksZero, done.ChunksZero, zero)
+	}
 	if !res.Delta || res.ChunksEqual != 0 || done.ChunksWritten != data || !res.Verified {
 		t.Fatalf("onto garbage: delta %v, %d equal, %d written of %d data chunks, verified %v", res.Delta, res.ChunksEqual, done.ChunksWritten, data, res.Verified)
 	}

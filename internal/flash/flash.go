@@ -99,6 +99,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.TotalBytes, res.BytesWritten, res.BytesZeroed = st.Total, st.Written, st.Zeroed
 	res.ZeroMethod, res.SHA256 = string(st.ZeroMethod), st.SHA256
 	res.Delta, res.BytesFetched, res.ChunksTotal, res.ChunksEqual = st.Delta, max(st.Fetched, 0), st.ChunksTotal, st.ChunksEqual
+	res.ChunksZero = st.ChunksZero
 	if err != nil {
 		// Persist what was written (at least the zeroed head) before
 		// reporting; the disk must not keep a stale bootable table.
@@ -184,7 +185,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if res.Delta {
 		// A delta flash says what it really wrote, and its chunks.
 		done.BytesWritten = res.BytesWritten
-		done.ChunksTotal, done.ChunksEqual = st.ChunksTotal, st.ChunksEqual
+		done.ChunksTotal, done.ChunksZero, done.ChunksEqual = st.ChunksTotal, st.ChunksZero, st.ChunksEqual
 		done.ChunksFetched, done.ChunksWritten = st.ChunksFetched, st.ChunksWritten
 	}
 	if res.Provision != nil {

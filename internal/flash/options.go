@@ -148,11 +148,13 @@ type Result struct {
 	Provision *provision.Result `json:"provision,omitempty"`
 	// Delta says the flash compared the target with the image's chunk
 	// store; ChunksTotal and ChunksEqual count the image's chunks and
+	// the data chunks (ChunksZero are zero: zeroed, not compared)
 	// those the target already held. BytesFetched is what was read from
 	// the source (a full flash: the image file's size).
 	Delta        bool     `json:"delta"`
 	BytesFetched int64    `json:"bytes_fetched"`
 	ChunksTotal  int64    `json:"chunks_total"`
+	ChunksZero   int64    `json:"chunks_zero"`
 	ChunksEqual  int64    `json:"chunks_equal"`
 	Elapsed      float64  `json:"elapsed_seconds"`
 	Rate         float64  `json:"rate"`

@@ -200,11 +200,13 @@ type Flash struct {
 	TotalBytes   int64   `json:"total_bytes"`
 	Rate         float64 `json:"rate"`
 	// BytesFetched is what the live env fetched from bty-web (a delta
-	// flash fetches only the chunks that differ); ChunksTotal and
-	// ChunksEqual count the image's chunks and those the disk already
-	// held (0 and 0: not a delta flash). From the done report.
+	// flash fetches only the chunks that differ); ChunksTotal counts the
+	// image's chunks, ChunksZero those that are zero (zeroed, never
+	// compared) and ChunksEqual the data chunks the disk already held
+	// (all 0: not a delta flash). From the done report.
 	BytesFetched int64 `json:"bytes_fetched"`
 	ChunksTotal  int64 `json:"chunks_total"`
+	ChunksZero   int64 `json:"chunks_zero"`
 	ChunksEqual  int64 `json:"chunks_equal"`
 	// OSAddress is where the flashed OS answered its ready check.
 	OSAddress string `json:"os_address"`
@@ -513,10 +515,11 @@ type Progress struct {
 	// OSUser is the flashed image's cloud-init default user (done; ""
 	// when the image names none).
 	OSUser string `json:"os_user"`
-	// BytesFetched, ChunksTotal and ChunksEqual are a delta flash's
+	// BytesFetched, ChunksTotal, ChunksZero and ChunksEqual are a delta flash's
 	// totals (done; see Flash).
 	BytesFetched int64 `json:"bytes_fetched,omitempty"`
 	ChunksTotal  int64 `json:"chunks_total,omitempty"`
+	ChunksZero   int64 `json:"chunks_zero,omitempty"`
 	ChunksEqual  int64 `json:"chunks_equal,omitempty"`
 }
 
@@ -544,8 +547,8 @@ func (p Progress) Sane() Progress {
 	if p.BytesFetched < 0 || p.BytesFetched > 1<<56 {
 		p.BytesFetched = 0
 	}
-	if p.ChunksTotal < 0 || p.ChunksTotal > 1<<32 || p.ChunksEqual < 0 || p.ChunksEqual > p.ChunksTotal {
-		p.ChunksTotal, p.ChunksEqual = 0, 0
+	if p.ChunksTotal < 0 || p.ChunksTotal > 1<<32 || p.ChunksEqual < 0 || p.ChunksZero < 0 || p.ChunksEqual+p.ChunksZero > p.ChunksTotal {
+		p.ChunksTotal, p.ChunksZero, p.ChunksEqual = 0, 0, 0
 	}
 	return p
 }
@@ -565,7 +568,7 @@ func (f *Flash) progress(p Progress) {
 		f.BytesFetched = p.BytesFetched
 	}
 	if p.ChunksTotal > 0 {
-		f.ChunksTotal, f.ChunksEqual = p.ChunksTotal, p.ChunksEqual
+		f.ChunksTotal, f.ChunksZero, f.ChunksEqual = p.ChunksTotal, p.ChunksZero, p.ChunksEqual
 	}
 	if p.SHA256 != "" {
 		f.ImageSHA256 = p.SHA256

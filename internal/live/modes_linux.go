@@ -44,7 +44,7 @@ func (s *system) flashMode(ctx context.Context) {
 	}
 	totals := fleet.Progress{Image: imageName(s.params.ImageURL), BytesWritten: res.BytesWritten,
 		TotalBytes: res.TotalBytes, Rate: res.Rate, SHA256: res.SHA256,
-		BytesFetched: res.BytesFetched, ChunksTotal: res.ChunksTotal, ChunksEqual: res.ChunksEqual}
+		BytesFetched: res.BytesFetched, ChunksTotal: res.ChunksTotal, ChunksZero: res.ChunksZero, ChunksEqual: res.ChunksEqual}
 	if res.Provision != nil {
 		// Who cloud-init gives bty-web's key to: bty-web logs in as them.
 		totals.OSUser = res.Provision.DefaultUser

@@ -134,7 +134,7 @@ func TestReflashOnDemand(t *testing.T) {
 	}
 	sum := strings.Repeat("ab", 32)
 	if r := ts.callFrom(t, "127.0.0.1", "POST", "/pxe/"+mac+"/done", cycle,
-		strings.NewReader(`{"image":"job.img","bytes_written":4194304,"total_bytes":4194304,"rate":60000000,"sha256":"`+sum+`","bytes_fetched":1048576,"chunks_total":1300,"chunks_equal":1250}`)); r.code != 200 {
+		strings.NewReader(`{"image":"job.img","bytes_written":4194304,"total_bytes":4194304,"rate":60000000,"sha256":"`+sum+`","bytes_fetched":1048576,"chunks_total":1300,"chunks_zero":20,"chunks_equal":1250}`)); r.code != 200 {
 		t.Fatalf("done: %d %s", r.code, r.body)
 	}
 	// The disk boot: the policy (local) again.
@@ -143,7 +143,7 @@ func TestReflashOnDemand(t *testing.T) {
 	}
 	f = ts.flashOf(t, mac, id)
 	if f.Phase != fleet.PhaseDisk || f.DoneAt == nil || f.DiskAt == nil || f.Result != fleet.FlashRunning || f.BytesWritten != 4<<20 || f.ImageSHA256 != sum ||
-		f.BytesFetched != 1<<20 || f.ChunksTotal != 1300 || f.ChunksEqual != 1250 {
+		f.BytesFetched != 1<<20 || f.ChunksTotal != 1300 || f.ChunksZero != 20 || f.ChunksEqual != 1250 {
 		t.Fatalf("after done and the disk boot: %+v", f)
 	}
 	// Phone-home: a wrong token, none, then the right one from the OS's
@@ -219,7 +219,7 @@ func TestReflashOnDemand(t *testing.T) {
 	if h := page.Flashes[1]; h.BytesFetched != 1<<20 || h.ChunksTotal != 1300 || h.ChunksEqual != 1250 || page.Flashes[0].ChunksTotal != 0 {
 		t.Errorf("history's delta totals: %+v", page.Flashes)
 	}
-	if ui := ts.do(t, "GET", "/ui/machines/"+mac, nil, ts.auth()); !strings.Contains(string(ui.body), "fetched 1.0 MiB, wrote 4.0 MiB, 1,250 of 1,300 chunks equal") {
+	if ui := ts.do(t, "GET", "/ui/machines/"+mac, nil, ts.auth()); !strings.Contains(string(ui.body), "fetched 1.0 MiB, wrote 4.0 MiB, 1,250 of 1,280 data chunks equal") {
 		t.Errorf("the machine page's history lacks the delta totals: %d\n%s", ui.code, grepLines(string(ui.body), "chunks equal"))
 	}
 	if r := ts.do(t, "GET", "/machines/52:54:00:f1:a5:99/flashes/"+fmt.Sprint(id), nil, ts.auth()); r.code != 404 {

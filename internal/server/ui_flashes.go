@@ -165,8 +165,8 @@ func deltaText(f fleet.Flash) string {
 	if f.ChunksTotal <= 0 {
 		return ""
 	}
-	return fmt.Sprintf("fetched %s, wrote %s, %s of %s chunks equal", human.Bytes(f.BytesFetched), human.Bytes(f.BytesWritten),
-		thousands(f.ChunksEqual), thousands(f.ChunksTotal))
+	return fmt.Sprintf("fetched %s, wrote %s, %s of %s data chunks equal", human.Bytes(f.BytesFetched), human.Bytes(f.BytesWritten),
+		thousands(f.ChunksEqual), thousands(f.ChunksTotal-f.ChunksZero))
 }
 
 // powerWords describes Flash.Power.
