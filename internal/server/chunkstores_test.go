@@ -139,12 +139,12 @@ func TestChunkStores(t *testing.T) {
 	}
 
 	// The header with a Range request, then the whole file.
-	r := ts.do(t, "GET", "/images/disk.img.zst/chunks", nil, map[string]string{"Range": "bytes=0-63"})
+	r := ts.do(t, "GET", "/images/disk.img.zst/chunks", nil, map[string]string{"Range": fmt.Sprintf("bytes=0-%d", chunks.HeaderSize-1)})
 	if r.code != 206 || len(r.body) != chunks.HeaderSize || r.header.Get("Content-Type") != "application/octet-stream" {
 		t.Fatalf("range: %d %q %d bytes", r.code, r.header.Get("Content-Type"), len(r.body))
 	}
 	x, n, err := chunks.ParseHeader(r.body)
-	if err != nil || n != 4 || x.SHA256 != *e.DecodedSHA256 || x.ImageSize != int64(len(raw)) {
+	if err != nil || n != 4 || x.SHA256 != *e.DecodedSHA256 || x.ImageSize != int64(len(raw)) || x.SourceSHA256 != sha(zst) {
 		t.Fatalf("header: %+v %d %v", x, n, err)
 	}
 	etag := r.header.Get("ETag")
@@ -163,7 +163,7 @@ func TestChunkStores(t *testing.T) {
 		t.Errorf("chunk kinds: %+v", x.Chunks)
 	}
 	// If-Range with another ETag: the whole file, not a mix.
-	r = ts.do(t, "GET", "/images/disk.img.zst/chunks", nil, map[string]string{"Range": "bytes=0-63", "If-Range": `"stale"`})
+	r = ts.do(t, "GET", "/images/disk.img.zst/chunks", nil, map[string]string{"Range": fmt.Sprintf("bytes=0-%d", chunks.HeaderSize-1), "If-Range": `"stale"`})
 	if r.code != 200 {
 		t.Errorf("If-Range with a stale ETag: %d", r.code)
 	}
