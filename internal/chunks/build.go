@@ -103,7 +103,6 @@ func Build(ctx context.Context, r io.Reader, path string, opts BuildOptions) (*I
 }
 
 type buildItem struct {
-	i    int
 	buf  []byte // decoded bytes (len = chunk's span)
 	done chan struct{}
 	out  []byte // packed bytes (nil: zero chunk)
@@ -182,7 +181,7 @@ func buildPack(ctx context.Context, r io.Reader, w io.Writer, opts BuildOptions)
 			buf := *pool.Get().(*[]byte)
 			n, err := io.ReadFull(r, buf)
 			if n > 0 {
-				it := &buildItem{i: i, buf: buf[:n], done: make(chan struct{})}
+				it := &buildItem{buf: buf[:n], done: make(chan struct{})}
 				select {
 				case order <- it:
 				case <-gctx.Done():

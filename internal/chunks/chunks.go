@@ -252,10 +252,3 @@ func zeroSum(n int64) [SumSize]byte {
 	}
 	return s
 }
-
-// ZeroSum is the sha256 of n zero bytes.
-func ZeroSum(n int64) [SumSize]byte { return zeroSum(n) }
-
-// Equal reports whether the decoded image's bytes p, at disk offset off,
-// are chunk i (by sum).
-func (x *Index) Equal(i int, p []byte) bool { return sha256.Sum256(p) == x.Chunks[i].Sum }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/btyproject/bty/internal/api"
 	"github.com/btyproject/bty/internal/chunks"
 	"github.com/btyproject/bty/internal/human"
@@ -323,32 +325,22 @@ func chunkText(c *api.ChunkStore) string {
 	}
 	switch c.State {
 	case chunkReady:
-		return fmt.Sprintf("ready (%s, %s chunks)", human.Bytes(c.SizeBytes), thousands(c.Chunks))
+		return fmt.Sprintf("ready (%s, %s chunks)", human.Bytes(c.SizeBytes), humanize.Comma(c.Chunks))
 	case chunkBuilding:
-		if c.TotalBytes > 0 {
-			return fmt.Sprintf("building %d %%", min(100, c.DoneBytes*100/c.TotalBytes))
-		}
-		return "building (" + human.Bytes(c.DoneBytes) + " so far)"
+		return "building " + buildProgress(c)
 	case chunkFailed:
 		return "failed: " + c.Error
 	}
 	return c.State
 }
 
-// thousands writes n with comma separators (1,300).
-func thousands(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return s
+// buildProgress is how far a build is: "42 %", or "1.2 GiB so far"
+// when the decoded size is not known.
+func buildProgress(c *api.ChunkStore) string {
+	if c.TotalBytes > 0 {
+		return fmt.Sprintf("%d %%", min(100, c.DoneBytes*100/c.TotalBytes))
 	}
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return human.Bytes(c.DoneBytes) + " so far"
 }
 
 func (s *Server) handleImageChunks(w http.ResponseWriter, r *http.Request) {
@@ -389,11 +381,7 @@ func (s *Server) handleImageChunks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no chunk store for image %q yet: it is queued to be built", name))
 		return
 	case chunkBuilding:
-		done := human.Bytes(c.DoneBytes) + " so far"
-		if c.TotalBytes > 0 {
-			done = fmt.Sprintf("%d %%", min(100, c.DoneBytes*100/c.TotalBytes))
-		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no chunk store for image %q yet: it is being built (%s)", name, done))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no chunk store for image %q yet: it is being built (%s)", name, buildProgress(c)))
 		return
 	case chunkFailed:
 		none("its build failed: " + c.Error)

@@ -15,6 +15,7 @@ import (
 	"github.com/btyproject/bty/internal/fleet"
 	"github.com/btyproject/bty/internal/human"
 	"github.com/btyproject/bty/internal/store"
+	"github.com/dustin/go-humanize"
 )
 
 // Flashes in the browser UI: the machine page's latest flash and
@@ -166,7 +167,7 @@ func deltaText(f fleet.Flash) string {
 		return ""
 	}
 	return fmt.Sprintf("fetched %s, wrote %s, %s of %s data chunks equal", human.Bytes(f.BytesFetched), human.Bytes(f.BytesWritten),
-		thousands(f.ChunksEqual), thousands(f.ChunksTotal-f.ChunksZero))
+		humanize.Comma(f.ChunksEqual), humanize.Comma(f.ChunksTotal-f.ChunksZero))
 }
 
 // powerWords describes Flash.Power.
