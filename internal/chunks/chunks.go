@@ -180,28 +180,44 @@ func Parse(b []byte) (*Index, error) {
 }
 
 // ReadIndex reads and checks the index at the start of r (a file or a
-// URL's range reader).
-func ReadIndex(r io.ReaderAt) (*Index, error) {
+// URL's range reader), a store of fileSize bytes. The header is checked
+// before the entries are read, so an index off the network allocates no
+// more than the store holds: entries that do not fit fileSize, or an
+// image larger than maxImage (> 0: the target's size), are refused.
+func ReadIndex(r io.ReaderAt, fileSize, maxImage int64) (*Index, error) {
 	head := make([]byte, HeaderSize)
 	if _, err := r.ReadAt(head, 0); err != nil {
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("%w: shorter than its header", ErrFormat)
 		}
 		return nil, err
 	}
-	_, n, err := ParseHeader(head)
+	hx, n, err := ParseHeader(head)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case IndexSize(n) > fileSize:
+		return nil, fmt.Errorf("%w: an index of %d chunks does not fit a %d-byte store (truncated)", ErrFormat, n, fileSize)
+	case maxImage > 0 && hx.ImageSize > maxImage:
+		return nil, &TooLargeError{Image: hx.ImageSize, Max: maxImage}
 	}
 	b := make([]byte, IndexSize(n))
 	copy(b, head)
 	if _, err := r.ReadAt(b[HeaderSize:], HeaderSize); err != nil {
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("%w: truncated index", ErrFormat)
 		}
 		return nil, err
 	}
 	return Parse(b)
+}
+
+// TooLargeError is a store whose image is larger than the target.
+type TooLargeError struct{ Image, Max int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("its image is %d bytes, larger than the target's %d", e.Image, e.Max)
 }
 
 // Marshal encodes the index (header, entries, checksum); the pack

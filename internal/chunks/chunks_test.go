@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -60,7 +61,7 @@ func TestBuildParseDecode(t *testing.T) {
 	if x.SHA256 != hex.EncodeToString(sum[:]) || x.ImageSize != int64(len(img)) {
 		t.Fatalf("index says %s/%d, image is %x/%d", x.SHA256, x.ImageSize, sum, len(img))
 	}
-	got, err := ReadIndex(bytes.NewReader(file))
+	got, err := ReadIndex(bytes.NewReader(file), int64(len(file)), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestBuildParseDecode(t *testing.T) {
 func TestParseRefuses(t *testing.T) {
 	img := testImage(1<<20, 3)
 	_, file := build(t, img, 64<<10)
-	x, _ := ReadIndex(bytes.NewReader(file))
+	x, _ := ReadIndex(bytes.NewReader(file), int64(len(file)), 0)
 	idx := file[:x.DataOffset]
 	for name, b := range map[string][]byte{
 		"empty":     nil,
@@ -123,8 +124,17 @@ func TestParseRefuses(t *testing.T) {
 			t.Errorf("%s: %v, want ErrFormat", name, err)
 		}
 	}
-	if _, err := ReadIndex(bytes.NewReader(idx[:100])); !errors.Is(err, ErrFormat) {
+	if _, err := ReadIndex(bytes.NewReader(idx[:100]), 100, 0); !errors.Is(err, ErrFormat) {
 		t.Errorf("ReadIndex of a truncated index: %v", err)
+	}
+	// Bounds checked before the entries are read: an index that does not
+	// fit the store's size, an image larger than the target.
+	if _, err := ReadIndex(bytes.NewReader(file), x.DataOffset-1, 0); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "does not fit") {
+		t.Errorf("ReadIndex of a store too short for its index: %v", err)
+	}
+	var tl *TooLargeError
+	if _, err := ReadIndex(bytes.NewReader(file), int64(len(file)), x.ImageSize-1); !errors.As(err, &tl) || tl.Image != x.ImageSize {
+		t.Errorf("ReadIndex with a target one byte too small: %v", err)
 	}
 }
 

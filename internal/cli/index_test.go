@@ -37,7 +37,11 @@ func TestIndexCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	x, err := chunks.ReadIndex(f)
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := chunks.ReadIndex(f, st.Size(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"path"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,14 +41,21 @@ func (d *deltaStore) close() {
 	}
 }
 
-// readAt is an io.ReaderAt over the store that counts what it fetches.
-type storeReader struct{ d *deltaStore }
+// read fills p from the store at off (one Range request for a URL,
+// resumed like any URL source) and counts the bytes fetched.
+func (d *deltaStore) read(p []byte, off int64) error {
+	if err := source.ReadRange(d.src, p, off); err != nil {
+		return err
+	}
+	d.fetched.Add(int64(len(p)))
+	return nil
+}
 
-func (r storeReader) ReadAt(p []byte, off int64) (int, error) {
-	if err := source.ReadRange(r.d.src, p, off); err != nil {
+// ReadAt makes the store an io.ReaderAt for chunks.ReadIndex.
+func (d *deltaStore) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.read(p, off); err != nil {
 		return 0, err
 	}
-	r.d.fetched.Add(int64(len(p)))
 	return len(p), nil
 }
 
@@ -95,12 +101,14 @@ func openDeltaStore(ctx context.Context, opts Options, p *prepared, targetSize i
 	src, err := source.Open(ctx, ref, opts.Source)
 	if err != nil {
 		if errors.Is(err, source.ErrNotFound) {
-			return full("no chunk store for this image at %s (bty index IMAGE writes one; bty-web builds one for every image)", redact(ref))
+			return full("no chunk store for this image at %s (bty index IMAGE writes one; bty-web builds one for every image)", source.Redact(ref))
 		}
-		return full("the chunk store %s cannot be read (%v)", redact(ref), err)
+		return full("the chunk store %s cannot be read (%v)", source.Redact(ref), err)
 	}
 	d := &deltaStore{src: src}
-	x, err := chunks.ReadIndex(storeReader{d})
+	// Bounded before the entries are read: the index must fit the store
+	// file, its image the target.
+	x, err := chunks.ReadIndex(d, src.Size(), targetSize)
 	if err != nil {
 		src.Close()
 		return full("the chunk store %s is not usable (%v)", src.Name(), err)
@@ -117,8 +125,6 @@ func openDeltaStore(ctx context.Context, opts Options, p *prepared, targetSize i
 		return drop("the chunk store %s is of an image with sha256 %s, not %s", src.Name(), x.SHA256, opts.SHA256)
 	case p.img.Size() >= 0 && x.ImageSize != p.img.Size():
 		return drop("the chunk store %s is of a %d-byte image; this one decodes to %d bytes", src.Name(), x.ImageSize, p.img.Size())
-	case x.ImageSize > targetSize:
-		return drop("the image (%s) is larger than the target (%s)", formatBytes(x.ImageSize), formatBytes(targetSize))
 	}
 	if opts.SHA256 == "" {
 		// A local image: the store must be of this very file.
@@ -134,14 +140,6 @@ func openDeltaStore(ctx context.Context, opts Options, p *prepared, targetSize i
 		}
 	}
 	return d, "", nil
-}
-
-func redact(ref string) string {
-	if u, err := url.Parse(ref); err == nil && source.IsURL(ref) {
-		u.User, u.RawQuery = nil, ""
-		return u.String()
-	}
-	return ref
 }
 
 // deltaCounts are a delta flash's chunk counts (progress and result).
@@ -296,10 +294,9 @@ func (c *copier) fetchChunks(ctx context.Context, d *deltaStore, differ []bool) 
 			from := x.Chunks[first].Off
 			to := x.Chunks[last].Off + x.Chunks[last].Len
 			raw := make([]byte, to-from)
-			if err := source.ReadRange(d.src, raw, from); err != nil {
+			if err := d.read(raw, from); err != nil {
 				return fmt.Errorf("fetching chunks %d-%d from %s: %w", first, last, d.src.Name(), err)
 			}
-			d.fetched.Add(to - from)
 			base, _ := x.Span(first)
 			buf := bufs.get()
 			defer bufs.put(buf)
@@ -385,10 +382,8 @@ func (p *bufPool) put(b []byte) {
 
 // deltaNote is the one-line summary of a delta flash.
 func deltaNote(st *copyStats) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "delta flash: %d of %d data chunks already on the target (and %d zero chunks, zeroed); fetched %s, wrote %s",
+	return fmt.Sprintf("delta flash: %d of %d data chunks already on the target (and %d zero chunks, zeroed); fetched %s, wrote %s",
 		st.ChunksEqual, st.ChunksTotal-st.ChunksZero, st.ChunksZero, formatBytes(st.Fetched), formatBytes(st.Written))
-	return b.String()
 }
 
 // deltaImage runs copyDelta with progress events and the head written

@@ -207,14 +207,12 @@ func flashDelta(ctx context.Context, opts Options, p *prepared, t *disk.Target, 
 	if d == nil {
 		log.Info("delta flash not possible", "why", note)
 		res.Notes = append(res.Notes, note)
-		copts.Sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: note})
 		return nil, nil
 	}
 	defer d.close()
 	// The image itself is not read: release its connection (a URL's
 	// first GET is open since the plan) and reopen it only to fall back.
 	p.close()
-	p.img, p.src = nil, nil
 	st, err := deltaImage(ctx, d, t, copts)
 	var sb *errStoreBroken
 	if errors.As(err, &sb) {
@@ -228,7 +226,6 @@ func flashDelta(ctx context.Context, opts Options, p *prepared, t *disk.Target, 
 		note := fmt.Sprintf("the chunk store %s broke during the delta flash (%v): flashing in full", d.src.Name(), sb.err)
 		log.Warn("delta flash fell back", "err", sb.err)
 		res.Notes = append(res.Notes, note)
-		copts.Sink.Emit(event.Event{Event: event.Note, Time: time.Now(), Note: note})
 		return nil, nil
 	}
 	if err == nil {

@@ -34,6 +34,7 @@ type prepared struct {
 	seedOptional bool
 }
 
+// close releases the image and its source (again: a no-op).
 func (p *prepared) close() {
 	if p.img != nil {
 		p.img.Close()
@@ -41,6 +42,7 @@ func (p *prepared) close() {
 	if p.src != nil {
 		p.src.Close()
 	}
+	p.img, p.src = nil, nil
 }
 
 // fail records a validation error of a kind; the first error's kind

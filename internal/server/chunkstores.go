@@ -187,7 +187,7 @@ func valid(path, decoded string) (*chunks.Index, os.FileInfo, bool) {
 	if err != nil {
 		return nil, nil, false
 	}
-	x, err := chunks.ReadIndex(f)
+	x, err := chunks.ReadIndex(f, fi.Size(), 0)
 	if err != nil || x.SHA256 != decoded || x.FileSize != fi.Size() {
 		return nil, nil, false
 	}

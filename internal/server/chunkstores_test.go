@@ -83,7 +83,7 @@ func waitChunks(t *testing.T, ts *testServer, name, fileSum string) api.Image {
 // decodeStore decodes every chunk of a whole store file: the image.
 func decodeStore(t *testing.T, store []byte) (*chunks.Index, []byte) {
 	t.Helper()
-	x, err := chunks.ReadIndex(bytes.NewReader(store))
+	x, err := chunks.ReadIndex(bytes.NewReader(store), int64(len(store)), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 )
@@ -169,3 +170,16 @@ func ReadRange(s Source, p []byte, off int64) error {
 // ErrNoRanges is returned by ReadRange for a source without random
 // access (an HTTP server that ignores Range).
 var ErrNoRanges = errors.New("the server does not serve byte ranges")
+
+// Redact is ref as it may be shown and logged: a URL without
+// credentials, query string or fragment; a path as it is.
+func Redact(ref string) string {
+	if !IsURL(ref) {
+		return ref
+	}
+	u, err := url.Parse(ref)
+	if err != nil {
+		return "(an unparsable URL)"
+	}
+	return redactURL(u)
+}
