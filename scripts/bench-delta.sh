@@ -53,6 +53,8 @@ set -euo pipefail
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$repo"
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 cache=${BTY_CACHE:-$repo/.cache}
 export BTY_CACHE=$cache
 rounds=${BENCH_ROUNDS:-1}
@@ -109,7 +111,6 @@ trap on_signal INT TERM
 
 # ---------------------------------------------------------------- helpers
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a-b}'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b==0) print "-"; else printf "%.3f", a/b }'; }
@@ -118,19 +119,6 @@ mib() { awk -v b="$1" 'BEGIN{ if (b !~ /^[0-9]+$/) print "-"; else printf "%.1f"
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END{if(!NR) exit
   if(NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 rx_bytes() { cat "/sys/class/net/$veth_host/statistics/rx_bytes"; }
-
-# fill_garbage DEV BYTES writes a repeated random 64 MiB block over the
-# first BYTES of DEV (untimed; the full flash writes over a used disk).
-fill_garbage() {
-  local dst=$1 bytes=$2 blk=$run_dir/garbage.bin step=$((64 << 20)) off
-  [ -f "$blk" ] || head -c $step /dev/urandom >"$blk"
-  for ((off = 0; off < bytes; off += step)); do
-    dd if="$blk" of="$dst" bs=4M seek=$((off >> 22)) \
-       count=$(((bytes - off < step ? bytes - off : step) >> 22)) \
-       conv=notrunc status=none
-  done
-  sync
-}
 
 # ---------------------------------------------------------------- network and server
 

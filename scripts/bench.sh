@@ -25,6 +25,8 @@ set -euo pipefail
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$repo"
+# shellcheck source=lib.sh
+. "$repo/scripts/lib.sh"
 cache=${BTY_CACHE:-$repo/.cache}
 export BTY_CACHE=$cache
 rounds=${BENCH_ROUNDS:-3}
@@ -65,23 +67,6 @@ on_signal() {
 }
 trap cleanup EXIT
 trap on_signal INT TERM
-
-# drop_caches makes every run start cold, so runs are comparable.
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-# fill_garbage DEV_OR_FILE BYTES writes a repeated random 64 MiB chunk over
-# the first BYTES of the target (BYTES is a multiple of 4 MiB).
-fill_garbage() {
-  local dst=$1 bytes=$2 chunk=$run_dir/garbage.bin
-  local step=$((64 << 20)) off
-  [ -f "$chunk" ] || head -c $step /dev/urandom >"$chunk"
-  for ((off = 0; off < bytes; off += step)); do
-    dd if="$chunk" of="$dst" bs=4M seek=$((off >> 22)) \
-       count=$(((bytes - off < step ? bytes - off : step) >> 22)) \
-       conv=notrunc status=none
-  done
-  sync "$dst"
-}
 
 # make_loop FILE BYTES: a new loop device on a BYTES-long backing file
 # (filled before each run, see one_round).
